@@ -1,0 +1,1 @@
+"""Typer apps and rendering. Commands are thin: parse, call the core, render."""

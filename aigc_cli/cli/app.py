@@ -1,0 +1,118 @@
+"""The ``aigc`` entry point. Keep imports light: torch loads only inside commands that need it."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from typing import Optional
+
+import typer
+
+from aigc_cli import __version__
+from aigc_cli.cli import common
+from aigc_cli.cli import datasets as datasets_cmd
+from aigc_cli.cli import eval as eval_cmd
+from aigc_cli.cli import export as export_cmd
+from aigc_cli.cli import info as info_cmd
+from aigc_cli.cli import interpolate as interpolate_cmd
+from aigc_cli.cli import runs as runs_cmd
+from aigc_cli.cli import sample as sample_cmd
+from aigc_cli.cli import train as train_cmd
+
+app = typer.Typer(
+    name="aigc",
+    help="Train, sample, evaluate and export small generative image models.",
+    no_args_is_help=True,
+    add_completion=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"aigc {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    device: str = typer.Option(
+        "auto", "--device", envvar="AIGC_DEVICE", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or messages on stderr."),
+    version: Optional[bool] = typer.Option(
+        None, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    common.settings.device = device
+    common.settings.debug = debug
+    common.settings.quiet = quiet
+
+
+app.add_typer(train_cmd.app, name="train")
+app.command("sample")(sample_cmd.sample)
+app.command("interpolate")(interpolate_cmd.interpolate)
+app.add_typer(eval_cmd.app, name="eval")
+app.add_typer(export_cmd.app, name="export")
+app.add_typer(runs_cmd.app, name="runs")
+app.add_typer(datasets_cmd.app, name="datasets")
+app.command("info")(info_cmd.info)
+
+
+class _Terminated(Exception):
+    pass
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI and map every outcome to an exit code: 0, 1 (error), 2 (usage), 130/143."""
+    import click
+
+    from aigc_cli.core.errors import AigcError, Interrupted
+
+    args = sys.argv[1:] if argv is None else argv
+    common.settings.debug = "--debug" in args
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    command = typer.main.get_command(app)
+    try:
+        command.main(args=args, prog_name="aigc", standalone_mode=False)
+        code = 0
+    except click.exceptions.Exit as e:
+        code = e.exit_code
+    except click.ClickException as e:
+        e.show()
+        code = e.exit_code
+    except Interrupted as e:
+        _error(str(e), prefix="interrupted")
+        code = e.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        _error("interrupted", prefix="aborted")
+        code = 130
+    except _Terminated:
+        _error("terminated", prefix="aborted")
+        code = 143
+    except AigcError as e:
+        if common.settings.debug:
+            raise
+        _error(str(e))
+        code = 1
+    except BrokenPipeError:
+        # The reader of our stdout went away (`aigc sample ... -o - | head`): not our error.
+        sys.stderr.close()
+        code = 1
+    except Exception as e:  # an unexpected error still gets one line, unless --debug
+        if common.settings.debug:
+            raise
+        _error(f"{type(e).__name__}: {e} (run with --debug for the traceback)")
+        code = 1
+    sys.exit(code)
+
+
+def _error(message: str, prefix: str = "error") -> None:
+    first = message.strip().splitlines()[0] if message.strip() else prefix
+    sys.stderr.write(f"aigc: {prefix}: {first}\n")

@@ -1,0 +1,1 @@
+"""The engine: nothing in here imports typer or rich."""

@@ -1,0 +1,34 @@
+"""Device choice: CUDA, then MPS, then CPU, unless the user names one."""
+
+from __future__ import annotations
+
+import re
+
+from aigc_cli.core.errors import ConfigError
+
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def resolve_device(spec: str = "auto"):
+    import torch
+
+    spec = (spec or "auto").strip().lower()
+    if not DEVICE_PATTERN.match(spec):
+        raise ConfigError(f"unknown device {spec!r}; use auto, cpu, cuda, cuda:N or mps")
+    if spec == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {spec!r} asked for, but CUDA is not available; use --device cpu")
+        index = int(spec.split(":")[1]) if ":" in spec else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device {spec!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist"
+            )
+    if spec == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("device 'mps' asked for, but MPS is not available; use --device cpu")
+    return torch.device(spec)

@@ -1,0 +1,37 @@
+"""Seeds and RNG state, so a --seed reproduces images and a resumed run continues exactly."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    return g
+
+
+def get_rng_state() -> dict[str, torch.Tensor]:
+    """Tensors only, so the state fits in a safetensors checkpoint."""
+    state = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            state[f"torch_cuda_{i}"] = s
+    return state
+
+
+def set_rng_state(state: dict[str, torch.Tensor]) -> None:
+    if "torch_cpu" in state:
+        torch.set_rng_state(state["torch_cpu"].to(torch.uint8).cpu())
+    cuda = [state[k] for k in sorted(state) if k.startswith("torch_cuda_")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.to(torch.uint8).cpu() for s in cuda])

@@ -1,0 +1,104 @@
+"""The in-memory dataset every loader returns, and the registry of named datasets."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from aigc_cli.core.registry import Registry
+
+SPLITS = ("train", "test")
+
+
+@dataclass
+class ImageDataset:
+    """All images as one uint8 tensor, so batches are slices on the training device."""
+
+    images: torch.Tensor  # (N, C, H, W) uint8
+    labels: torch.Tensor | None  # (N,) int64, or None when unlabelled
+    name: str  # a human name: "mnist (train)", "digits.npz"
+    spec: dict[str, Any]  # what load_dataset needs to load it again: {"spec": ..., "split": ...}
+    classes: list[str] | None = None
+    factors: dict[str, torch.Tensor] | None = None  # known generative factors (built-in shapes)
+    skipped: int = 0  # files that could not be read (image folders)
+    _fingerprint: str | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise ValueError("images must be a (N, C, H, W) uint8 tensor")
+        if self.labels is not None and len(self.labels) != len(self.images):
+            raise ValueError("labels and images differ in length")
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        c, h, w = self.images.shape[1:]
+        return int(c), int(h), int(w)
+
+    @property
+    def num_classes(self) -> int | None:
+        if self.labels is None:
+            return None
+        if self.classes is not None:
+            return len(self.classes)
+        return int(self.labels.max()) + 1 if len(self.labels) else 0
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the pixels and labels: two datasets with the same content match."""
+        if self._fingerprint is None:
+            h = hashlib.sha256()
+            h.update(str(tuple(self.images.shape)).encode())
+            h.update(self.images.contiguous().numpy().tobytes())
+            if self.labels is not None:
+                h.update(self.labels.to(torch.int64).contiguous().numpy().tobytes())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+    def info(self) -> dict[str, Any]:
+        c, h, w = self.shape
+        out = {
+            "name": self.name,
+            "spec": self.spec,
+            "size": len(self),
+            "shape": [c, h, w],
+            "channels": c,
+            "classes": self.num_classes,
+            "class_names": self.classes,
+            "fingerprint": self.fingerprint,
+        }
+        if self.skipped:
+            out["skipped"] = self.skipped
+        if self.factors:
+            out["factors"] = sorted(self.factors)
+        return out
+
+
+@dataclass(frozen=True)
+class NamedDataset:
+    name: str
+    description: str
+    load: Callable[[str], ImageDataset]  # split -> dataset
+    needs_download: bool = False
+
+
+DATASETS: Registry[NamedDataset] = Registry("dataset")
+
+
+def register_dataset(name: str, description: str, needs_download: bool = False):
+    """Decorator for a ``load(split) -> ImageDataset`` function."""
+
+    def deco(fn: Callable[[str], ImageDataset]):
+        DATASETS.register(name)(NamedDataset(name, description, fn, needs_download))
+        return fn
+
+    return deco
+
+
+def list_datasets() -> list[str]:
+    return DATASETS.names()

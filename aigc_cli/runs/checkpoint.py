@@ -1,0 +1,138 @@
+"""Weights and full training state as safetensors; the non-tensor parts ride in its JSON metadata.
+
+One file per checkpoint, written atomically, so a checkpoint is either whole or absent.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from aigc_cli.core.errors import WeightsError
+from aigc_cli.core.io import atomic_write_with
+
+FORMAT = "aigc-checkpoint/1"
+
+
+def _flatten_module_states(modules: dict[str, torch.nn.Module], prefix: str) -> dict[str, torch.Tensor]:
+    out = {}
+    for name, module in modules.items():
+        for key, tensor in module.state_dict().items():
+            out[f"{prefix}{name}.{key}"] = tensor.detach().cpu().contiguous()
+    return out
+
+
+def _flatten_optimizer(name: str, opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = opt.state_dict()
+    tensors: dict[str, torch.Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, state in sd["state"].items():
+        for key, value in state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optim.{name}.{idx}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars.setdefault(str(idx), {})[key] = value
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def save_weights(path: Path, modules: dict[str, torch.nn.Module], metadata: dict[str, Any] | None = None) -> None:
+    tensors = _flatten_module_states(modules, "")
+    meta = {"format": "aigc-weights/1", "meta": json.dumps(metadata or {})}
+    atomic_write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+
+
+def _load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    from safetensors import safe_open
+
+    if not path.exists():
+        raise WeightsError(f"no weights file at {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        return load_file(str(path)), metadata
+    except (SafetensorError, OSError, ValueError, RuntimeError) as e:
+        raise WeightsError(f"{path} is not a readable safetensors file ({str(e).splitlines()[0]})") from None
+
+
+def _load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str, path: Path) -> None:
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[0] if str(e) else "mismatch"
+        raise WeightsError(
+            f"{path.name}: the weights for {what} do not fit the run's architecture ({first})"
+        ) from None
+
+
+def _split(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, dict[str, torch.Tensor]]:
+    out: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith(prefix):
+            name, _, rest = key[len(prefix):].partition(".")
+            out.setdefault(name, {})[rest] = value
+    return out
+
+
+def load_weights(path: Path, modules: dict[str, torch.nn.Module]) -> None:
+    tensors, _ = _load_tensors(path)
+    groups = _split(tensors, "")
+    for name, module in modules.items():
+        if name not in groups:
+            raise WeightsError(f"{path.name} holds no weights for {name!r}; it does not fit this run")
+        _load_into(module, groups[name], name, path)
+
+
+def save_checkpoint(
+    path: Path,
+    modules: dict[str, torch.nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+    extra_tensors: dict[str, torch.Tensor],
+    state: dict[str, Any],
+) -> None:
+    """modules: every module that trains or averages (EMA included); state: JSON-able progress."""
+    tensors = _flatten_module_states(modules, "model.")
+    optim_meta = {}
+    for name, opt in optimizers.items():
+        t, m = _flatten_optimizer(name, opt)
+        tensors.update(t)
+        optim_meta[name] = m
+    for key, value in extra_tensors.items():
+        tensors[f"extra.{key}"] = value.detach().cpu().contiguous()
+    metadata = {"format": FORMAT, "state": json.dumps(state), "optim": json.dumps(optim_meta)}
+    atomic_write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+
+
+def load_checkpoint(
+    path: Path,
+    modules: dict[str, torch.nn.Module],
+    optimizers: dict[str, torch.optim.Optimizer],
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Fill modules and optimizers in place; return (extra tensors, state)."""
+    tensors, metadata = _load_tensors(path)
+    if metadata.get("format") != FORMAT:
+        raise WeightsError(f"{path} is not an aigc checkpoint")
+    groups = _split(tensors, "model.")
+    for name, module in modules.items():
+        if name not in groups:
+            raise WeightsError(f"checkpoint {path} holds no {name!r}; it does not fit this run")
+        _load_into(module, groups[name], name, path)
+    optim_meta = json.loads(metadata["optim"])
+    opt_tensors = _split(tensors, "optim.")
+    for name, opt in optimizers.items():
+        meta = optim_meta.get(name)
+        if meta is None:
+            raise WeightsError(f"checkpoint {path} holds no optimizer {name!r}")
+        state: dict[int, dict[str, Any]] = {}
+        for key, value in opt_tensors.get(name, {}).items():
+            idx, _, field = key.partition(".")
+            state.setdefault(int(idx), {})[field] = value
+        for idx, fields in meta["scalars"].items():
+            state.setdefault(int(idx), {}).update(fields)
+        opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    extra = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
+    return extra, json.loads(metadata["state"])
