@@ -71,9 +71,12 @@ def _on_sigterm(signum, frame):
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI and map every outcome to an exit code: 0, 1 (error), 2 (usage), 130/143."""
-    import click
-
     from aigc_cli.core.errors import AigcError, Interrupted
+
+    try:  # typer >= 0.29 vendors click
+        from typer._click.exceptions import ClickException
+    except ImportError:  # pragma: no cover
+        from click import ClickException
 
     args = sys.argv[1:] if argv is None else argv
     common.settings.debug = "--debug" in args
@@ -82,15 +85,15 @@ def main(argv: list[str] | None = None) -> None:
     try:
         command.main(args=args, prog_name="aigc", standalone_mode=False)
         code = 0
-    except click.exceptions.Exit as e:
+    except typer.Exit as e:
         code = e.exit_code
-    except click.ClickException as e:
+    except ClickException as e:
         e.show()
         code = e.exit_code
     except Interrupted as e:
         _error(str(e), prefix="interrupted")
         code = e.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         _error("interrupted", prefix="aborted")
         code = 130
     except _Terminated:
