@@ -1,0 +1,135 @@
+"""A folder of image files (searched recursively) as a dataset.
+
+Decisions, so every folder loads into one (N, C, H, W) uint8 tensor:
+- files Pillow cannot read are skipped and counted in ``skipped``; hidden files are ignored;
+- size: images not of the most common size are scaled to cover it and centre-cropped
+  (aspect ratio kept, no padding);
+- channels: RGB (3) if any image has colour (any pixel with R != G or G != B), else gray (1);
+  transparency is composited on black;
+- labels: when every image lies inside an immediate subfolder, the subfolder names (sorted)
+  are the classes; otherwise the dataset is unlabelled.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from aigc_cli.core.errors import DatasetError
+from aigc_cli.data.base import ImageDataset
+from aigc_cli.data.download import Progress
+
+
+def _files(root: Path) -> list[Path]:
+    out = []
+    for folder, dirs, names in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        out += [Path(folder) / n for n in sorted(names) if not n.startswith(".")]
+    return out
+
+
+def _size(path: Path) -> tuple[int, int] | None:
+    """(width, height) from the header only, or None when Pillow cannot identify the file."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.size
+    except Exception:  # not an image, unknown format, damaged header
+        return None
+
+
+def _plain(im):
+    """Any Pillow mode -> one of L, LA, RGB, RGBA, the modes resizing and compositing handle."""
+    from PIL import Image
+
+    if im.mode.startswith("I"):  # 16/32-bit gray: keep the top 8 of 16 bits (convert("L") clips)
+        a = np.asarray(im).astype(np.int64)
+        return Image.fromarray((a >> 8 if a.max() > 255 else a).clip(0, 255).astype(np.uint8), "L")
+    if im.mode in ("L", "LA", "RGB", "RGBA"):
+        return im
+    alpha = "A" in im.mode or "a" in im.mode or "transparency" in im.info
+    gray = im.mode in ("1", "F", "La")
+    return im.convert(("LA" if alpha else "L") if gray else ("RGBA" if alpha else "RGB"))
+
+
+def _to_array(im) -> np.ndarray:
+    """A plain-mode Pillow image -> (H, W, 1) or (H, W, 3) uint8, transparency composited on black."""
+    a = np.asarray(im)
+    if a.ndim == 2:
+        a = a[..., None]
+    if im.mode in ("LA", "RGBA"):
+        a = ((a[..., :-1].astype(np.uint16) * a[..., -1:] + 127) // 255).astype(np.uint8)
+    if a.shape[-1] == 3 and (a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all():
+        a = a[..., :1]  # gray content saved as RGB (or a gray palette) counts as gray
+    return a
+
+
+def decode_image(path: Path, size: tuple[int, int] | None = None) -> np.ndarray | None:
+    """(H, W, C) uint8 with C in 1, 3, scaled and centre-cropped to ``size`` (w, h); None if unreadable."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as im:
+            im.load()  # first frame of animations
+            im = _plain(im)
+            if size is not None and im.size != size:
+                im = ImageOps.fit(im, size, method=Image.Resampling.BICUBIC)
+            return _to_array(im)
+    except Exception:  # truncated data, decoder errors, decompression bombs
+        return None
+
+
+def load_folder(root: Path, split: str = "train", progress: Progress | None = None) -> ImageDataset:
+    files = _files(root)
+    workers = min(8, (os.cpu_count() or 1) + 2)  # Pillow decodes without the GIL
+    with ThreadPoolExecutor(workers) as pool:
+        sizes = list(pool.map(_size, files))
+        readable = [(f, s) for f, s in zip(files, sizes) if s is not None]
+        if not readable:
+            raise DatasetError(f"no readable images in {root}" + (f" ({len(files)} files skipped)" if files else ""))
+        size = Counter(s for _, s in readable).most_common(1)[0][0]  # ties: the first in path order
+        arrays = []
+        for i, a in enumerate(pool.map(lambda f: decode_image(f, size), [f for f, _ in readable])):
+            arrays.append(a)
+            if progress is not None:
+                progress("decoding images", i + 1, len(readable))
+
+    kept = [(f, a) for (f, _), a in zip(readable, arrays) if a is not None]
+    skipped = len(files) - len(kept)
+    if not kept:
+        raise DatasetError(f"no readable images in {root} ({skipped} files skipped)")
+    channels = max(a.shape[-1] for _, a in kept)
+    images = np.empty((len(kept), size[1], size[0], channels), np.uint8)  # (N, H, W, C)
+    for i, (_, a) in enumerate(kept):
+        images[i] = a  # a gray image broadcasts into all three channels
+    images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W)
+
+    rel = [f.relative_to(root).parts for f, _ in kept]
+    labels = classes = None
+    if all(len(p) >= 2 for p in rel):  # every image inside a subfolder: subfolders are classes
+        classes = sorted({p[0] for p in rel})
+        index = {c: i for i, c in enumerate(classes)}
+        labels = torch.tensor([index[p[0]] for p in rel], dtype=torch.int64)
+    return ImageDataset(
+        images=images,
+        labels=labels,
+        name=root.resolve().name,
+        spec={"spec": str(root.resolve()), "split": split},
+        classes=classes,
+        skipped=skipped,
+    )
+
+
+def load_image_file(path: Path, split: str = "train") -> ImageDataset | None:
+    """A single image file as a one-image dataset; None when it is not an image."""
+    a = decode_image(path)
+    if a is None:
+        return None
+    images = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None]  # (1, C, H, W)
+    return ImageDataset(images=images, labels=None, name=path.name, spec={"spec": str(path.resolve()), "split": split})

@@ -1,0 +1,60 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from aigc_cli.cli.app import main
+
+
+def run(capsys, *args):
+    with pytest.raises(SystemExit) as e:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return e.value.code, out, err
+
+
+def test_list_json(capsys, aigc_home):
+    code, out, _ = run(capsys, "datasets", "list", "--json")
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert code == 0
+    assert rows["shapes"]["status"] == "built-in"
+    assert rows["mnist"]["status"] == "not downloaded" and rows["cifar10"]["description"]
+
+
+def test_list_table(capsys, aigc_home):
+    code, out, err = run(capsys, "datasets", "list")
+    assert code == 0 and out == "" and "fashion-mnist" in err
+
+
+def test_info_json_and_table(capsys, tmp_path):
+    np.savez(tmp_path / "d.npz", x=np.zeros((5, 8, 8, 3), np.uint8), y=np.array([0, 1, 2, 1, 0]))
+    code, out, _ = run(capsys, "datasets", "info", str(tmp_path / "d.npz"), "--json")
+    info = json.loads(out)
+    assert code == 0
+    assert info["size"] == 5 and info["shape"] == [3, 8, 8] and info["channels"] == 3
+    assert info["classes"] == 3 and info["skipped"] == 0 and len(info["fingerprint"]) == 64
+    code, out, err = run(capsys, "datasets", "info", str(tmp_path / "d.npz"), "--split", "test")
+    assert code == 0 and info["fingerprint"][:16] in err
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["datasets", "info", "/no/such/place"], "no dataset"),
+        (["datasets", "info", "shapes", "--split", "val"], "unknown split"),
+    ],
+)
+def test_errors_are_one_line(capsys, args, message):
+    code, out, err = run(capsys, *args)
+    assert code == 1 and out == ""
+    assert err.startswith("aigc: error: ") and message in err and err.count("\n") == 1
+
+
+def test_subprocess_not_a_dataset(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    p = subprocess.run([sys.executable, "-m", "aigc_cli", "datasets", "info", str(tmp_path / "notes.txt")],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 1 and p.stdout == ""
+    assert p.stderr.startswith("aigc: error: not a dataset") and "Traceback" not in p.stderr
