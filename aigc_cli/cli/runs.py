@@ -1,7 +1,92 @@
-"""``aigc runs``: list, show, remove runs."""
+"""``aigc runs``: list, show, remove runs and print their folders."""
 
 from __future__ import annotations
 
 import typer
 
-app = typer.Typer(help="Manage runs.", no_args_is_help=True)
+from aigc_cli.cli import common
+
+app = typer.Typer(help="Manage runs: list, show, rm, path.", no_args_is_help=True)
+
+FIELDS = ("id", "name", "family", "status", "epoch", "epochs", "step", "created", "dataset")
+
+
+def summary(run) -> dict:
+    meta = run.read_meta()
+    return {k: meta.get(k) for k in FIELDS}
+
+
+@app.command("list")
+def list_runs(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    """List all runs, oldest first."""
+    from aigc_cli.runs.store import list_runs as all_runs
+
+    rows = [summary(r) for r in all_runs()]
+    if json_out:
+        common.print_json(rows)
+        return
+    if not rows:
+        common.info("no runs yet; start one with 'aigc train gan'")
+        return
+    common.table(None, ["id", "name", "family", "status", "epoch", "step", "created", "dataset"],
+                 [[r["id"], r["name"], r["family"], r["status"], f"{r['epoch']}/{r['epochs']}", r["step"],
+                   r["created"], r["dataset"]] for r in rows])
+
+
+@app.command("show")
+def show(
+    run: str = typer.Argument(..., help="Run id, name or 'last'."),
+    json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """Show a run: status, progress, config and last metrics."""
+    from aigc_cli.runs.store import resolve_run
+
+    r = resolve_run(run)
+    data = summary(r)
+    meta = r.read_meta()
+    data.update(path=str(r.path), updated=meta.get("updated"), error=meta.get("error"))
+    data["config"] = r.read_config()
+    rows = r.read_metrics()
+    data["last_metrics"] = next((m for m in reversed(rows) if "fid" not in m), None)
+    fids = [m for m in rows if "fid" in m]
+    data["fid"] = fids[-1] if fids else None
+    if json_out:
+        common.print_json(data)
+        return
+    cfg = data["config"]
+    items = [[k, data[k]] for k in ("id", "name", "family", "status", "epoch", "epochs", "step", "created",
+                                    "updated", "dataset", "path", "error") if data.get(k) is not None]
+    items += [[f"model.{k}", v] for k, v in cfg.get("model", {}).items()]
+    items += [[f"train.{k}", v] for k, v in cfg.get("train", {}).items()]
+    items.append(["seed", cfg.get("seed")])
+    if data["last_metrics"]:
+        items += [[f"last.{k}", v] for k, v in data["last_metrics"].items()]
+    if data["fid"]:
+        items.append(["fid", f"{data['fid']['fid']:.3f} (epoch {data['fid'].get('epoch')})"])
+    common.table(None, ["field", "value"], items)
+
+
+@app.command("rm")
+def rm(
+    runs: list[str] = typer.Argument(..., help="Run ids, names or 'last'."),
+    force: bool = typer.Option(False, "--force", "-f", help="Also remove runs that are still running."),
+) -> None:
+    """Delete runs and all their files."""
+    from aigc_cli.core.errors import RunError
+    from aigc_cli.runs.store import remove_run, resolve_run
+
+    targets = [resolve_run(r) for r in runs]  # resolve all first: a typo removes nothing
+    for r in targets:
+        if r.read_meta().get("status") == "running" and not force:
+            raise RunError(f"{r.id} is still running; stop it first or pass --force")
+    for r in targets:
+        remove_run(r)
+        common.info(f"removed {r.id}")
+
+
+@app.command("path")
+def path(run: str = typer.Argument(..., help="Run id, name or 'last'.")) -> None:
+    """Print a run's folder (for `cd $(aigc runs path last)`)."""
+    from aigc_cli.runs.store import resolve_run
+
+    common.print_result(str(resolve_run(run).path))

@@ -1,9 +1,64 @@
-"""``aigc sample``."""
+"""``aigc sample``: images from a trained run, as a grid, a folder of PNGs, or PNG on stdout."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
+
 import typer
 
+from aigc_cli.cli import common
 
-def sample(run: str = typer.Argument(..., help="Run id, name or 'last'.")) -> None:
+
+def sample(
+    run: str = typer.Argument(..., help="Run id, name or 'last'."),
+    n: int = typer.Option(64, "-n", "--num", help="How many images."),
+    output: str = typer.Option(..., "-o", "--output", help="grid.png, a folder (DIR/ or existing) for one PNG each, or - for stdout."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed for the latents (random if omitted; printed with --json)."),
+    latents: Optional[Path] = typer.Option(None, "--latents", help="A .npy file of latent vectors, one row per image."),
+    label: Optional[int] = typer.Option(None, "--label", help="Class for conditional runs (default: all classes in turn)."),
+    truncation: Optional[float] = typer.Option(None, "--truncation", help="Truncation psi: redraw latent values with |z| > psi."),
+    nrow: Optional[int] = typer.Option(None, "--nrow", help="Images per grid row (default: square)."),
+    json_out: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
+) -> None:
     """Sample images from a trained run."""
+    import secrets
+
+    from aigc_cli.cli.output import is_dir_target, is_stdout, write_bytes
+    from aigc_cli.core.errors import ConfigError
+    from aigc_cli.core.images import make_grid, png_bytes, to_uint8
+    from aigc_cli.models.sampling import load_generator, load_latents
+
+    if n < 1:
+        raise ConfigError(f"-n must be at least 1, got {n}")
+    if latents is not None and (seed is not None or truncation is not None):
+        raise ConfigError("--latents gives the latent vectors; drop --seed and --truncation")
+    gen = load_generator(run, common.device())
+    if latents is not None:
+        z = load_latents(str(latents), gen.latent_dim)
+        n = len(z)
+    else:
+        seed = secrets.randbelow(2**31) if seed is None else seed
+        z = gen.latents(n, seed, truncation)
+    labels = gen.labels(n, label)
+    images = to_uint8(gen.generate(z, labels))  # (n, C, H, W)
+
+    text = {"Software": "aigc", "aigc:run": gen.run.id, "aigc:seed": "" if seed is None else str(seed)}
+    if latents is not None:
+        text["aigc:latents"] = str(latents)
+    written: list[str] = []
+    if not is_stdout(output) and is_dir_target(output):
+        folder = Path(output).expanduser()
+        for i, image in enumerate(images):
+            written.append(write_bytes(str(folder / f"{i:05d}.png"), png_bytes(image, {**text, "aigc:index": str(i)})))
+    else:
+        if not is_stdout(output) and Path(output).suffix.lower() != ".png":
+            raise ConfigError(f"-o {output}: sample writes PNG; use a .png name, a folder (DIR/) or -")
+        grid = make_grid(images, nrow=nrow)
+        written.append(write_bytes(output, png_bytes(grid, {**text, "aigc:index": f"0-{n - 1}"})))
+
+    summary = {"run": gen.run.id, "seed": seed, "n": n, "label": label, "outputs": written}
+    if json_out and not is_stdout(output):
+        common.print_json(summary)
+    elif not is_stdout(output):
+        common.info(f"wrote {n} images from {gen.run.id} (seed {seed}) to {written[0] if len(written) == 1 else output}")

@@ -1,7 +1,88 @@
-"""``aigc train``: train models."""
+"""``aigc train gan|vae``: thin wrappers over aigc_cli.training."""
 
 from __future__ import annotations
 
+from typing import Optional
+
 import typer
 
-app = typer.Typer(help="Train models.", no_args_is_help=True)
+from aigc_cli.cli import common
+
+app = typer.Typer(help="Train models (runs are kept in the run store; see 'aigc runs').", no_args_is_help=True)
+
+DATASET_HELP = "Dataset: a name (shapes, mnist, fashion-mnist, cifar10), an image folder, an IDX or .npy/.npz file."
+
+
+def run_training(family: str, resume: Optional[str], json_out: bool, given: dict, **kwargs) -> None:
+    """Shared by every family's command: start or resume, render the result."""
+    from aigc_cli import training
+    from aigc_cli.cli.datasets import progress_bar
+    from aigc_cli.cli.progress import RichProgress
+    from aigc_cli.core.errors import ConfigError
+
+    device = common.device()
+    progress = RichProgress()
+    with progress_bar() as data_progress:
+        if resume:
+            # Only --epochs may change: anything else would no longer be the same run.
+            extra = sorted(k for k, v in given.items() if v not in (None, False) and k != "epochs")
+            if extra:
+                flags = ", ".join("--" + k.replace("_", "-") for k in extra)
+                raise ConfigError(f"--resume continues a run as it was configured; drop {flags}")
+            run = training.resume(resume, epochs=given.get("epochs"), device=device, progress=progress,
+                                  family=family, dataset_progress=data_progress,
+                                  evaluate_factory=_evaluate_factory(device))
+        else:
+            def announce(r):
+                common.info(f"[bold]{r.id}[/bold] started in {r.path} on {device}")
+
+            run = training.train(family, device=device, progress=progress, on_run=announce,
+                                 dataset_progress=data_progress, evaluate_factory=_evaluate_factory(device),
+                                 **kwargs)
+    meta = run.read_meta()
+    if json_out:
+        common.print_json({"id": run.id, "name": meta.get("name"), "path": str(run.path), "status": meta["status"],
+                           "epoch": meta.get("epoch"), "step": meta.get("step"), "last_metrics": run.last_metrics()})
+    else:
+        common.print_result(run.id)
+
+
+def _evaluate_factory(device):
+    """FID during training (--eval-every), when the metrics package provides it."""
+    try:
+        from aigc_cli.metrics.training import make_evaluator
+    except ImportError:
+        return None
+    return lambda run, config, data: make_evaluator(run, config, data, device, info=common.info)
+
+
+@app.command("gan")
+def gan(
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help=DATASET_HELP + " [default: shapes]"),
+    split: Optional[str] = typer.Option(None, "--split", help="train or test, for named datasets. [default: train]"),
+    arch: Optional[str] = typer.Option(None, "--arch", help="mlp or dcgan. [default: dcgan]"),
+    loss: Optional[str] = typer.Option(None, "--loss", help="bce, hinge or wgan-gp. [default: hinge]"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="Passes over the data. [default: 20]"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="[default: 64]"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate. [default: per loss]"),
+    latent_dim: Optional[int] = typer.Option(None, "--latent-dim", help="[default: 64]"),
+    width: Optional[int] = typer.Option(None, "--width", help="Base channel count / hidden width unit. [default: 32]"),
+    conditional: bool = typer.Option(False, "--conditional", help="Class-conditional (needs labels)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="[default: 0]"),
+    name: Optional[str] = typer.Option(None, "--name", help="A name to refer to the run by."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Continue RUN (id, name or 'last')."),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Record FID every N epochs."),
+    fid_n: Optional[int] = typer.Option(None, "--fid-n", help="Samples for --eval-every FID. [default: 2048]"),
+    json_out: bool = typer.Option(False, "--json", help="Print the finished run as JSON."),
+) -> None:
+    """Train a GAN: MLP or DCGAN, with bce, hinge (spectral norm) or wgan-gp loss."""
+    given = dict(dataset=dataset, split=split, arch=arch, loss=loss, epochs=epochs, batch_size=batch_size,
+                 lr=lr, latent_dim=latent_dim, width=width, conditional=conditional, seed=seed, name=name,
+                 eval_every=eval_every, fid_n=fid_n)
+    kwargs = {k: v for k, v in given.items() if v is not None}
+    kwargs.setdefault("dataset", "shapes")
+    kwargs.setdefault("split", "train")
+    kwargs["eval_every"] = eval_every or 0
+    if fid_n is not None:
+        kwargs["fid_n"] = fid_n
+    run_training("gan", resume, json_out, given, **kwargs)

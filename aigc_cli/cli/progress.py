@@ -1,0 +1,63 @@
+"""Training progress on stderr: a rich bar with losses and images/s, or plain lines for logs."""
+
+from __future__ import annotations
+
+import time
+
+from aigc_cli.cli import common
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    parts = [f"{k} {v:.3f}" for k, v in metrics.items() if k != "images_per_s"]
+    if "images_per_s" in metrics:
+        parts.append(f"{metrics['images_per_s']:.0f} img/s")
+    return "  ".join(parts)
+
+
+class RichProgress:
+    """Implements core.trainer.ProgressSink."""
+
+    def __init__(self):
+        self.bar = None
+        self.task = None
+        self.plain = not common.console().is_terminal
+        self.last_print = 0.0
+
+    def start(self, total_steps: int, done_steps: int, description: str) -> None:
+        if common.settings.quiet:
+            return
+        if self.plain:
+            common.info(f"{description}: training {total_steps} steps (from step {done_steps})")
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TimeRemainingColumn(), TextColumn("{task.fields[stats]}"),
+            console=common.console(), transient=False,
+        )
+        self.bar.start()
+        self.task = self.bar.add_task(description, total=total_steps, completed=done_steps, stats="")
+
+    def update(self, step: int, metrics: dict[str, float]) -> None:
+        if common.settings.quiet:
+            return
+        if self.bar is not None:
+            self.bar.update(self.task, completed=step, stats=_fmt(metrics))
+        elif time.monotonic() - self.last_print > 10:  # logs: a line every 10 s at most
+            self.last_print = time.monotonic()
+            common.info(f"step {step}  {_fmt(metrics)}")
+
+    def epoch_end(self, epoch: int, epochs: int, previews: list[str]) -> None:
+        if common.settings.quiet:
+            return
+        text = f"epoch {epoch}/{epochs} done; samples in {previews[0]}" if previews else f"epoch {epoch}/{epochs} done"
+        if self.bar is not None:
+            self.bar.console.print(text)
+        else:
+            common.info(text)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = None

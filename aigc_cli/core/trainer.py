@@ -1,0 +1,232 @@
+"""The training loop shared by every family.
+
+A family supplies a *task* (models, optimizers and one ``train_step``); the loop owns the data
+order, logging, previews, checkpoints, signals and resume. Data order is a pure function of
+(seed, epoch), and the checkpoint carries the RNG state, so a resumed run on CPU continues
+bit-for-bit like one that was never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+import torch
+
+from aigc_cli.core.errors import ConfigError, Interrupted, TrainingDiverged
+from aigc_cli.core.images import make_grid, png_bytes, to_uint8
+from aigc_cli.core.io import atomic_write_bytes, atomic_write_text
+from aigc_cli.core.seeding import get_rng_state, set_rng_state
+from aigc_cli.data.base import ImageDataset
+from aigc_cli.runs.checkpoint import load_checkpoint, save_checkpoint, save_weights
+from aigc_cli.runs.store import Run
+
+
+class TrainTask(Protocol):
+    modules: dict[str, torch.nn.Module]  # everything that goes into a checkpoint (EMA copies too)
+    optimizers: dict[str, torch.optim.Optimizer]
+
+    def train_step(self, batch: torch.Tensor, labels: torch.Tensor | None, step: int) -> dict[str, torch.Tensor]:
+        """One update on a (B, C, H, W) uint8 batch; returns detached scalar losses."""
+
+    def inference_modules(self) -> dict[str, torch.nn.Module]:
+        """What model.safetensors holds: the modules the family's ``build`` rebuilds."""
+
+    def sync_inference(self) -> None:
+        """Bring the inference modules up to date before they are saved or previewed
+        (e.g. re-estimate BatchNorm statistics of an EMA generator)."""
+
+    def previews(self) -> dict[str, torch.Tensor]:
+        """name -> (B, C, H, W) images in [0, 1] from fixed inputs, saved as samples/<name>_epochNNN.png."""
+
+
+class ProgressSink(Protocol):
+    def start(self, total_steps: int, done_steps: int, description: str) -> None: ...
+    def update(self, step: int, metrics: dict[str, float]) -> None: ...
+    def epoch_end(self, epoch: int, epochs: int, previews: list[str]) -> None: ...
+    def close(self) -> None: ...
+
+
+class _NoProgress:
+    def start(self, *a): pass
+    def update(self, *a): pass
+    def epoch_end(self, *a): pass
+    def close(self): pass
+
+
+@dataclass
+class LoopConfig:
+    epochs: int
+    batch_size: int
+    seed: int
+    log_every: int = 20
+
+
+def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The data order of one epoch, from (seed, epoch) alone: resume needs no saved state for it."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=g)
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM ask the loop to stop after the current step instead of killing it mid-write."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for s in (signal.SIGINT, signal.SIGTERM):
+                self._old[s] = signal.signal(s, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: the user really wants out
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for s, old in self._old.items():
+            signal.signal(s, old)
+
+
+class Trainer:
+    def __init__(
+        self,
+        task: TrainTask,
+        dataset: ImageDataset,
+        run: Run,
+        loop: LoopConfig,
+        device: torch.device,
+        progress: ProgressSink | None = None,
+        evaluate: Callable[[int], dict[str, float]] | None = None,
+        eval_every: int = 0,
+    ):
+        if loop.epochs < 1:
+            raise ConfigError(f"--epochs must be at least 1, got {loop.epochs}")
+        if loop.batch_size < 1:
+            raise ConfigError(f"--batch-size must be at least 1, got {loop.batch_size}")
+        if len(dataset) < loop.batch_size:
+            raise ConfigError(
+                f"the dataset has {len(dataset)} images, fewer than --batch-size {loop.batch_size}"
+            )
+        self.task, self.run, self.loop, self.device = task, run, loop, device
+        self.progress = progress or _NoProgress()
+        self.evaluate, self.eval_every = evaluate, eval_every
+        # The whole dataset lives on the training device; a batch is one indexing op, no workers.
+        self.images = dataset.images.to(device)  # (N, C, H, W) uint8
+        self.labels = dataset.labels.to(device) if dataset.labels is not None else None
+        self.steps_per_epoch = len(dataset) // loop.batch_size  # drop the ragged last batch
+        self.epoch, self.step_in_epoch, self.step, self.elapsed = 0, 0, 0, 0.0
+
+    # -- state ---------------------------------------------------------------------------------
+    def save(self) -> None:
+        state = {
+            "epoch": self.epoch,
+            "step_in_epoch": self.step_in_epoch,
+            "step": self.step,
+            "elapsed": self.elapsed,
+        }
+        self.task.sync_inference()
+        save_weights(self.run.weights_path, self.task.inference_modules(), {"run": self.run.id, "step": self.step})
+        save_checkpoint(
+            self.run.checkpoint_path, self.task.modules, self.task.optimizers, {
+                f"rng.{k}": v for k, v in get_rng_state().items()
+            }, state,
+        )
+        self.run.update_meta(epoch=self.epoch, step=self.step)
+
+    def restore(self) -> None:
+        extra, state = load_checkpoint(self.run.checkpoint_path, self.task.modules, self.task.optimizers)
+        set_rng_state({k[len("rng."):]: v for k, v in extra.items() if k.startswith("rng.")})
+        self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
+        self.step, self.elapsed = state["step"], state.get("elapsed", 0.0)
+        self._truncate_metrics()
+
+    def _truncate_metrics(self) -> None:
+        # Lines logged after the checkpoint will be logged again by the resumed run.
+        rows = [r for r in self.run.read_metrics() if r.get("step", 0) <= self.step]
+        atomic_write_text(self.run.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
+
+    # -- loop ----------------------------------------------------------------------------------
+    def fit(self) -> None:
+        loop = self.loop
+        total = loop.epochs * self.steps_per_epoch
+        self.run.update_meta(status="running", epochs=loop.epochs)
+        self.progress.start(total, self.step, self.run.id)
+        metrics_file = open(self.run.metrics_path, "a", encoding="utf-8")
+        try:
+            with _StopFlag() as stop:
+                while self.epoch < loop.epochs:
+                    self._run_epoch(stop, metrics_file)
+        finally:
+            metrics_file.close()
+            self.progress.close()
+        self.run.update_meta(status="completed", epoch=self.epoch, step=self.step)
+
+    def _run_epoch(self, stop: _StopFlag, metrics_file) -> None:
+        loop = self.loop
+        order = epoch_permutation(len(self.images), loop.seed, self.epoch).to(self.device)
+        window_start, window_images = time.perf_counter(), 0
+        while self.step_in_epoch < self.steps_per_epoch:
+            t0 = time.perf_counter()
+            idx = order[self.step_in_epoch * loop.batch_size : (self.step_in_epoch + 1) * loop.batch_size]
+            labels = self.labels[idx] if self.labels is not None else None
+            losses = self.task.train_step(self.images[idx], labels, self.step)
+            values = {k: float(v) for k, v in losses.items()}  # one sync per step: cheap at this size
+            self.step += 1
+            self.step_in_epoch += 1
+            self.elapsed += time.perf_counter() - t0
+            window_images += loop.batch_size
+            if not all(math.isfinite(v) for v in values.values()):
+                self._diverged(values)
+            if self.step % loop.log_every == 0 or self.step_in_epoch == self.steps_per_epoch:
+                rate = window_images / max(time.perf_counter() - window_start, 1e-9)
+                row = {"step": self.step, "epoch": self.epoch + 1, "images_per_s": round(rate, 1), **values}
+                metrics_file.write(json.dumps(row) + "\n")
+                metrics_file.flush()
+                window_start, window_images = time.perf_counter(), 0
+                self.progress.update(self.step, {**values, "images_per_s": rate})
+            if stop.signum is not None:
+                metrics_file.flush()
+                self.save()
+                self.run.update_meta(status="interrupted")
+                code = 130 if stop.signum == signal.SIGINT else 143
+                raise Interrupted(
+                    f"{self.run.id} stopped at step {self.step}; continue with "
+                    f"'aigc train {self.run.read_meta().get('family', '')} --resume {self.run.id}'".replace("  ", " "),
+                    exit_code=code,
+                )
+        self.epoch += 1
+        self.step_in_epoch = 0
+        previews = self._write_previews()  # save() re-syncs the inference modules first
+        self.save()
+        self.progress.epoch_end(self.epoch, loop.epochs, previews)
+        if self.evaluate is not None and self.eval_every and self.epoch % self.eval_every == 0:
+            extra = self.evaluate(self.epoch)
+            if extra:
+                metrics_file.write(json.dumps({"step": self.step, "epoch": self.epoch, **extra}) + "\n")
+                metrics_file.flush()
+
+    def _write_previews(self) -> list[str]:
+        self.task.sync_inference()
+        paths = []
+        for name, images in self.task.previews().items():
+            path = self.run.samples_dir / f"{name}_epoch{self.epoch:03d}.png"
+            grid = make_grid(to_uint8(images))
+            atomic_write_bytes(path, png_bytes(grid, {"aigc:run": self.run.id, "aigc:epoch": str(self.epoch)}))
+            paths.append(str(path))
+        return paths
+
+    def _diverged(self, values: dict[str, float]) -> None:
+        bad = ", ".join(f"{k}={v}" for k, v in values.items() if not math.isfinite(v))
+        kept = f"the weights of epoch {self.epoch} are kept" if self.epoch else "no weights were saved"
+        message = f"training diverged at step {self.step} ({bad}); {kept}; try a lower --lr"
+        self.run.update_meta(status="failed", error=message)
+        raise TrainingDiverged(message)

@@ -1,0 +1,1 @@
+"""Model families (gan, vae, ...) behind one registry."""

@@ -1,0 +1,82 @@
+"""Building blocks shared by the families: label embeddings, EMA, init, BatchNorm re-estimation."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+from aigc_cli.core.errors import ConfigError
+
+
+def dcgan_init(module: nn.Module) -> None:
+    """N(0, 0.02) weights as in Radford et al. (2016); BatchNorm scales around 1."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+
+
+def conv_stages(size: int) -> int:
+    """How many x2 up/down-samplings take a square side down to a 4..7 pixel start."""
+    if size < 8 or size % 4:
+        raise ConfigError(
+            f"convolutional models need square images whose side is a multiple of 4 and at least 8, "
+            f"got {size}; use --arch mlp"
+        )
+    stages = 0
+    while size % 2 == 0 and size // 2 >= 4:
+        size //= 2
+        stages += 1
+    return stages
+
+
+def check_square(image_shape: tuple[int, int, int]) -> int:
+    c, h, w = image_shape
+    if h != w:
+        raise ConfigError(f"convolutional models need square images, got {h}x{w}; use --arch mlp")
+    return conv_stages(h)
+
+
+class EMA:
+    """Exponential moving average of a module's weights, with a warm-up so short runs benefit.
+
+    Buffers (BatchNorm statistics) are not averaged; see ``recalibrate_batchnorm``.
+    """
+
+    def __init__(self, module: nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = copy.deepcopy(module).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, module: nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for s, p in zip(self.shadow.parameters(), module.parameters()):
+            s.lerp_(p.detach(), 1 - d)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(module: nn.Module, make_input, batches: int = 8) -> None:
+    """Re-estimate BatchNorm statistics for ``module``'s own weights (cumulative average).
+
+    The averaged (EMA) weights never ran in training mode, so the statistics the raw model gathered
+    do not fit them. ``make_input(i)`` returns the i-th batch of inputs as a tuple.
+    """
+    bns = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average over the batches below
+    module.train()
+    for i in range(batches):
+        module(*make_input(i))
+    module.eval()
+    for m, mom in zip(bns, saved):
+        m.momentum = mom

@@ -1,0 +1,185 @@
+"""The GAN family: configuration, the training task and the sampler."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from aigc_cli.core.errors import ConfigError
+from aigc_cli.models.common import EMA, recalibrate_batchnorm
+from aigc_cli.models.gan.losses import LOSSES, GanLoss, gradient_penalty
+from aigc_cli.models.gan.nets import ARCHS, NetSpec, build_nets
+from aigc_cli.models.registry import register_family
+
+# Defaults chosen for the best samples per CPU-minute; docs/train.md says why.
+DEFAULTS = {
+    "arch": "dcgan",
+    "loss": "hinge",
+    "latent_dim": 64,
+    "width": 32,
+    "ema_decay": 0.999,
+}
+PREVIEW_COUNT = 64
+
+
+def _spec(model: dict[str, Any]) -> NetSpec:
+    return NetSpec(
+        image_shape=tuple(model["image_shape"]),
+        latent_dim=model["latent_dim"],
+        num_classes=model["num_classes"] if model["conditional"] else None,
+        width=model["width"],
+    )
+
+
+class GanSampler(nn.Module):
+    """(z, labels) -> images in [0, 1]: the contract shared by sample, interpolate, eval, export."""
+
+    def __init__(self, generator: nn.Module):
+        super().__init__()
+        self.generator = generator
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return ((self.generator(z, labels) + 1) / 2).clamp(0, 1)
+
+
+class GanTask:
+    def __init__(self, config: dict[str, Any], device: torch.device):
+        model, train = config["model"], config["train"]
+        self.loss: GanLoss = LOSSES.get(model["loss"])
+        self.spec = _spec(model)
+        g, d = build_nets(model["arch"], self.spec, spectral=self.loss.spectral_norm)
+        self.G, self.D = g.to(device), d.to(device)
+        self.ema = EMA(self.G, train["ema_decay"])
+        self.modules = {"G": self.G, "D": self.D, "G_ema": self.ema.shadow}
+        betas = tuple(train["betas"])
+        self.optimizers = {
+            "G": torch.optim.Adam(self.G.parameters(), lr=train["lr"], betas=betas),
+            "D": torch.optim.Adam(self.D.parameters(), lr=train["lr_d"], betas=betas),
+        }
+        self.n_critic = train["n_critic"]
+        self.device = device
+        self.seed = config["seed"]
+        self.last_g: torch.Tensor = torch.zeros((), device=device)
+        # Fixed inputs for the per-epoch preview grid: progress on the same latents is easy to watch.
+        g_fixed = torch.Generator().manual_seed(self.seed + 7)
+        self.preview_z = torch.randn(PREVIEW_COUNT, self.spec.latent_dim, generator=g_fixed).to(device)
+        self.preview_labels = (
+            (torch.arange(PREVIEW_COUNT) % self.spec.num_classes).to(device) if self.spec.num_classes else None
+        )
+
+    def _fake_labels(self, labels):
+        return labels if self.spec.num_classes else None
+
+    def train_step(self, batch: torch.Tensor, labels: torch.Tensor | None, step: int) -> dict[str, torch.Tensor]:
+        real = batch.float().div_(127.5).sub_(1)  # (B, C, H, W) in [-1, 1]
+        labels = self._fake_labels(labels)
+        b = real.size(0)
+
+        # Discriminator: real batch against a fresh fake batch.
+        z = torch.randn(b, self.spec.latent_dim, device=self.device)
+        with torch.no_grad():
+            fake = self.G(z, labels)
+        d_loss = self.loss.d_loss(self.D(real, labels), self.D(fake, labels))
+        out = {"d_loss": d_loss.detach()}
+        if self.loss.gradient_penalty:
+            gp = gradient_penalty(self.D, real, fake, labels)
+            d_loss = d_loss + self.loss.gradient_penalty * gp
+            out["gp"] = gp.detach()
+        self.optimizers["D"].zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.optimizers["D"].step()
+
+        # Generator: every n_critic discriminator steps (1 for bce and hinge).
+        if (step + 1) % self.n_critic == 0:
+            self.D.requires_grad_(False)
+            z = torch.randn(b, self.spec.latent_dim, device=self.device)
+            g_loss = self.loss.g_loss(self.D(self.G(z, labels), labels))
+            self.optimizers["G"].zero_grad(set_to_none=True)
+            g_loss.backward()
+            self.optimizers["G"].step()
+            self.D.requires_grad_(True)
+            self.ema.update(self.G, step // self.n_critic)
+            self.last_g = g_loss.detach()
+        out["g_loss"] = self.last_g
+        return out
+
+    def sync_inference(self) -> None:
+        # BatchNorm statistics that fit the averaged weights, from a fixed stream of latents.
+        gen = torch.Generator().manual_seed(self.seed + 11)
+        k = self.spec.num_classes
+
+        def batch(i):
+            z = torch.randn(256, self.spec.latent_dim, generator=gen).to(self.device)
+            y = (torch.arange(256) % k).to(self.device) if k else None
+            return z, y
+
+        recalibrate_batchnorm(self.ema.shadow, batch)
+
+    def inference_modules(self) -> dict[str, nn.Module]:
+        return {"G": self.ema.shadow}
+
+    @torch.no_grad()
+    def previews(self) -> dict[str, torch.Tensor]:
+        return {"samples": GanSampler(self.ema.shadow)(self.preview_z, self.preview_labels)}
+
+
+@register_family("gan")
+class GanFamily:
+    name = "gan"
+    defaults = DEFAULTS
+
+    @staticmethod
+    def choices() -> dict[str, list[str]]:
+        return {"arch": ARCHS.names(), "loss": LOSSES.names()}
+
+    @staticmethod
+    def make_config(options: dict[str, Any], dataset_info: dict[str, Any]) -> tuple[dict, dict]:
+        """Validated (model, train) sections of config.json from CLI-style options (None = default)."""
+        opt = {k: v for k, v in options.items() if v is not None}
+        arch = opt.get("arch", DEFAULTS["arch"])
+        ARCHS.get(arch)
+        loss = LOSSES.get(opt.get("loss", DEFAULTS["loss"]))
+        conditional = bool(opt.get("conditional", False))
+        if conditional and not dataset_info.get("classes"):
+            raise ConfigError("--conditional needs a dataset with labels; this one has none")
+        latent = int(opt.get("latent_dim", DEFAULTS["latent_dim"]))
+        width = int(opt.get("width", DEFAULTS["width"]))
+        if latent < 1 or width < 1:
+            raise ConfigError("--latent-dim and --width must be positive")
+        lr = float(opt.get("lr", loss.lr))
+        if not lr > 0:
+            raise ConfigError(f"--lr must be positive, got {lr}")
+        model = {
+            "arch": arch,
+            "loss": loss.name,
+            "latent_dim": latent,
+            "width": width,
+            "image_shape": list(dataset_info["shape"]),
+            "num_classes": dataset_info.get("classes"),
+            "conditional": conditional,
+        }
+        train = {
+            "lr": lr,
+            "lr_d": float(opt.get("lr_d", lr)),
+            "betas": list(loss.betas),
+            "n_critic": loss.n_critic,
+            "ema_decay": float(opt.get("ema_decay", DEFAULTS["ema_decay"])),
+        }
+        # Building once here turns an impossible shape into a clean error before a run exists.
+        build_nets(arch, _spec(model), spectral=False)
+        return model, train
+
+    @staticmethod
+    def make_task(config: dict[str, Any], device: torch.device) -> GanTask:
+        return GanTask(config, device)
+
+    @staticmethod
+    def build(config: dict[str, Any]) -> dict[str, nn.Module]:
+        g, _ = ARCHS.get(config["model"]["arch"])(_spec(config["model"]))
+        return {"G": g}
+
+    @staticmethod
+    def sampler(modules: dict[str, nn.Module], config: dict[str, Any]) -> nn.Module:
+        return GanSampler(modules["G"])

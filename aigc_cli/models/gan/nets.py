@@ -1,0 +1,168 @@
+"""Generators and discriminators: the MLP GAN (Goodfellow et al., 2014) and DCGAN (Radford et al.).
+
+Generators map (z (B, latent), labels (B,) or None) to (B, C, H, W) in [-1, 1].
+Discriminators map (x (B, C, H, W), labels or None) to one score per image (B,). Conditional
+discriminators use the projection of Miyato & Koyama (2018): score = psi(h) + <embed(y), h>.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+from aigc_cli.core.registry import Registry
+from aigc_cli.models.common import check_square, dcgan_init
+
+LABEL_DIM = 32  # size of the learned label embedding fed to conditional generators
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    image_shape: tuple[int, int, int]  # (C, H, W)
+    latent_dim: int
+    num_classes: int | None  # None: unconditional
+    width: int  # base channel count / hidden width multiplier
+
+
+ARCHS: Registry = Registry("GAN architecture")
+
+
+def register_arch(name: str):
+    """Register ``build(spec) -> (generator, discriminator)``."""
+    return ARCHS.register(name)
+
+
+def _generator_input(spec: NetSpec, embed: nn.Embedding | None, z, labels):
+    if embed is None:
+        return z
+    return torch.cat([z, embed(labels)], dim=1)  # (B, latent + LABEL_DIM)
+
+
+class Projection(nn.Module):
+    """Final linear score plus the class projection term."""
+
+    def __init__(self, features: int, num_classes: int | None):
+        super().__init__()
+        self.linear = nn.Linear(features, 1)
+        self.embed = nn.Embedding(num_classes, features) if num_classes else None
+
+    def forward(self, h, labels):  # h: (B, F)
+        out = self.linear(h).squeeze(1)
+        if self.embed is not None:
+            out = out + (self.embed(labels) * h).sum(1)
+        return out  # (B,)
+
+
+class MLPGenerator(nn.Module):
+    def __init__(self, spec: NetSpec):
+        super().__init__()
+        self.shape = spec.image_shape
+        self.embed = nn.Embedding(spec.num_classes, LABEL_DIM) if spec.num_classes else None
+        w = spec.width
+        n_in = spec.latent_dim + (LABEL_DIM if self.embed is not None else 0)
+        out = spec.image_shape[0] * spec.image_shape[1] * spec.image_shape[2]
+        self.net = nn.Sequential(
+            nn.Linear(n_in, 4 * w), nn.LeakyReLU(0.2),
+            nn.Linear(4 * w, 8 * w), nn.BatchNorm1d(8 * w), nn.LeakyReLU(0.2),
+            nn.Linear(8 * w, 16 * w), nn.BatchNorm1d(16 * w), nn.LeakyReLU(0.2),
+            nn.Linear(16 * w, out), nn.Tanh(),
+        )
+
+    def forward(self, z, labels=None):
+        x = self.net(_generator_input(None, self.embed, z, labels))
+        return x.view(-1, *self.shape)
+
+
+class MLPDiscriminator(nn.Module):
+    def __init__(self, spec: NetSpec):
+        super().__init__()
+        w = spec.width
+        n_in = spec.image_shape[0] * spec.image_shape[1] * spec.image_shape[2]
+        self.net = nn.Sequential(
+            nn.Flatten(), nn.Linear(n_in, 8 * w), nn.LeakyReLU(0.2), nn.Linear(8 * w, 4 * w), nn.LeakyReLU(0.2)
+        )
+        self.head = Projection(4 * w, spec.num_classes)
+
+    def forward(self, x, labels=None):
+        return self.head(self.net(x), labels)
+
+
+@register_arch("mlp")
+def build_mlp(spec: NetSpec):
+    return MLPGenerator(spec), MLPDiscriminator(spec)
+
+
+def _channels(width: int, stages: int) -> list[int]:
+    """Channels from the coarsest to the finest resolution: 4w, 2w, w, w, ... (stages + 1 entries)."""
+    return [max(width, 4 * width // 2**i) for i in range(stages + 1)]
+
+
+class DCGANGenerator(nn.Module):
+    def __init__(self, spec: NetSpec):
+        super().__init__()
+        c, h, _ = spec.image_shape
+        stages = check_square(spec.image_shape)
+        self.start = h // 2**stages  # 4 for 32x32, 7 for 28x28
+        ch = _channels(spec.width, stages)
+        self.embed = nn.Embedding(spec.num_classes, LABEL_DIM) if spec.num_classes else None
+        n_in = spec.latent_dim + (LABEL_DIM if self.embed is not None else 0)
+        self.project = nn.Sequential(
+            nn.Linear(n_in, ch[0] * self.start**2, bias=False),
+        )
+        self.bn0 = nn.BatchNorm2d(ch[0])
+        blocks = []
+        for cin, cout in zip(ch[:-1], ch[1:]):
+            blocks += [nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True)]
+        self.blocks = nn.Sequential(*blocks)
+        self.to_image = nn.Sequential(nn.Conv2d(ch[-1], c, 3, 1, 1), nn.Tanh())
+        self.ch0 = ch[0]
+
+    def forward(self, z, labels=None):
+        h = self.project(_generator_input(None, self.embed, z, labels))
+        h = torch.relu(self.bn0(h.view(-1, self.ch0, self.start, self.start)))  # (B, 4w, s, s)
+        return self.to_image(self.blocks(h))  # (B, C, H, W)
+
+
+class DCGANDiscriminator(nn.Module):
+    def __init__(self, spec: NetSpec):
+        super().__init__()
+        c, h, _ = spec.image_shape
+        stages = check_square(spec.image_shape)
+        ch = list(reversed(_channels(spec.width, stages)))  # fine to coarse: w, ..., 4w
+        layers = [nn.Conv2d(c, ch[0], 3, 1, 1), nn.LeakyReLU(0.2)]
+        for cin, cout in zip(ch[:-1], ch[1:]):
+            layers += [nn.Conv2d(cin, cout, 4, 2, 1), nn.LeakyReLU(0.2)]
+        layers.append(nn.Flatten())
+        self.net = nn.Sequential(*layers)
+        start = h // 2**stages
+        self.head = Projection(ch[-1] * start * start, spec.num_classes)
+
+    def forward(self, x, labels=None):
+        return self.head(self.net(x), labels)
+
+
+@register_arch("dcgan")
+def build_dcgan(spec: NetSpec):
+    return DCGANGenerator(spec), DCGANDiscriminator(spec)
+
+
+def add_spectral_norm(module: nn.Module) -> nn.Module:
+    """Spectral normalisation (Miyato et al., 2018) on every weight layer of a discriminator."""
+    for name, child in list(module.named_children()):
+        if isinstance(child, (nn.Conv2d, nn.Linear, nn.Embedding)):
+            setattr(module, name, spectral_norm(child))
+        else:
+            add_spectral_norm(child)
+    return module
+
+
+def build_nets(arch: str, spec: NetSpec, spectral: bool):
+    g, d = ARCHS.get(arch)(spec)
+    dcgan_init(g)
+    dcgan_init(d)
+    if spectral:
+        add_spectral_norm(d)
+    return g, d
