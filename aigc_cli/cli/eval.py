@@ -1,7 +1,261 @@
-"""``aigc eval``: metrics (FID and friends)."""
+"""``aigc eval``: metrics (FID and friends) on the FID Inception-v3.
+
+Each side is a run (sampled on the fly), an image folder, a dataset (as ``train`` takes it) or a
+statistics file; see ``aigc_cli.metrics.sides`` for how one is told from the other.
+"""
 
 from __future__ import annotations
 
+import contextlib
+from typing import Any, Optional
+
 import typer
 
-app = typer.Typer(help="Evaluate models: FID, KID, IS, precision/recall.", no_args_is_help=True)
+from aigc_cli.cli import common
+
+app = typer.Typer(
+    help="Evaluate models: FID, KID, IS, precision/recall (pytorch-fid / torch-fidelity compatible).",
+    no_args_is_help=True,
+)
+
+_SIDE_HELP = (
+    "A run (id, name or 'last'; sampled on the fly), a folder of images, a dataset as 'train' takes it "
+    "(name or file), or a statistics .npz."
+)
+
+
+def _n_opt():
+    return typer.Option(10000, "-n", "--n", min=1, help="Images sampled from a run side.")
+
+
+def _seed_opt():
+    return typer.Option(0, "--seed", help="Seed for sampling a run side.")
+
+
+def _ref_n_opt():
+    return typer.Option(
+        None, "--ref-n", min=2, help="At most this many images from a folder or dataset side (default: all)."
+    )
+
+
+def _split_opt():
+    return typer.Option("train", "--split", help="Split of a dataset side: train or test.")
+
+
+def _weights_opt():
+    return typer.Option(
+        None,
+        "--inception-weights",
+        help="pt_inception-2015-12-05-6726825d.pth (else $AIGC_INCEPTION_WEIGHTS, the cache, or a download).",
+    )
+
+
+def _batch_opt():
+    return typer.Option(None, "--batch-size", min=1, help="Images per network batch (default: 64 on CPU, sized to GPU memory).")
+
+
+def _json_opt():
+    return typer.Option(False, "--json", help="Print the result as JSON on stdout.")
+
+
+class _CliReporter:
+    """Messages and rich progress bars on stderr; nothing with --quiet but warnings."""
+
+    def __init__(self):
+        self._download = None
+
+    def info(self, message: str) -> None:
+        common.info(message)
+
+    def warn(self, message: str) -> None:
+        common.warn(message)
+
+    @contextlib.contextmanager
+    def progress(self, label: str, total: int | None):
+        if common.settings.quiet:
+            yield lambda k: None
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()]
+        with Progress(*columns, console=common.console(), transient=True) as bar:
+            task = bar.add_task(label, total=total)
+            yield lambda k: bar.advance(task, k)
+
+    def download_progress(self, url: str):
+        if common.settings.quiet:
+            return None
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+        bar = Progress(TextColumn("Inception weights"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                       console=common.console(), transient=True)  # fmt: skip
+        task = bar.add_task("download", total=None)
+        bar.start()
+        self._download = bar
+        return lambda done, total: bar.update(task, completed=done, total=total)
+
+    def download_done(self) -> None:
+        if self._download is not None:
+            self._download.stop()
+            self._download = None
+
+
+def _context(inception_weights: Optional[str], batch_size: Optional[int]):
+    from aigc_cli.metrics.evaluate import EvalContext
+
+    return EvalContext(weights=inception_weights, device=common.device(), batch_size=batch_size, reporter=_CliReporter())
+
+
+def _sides(specs: list[str], split: str, n: int, seed: int, ref_n: Optional[int]):
+    from aigc_cli.metrics.sides import resolve_side
+
+    return [resolve_side(s, split=split, n=n, seed=seed, ref_n=ref_n) for s in specs]
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "" if value is None else str(value)
+
+
+def _side_rows(result: dict[str, Any], names: list[str]) -> list[list[Any]]:
+    rows = [["", *[n.upper() for n in names]]]
+    rows.append(["source", *[result[n]["label"] for n in names]])
+    rows.append(["kind", *[result[n]["kind"] for n in names]])
+    rows.append(["images", *[_fmt(result[n]["n"]) for n in names]])
+    rows.append(["cached", *["yes" if result[n].get("cached") else "no" for n in names]])
+    return rows
+
+
+def _emit(result: dict[str, Any], json_out: bool, title: str, names: list[str], values: list[tuple[str, Any]]) -> None:
+    if json_out:
+        common.print_json(result)
+        return
+    if not common.settings.quiet:
+        rows = _side_rows(result, names)
+        header = rows[0]
+        body = rows[1:]
+        for label, value in values:
+            body.append([label, _fmt(value), *[""] * (len(names) - 1)])
+        sha = result.get("weights_sha256")
+        body.append(["weights", (sha[:12] + "...") if sha else "unknown", *[""] * (len(names) - 1)])
+        common.table(title, header, body)
+    common.print_result("  ".join(f"{label} {_fmt(value)}" for label, value in values))
+
+
+@app.command("fid")
+def fid(
+    a: str = typer.Argument(..., metavar="A", help=_SIDE_HELP),
+    b: str = typer.Argument(..., metavar="B", help=_SIDE_HELP),
+    n: int = _n_opt(),
+    seed: int = _seed_opt(),
+    ref_n: Optional[int] = _ref_n_opt(),
+    split: str = _split_opt(),
+    inception_weights: Optional[str] = _weights_opt(),
+    batch_size: Optional[int] = _batch_opt(),
+    save_stats: Optional[str] = typer.Option(None, "--save-stats", help="Also save side A's statistics to this .npz."),
+    json_out: bool = _json_opt(),
+) -> None:
+    """Frechet Inception Distance between A and B (pytorch-fid's network, weights and preprocessing)."""
+    from aigc_cli.metrics import run_metric
+
+    ctx = _context(inception_weights, batch_size)
+    sides = _sides([a, b], split, n, seed, ref_n)
+    result = run_metric("fid", sides, ctx, save_stats_a=save_stats)
+    _emit(result, json_out, "FID", ["a", "b"], [("fid", result["fid"])])
+
+
+@app.command("stats")
+def stats(
+    spec: str = typer.Argument(..., metavar="SPEC", help="A run, a folder of images or a dataset."),
+    output: str = typer.Option(..., "-o", "--output", help="The .npz to write (mu, sigma: pytorch-fid's format)."),
+    n: int = _n_opt(),
+    seed: int = _seed_opt(),
+    ref_n: Optional[int] = _ref_n_opt(),
+    split: str = _split_opt(),
+    inception_weights: Optional[str] = _weights_opt(),
+    batch_size: Optional[int] = _batch_opt(),
+    json_out: bool = _json_opt(),
+) -> None:
+    """Save FID statistics (float64 mean and covariance of the pool features) to a .npz."""
+    from aigc_cli.metrics.evaluate import compute_stats_file
+
+    ctx = _context(inception_weights, batch_size)
+    (side,) = _sides([spec], split, n, seed, ref_n)
+    result = compute_stats_file(side, output, ctx)
+    if json_out:
+        common.print_json(result)
+    else:
+        common.print_result(f"{output}  ({result['n']} images)")
+
+
+@app.command("kid")
+def kid(
+    a: str = typer.Argument(..., metavar="A", help=_SIDE_HELP),
+    b: str = typer.Argument(..., metavar="B", help=_SIDE_HELP),
+    n: int = _n_opt(),
+    seed: int = _seed_opt(),
+    ref_n: Optional[int] = _ref_n_opt(),
+    split: str = _split_opt(),
+    subsets: int = typer.Option(100, "--subsets", min=1, help="Random subsets averaged."),
+    subset_size: int = typer.Option(1000, "--subset-size", min=2, help="Images per subset (lowered to the smaller side)."),
+    degree: int = typer.Option(3, "--degree", min=1, help="Polynomial kernel degree."),
+    gamma: Optional[float] = typer.Option(None, "--gamma", help="Polynomial kernel gamma (default 1/2048)."),
+    coef0: float = typer.Option(1.0, "--coef0", help="Polynomial kernel constant."),
+    kid_seed: int = typer.Option(2020, "--kid-seed", help="Seed of the subset draws (torch-fidelity's 2020)."),
+    inception_weights: Optional[str] = _weights_opt(),
+    batch_size: Optional[int] = _batch_opt(),
+    json_out: bool = _json_opt(),
+) -> None:
+    """Kernel Inception Distance between A and B (torch-fidelity's defaults)."""
+    from aigc_cli.metrics import run_metric
+
+    ctx = _context(inception_weights, batch_size)
+    sides = _sides([a, b], split, n, seed, ref_n)
+    result = run_metric("kid", sides, ctx, subsets=subsets, subset_size=subset_size, degree=degree, gamma=gamma,
+                        coef0=coef0, seed=kid_seed)  # fmt: skip
+    _emit(result, json_out, "KID", ["a", "b"], [("kid", result["kid"]), ("kid_std", result["kid_std"])])
+
+
+@app.command("is")
+def inception_score(
+    a: str = typer.Argument(..., metavar="A", help=_SIDE_HELP),
+    n: int = _n_opt(),
+    seed: int = _seed_opt(),
+    ref_n: Optional[int] = _ref_n_opt(),
+    split: str = _split_opt(),
+    splits: int = typer.Option(10, "--splits", min=1, help="Parts the images are split into."),
+    inception_weights: Optional[str] = _weights_opt(),
+    batch_size: Optional[int] = _batch_opt(),
+    json_out: bool = _json_opt(),
+) -> None:
+    """Inception Score of A (the FID Inception's 1008-class logits, as torch-fidelity)."""
+    from aigc_cli.metrics import run_metric
+
+    ctx = _context(inception_weights, batch_size)
+    sides = _sides([a], split, n, seed, ref_n)
+    result = run_metric("is", sides, ctx, splits=splits)
+    _emit(result, json_out, "Inception Score", ["a"], [("is", result["is"]), ("is_std", result["is_std"])])
+
+
+@app.command("pr")
+def pr(
+    a: str = typer.Argument(..., metavar="GENERATED", help="Generated side: " + _SIDE_HELP),
+    b: str = typer.Argument(..., metavar="REAL", help="Real side: " + _SIDE_HELP),
+    n: int = _n_opt(),
+    seed: int = _seed_opt(),
+    ref_n: Optional[int] = _ref_n_opt(),
+    split: str = _split_opt(),
+    k: int = typer.Option(3, "-k", min=1, help="Neighbourhood size (k-th nearest neighbour radius)."),
+    inception_weights: Optional[str] = _weights_opt(),
+    batch_size: Optional[int] = _batch_opt(),
+    json_out: bool = _json_opt(),
+) -> None:
+    """Precision and recall of A (generated) against B (real), Kynkaanniemi et al. 2019."""
+    from aigc_cli.metrics import run_metric
+
+    ctx = _context(inception_weights, batch_size)
+    sides = _sides([a, b], split, n, seed, ref_n)
+    result = run_metric("pr", sides, ctx, k=k)
+    _emit(result, json_out, "Precision/recall", ["a", "b"],
+          [("precision", result["precision"]), ("recall", result["recall"])])  # fmt: skip

@@ -1,0 +1,172 @@
+"""What one side of a comparison is: a run, an image folder, a dataset, or a statistics file.
+
+``resolve_side(spec)`` decides, in this order:
+
+1. an existing path:
+   - an ``.npz`` holding ``mu`` and ``sigma`` arrays -> a statistics file;
+   - a folder holding image files (searched recursively) -> an image folder, decoded exactly as
+     pytorch-fid does (PIL, ``convert("RGB")``, native size);
+   - any other file or folder -> a dataset, through ``load_dataset`` (npz/npy arrays, IDX...);
+2. a registered dataset name (``aigc datasets list``) -> that dataset, ``--split`` applying;
+3. otherwise a run: an id (``run3``, ``3``), a name, or ``last``. A run called like a dataset is
+   reached by its id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from aigc_cli.core.errors import AigcError, DatasetError, RunError
+
+KINDS = ("run", "folder", "dataset", "stats")
+SUBSET_SEED = 0  # which reference images --ref-n keeps: fixed, so caches and results repeat
+
+
+def subset_indices(total: int, n: int | None) -> torch.Tensor | None:
+    """Sorted indices of a fixed random subset of ``n`` out of ``total``; None for all of them."""
+    if n is None or n >= total:
+        return None
+    g = torch.Generator().manual_seed(SUBSET_SEED)
+    return torch.randperm(total, generator=g)[:n].sort().values
+
+
+@dataclass
+class Side:
+    spec: str
+    kind: str
+    label: str
+    n: int | None = None  # images used (statistics files: as recorded, maybe unknown)
+    fingerprint: str | None = None  # content identity, for the cache (folders and datasets)
+    details: dict[str, Any] = field(default_factory=dict)
+    # one of these, by kind
+    images: torch.Tensor | None = None  # dataset: uint8 (N, C, H, W)
+    files: list[Path] | None = None  # folder
+    run_ref: str | None = None  # run
+    seed: int = 0
+    path: Path | None = None  # stats file, folder
+
+    @property
+    def cacheable(self) -> bool:
+        return self.kind in ("dataset", "folder") and self.fingerprint is not None
+
+    def info(self) -> dict[str, Any]:
+        out = {"spec": self.spec, "kind": self.kind, "label": self.label, "n": self.n}
+        if self.kind == "run":
+            out["seed"] = self.seed
+        out.update(self.details)
+        return out
+
+
+def resolve_side(
+    spec: str,
+    *,
+    split: str = "train",
+    n: int = 10000,
+    seed: int = 0,
+    ref_n: int | None = None,
+) -> Side:
+    """Decide what ``spec`` names. ``n``/``seed``: samples drawn from a run; ``ref_n``: at most
+    this many images from a folder or dataset (a fixed random subset)."""
+    from aigc_cli.metrics.stats import is_stats_file
+
+    if not spec or not spec.strip():
+        raise AigcError("an empty side was given; use a run, a folder, a dataset or a statistics file")
+    path = Path(spec).expanduser()
+    if path.exists():
+        if path.is_file() and is_stats_file(path):
+            return Side(spec, "stats", f"statistics {path.name}", path=path)
+        if path.is_dir():
+            from aigc_cli.metrics.features import list_images
+
+            files = list_images(path)
+            if files:
+                return _folder_side(spec, path, files, ref_n)
+            if (path / "run.json").is_file():
+                raise AigcError(f"{spec} is a run folder; name the run by its id ({path.name}) instead")
+        return _dataset_side(spec, split, ref_n)
+    from aigc_cli.data import load as _load  # noqa: F401  (registers the built-in datasets)
+    from aigc_cli.data.base import DATASETS
+
+    if spec in DATASETS:
+        return _dataset_side(spec, split, ref_n)
+    from aigc_cli.runs.store import resolve_run
+
+    try:
+        run = resolve_run(spec)
+    except RunError:
+        raise AigcError(
+            f"{spec!r} is not a file or folder, a dataset ({', '.join(DATASETS.names())}) or a run "
+            "(see 'aigc runs list')"
+        ) from None
+    if n < 1:
+        raise AigcError("-n must be at least 1")
+    return Side(spec, "run", f"run {run.id}", n=n, run_ref=run.id, seed=seed)
+
+
+def _folder_side(spec: str, path: Path, files: list[Path], ref_n: int | None) -> Side:
+    total = len(files)
+    idx = subset_indices(total, ref_n)
+    if idx is not None:
+        files = [files[i] for i in idx.tolist()]
+    h = hashlib.sha256(b"aigc-folder/1")
+    for f in files:  # names, sizes and times: cheap, and changes whenever a file does
+        st = f.stat()
+        h.update(f"{f.relative_to(path)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    details = {"path": str(path.resolve()), "available": total}
+    return Side(spec, "folder", f"folder {path}", n=len(files), fingerprint=h.hexdigest(), details=details,
+                files=files, path=path)  # fmt: skip
+
+
+def _dataset_side(spec: str, split: str, ref_n: int | None) -> Side:
+    from aigc_cli.data.load import load_dataset
+
+    try:
+        ds = load_dataset(spec, split)
+    except DatasetError:
+        raise
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"cannot read {spec!r} as images: {e}") from None
+    total = len(ds)
+    if total == 0:
+        raise DatasetError(f"dataset {spec!r} has no images")
+    images = ds.images
+    idx = subset_indices(total, ref_n)
+    fingerprint = ds.fingerprint
+    if idx is not None:
+        images = images[idx]
+        fingerprint = f"{fingerprint}|subset{SUBSET_SEED}"
+    details = {"split": split, "dataset": ds.name, "available": total}
+    return Side(spec, "dataset", ds.name, n=len(images), fingerprint=fingerprint, details=details, images=images)
+
+
+def sample_run(side: Side, device, batch_size: int = 256) -> torch.Tensor:
+    """Draw ``side.n`` images from the run, quantised to uint8 exactly as saved to PNG."""
+    try:
+        from aigc_cli.models.sampling import load_generator
+    except ImportError:
+        raise AigcError("sampling from runs is not available in this installation") from None
+    gen = load_generator(side.run_ref, device)
+    images = gen.sample_uint8(side.n, side.seed, batch_size=batch_size)
+    if images.dtype != torch.uint8 or images.ndim != 4:
+        raise AigcError(f"run {side.run_ref} produced {tuple(images.shape)} {images.dtype}, not uint8 images")
+    return images.cpu()
+
+
+def iter_side_batches(side: Side, batch_size: int) -> Iterator[torch.Tensor]:
+    from aigc_cli.metrics.features import FolderReader, tensor_batches
+
+    if side.kind == "folder":
+        reader = FolderReader(side.files, batch_size=batch_size)
+        yield from reader
+        side.details["skipped"] = reader.skipped
+        side.n = len(side.files) - reader.skipped
+    elif side.kind == "dataset":
+        yield from tensor_batches(side.images, batch_size)
+    else:  # pragma: no cover - runs are sampled first, statistics have no images
+        raise RunError(f"side {side.spec} has no images to read")
+

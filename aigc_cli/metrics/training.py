@@ -1,0 +1,54 @@
+"""FID during training: ``aigc train ... --eval-every N --fid-n M``.
+
+``make_evaluator(run, config, data, device)`` returns ``evaluate(epoch) -> dict | None`` for the
+trainer: it samples ``fid_n`` images from the run's weights as just saved (always the same seed,
+so the curve shows the model changing, not the sampling noise) and measures FID against as many
+images of the training data (a fixed random subset; its statistics are cached after the first
+evaluation). With no weights file available it says so once and records nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+EVAL_SEED = 0
+
+
+def _notice_text() -> str:
+    from aigc_cli.metrics.weights import ENV_WEIGHTS, FILENAME, weights_url
+
+    return (
+        f"FID skipped: no Inception weights found; set {ENV_WEIGHTS} to {FILENAME} "
+        f"(from {weights_url()}) or run 'aigc eval fid' once to download it"
+    )
+
+
+def make_evaluator(
+    run,
+    config: dict[str, Any],
+    data,
+    device,
+    info: Callable[[str], None] | None = None,
+    weights_path: str | None = None,
+) -> Callable[[int], dict[str, Any] | None]:
+    say = info or (lambda message: None)
+    fid_n = int(config.get("eval", {}).get("fid_n", 2048))
+    state = {"noticed": False}
+
+    def evaluate(epoch: int) -> dict[str, Any] | None:
+        from aigc_cli.metrics.evaluate import fid_against_dataset
+        from aigc_cli.models.sampling import load_generator
+
+        def sampler(n: int):
+            return load_generator(run, device).sample_uint8(n, EVAL_SEED)
+
+        value = fid_against_dataset(sampler, data, fid_n, weights_path=weights_path, device=device)
+        if value is None:
+            if not state["noticed"]:
+                say(_notice_text())
+                state["noticed"] = True
+            return None
+        say(f"epoch {epoch}: FID {value:.3f} ({fid_n} samples)")
+        return {"fid": value, "fid_n": fid_n}
+
+    return evaluate
