@@ -2,6 +2,64 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import typer
 
+from aigc_cli.cli import common
+
 app = typer.Typer(help="Export trained generators (ONNX).", no_args_is_help=True)
+
+DEFAULT_OPSET = 18  # mirrors aigc_cli.export.onnx.DEFAULT_OPSET (kept here so --help needs no torch)
+
+
+@app.command("onnx")
+def onnx(
+    run: str = typer.Argument(..., help="Run id, name or 'last'."),
+    output: str = typer.Option(..., "-o", "--output", help="Where to write the model, e.g. model.onnx."),
+    opset: Optional[int] = typer.Option(
+        None, "--opset", help=f"ONNX opset, 16 to 23 (default {DEFAULT_OPSET})."
+    ),
+    fmt: str = typer.Option(
+        "images",
+        "--format",
+        help="images: float32 [N,C,H,W] in [0,1]; fidelity: uint8 RGB [N,3,H,W] for torch-fidelity's --input1.",
+    ),
+    json_out: bool = typer.Option(False, "--json", help="Print the export and verification report as JSON."),
+) -> None:
+    """Export a run's generator (GAN: EMA generator; VAE: decoder) to ONNX and check it in ONNX Runtime.
+
+    The model is run in ONNX Runtime on CPU for batches of 1, 7 and 64 and compared with PyTorch; if they disagree the command fails and no file is written.
+    """
+    from aigc_cli.export.onnx import VerificationError, export_onnx, fidelity_command
+
+    try:
+        # Export and the reference run on CPU: the graph does not depend on the device, and a CPU
+        # reference compares like with like against ONNX Runtime's CPU provider.
+        report = export_onnx(run, output, opset=opset, fmt=fmt, device="cpu")
+    except VerificationError as e:
+        if json_out:
+            common.print_json({**e.report, "ok": False})
+        raise
+    if json_out:
+        common.print_json({**report, "ok": True})
+        return
+    v = report["verification"]
+    batches = ", ".join(str(b["batch"]) for b in v["batches"])
+    _say(
+        f"wrote {report['output']} ({report['format']}, opset {report['opset']}, "
+        f"{report['bytes'] / 1024:.0f} KiB) from {report['run']}"
+    )
+    _say(
+        f"ONNX Runtime matches PyTorch on batches {batches}: largest difference {v['max_abs_diff']:.3g} "
+        f"(rtol {v['rtol']:g}, atol {v['atol']:g})"
+    )
+    if report["format"] == "fidelity":
+        _say(f"torch-fidelity: {fidelity_command(report)}")
+    common.print_result(f"max_abs_diff {v['max_abs_diff']:.6g}")
+
+
+def _say(message: str) -> None:
+    """One unwrapped line on stderr (paths and the torch-fidelity command stay copyable)."""
+    if not common.settings.quiet:
+        common.console().print(message, soft_wrap=True, markup=False, highlight=False)

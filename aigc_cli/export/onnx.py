@@ -1,0 +1,445 @@
+"""Export a run's generator to ONNX and prove, in ONNX Runtime, that it computes the same images.
+
+The exported graph is the run's ``sampler`` (the GAN generator with its EMA weights, the VAE
+decoder) behind a small wrapper:
+
+* ``images`` format: ``z`` float32 ``[N, latent]`` (+ ``label`` int64 ``[N]`` for conditional runs)
+  -> ``images`` float32 ``[N, C, H, W]`` in [0, 1].
+* ``fidelity`` format: the same inputs -> ``images`` uint8 ``[N, 3, H, W]`` (grayscale repeated),
+  quantised exactly like ``aigc sample`` (``core.images.to_uint8``): what torch-fidelity's
+  ``--input1 model.onnx`` expects from a generator.
+
+Exporter: ``torch.onnx.export(..., dynamo=True)`` (the torch.export-based exporter, the maintained
+one; it needs ``onnxscript``), traced with a batch of 2 so the batch axis stays symbolic.
+The file is written through ``core.io.atomic_path`` and checked before it is moved into place:
+a model that ORT cannot load, or whose outputs disagree with PyTorch, never reaches the target path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from aigc_cli import __version__
+from aigc_cli.core.errors import AigcError, ConfigError
+
+FORMATS = ("images", "fidelity")
+DEFAULT_OPSET = 18  # the exporter's native opset; ONNX Runtime >= 1.14 runs it
+MIN_OPSET = 16  # 16 and 17 come from converting the opset-18 graph down
+MAX_OPSET = 23  # the highest opset torch 2.14's exporter implements
+VERIFY_BATCHES = (1, 7, 64)
+VERIFY_SEED = 0
+RTOL, ATOL = 1e-3, 1e-5  # images format: float outputs
+FIDELITY_ATOL = 1  # fidelity format: uint8 outputs may differ by one grey level at a rounding edge
+EXAMPLE_BATCH = 2  # >= 2: torch.export specialises a batch of 1 into a constant
+
+
+class ExportError(AigcError):
+    """The exporter, the writer or ONNX Runtime failed; nothing was written."""
+
+
+class VerificationError(ExportError):
+    """ONNX Runtime and PyTorch disagree; ``report`` holds the comparison."""
+
+    def __init__(self, message: str, report: dict[str, Any]):
+        super().__init__(message)
+        self.report = report
+
+
+# --------------------------------------------------------------------------- the exported module
+
+
+def quantise(images: torch.Tensor) -> torch.Tensor:
+    """[0, 1] floats -> uint8 as ``core.images.to_uint8`` (x * 255 + 0.5, floored, clamped).
+
+    The explicit floor makes the result independent of how a runtime casts float to uint8.
+    """
+    return images.mul(255).add(0.5).floor().clamp(0, 255).to(torch.uint8)
+
+
+class _Head(nn.Module):
+    def __init__(self, sampler: nn.Module, fmt: str, channels: int):
+        super().__init__()
+        self.sampler = sampler
+        self.fidelity = fmt == "fidelity"
+        self.gray = channels == 1
+
+    def finish(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.float()
+        if not self.fidelity:
+            return images
+        out = quantise(images)
+        return out.repeat(1, 3, 1, 1) if self.gray else out
+
+
+class UnconditionalExport(_Head):
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.finish(self.sampler(z, None))
+
+
+class ConditionalExport(_Head):
+    def forward(self, z: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+        return self.finish(self.sampler(z, label))
+
+
+def export_module(gen, fmt: str = "images") -> nn.Module:
+    """The wrapper that is exported: ``forward(z)`` or ``forward(z, label)`` -> images."""
+    cls = ConditionalExport if gen.num_classes is not None else UnconditionalExport
+    return cls(gen.module, fmt, gen.image_shape[0]).eval()
+
+
+def input_names(gen) -> list[str]:
+    return ["z", "label"] if gen.num_classes is not None else ["z"]
+
+
+def verification_inputs(gen, n: int, seed: int = VERIFY_SEED) -> dict[str, np.ndarray]:
+    """Fixed inputs for a batch of ``n``: seeded normal latents; labels cycle over the classes."""
+    g = torch.Generator().manual_seed(seed + n)
+    feed = {"z": torch.randn(n, gen.latent_dim, generator=g).numpy()}
+    if gen.num_classes is not None:
+        feed["label"] = (np.arange(n) % gen.num_classes).astype(np.int64)
+    return feed
+
+
+@torch.inference_mode()
+def reference_outputs(module: nn.Module, feed: dict[str, np.ndarray], device: torch.device) -> np.ndarray:
+    """What PyTorch computes for ``feed``: the target ONNX Runtime is checked against."""
+    args = [torch.from_numpy(feed[k]).to(device) for k in ("z", "label") if k in feed]
+    return module(*args).cpu().numpy()
+
+
+# --------------------------------------------------------------------------- checks up front
+
+
+def check_opset(opset: int | None) -> int:
+    if opset is None:
+        return DEFAULT_OPSET
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ConfigError(f"--opset must be between {MIN_OPSET} and {MAX_OPSET} for this exporter, got {opset}")
+    return opset
+
+
+def check_output(output_path: str | os.PathLike, fmt: str) -> Path:
+    """Refuse targets that cannot be written before any work is done."""
+    if str(output_path) == "-":
+        raise ConfigError("an ONNX model cannot go to stdout; give -o FILE.onnx")
+    path = Path(output_path).expanduser()
+    if path.is_dir():
+        raise ExportError(f"cannot write {path}: it is a folder; give a file name such as {path / 'model.onnx'}")
+    if fmt == "fidelity" and path.suffix.lower() != ".onnx":
+        raise ConfigError(f"-o {path}: torch-fidelity only loads generators from files ending in .onnx")
+    parent = path.parent
+    existing = parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ExportError(f"cannot write {path}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ExportError(f"cannot write {path}: {existing} is not writable")
+    return path
+
+
+# --------------------------------------------------------------------------- export
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The exporter logs, warns and prints progress; keep stdout clean (it carries --json)."""
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo", "onnxscript", "onnx_ir")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR + 10)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def trace_to_onnx(module: nn.Module, names: list[str], latent_dim: int, opset: int):
+    """The ModelProto of ``module`` for ``opset``, batch axis dynamic (pinned: dynamo exporter)."""
+    import onnx  # noqa: F401  (the exporter needs it; a clear ImportError beats one from deep inside)
+
+    device = next(iter(module.parameters()), torch.empty(0)).device
+    g = torch.Generator().manual_seed(VERIFY_SEED)
+    example = [torch.randn(EXAMPLE_BATCH, latent_dim, generator=g).to(device)]
+    if "label" in names:
+        example.append(torch.zeros(EXAMPLE_BATCH, dtype=torch.int64, device=device))
+    batch = torch.export.Dim("N", min=1)
+    dynamic = {name: {0: batch} for name in names}
+    try:
+        with _quiet_exporter():
+            program = torch.onnx.export(
+                module,
+                tuple(example),
+                None,
+                dynamo=True,
+                input_names=names,
+                output_names=["images"],
+                dynamic_shapes=dynamic,
+                opset_version=opset,
+                optimize=True,
+                external_data=False,
+                verbose=False,
+                report=False,
+            )
+    except ImportError as e:
+        raise ExportError(f"the ONNX exporter needs a package that is missing: {_first_line(e)}") from None
+    except Exception as e:
+        raise ExportError(f"the ONNX exporter failed at opset {opset}: {_first_line(e)}") from None
+    model = program.model_proto
+    got = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if got != opset:
+        raise ExportError(
+            f"the exporter could not produce opset {opset} for this model (it gave {got}); "
+            f"try --opset {DEFAULT_OPSET}"
+        )
+    return model
+
+
+def _metadata(gen, fmt: str, opset: int) -> dict[str, str]:
+    c, h, w = gen.image_shape
+    out_shape = [3 if fmt == "fidelity" else c, h, w]
+    meta = {
+        "aigc.version": __version__,
+        "aigc.run_id": gen.run.id,
+        "aigc.family": gen.family,
+        "aigc.arch": str(gen.config["model"].get("arch", "")),
+        "aigc.latent_dim": str(gen.latent_dim),
+        "aigc.num_classes": str(gen.num_classes or 0),
+        "aigc.conditional": "true" if gen.num_classes is not None else "false",
+        "aigc.image_shape": json.dumps(list(gen.image_shape)),
+        "aigc.output_shape": json.dumps(out_shape),
+        "aigc.format": fmt,
+        "aigc.inputs": ",".join(input_names(gen)),
+        "aigc.output": "uint8 0..255" if fmt == "fidelity" else "float32 0..1",
+        "aigc.z_distribution": "normal",
+        "aigc.opset": str(opset),
+        "aigc.torch": torch.__version__,
+    }
+    name = gen.run.read_meta().get("name")
+    if name:
+        meta["aigc.run_name"] = str(name)
+    return meta
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The ``metadata_props`` of an ONNX file as a dict."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def _annotate(model, gen, fmt: str, opset: int) -> None:
+    meta = _metadata(gen, fmt, opset)
+    del model.metadata_props[:]
+    for key, value in meta.items():
+        prop = model.metadata_props.add()
+        prop.key, prop.value = key, value
+    kind = "uint8 RGB for torch-fidelity" if fmt == "fidelity" else "float images in [0, 1]"
+    model.doc_string = f"aigc {gen.family} generator from {gen.run.id}: ({', '.join(input_names(gen))}) -> {kind}"
+    model.graph.name = f"aigc_{gen.family}_{gen.run.id}"
+
+
+def _check_model(model) -> None:
+    import onnx
+
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as e:
+        raise ExportError(f"the exported graph is not valid ONNX: {_first_line(e)}") from None
+
+
+# --------------------------------------------------------------------------- verification
+
+
+def _session(path: str | os.PathLike):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # errors only
+    try:
+        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    except Exception as e:
+        raise ExportError(f"ONNX Runtime {ort.__version__} cannot load the exported model: {_first_line(e)}") from None
+
+
+def verify_onnx(path: str | os.PathLike, gen, fmt: str = "images", module: nn.Module | None = None) -> dict[str, Any]:
+    """Run ``path`` in ONNX Runtime (CPU) for batches of 1, 7 and 64 and compare with PyTorch.
+
+    Returns the comparison; ``ok`` is False when any batch differs beyond the tolerance.
+    """
+    import onnxruntime as ort
+
+    module = module if module is not None else export_module(gen, fmt)
+    session = _session(path)
+    names = input_names(gen)
+    got_names = [i.name for i in session.get_inputs()]
+    if got_names != names:
+        raise ExportError(f"the exported model takes inputs {got_names}, expected {names}")
+    c, h, w = gen.image_shape
+    want_dtype = np.uint8 if fmt == "fidelity" else np.float32
+    want_chw = (3 if fmt == "fidelity" else c, h, w)
+    atol, rtol = (FIDELITY_ATOL, 0.0) if fmt == "fidelity" else (ATOL, RTOL)
+    device = next(iter(module.parameters()), torch.empty(0)).device
+    batches, worst, ok = [], 0.0, True
+    for n in VERIFY_BATCHES:
+        feed = verification_inputs(gen, n)
+        try:
+            onnx_out = session.run(["images"], feed)[0]
+        except Exception as e:
+            raise ExportError(f"ONNX Runtime failed on a batch of {n}: {_first_line(e)}") from None
+        ref = reference_outputs(module, feed, device)
+        if onnx_out.shape != (n, *want_chw) or onnx_out.dtype != want_dtype:
+            raise ExportError(
+                f"ONNX Runtime gave {onnx_out.dtype} {list(onnx_out.shape)} for a batch of {n}, "
+                f"expected {np.dtype(want_dtype)} {[n, *want_chw]}"
+            )
+        a, b = onnx_out.astype(np.float64), ref.astype(np.float64)
+        diff = float(np.abs(a - b).max()) if a.size else 0.0
+        close = bool(np.allclose(a, b, rtol=rtol, atol=atol)) and a.shape == b.shape
+        batches.append({"batch": n, "max_abs_diff": diff, "ok": close})
+        worst = max(worst, diff)
+        ok = ok and close
+    return {
+        "ok": ok,
+        "runtime": f"onnxruntime {ort.__version__}",
+        "provider": "CPUExecutionProvider",
+        "batches": batches,
+        "max_abs_diff": worst,
+        "rtol": rtol,
+        "atol": atol,
+    }
+
+
+# --------------------------------------------------------------------------- the whole job
+
+
+def export_onnx(
+    run_ref,
+    output_path: str | os.PathLike,
+    opset: int | None = None,
+    fmt: str = "images",
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """Export ``run_ref``'s generator to ``output_path`` and verify it in ONNX Runtime.
+
+    Raises ``ConfigError``/``ExportError``/``VerificationError`` (all ``AigcError``); on any error
+    nothing is left at ``output_path`` (a file already there is kept as it was).
+    """
+    from aigc_cli.core.io import atomic_path
+    from aigc_cli.models.sampling import load_generator
+
+    if fmt not in FORMATS:
+        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    opset = check_opset(opset)
+    path = check_output(output_path, fmt)
+    started = time.perf_counter()
+    gen = load_generator(run_ref, device)
+    module = export_module(gen, fmt)
+    names = input_names(gen)
+    model = trace_to_onnx(module, names, gen.latent_dim, opset)
+    _annotate(model, gen, fmt, opset)
+    _check_model(model)
+    try:
+        data = model.SerializeToString()
+    except ValueError as e:  # protobuf's 2 GiB limit: far beyond the models aigc trains
+        raise ExportError(f"the model is too large for a single ONNX file: {_first_line(e)}") from None
+
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
+            verification = verify_onnx(tmp, gen, fmt, module)
+            if not verification["ok"]:
+                report = _report(gen, path, fmt, opset, names, len(data), verification, started)
+                bad = [b["batch"] for b in verification["batches"] if not b["ok"]]
+                raise VerificationError(
+                    f"ONNX Runtime disagrees with PyTorch (largest difference {verification['max_abs_diff']:.3g}, "
+                    f"batches {bad}; allowed rtol {verification['rtol']:g}, atol {verification['atol']:g}); "
+                    f"{path} not written",
+                    report,
+                )
+    except OSError as e:
+        raise ExportError(f"cannot write {path}: {e.strerror or _first_line(e)}") from None
+    return _report(gen, path, fmt, opset, names, len(data), verification, started)
+
+
+def _report(gen, path, fmt, opset, names, size, verification, started) -> dict[str, Any]:
+    c, h, w = gen.image_shape
+    k = gen.num_classes
+    inputs = [{"name": "z", "dtype": "float32", "shape": ["N", gen.latent_dim]}]
+    if k is not None:
+        inputs.append({"name": "label", "dtype": "int64", "shape": ["N"], "classes": k})
+    output = (
+        {"name": "images", "dtype": "uint8", "shape": ["N", 3, h, w], "range": [0, 255]}
+        if fmt == "fidelity"
+        else {"name": "images", "dtype": "float32", "shape": ["N", c, h, w], "range": [0, 1]}
+    )
+    return {
+        "run": gen.run.id,
+        "family": gen.family,
+        "format": fmt,
+        "output": str(path),
+        "bytes": size,
+        "opset": opset,
+        "exporter": f"torch.onnx dynamo (torch {torch.__version__})",
+        "latent_dim": gen.latent_dim,
+        "num_classes": k,
+        "image_shape": [c, h, w],
+        "inputs": inputs,
+        "outputs": [output],
+        "verification": verification,
+        "max_abs_diff": verification["max_abs_diff"],
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+
+
+def fidelity_command(report: dict[str, Any], input2: str = "REAL_IMAGES_DIR") -> str:
+    """The torch-fidelity command line for a ``fidelity`` export."""
+    parts = [
+        "fidelity --fid --isc",
+        f"--input1 {report['output']}",
+        "--input1-model-z-type normal",
+        f"--input1-model-z-size {report['latent_dim']}",
+    ]
+    if report["num_classes"]:
+        parts.append(f"--input1-model-num-classes {report['num_classes']}")
+    parts += ["--input1-model-num-samples 10000", f"--input2 {input2}"]
+    return " ".join(parts)
+
+
+__all__ = [
+    "DEFAULT_OPSET",
+    "ExportError",
+    "FORMATS",
+    "MAX_OPSET",
+    "MIN_OPSET",
+    "VerificationError",
+    "export_module",
+    "export_onnx",
+    "fidelity_command",
+    "quantise",
+    "read_metadata",
+    "reference_outputs",
+    "verify_onnx",
+]
+
