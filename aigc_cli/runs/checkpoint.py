@@ -107,6 +107,11 @@ def save_checkpoint(
     atomic_write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
+def _retuple(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
+    # JSON turns tuples (Adam's betas) into lists; give them back the optimizer's own types.
+    return {k: tuple(v) if isinstance(v, list) and isinstance(current.get(k), tuple) else v for k, v in saved.items()}
+
+
 def load_checkpoint(
     path: Path,
     modules: dict[str, torch.nn.Module],
@@ -133,6 +138,7 @@ def load_checkpoint(
             state.setdefault(int(idx), {})[field] = value
         for idx, fields in meta["scalars"].items():
             state.setdefault(int(idx), {}).update(fields)
-        opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        groups = [_retuple(saved, current) for saved, current in zip(meta["param_groups"], opt.param_groups)]
+        opt.load_state_dict({"state": state, "param_groups": groups})
     extra = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
     return extra, json.loads(metadata["state"])

@@ -1,0 +1,181 @@
+"""`aigc train gan` end to end on tiny data: files, losses, resume, signals, divergence, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from conftest import TINY_GAN
+
+
+def _tensors_equal(a, b):
+    ta, tb = load_file(str(a)), load_file(str(b))
+    assert ta.keys() == tb.keys()
+    return all((ta[k] == tb[k]).all() for k in ta)
+
+
+def test_train_writes_a_complete_run(aigc_home, cli, tiny_npz):
+    code, out, err = cli("train", "gan", "--dataset", tiny_npz, *TINY_GAN, "--epochs", "2", "--name", "bars", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["id"] == "run1" and result["status"] == "completed" and result["step"] == 32
+    run = aigc_home / "runs" / "run1"
+    config = json.loads((run / "config.json").read_text())
+    assert config["family"] == "gan" and config["seed"] == 0
+    assert config["model"] == {"arch": "mlp", "loss": "hinge", "latent_dim": 8, "width": 4,
+                               "image_shape": [1, 8, 8], "num_classes": 4, "conditional": False}
+    assert config["dataset"]["size"] == 256 and len(config["dataset"]["fingerprint"]) == 64
+    assert set(config["versions"]) == {"aigc", "torch", "python"}
+    meta = json.loads((run / "run.json").read_text())
+    assert (meta["status"], meta["epoch"], meta["step"], meta["name"]) == ("completed", 2, 32, "bars")
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [16, 20, 32]  # every 20 steps and at each epoch end
+    assert all({"d_loss", "g_loss", "images_per_s", "epoch"} <= r.keys() for r in rows)
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["samples_epoch001.png", "samples_epoch002.png"]
+    assert (run / "model.safetensors").stat().st_size > 0
+    assert not list(run.glob("*.tmp")) and not list(run.glob(".*"))
+    assert all(not p.name.endswith((".pt", ".pth", ".pkl")) for p in run.rglob("*"))
+
+
+@pytest.mark.parametrize(
+    "arch,loss,extra",
+    [("mlp", "bce", []), ("mlp", "wgan-gp", ["--conditional"]), ("dcgan", "hinge", ["--conditional"]),
+     ("dcgan", "wgan-gp", []), ("dcgan", "bce", [])],
+)
+def test_every_arch_and_loss_trains(aigc_home, cli, tiny_npz, arch, loss, extra):
+    code, out, err = cli("train", "gan", "--dataset", tiny_npz, "--arch", arch, "--loss", loss, "--width", "4",
+                         "--latent-dim", "8", "--batch-size", "32", "--epochs", "1", "--json", *extra)
+    assert code == 0, err
+    rows = [json.loads(line) for line in (aigc_home / "runs/run1/metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["d_loss"]) and np.isfinite(r["g_loss"]) for r in rows)
+    if loss == "wgan-gp":
+        assert "gp" in rows[-1]
+
+
+def test_resume_continues_exactly(aigc_home, cli, tiny_npz):
+    base = ["train", "gan", "--dataset", tiny_npz, *TINY_GAN]
+    assert cli(*base, "--epochs", "2")[0] == 0
+    assert cli(*base, "--epochs", "1")[0] == 0
+    code, out, err = cli("train", "gan", "--resume", "last", "--epochs", "2")
+    assert code == 0, err
+    runs = aigc_home / "runs"
+    assert _tensors_equal(runs / "run1/model.safetensors", runs / "run2/model.safetensors")
+    assert _tensors_equal(runs / "run1/checkpoint.safetensors", runs / "run2/checkpoint.safetensors")
+    steps = [json.loads(line)["step"] for line in (runs / "run2/metrics.jsonl").read_text().splitlines()]
+    assert steps == [16, 20, 32]
+    # Already done: asking for no more epochs is an error, not a silent no-op.
+    code, _, err = cli("train", "gan", "--resume", "run2")
+    assert code == 1 and "already trained 2 epochs" in err
+    code, _, err = cli("train", "gan", "--resume", "run2", "--lr", "0.1", "--epochs", "3")
+    assert code == 1 and "drop --lr" in err
+
+
+def _big_npz(tmp_path):
+    rng = np.random.default_rng(1)
+    path = tmp_path / "big.npz"
+    np.savez(path, images=rng.integers(0, 255, (4096, 8, 8)).astype(np.uint8))
+    return path
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_leaves_a_resumable_run(aigc_home, cli, tmp_path, sig, code):
+    data = _big_npz(tmp_path)
+    args = ["train", "gan", "--dataset", str(data), "--arch", "mlp", "--width", "4", "--latent-dim", "8",
+            "--batch-size", "8", "--epochs", "2"]
+    env = {**os.environ, "AIGC_HOME": str(aigc_home)}
+    proc = subprocess.Popen([sys.executable, "-m", "aigc_cli", "-q", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    metrics = aigc_home / "runs/run1/metrics.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == code, err
+    assert b"Traceback" not in err and b"--resume run1" in err
+    meta = json.loads((aigc_home / "runs/run1/run.json").read_text())
+    assert meta["status"] == "interrupted" and 0 < meta["step"] < 1024
+
+    assert cli("train", "gan", "--resume", "run1")[0] == 0
+    assert cli(*args)[0] == 0  # the same run, never stopped
+    runs = aigc_home / "runs"
+    assert _tensors_equal(runs / "run1/model.safetensors", runs / "run2/model.safetensors")
+    assert json.loads((runs / "run1/run.json").read_text())["status"] == "completed"
+
+
+def test_non_finite_loss_stops_and_keeps_good_weights(aigc_home, cli, tiny_npz, monkeypatch):
+    import torch
+
+    from aigc_cli.core.errors import TrainingDiverged
+    from aigc_cli.models.gan.family import GanTask
+    from aigc_cli.training import train
+
+    assert cli("train", "gan", "--dataset", tiny_npz, *TINY_GAN, "--epochs", "1")[0] == 0
+    good = aigc_home / "runs/run1/model.safetensors"
+
+    original = GanTask.train_step
+
+    def poisoned(self, batch, labels, step):
+        out = original(self, batch, labels, step)
+        if step >= 19:  # in the second epoch
+            out["d_loss"] = torch.tensor(float("nan"))
+        return out
+
+    monkeypatch.setattr(GanTask, "train_step", poisoned)
+    with pytest.raises(TrainingDiverged, match="diverged at step 20.*weights of epoch 1 are kept"):
+        train("gan", str(tiny_npz), arch="mlp", width=4, latent_dim=8, batch_size=16, epochs=2)
+    run2 = aigc_home / "runs/run2"
+    assert json.loads((run2 / "run.json").read_text())["status"] == "failed"
+    assert _tensors_equal(good, run2 / "model.safetensors")
+
+
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["missing", "truncated-idx", "empty-folder", "not-an-image", "bad-arch", "bad-loss", "negative-epochs",
+     "conditional-unlabelled", "bad-split", "bad-device"],
+)
+def test_bad_input_is_one_line_exit_1(aigc_home, cli, tmp_path, tiny_npz, mnist_dir, case):
+    import gzip
+
+    dataset = str(tiny_npz)
+    extra = []
+    if case == "missing":
+        dataset = str(tmp_path / "nope")
+    elif case == "truncated-idx":
+        raw = gzip.decompress((mnist_dir / "t10k-images-idx3-ubyte.gz").read_bytes())
+        dataset = str(_write(tmp_path / "cut-images-idx3-ubyte", raw[: 16 + 784 * 3 + 100]))
+    elif case == "empty-folder":
+        (tmp_path / "empty").mkdir()
+        dataset = str(tmp_path / "empty")
+    elif case == "not-an-image":
+        dataset = str(_write(tmp_path / "notes.txt", b"hello, not pixels"))
+    elif case == "bad-arch":
+        extra = ["--arch", "resnet9000"]
+    elif case == "bad-loss":
+        extra = ["--loss", "l2"]
+    elif case == "negative-epochs":
+        extra = ["--epochs", "-3"]
+    elif case == "conditional-unlabelled":
+        np.savez(tmp_path / "nolabels.npz", images=np.zeros((64, 8, 8), np.uint8))
+        dataset, extra = str(tmp_path / "nolabels.npz"), ["--conditional"]
+    elif case == "bad-split":
+        dataset, extra = "shapes", ["--split", "validation"]
+    pre = ["--device", "tpu"] if case == "bad-device" else []
+    code, out, err = cli(*pre, "train", "gan", "--dataset", dataset, *TINY_GAN, "--epochs", "1", *extra)
+    assert code == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("aigc: error: "), err
+    assert "Traceback" not in err and out == b""
+    if case == "bad-arch":
+        assert "dcgan" in err and "mlp" in err  # the error lists the choices
