@@ -1,0 +1,12 @@
+
+_aigc_completion() {
+    local IFS=$'
+'
+    COMPREPLY=( $( env COMP_WORDS="${COMP_WORDS[*]}" \
+                   COMP_CWORD=$COMP_CWORD \
+                   _AIGC_COMPLETE=complete_bash $1 ) )
+    return 0
+}
+
+complete -o default -F _aigc_completion aigc
+

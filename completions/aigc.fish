@@ -1,0 +1,1 @@
+complete --command aigc --no-files --arguments "(env _AIGC_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=get-args _TYPER_COMPLETE_ARGS=(commandline -cp) aigc)" --condition "env _AIGC_COMPLETE=complete_fish _TYPER_COMPLETE_FISH_ACTION=is-args _TYPER_COMPLETE_ARGS=(commandline -cp) aigc"
