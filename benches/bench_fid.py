@@ -1,12 +1,13 @@
 """FID feature extraction: pytorch-fid's pipeline vs aigc's, side by side, same images and weights.
 
-    .venv/bin/python benches/bench_fid.py [--n 100] [--size 32] [--reps 2] [--device cpu]
+    .venv/bin/python benches/bench_fid.py [--n 100] [--size 32] [--reps 3] [--device cpu] [--threads T]
 
 Both read the same folder of PNGs and use the same weights file (a seeded random one with the
 real file's layout, unless --weights names the real one). pytorch-fid runs as its command line
 does: ``get_activations`` with batch 50 and ``min(8, cpus)`` DataLoader workers. The runs are
 interleaved (ours, theirs, ours, theirs...) after a warm-up so that load from other processes
-hits both alike; the best rate of each is reported, with the largest feature difference.
+hits both alike; the best rate of each is reported (and every rate, with --json), with the
+largest feature difference.
 Needs the dev extra (pytorch-fid).
 """
 
@@ -49,14 +50,17 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=100, help="images")
     p.add_argument("--size", type=int, default=32, help="image side in pixels")
-    p.add_argument("--reps", type=int, default=2, help="timed runs of each pipeline")
+    p.add_argument("--reps", type=int, default=3, help="timed runs of each pipeline")
     p.add_argument("--device", default="cpu")
     p.add_argument("--weights", default=None, help="a weights file (default: seeded random, real layout)")
     p.add_argument("--batch-size", type=int, default=None, help="ours (default: 64 on CPU)")
     p.add_argument("--pfid-batch-size", type=int, default=50, help="pytorch-fid's (its CLI default: 50)")
     p.add_argument("--pfid-workers", type=int, default=None, help="pytorch-fid's DataLoader workers (default: as its CLI)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads for both (default: torch's)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     import pytorch_fid
     import pytorch_fid.inception as pfid_inception

@@ -295,13 +295,23 @@ def test_fid_against_dataset_for_training(fake, home, tmp_path, monkeypatch):
     assert fake.calls == [10]  # the training data's statistics came from the cache
 
 
-def test_training_evaluator_notices_once_without_weights(home, tmp_path):
+def test_training_evaluator_notices_once_without_usable_weights(home, tmp_path, monkeypatch):
+    from aigc_cli.data.load import load_dataset
     from aigc_cli.metrics.training import make_evaluator
 
     said = []
     evaluate_fn = make_evaluator(None, {"eval": {"fid_n": 4}}, None, "cpu", info=said.append)
     assert evaluate_fn(1) is None and evaluate_fn(2) is None
     assert len(said) == 1 and "AIGC_INCEPTION_WEIGHTS" in said[0]
+    # A corrupt file: skipped with a notice too, training goes on.
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"garbage" * 10)
+    monkeypatch.setenv("AIGC_INCEPTION_WEIGHTS", str(bad))
+    said.clear()
+    data = load_dataset(str(_npz(tmp_path / "d.npz", 6, 0)))
+    evaluate_fn = make_evaluator(None, {"eval": {"fid_n": 4}}, data, "cpu", info=said.append)
+    assert evaluate_fn(1) is None and evaluate_fn(2) is None
+    assert len(said) == 1 and "cannot read Inception weights" in said[0]
 
 
 @pytest.fixture(scope="module")
@@ -325,3 +335,24 @@ def test_real_network_on_a_grey_dataset_and_a_folder(home, tmp_path, cli, real_w
         feats = f["features"]
         assert feats.shape == (4, 2048) and np.isfinite(feats).all() and feats.std() > 0
         assert f["logits"].shape == (4, 1008)
+
+
+def test_training_records_fid_and_a_trained_run_is_a_side(fake, home, tiny_npz, cli, monkeypatch):
+    """With the trainer's --eval-every wiring: FID rows in metrics.jsonl; then the run as a side."""
+    monkeypatch.setenv("AIGC_INCEPTION_WEIGHTS", fake.weights)
+    tiny = ["--arch", "mlp", "--width", "4", "--latent-dim", "8", "--batch-size", "16"]
+    code, out, err = cli("train", "gan", "--dataset", tiny_npz, *tiny, "--epochs", "2", "--eval-every", "1",
+                         "--fid-n", "16", "--json")  # fmt: skip
+    assert code == 0, err
+    run_id = json.loads(out)["id"]
+    from aigc_cli.runs.store import resolve_run
+
+    rows = [r for r in resolve_run(run_id).read_metrics() if "fid" in r]
+    assert [r["epoch"] for r in rows] == [1, 2] and all(r["fid"] > 0 and r["fid_n"] == 16 for r in rows)
+    fake.calls.clear()
+    code, out, err = cli("eval", "fid", run_id, tiny_npz, "-n", "16", "--ref-n", "16", "--json")
+    assert code == 0, err
+    r = json.loads(out)
+    assert (r["a"]["kind"], r["n_a"], r["n_b"]) == ("run", 16, 16)
+    assert r["b"]["cached"] is True and fake.calls == [16]  # the reference came from training's cache
+    assert r["fid"] == pytest.approx(rows[-1]["fid"], rel=1e-6)  # same weights, same seed 0: same samples

@@ -33,7 +33,7 @@ def _radii(x: torch.Tensor, k: int, block: int) -> torch.Tensor:
     return torch.cat(out)
 
 
-def precision_recall(features_a: np.ndarray, features_b: np.ndarray, k: int = DEFAULT_K, block: int = 2048) -> PRResult:
+def precision_recall(features_a: np.ndarray, features_b: np.ndarray, k: int = DEFAULT_K, block: int = 1024) -> PRResult:
     """A: generated, B: real (torch-fidelity's input1 and input2)."""
     fa = torch.from_numpy(np.ascontiguousarray(features_a, dtype=np.float32))
     fb = torch.from_numpy(np.ascontiguousarray(features_b, dtype=np.float32))

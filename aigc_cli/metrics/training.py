@@ -4,7 +4,8 @@
 trainer: it samples ``fid_n`` images from the run's weights as just saved (always the same seed,
 so the curve shows the model changing, not the sampling noise) and measures FID against as many
 images of the training data (a fixed random subset; its statistics are cached after the first
-evaluation). With no weights file available it says so once and records nothing.
+evaluation). With no weights file available, or an unusable one, it says so once and records
+nothing: training goes on.
 """
 
 from __future__ import annotations
@@ -35,18 +36,26 @@ def make_evaluator(
     fid_n = int(config.get("eval", {}).get("fid_n", 2048))
     state = {"noticed": False}
 
+    def notice(text: str) -> None:
+        if not state["noticed"]:
+            say(text)
+            state["noticed"] = True
+
     def evaluate(epoch: int) -> dict[str, Any] | None:
+        from aigc_cli.core.errors import WeightsError
         from aigc_cli.metrics.evaluate import fid_against_dataset
         from aigc_cli.models.sampling import load_generator
 
         def sampler(n: int):
             return load_generator(run, device).sample_uint8(n, EVAL_SEED)
 
-        value = fid_against_dataset(sampler, data, fid_n, weights_path=weights_path, device=device)
+        try:
+            value = fid_against_dataset(sampler, data, fid_n, weights_path=weights_path, device=device)
+        except WeightsError as e:  # a bad weights file must not end hours of training
+            notice(f"FID skipped: {e}")
+            return None
         if value is None:
-            if not state["noticed"]:
-                say(_notice_text())
-                state["noticed"] = True
+            notice(_notice_text())
             return None
         say(f"epoch {epoch}: FID {value:.3f} ({fid_n} samples)")
         return {"fid": value, "fid_n": fid_n}

@@ -191,6 +191,7 @@ def _remember_sha(path: Path, sha: str) -> None:
 def _store_memo(memo_path: Path, memo: dict, key: str, sha: str) -> None:
     memo = {k: v for k, v in memo.items() if not k.startswith(key.rsplit("|", 2)[0] + "|")}
     memo[key] = sha
+    memo = dict(list(memo.items())[-32:])  # the latest few files are enough
     try:
         atomic_write_json(memo_path, memo)
     except OSError:
