@@ -15,6 +15,7 @@ from aigc_cli.cli import eval as eval_cmd
 from aigc_cli.cli import export as export_cmd
 from aigc_cli.cli import info as info_cmd
 from aigc_cli.cli import interpolate as interpolate_cmd
+from aigc_cli.cli import reconstruct as reconstruct_cmd
 from aigc_cli.cli import runs as runs_cmd
 from aigc_cli.cli import sample as sample_cmd
 from aigc_cli.cli import train as train_cmd
@@ -55,6 +56,7 @@ def root(
 app.add_typer(train_cmd.app, name="train")
 app.command("sample")(sample_cmd.sample)
 app.command("interpolate")(interpolate_cmd.interpolate)
+app.command("reconstruct")(reconstruct_cmd.reconstruct)
 app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(export_cmd.app, name="export")
 app.add_typer(runs_cmd.app, name="runs")

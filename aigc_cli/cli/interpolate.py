@@ -1,12 +1,114 @@
-"""``aigc interpolate``: latent interpolation (filled by the VAE/interpolation issue)."""
+"""``aigc interpolate``: walk the latent space of a run (GAN or VAE) as a PNG strip or a GIF."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional, Tuple
+
 import typer
 
+from aigc_cli.cli import common
 
-def interpolate(run: str = typer.Argument(..., help="Run id, name or 'last'.")) -> None:
-    """Interpolate between latents of a run (not available yet)."""
-    from aigc_cli.core.errors import AigcError
 
-    raise AigcError("interpolate is not available in this version")
+def interpolate(
+    run: str = typer.Argument(..., help="Run id, name or 'last'."),
+    output: str = typer.Option(..., "-o", "--output", help="out.png (one strip, or a grid for --traverse), out.gif (an animation), or - for stdout."),
+    from_seed: Optional[int] = typer.Option(None, "--from-seed", help="Seed of the first latent (random if omitted); the base latent of --traverse."),
+    to_seed: Optional[int] = typer.Option(None, "--to-seed", help="Seed of the last latent (random if omitted)."),
+    between: Optional[Tuple[Path, Path]] = typer.Option(None, "--between", help="VAE runs: interpolate between the encodings of two images (A.png B.png)."),
+    latents: Optional[Path] = typer.Option(None, "--latents", help="A .npy file of 2 or more latent rows: the path to follow (one row: the base of --traverse)."),
+    traverse: Optional[str] = typer.Option(None, "--traverse", help="Vary latent dimensions one at a time: 'all', 3, 0,2,5 or 0-7; one row per dimension."),
+    span: float = typer.Option(3.0, "--range", help="--traverse sets each dimension to values from -RANGE to RANGE."),
+    steps: int = typer.Option(8, "--steps", "-n", help="Frames, endpoints included (at least 2)."),
+    mode: str = typer.Option("slerp", "--mode", help="slerp (great circle; suits Gaussian latents) or lerp (straight line)."),
+    fmt: Optional[str] = typer.Option(None, "--format", help="png or gif; needed only for -o - (which is PNG by default)."),
+    fps: float = typer.Option(10.0, "--fps", help="GIF frames per second."),
+    label: Optional[int] = typer.Option(None, "--label", help="Class for conditional runs (default 0)."),
+    json_out: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
+) -> None:
+    """Interpolate between two seeds, two images (VAE), a path of latents, or traverse dimensions."""
+    import secrets
+
+    import torch
+
+    from aigc_cli.cli.output import is_stdout, write_bytes
+    from aigc_cli.core.errors import ConfigError
+    from aigc_cli.models import latent as L
+    from aigc_cli.models.sampling import load_generator, load_latents
+
+    L.check_steps(steps)
+    if mode not in L.MODES:
+        raise ConfigError(f"unknown --mode {mode!r}; choose slerp or lerp")
+    kind = L.output_format(output, fmt)
+    if kind == "gif" and not (0 < fps <= 100):
+        raise ConfigError(f"--fps must be in (0, 100], got {fps}")
+    if traverse is not None:
+        if to_seed is not None or between is not None:
+            raise ConfigError("--traverse varies one latent (--from-seed or the first --latents row); drop --to-seed and --between")
+        if latents is not None and from_seed is not None:
+            raise ConfigError("--traverse starts from --from-seed or the first --latents row, not both")
+    else:
+        given = [name for name, v in (("--between", between), ("--latents", latents)) if v is not None]
+        if len(given) > 1:
+            raise ConfigError("give --between or --latents, not both")
+        if given and (from_seed is not None or to_seed is not None):
+            raise ConfigError(f"{given[0]} gives the endpoints; drop --from-seed and --to-seed")
+
+    gen = load_generator(run, common.device())
+    if between is not None and gen.encoder is None:
+        raise ConfigError(f"--between needs a run with an encoder (a VAE); {gen.run.id} is a {gen.family} run")
+    if gen.num_classes is not None and between is not None and label is None:
+        raise ConfigError(f"{gen.run.id} is class-conditional: pass --label, the class of both images")
+    one_label = gen.labels(1, 0 if label is None and gen.num_classes is not None else label)
+    info: dict = {"run": gen.run.id, "family": gen.family, "steps": steps, "label": label}
+    notes: list[str] = []
+
+    if traverse is not None:
+        dims = L.parse_dims(traverse, gen.latent_dim)
+        if latents is not None:
+            base = load_latents(str(latents), gen.latent_dim)[0]
+        elif from_seed is not None:
+            base = gen.latents(1, from_seed)[0]
+        else:
+            base = torch.zeros(gen.latent_dim)  # the prior's mode
+        z = L.traversal(base, dims, steps, span)  # (dims, steps, D)
+        info.update(traverse=dims, range=span, from_seed=from_seed)
+    else:
+        if between is not None:
+            files, in_folders = L.image_files(list(between))
+            if in_folders:
+                raise ConfigError("--between takes two image files, not folders")
+            images, notes = L.read_images(files, gen.image_shape)
+            points = gen.encode(images, one_label.repeat(2) if one_label is not None else None)
+            info["between"] = [str(p) for p in between]
+        elif latents is not None:
+            points = load_latents(str(latents), gen.latent_dim)
+            if len(points) < 2:
+                raise ConfigError(f"{latents} holds 1 latent; an interpolation needs 2 or more rows")
+            info["latents"] = str(latents)
+        else:
+            from_seed = secrets.randbelow(2**31) if from_seed is None else from_seed
+            to_seed = secrets.randbelow(2**31) if to_seed is None else to_seed
+            points = torch.cat([gen.latents(1, from_seed), gen.latents(1, to_seed)])
+            info.update(from_seed=from_seed, to_seed=to_seed)
+        z = L.latent_path(points, steps, mode)[None]  # (1, steps, D)
+        info["mode"] = mode
+
+    rows = z.shape[0]
+    flat = z.reshape(-1, gen.latent_dim)
+    labels = one_label.repeat(len(flat)) if one_label is not None else None
+    frames = gen.generate(flat, labels).view(rows, steps, *gen.image_shape)
+    text = {"Software": "aigc", "aigc:run": gen.run.id,
+            "aigc:interpolate": ", ".join(f"{k}={v}" for k, v in info.items() if k not in ("run", "family"))}
+    written = write_bytes(output, L.render(frames, kind, fps, text))
+
+    for note in notes:
+        common.warn(f"converted {note}")
+    info.update(format=kind, output=written, frames=steps, rows=rows)
+    if kind == "gif":
+        info["fps"] = fps
+    if json_out and not is_stdout(output):
+        common.print_json(info)
+    elif not is_stdout(output):
+        what = f"{rows} rows of {steps} frames" if rows > 1 else f"{steps} frames"
+        common.info(f"wrote {what} from {gen.run.id} to {written}")

@@ -86,3 +86,37 @@ def gan(
     if fid_n is not None:
         kwargs["fid_n"] = fid_n
     run_training("gan", resume, json_out, given, **kwargs)
+
+
+@app.command("vae")
+def vae(
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help=DATASET_HELP + " [default: shapes]"),
+    split: Optional[str] = typer.Option(None, "--split", help="train or test, for named datasets. [default: train]"),
+    arch: Optional[str] = typer.Option(None, "--arch", help="mlp or conv. [default: conv]"),
+    likelihood: Optional[str] = typer.Option(
+        None, "--likelihood", help="bernoulli, gaussian or auto (bernoulli for grey images and shapes, "
+        "gaussian for other colour images). [default: auto]"),
+    beta: Optional[float] = typer.Option(None, "--beta", help="Weight of the KL term (beta-VAE); 1 is the plain VAE. [default: 1]"),
+    kl_warmup: Optional[float] = typer.Option(None, "--kl-warmup", help="Epochs over which the KL weight ramps up from 0 to --beta. [default: 0]"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="Passes over the data. [default: 20]"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="[default: 64]"),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate. [default: 1e-3]"),
+    latent_dim: Optional[int] = typer.Option(None, "--latent-dim", help="[default: 16]"),
+    width: Optional[int] = typer.Option(None, "--width", help="Base channel count / hidden width unit. [default: 32]"),
+    conditional: bool = typer.Option(False, "--conditional", help="Class-conditional (a CVAE; needs labels)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="[default: 0]"),
+    name: Optional[str] = typer.Option(None, "--name", help="A name to refer to the run by."),
+    resume: Optional[str] = typer.Option(None, "--resume", help="Continue RUN (id, name or 'last')."),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Record FID every N epochs."),
+    fid_n: Optional[int] = typer.Option(None, "--fid-n", help="Samples for --eval-every FID. [default: 2048]"),
+    json_out: bool = typer.Option(False, "--json", help="Print the finished run as JSON."),
+) -> None:
+    """Train a VAE: MLP or convolutional, Bernoulli or Gaussian likelihood, beta-VAE, CVAE."""
+    given = dict(dataset=dataset, split=split, arch=arch, likelihood=likelihood, beta=beta, kl_warmup=kl_warmup,
+                 epochs=epochs, batch_size=batch_size, lr=lr, latent_dim=latent_dim, width=width,
+                 conditional=conditional, seed=seed, name=name, eval_every=eval_every, fid_n=fid_n)
+    kwargs = {k: v for k, v in given.items() if v is not None}
+    kwargs.setdefault("dataset", "shapes")
+    kwargs.setdefault("split", "train")
+    kwargs["eval_every"] = eval_every or 0
+    run_training("vae", resume, json_out, given, **kwargs)

@@ -80,3 +80,18 @@ def recalibrate_batchnorm(module: nn.Module, make_input, batches: int = 8) -> No
     module.eval()
     for m, mom in zip(bns, saved):
         m.momentum = mom
+
+
+LABEL_DIM = 32  # size of a learned label embedding joined to a conditional model's input
+
+
+def label_embedding(num_classes: int | None, dim: int = LABEL_DIM) -> nn.Embedding | None:
+    """A label embedding for conditional models; None for unconditional ones."""
+    return nn.Embedding(num_classes, dim) if num_classes else None
+
+
+def embed_labels(embed: nn.Embedding | None, h: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """Join the embedded labels to the features ``h`` (B, F) -> (B, F + dim); ``h`` as is when unconditional."""
+    if embed is None:
+        return h
+    return torch.cat([h, embed(labels)], dim=1)

@@ -32,8 +32,4 @@ def list_families() -> list[str]:
 def _import_builtin() -> None:
     # Imported on first use, so `aigc --help` never pays for torch.
     import aigc_cli.models.gan  # noqa: F401
-
-    try:
-        import aigc_cli.models.vae  # noqa: F401
-    except ImportError:
-        pass
+    import aigc_cli.models.vae  # noqa: F401

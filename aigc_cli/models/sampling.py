@@ -21,6 +21,7 @@ class LoadedGenerator:
     config: dict[str, Any]
     module: torch.nn.Module  # (z, labels) -> (B, C, H, W) in [0, 1]
     device: torch.device
+    encoder: torch.nn.Module | None = None  # (x in [0, 1], labels) -> z, for families that have one
 
     @property
     def family(self) -> str:
@@ -73,6 +74,18 @@ class LoadedGenerator:
             out.append(self.module(zb, yb).float().cpu())
         return torch.cat(out) if out else torch.empty(0, *self.image_shape)
 
+    @torch.inference_mode()
+    def encode(self, images: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 256) -> torch.Tensor:
+        """(n, C, H, W) uint8 images of the run's shape -> (n, latent) latents on the CPU."""
+        if self.encoder is None:
+            raise ConfigError(f"{self.run.id} is a {self.family} run: it has no encoder to map images to latents")
+        out = []
+        for i in range(0, len(images), batch_size):
+            xb = images[i : i + batch_size].to(self.device).float() / 255
+            yb = labels[i : i + batch_size].to(self.device) if labels is not None else None
+            out.append(self.encoder(xb, yb).float().cpu())
+        return torch.cat(out) if out else torch.empty(0, self.latent_dim)
+
     def sample_uint8(self, n: int, seed: int, batch_size: int = 256, label: int | None = None) -> torch.Tensor:
         """(n, C, H, W) uint8, exactly the pixels ``aigc sample`` would write to PNG."""
         return to_uint8(self.generate(self.latents(n, seed), self.labels(n, label), batch_size))
@@ -117,4 +130,5 @@ def load_generator(run_ref: str | Run, device: torch.device | str = "cpu") -> Lo
     load_weights(run.weights_path, modules)
     device = torch.device(device)
     module = family.sampler(modules, config).to(device).eval()
-    return LoadedGenerator(run, config, module, device)
+    encoder = family.encoder(modules, config).to(device).eval() if hasattr(family, "encoder") else None
+    return LoadedGenerator(run, config, module, device, encoder)

@@ -1,0 +1,231 @@
+"""The VAE family (Kingma & Welling, 2014; beta-VAE of Higgins et al., 2017): configuration,
+the training task, the sampler (prior latents -> mean images) and the encoder (images -> latents)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from aigc_cli.core.errors import ConfigError
+from aigc_cli.models.registry import register_family
+from aigc_cli.models.vae.likelihoods import LIKELIHOODS, Likelihood, default_likelihood, gaussian_kl
+from aigc_cli.models.vae.nets import ARCHS, VaeSpec, build_nets
+
+# Defaults chosen for the best samples per CPU-minute; docs/vae.md says why.
+DEFAULTS = {
+    "arch": "conv",
+    "latent_dim": 16,
+    "width": 32,
+    "beta": 1.0,
+    "likelihood": "auto",
+    "lr": 1e-3,
+    "kl_warmup": 0.0,  # epochs over which the KL weight ramps from 0 to beta
+}
+PREVIEW_COUNT = 64
+
+
+def _spec(model: dict[str, Any]) -> VaeSpec:
+    return VaeSpec(
+        image_shape=tuple(model["image_shape"]),
+        latent_dim=model["latent_dim"],
+        num_classes=model["num_classes"] if model["conditional"] else None,
+        width=model["width"],
+    )
+
+
+class VaeSampler(nn.Module):
+    """(z, labels) -> the decoder's mean image in [0, 1]: the contract of sample and interpolate."""
+
+    def __init__(self, decoder: nn.Module, likelihood: Likelihood):
+        super().__init__()
+        self.decoder = decoder
+        self.likelihood = likelihood
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        return self.likelihood.mean(self.decoder(z, labels)).clamp(0, 1)
+
+
+class VaeEncoder(nn.Module):
+    """(x (B, C, H, W) in [0, 1], labels) -> the posterior mean (B, latent): a point to decode."""
+
+    def __init__(self, encoder: nn.Module):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        mu, _ = self.encoder(x, labels)
+        return mu
+
+
+class PreviewBank(nn.Module):
+    """The first real images the run trained on, kept (and checkpointed) so every epoch's
+    reconstruction grid shows the same images, resumed runs included."""
+
+    def __init__(self, n: int, image_shape: tuple[int, int, int]):
+        super().__init__()
+        self.register_buffer("images", torch.zeros(n, *image_shape, dtype=torch.uint8))
+        self.register_buffer("labels", torch.zeros(n, dtype=torch.int64))
+        self.register_buffer("filled", torch.zeros((), dtype=torch.uint8))
+
+    @torch.no_grad()
+    def offer(self, batch: torch.Tensor, labels: torch.Tensor | None) -> None:
+        if int(self.filled):
+            return
+        n = self.images.shape[0]
+        self.images.copy_(batch[:n])
+        if labels is not None:
+            self.labels.copy_(labels[:n])
+        self.filled.fill_(1)
+
+
+def reconstruction_rows(batch_size: int) -> int:
+    """Images per row of the reconstruction preview: rows of originals alternate with rows of
+    their reconstructions in a square grid (the trainer's grids are square)."""
+    for r in (8, 6, 4, 2):
+        if r * r // 2 <= batch_size:
+            return r
+    return 1
+
+
+def interleave_rows(originals: torch.Tensor, reconstructions: torch.Tensor, per_row: int) -> torch.Tensor:
+    """(n, C, H, W) twice -> (2n, C, H, W): a row of originals, the row of their reconstructions, ..."""
+    parts = []
+    for i in range(0, len(originals), per_row):
+        parts += [originals[i : i + per_row], reconstructions[i : i + per_row]]
+    return torch.cat(parts)
+
+
+class VaeTask:
+    def __init__(self, config: dict[str, Any], device: torch.device):
+        model, train = config["model"], config["train"]
+        self.spec = _spec(model)
+        self.likelihood: Likelihood = LIKELIHOODS.get(model["likelihood"])
+        self.beta = float(model["beta"])
+        enc, dec = build_nets(model["arch"], self.spec)
+        self.E, self.D = enc.to(device), dec.to(device)
+        self.per_row = reconstruction_rows(train["batch_size"])
+        self.bank = PreviewBank(self.per_row * self.per_row // 2, self.spec.image_shape).to(device)
+        self.modules = {"encoder": self.E, "decoder": self.D, "preview_bank": self.bank}
+        params = list(self.E.parameters()) + list(self.D.parameters())
+        self.optimizers = {"vae": torch.optim.Adam(params, lr=train["lr"], betas=tuple(train["betas"]))}
+        steps_per_epoch = max(1, config["dataset"]["size"] // train["batch_size"])
+        self.warmup_steps = int(math.ceil(train["kl_warmup"] * steps_per_epoch))
+        self.device = device
+        g_fixed = torch.Generator().manual_seed(config["seed"] + 7)
+        self.preview_z = torch.randn(PREVIEW_COUNT, self.spec.latent_dim, generator=g_fixed).to(device)
+        k = self.spec.num_classes
+        self.preview_labels = (torch.arange(PREVIEW_COUNT) % k).to(device) if k else None
+
+    def kl_weight(self, step: int) -> float:
+        if self.warmup_steps and step < self.warmup_steps:
+            return self.beta * (step + 1) / self.warmup_steps
+        return self.beta
+
+    def train_step(self, batch: torch.Tensor, labels: torch.Tensor | None, step: int) -> dict[str, torch.Tensor]:
+        self.bank.offer(batch, labels)
+        labels = labels if self.spec.num_classes else None
+        self.E.train()
+        self.D.train()
+        x = batch.float().div_(255)  # (B, C, H, W) in [0, 1]
+        mu, logvar = self.E(x, labels)
+        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()  # the reparameterisation trick
+        recon = self.likelihood.nll(self.D(z, labels), x).mean()
+        kl = gaussian_kl(mu, logvar).mean()
+        loss = recon + self.kl_weight(step) * kl
+        opt = self.optimizers["vae"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        # "loss" is the negative ELBO (nats per image) whatever beta: comparable across runs.
+        return {"recon": recon.detach(), "kl": kl.detach(), "loss": (recon + kl).detach()}
+
+    def sync_inference(self) -> None:
+        pass  # no averaged copies; BatchNorm statistics come from training
+
+    def inference_modules(self) -> dict[str, nn.Module]:
+        return {"encoder": self.E, "decoder": self.D}
+
+    @torch.no_grad()
+    def previews(self) -> dict[str, torch.Tensor]:
+        self.E.eval()
+        self.D.eval()
+        samples = VaeSampler(self.D, self.likelihood)(self.preview_z, self.preview_labels)
+        real = self.bank.images.float() / 255
+        labels = self.bank.labels if self.spec.num_classes else None
+        recon = VaeSampler(self.D, self.likelihood)(VaeEncoder(self.E)(real, labels), labels)
+        return {"samples": samples, "reconstructions": interleave_rows(real, recon, self.per_row)}
+
+
+@register_family("vae")
+class VaeFamily:
+    name = "vae"
+    defaults = DEFAULTS
+
+    @staticmethod
+    def choices() -> dict[str, list[str]]:
+        return {"arch": ARCHS.names(), "likelihood": ["auto", *LIKELIHOODS.names()]}
+
+    @staticmethod
+    def make_config(options: dict[str, Any], dataset_info: dict[str, Any]) -> tuple[dict, dict]:
+        """Validated (model, train) sections of config.json from CLI-style options (None = default)."""
+        opt = {k: v for k, v in options.items() if v is not None}
+        unknown = sorted(set(opt) - {"arch", "latent_dim", "width", "beta", "likelihood", "lr", "kl_warmup",
+                                     "conditional"})
+        if unknown:
+            raise ConfigError(f"the vae family has no option {', '.join(unknown)}")
+        arch = opt.get("arch", DEFAULTS["arch"])
+        ARCHS.get(arch)
+        likelihood = opt.get("likelihood", DEFAULTS["likelihood"])
+        if likelihood == "auto":
+            likelihood = default_likelihood(dataset_info)
+        LIKELIHOODS.get(likelihood)
+        conditional = bool(opt.get("conditional", False))
+        if conditional and not dataset_info.get("classes"):
+            raise ConfigError("--conditional needs a dataset with labels; this one has none")
+        latent = int(opt.get("latent_dim", DEFAULTS["latent_dim"]))
+        width = int(opt.get("width", DEFAULTS["width"]))
+        if latent < 1 or width < 1:
+            raise ConfigError("--latent-dim and --width must be positive")
+        beta = float(opt.get("beta", DEFAULTS["beta"]))
+        if not (math.isfinite(beta) and beta >= 0):
+            raise ConfigError(f"--beta must be 0 or more, got {beta}")
+        lr = float(opt.get("lr", DEFAULTS["lr"]))
+        if not (math.isfinite(lr) and lr > 0):
+            raise ConfigError(f"--lr must be positive, got {lr}")
+        warmup = float(opt.get("kl_warmup", DEFAULTS["kl_warmup"]))
+        if not (math.isfinite(warmup) and warmup >= 0):
+            raise ConfigError(f"--kl-warmup must be 0 or more epochs, got {warmup}")
+        model = {
+            "arch": arch,
+            "likelihood": likelihood,
+            "latent_dim": latent,
+            "width": width,
+            "beta": beta,
+            "image_shape": list(dataset_info["shape"]),
+            "num_classes": dataset_info.get("classes"),
+            "conditional": conditional,
+        }
+        train = {"lr": lr, "betas": [0.9, 0.999], "kl_warmup": warmup}
+        # Building once here turns an impossible shape into a clean error before a run exists.
+        build_nets(arch, _spec(model))
+        return model, train
+
+    @staticmethod
+    def make_task(config: dict[str, Any], device: torch.device) -> VaeTask:
+        return VaeTask(config, device)
+
+    @staticmethod
+    def build(config: dict[str, Any]) -> dict[str, nn.Module]:
+        enc, dec = build_nets(config["model"]["arch"], _spec(config["model"]))
+        return {"encoder": enc, "decoder": dec}
+
+    @staticmethod
+    def sampler(modules: dict[str, nn.Module], config: dict[str, Any]) -> nn.Module:
+        return VaeSampler(modules["decoder"], LIKELIHOODS.get(config["model"]["likelihood"]))
+
+    @staticmethod
+    def encoder(modules: dict[str, nn.Module], config: dict[str, Any]) -> nn.Module:
+        return VaeEncoder(modules["encoder"])
