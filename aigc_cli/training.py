@@ -10,7 +10,7 @@ import torch
 from aigc_cli import __version__
 from aigc_cli.core.errors import ConfigError, RunError
 from aigc_cli.core.seeding import seed_everything
-from aigc_cli.core.trainer import LoopConfig, ProgressSink, Trainer
+from aigc_cli.core.trainer import LoopConfig, ProgressSink, Trainer, check_loop
 from aigc_cli.data import load_dataset
 from aigc_cli.models.registry import get_family
 from aigc_cli.runs.store import Run, create_run, now_iso, resolve_run
@@ -56,6 +56,7 @@ def train(
     if fid_n < 2:
         raise ConfigError(f"--fid-n must be at least 2, got {fid_n}")
     data = load_dataset(dataset, split, progress=dataset_progress)
+    check_loop(loop, len(data))  # here, not only in Trainer: before the run folder exists
     info = data.info()
     model_cfg, train_cfg = fam.make_config(options, info)
     train_cfg.update(epochs=loop.epochs, batch_size=loop.batch_size, log_every=loop.log_every)

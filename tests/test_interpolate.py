@@ -30,7 +30,8 @@ def aigc(capsysbinary):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """A tiny VAE run ('v') and a tiny MLP GAN run ('g'), 1 epoch each on 8x8 bars."""
+    """A tiny VAE run ('v'), a tiny MLP GAN run ('g') and a tiny conditional VAE ('c'), 1 epoch each
+    on 8x8 bars."""
     from aigc_cli import training
 
     root = tmp_path_factory.mktemp("interp")
@@ -39,6 +40,7 @@ def runs(tmp_path_factory):
         mp.setenv("AIGC_HOME", str(root / "home"))
         training.train("vae", dataset=str(data), epochs=1, name="v", **TINY_KW)
         training.train("gan", dataset=str(data), epochs=1, name="g", arch="mlp", width=4, latent_dim=8, batch_size=16)
+        training.train("vae", dataset=str(data), epochs=1, name="c", arch="mlp", conditional=True, **TINY_KW)
         images = np.load(data)["images"]
         Image.fromarray(images[0]).save(root / "a.png")
         Image.fromarray(np.repeat(images[1][:, :, None], 3, axis=2)).resize((16, 16)).save(root / "b.png")
@@ -204,6 +206,24 @@ def test_interpolate_between_images(aigc, home, tmp_path):
     assert_clean_error(code, err, "--from-seed")
 
 
+def test_quiet_hides_conversion_warnings(aigc, home, tmp_path):
+    code, out, err = aigc("-q", "interpolate", "v", "--between", home / "a.png", home / "b.png", "--steps", "3",
+                          "-o", tmp_path / "b.png", "--json")
+    assert code == 0 and err == "", err
+    assert json.loads(out)["converted"] == ["b.png: 16x16 -> 8x8"]  # still reported, on stdout
+
+
+def test_json_reports_the_label_used(aigc, home, tmp_path):
+    code, out, err = aigc("interpolate", "c", "--steps", "3", "-o", tmp_path / "c.png", "--json")
+    assert code == 0, err
+    assert json.loads(out)["label"] == 0  # omitted on a conditional run: class 0 is drawn
+    assert "label=0" in Image.open(tmp_path / "c.png").text["aigc:interpolate"]
+    code, out, err = aigc("interpolate", "c", "--steps", "3", "--label", "2", "-o", tmp_path / "c.png", "--json")
+    assert code == 0 and json.loads(out)["label"] == 2, err
+    code, out, err = aigc("interpolate", "v", "--steps", "3", "-o", tmp_path / "v.png", "--json")
+    assert code == 0 and json.loads(out)["label"] is None, err  # unconditional: no class
+
+
 def test_interpolate_latents_and_traverse(aigc, home, tmp_path):
     z = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
     np.save(tmp_path / "z.npy", z)
@@ -219,9 +239,11 @@ def test_interpolate_latents_and_traverse(aigc, home, tmp_path):
     assert code == 0, err
     assert json.loads(out)["rows"] == 4
     assert Image.open(tmp_path / "t.png").size == (6 * 10 + 2, 4 * 10 + 2)  # a row per dimension
-    code, _, err = aigc("interpolate", "v", "--traverse", "1,2", "--latents", tmp_path / "one.npy", "--steps", "3",
-                        "-o", tmp_path / "t.gif")
+    code, out, err = aigc("interpolate", "v", "--traverse", "1,2", "--latents", tmp_path / "one.npy", "--steps", "3",
+                          "-o", tmp_path / "t.gif", "--json")
     assert code == 0, err
+    info = json.loads(out)
+    assert info["latents"] == str(tmp_path / "one.npy") and info["from_seed"] is None and "mode" not in info
     assert len(gif_frames((tmp_path / "t.gif").read_bytes())) == 3
     code, _, err = aigc("interpolate", "v", "--traverse", "7", "-o", tmp_path / "x.png")
     assert_clean_error(code, err, "0..3")
@@ -237,12 +259,32 @@ def test_interpolate_latents_and_traverse(aigc, home, tmp_path):
     (["--mode", "cubic"], ["--mode"]),
     (["--label", "1"], ["not class-conditional"]),
     (["--traverse", "0", "--to-seed", "3"], ["--to-seed"]),
+    (["--traverse", "0", "--mode", "slerp"], ["--mode does not apply to --traverse"]),
+    (["--traverse", "0", "--mode", "lerp"], ["--mode", "drop --mode"]),
 ])
 def test_interpolate_bad_input(aigc, home, tmp_path, args, words):
     if "-o" not in args:
         args = [*args, "-o", tmp_path / "x.png"]
     code, _, err = aigc("interpolate", "v", *args)
     assert_clean_error(code, err, *words)
+
+
+@pytest.mark.parametrize("fps", ["60", "50.5", "nan"])
+def test_fps_above_50_refused(aigc, home, tmp_path, fps):
+    from aigc_cli.core.errors import ConfigError
+    from aigc_cli.models.latent import render
+
+    code, _, err = aigc("interpolate", "v", "--steps", "3", "--fps", fps, "-o", tmp_path / "x.gif")
+    assert_clean_error(code, err, "--fps must be in (0, 50]")
+    assert not (tmp_path / "x.gif").exists()
+    with pytest.raises(ConfigError, match="50"):
+        render(torch.zeros(1, 2, 1, 4, 4), "gif", fps=float(fps))
+    assert Image.open(io.BytesIO(render(torch.zeros(1, 2, 1, 4, 4), "gif", fps=50))).info["duration"] == 20
+
+
+def test_from_seed_help_names_the_zero_base(aigc):
+    code, out, _ = aigc("interpolate", "--help")
+    assert code == 0 and "zero vector if omitted" in " ".join(out.decode().split())
 
 
 def test_interpolate_unknown_run(aigc, home, tmp_path):

@@ -183,6 +183,26 @@ def test_train_vae_cli(aigc, aigc_home, tmp_path):
     assert_clean_error(code, err, "vae run")
 
 
+def test_batch_size_one(aigc, aigc_home, tmp_path):
+    data = write_bars(tmp_path / "bars.npz", n=4)
+    code, out, err = aigc("-q", "train", "vae", "-d", data, "-e", "1", "--width", "2", "--latent-dim", "2",
+                          "-b", "1", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["status"] == "completed" and result["step"] == 4
+    grid = Image.open(aigc_home / "runs" / result["id"] / "samples" / "reconstructions_epoch001.png")
+    assert grid.size == (2 * 10 + 2, 10 + 2)  # the one kept image beside its reconstruction
+
+
+@pytest.mark.parametrize("family, extra", [("vae", TINY[:4]), ("gan", ["--arch", "mlp", "--width", "4"])])
+def test_dataset_smaller_than_batch_creates_no_run(aigc, aigc_home, tmp_path, family, extra):
+    data = write_bars(tmp_path / "small.npz", n=8)
+    code, _, err = aigc("train", family, "-d", data, "-e", "1", *extra, "-b", "16")
+    assert_clean_error(code, err, "8 images", "--batch-size 16")
+    code, out, err = aigc("runs", "list", "--json")
+    assert code == 0 and json.loads(out) == [], out
+
+
 def test_conditional_gaussian_colour(aigc, aigc_home, tmp_path):
     data = write_bars(tmp_path / "colour.npz", n=64, channels=3)
     code, out, err = aigc("-q", "train", "vae", "-d", data, "-e", "1", "--conditional", "--arch", "mlp",
@@ -203,6 +223,9 @@ def test_conditional_gaussian_colour(aigc, aigc_home, tmp_path):
     assert_clean_error(code, err, "--label")
     code, _, err = aigc("reconstruct", run_id, tmp_path / "red.png", "--label", "1", "-o", tmp_path / "r.png")
     assert code == 0, err
+    code, _, err = aigc("reconstruct", run_id, tmp_path / "red.png", "--label", "4", "-o", tmp_path / "r4.png")
+    assert_clean_error(code, err, "--label must be in 0..3")
+    assert not (tmp_path / "r4.png").exists()
 
 
 # -- resume -------------------------------------------------------------------------------------------
@@ -281,4 +304,16 @@ def test_reconstruct(aigc, home, tmp_path):
     assert_clean_error(code, err, "no such file")
     code, _, err = aigc("reconstruct", run.id, imgs / "d0.png", "-o", tmp_path / "bad.gif")
     assert_clean_error(code, err, ".png")
+    code, _, err = aigc("reconstruct", run.id, imgs / "d0.png", "--label", "1", "-o", tmp_path / "bad.png")
+    assert_clean_error(code, err, "not class-conditional", "drop --label")  # as sample words it
     assert not (tmp_path / "bad.png").exists()
+
+
+def test_quiet_hides_conversion_warnings(aigc, home, tmp_path):
+    run, root = home
+    Image.fromarray(np.load(root / "bars.npz")["images"][0]).resize((16, 16)).save(tmp_path / "big.png")
+    code, out, err = aigc("-q", "reconstruct", run.id, tmp_path / "big.png", "-o", tmp_path / "r.png", "--json")
+    assert code == 0 and err == "", err
+    assert json.loads(out)["converted"] == ["big.png: 16x16 -> 8x8"]  # still reported, on stdout
+    code, _, err = aigc("reconstruct", run.id, tmp_path / "big.png", "-o", tmp_path / "r.png")
+    assert code == 0 and "warning: converted big.png" in err

@@ -35,7 +35,10 @@ def info(message: str) -> None:
 
 
 def warn(message: str) -> None:
-    console().print(f"[yellow]warning:[/yellow] {message}")
+    # -q silences everything on stderr but errors (docs/cli.md); what a warning reports is
+    # also in --json output where it matters (converted, warnings).
+    if not settings.quiet:
+        console().print(f"[yellow]warning:[/yellow] {message}")
 
 
 def print_json(obj: Any) -> None:

@@ -59,7 +59,7 @@ def _json_opt():
 
 
 class _CliReporter:
-    """Messages and rich progress bars on stderr; nothing with --quiet but warnings."""
+    """Messages, warnings and rich progress bars on stderr; nothing with --quiet."""
 
     def __init__(self):
         self._download = None

@@ -13,16 +13,16 @@ from aigc_cli.cli import common
 def interpolate(
     run: str = typer.Argument(..., help="Run id, name or 'last'."),
     output: str = typer.Option(..., "-o", "--output", help="out.png (one strip, or a grid for --traverse), out.gif (an animation), or - for stdout."),
-    from_seed: Optional[int] = typer.Option(None, "--from-seed", help="Seed of the first latent (random if omitted); the base latent of --traverse."),
+    from_seed: Optional[int] = typer.Option(None, "--from-seed", help="Seed of the first latent (random if omitted); with --traverse, the base latent (the zero vector if omitted)."),
     to_seed: Optional[int] = typer.Option(None, "--to-seed", help="Seed of the last latent (random if omitted)."),
     between: Optional[Tuple[Path, Path]] = typer.Option(None, "--between", help="VAE runs: interpolate between the encodings of two images (A.png B.png)."),
     latents: Optional[Path] = typer.Option(None, "--latents", help="A .npy file of 2 or more latent rows: the path to follow (one row: the base of --traverse)."),
     traverse: Optional[str] = typer.Option(None, "--traverse", help="Vary latent dimensions one at a time: 'all', 3, 0,2,5 or 0-7; one row per dimension."),
     span: float = typer.Option(3.0, "--range", help="--traverse sets each dimension to values from -RANGE to RANGE."),
     steps: int = typer.Option(8, "--steps", "-n", help="Frames, endpoints included (at least 2)."),
-    mode: str = typer.Option("slerp", "--mode", help="slerp (great circle; suits Gaussian latents) or lerp (straight line)."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="slerp (great circle; suits Gaussian latents) or lerp (straight line); not with --traverse. [default: slerp]"),
     fmt: Optional[str] = typer.Option(None, "--format", help="png or gif; needed only for -o - (which is PNG by default)."),
-    fps: float = typer.Option(10.0, "--fps", help="GIF frames per second."),
+    fps: float = typer.Option(10.0, "--fps", help="GIF frames per second, at most 50."),
     label: Optional[int] = typer.Option(None, "--label", help="Class for conditional runs (default 0)."),
     json_out: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
 ) -> None:
@@ -37,14 +37,16 @@ def interpolate(
     from aigc_cli.models.sampling import load_generator, load_latents
 
     L.check_steps(steps)
-    if mode not in L.MODES:
+    if mode is not None and mode not in L.MODES:
         raise ConfigError(f"unknown --mode {mode!r}; choose slerp or lerp")
     kind = L.output_format(output, fmt)
-    if kind == "gif" and not (0 < fps <= 100):
-        raise ConfigError(f"--fps must be in (0, 100], got {fps}")
+    if kind == "gif":
+        L.check_fps(fps)
     if traverse is not None:
         if to_seed is not None or between is not None:
             raise ConfigError("--traverse varies one latent (--from-seed or the first --latents row); drop --to-seed and --between")
+        if mode is not None:  # None is the default: only an explicit --mode gets here
+            raise ConfigError("--mode does not apply to --traverse (each row is a straight line along one axis); drop --mode")
         if latents is not None and from_seed is not None:
             raise ConfigError("--traverse starts from --from-seed or the first --latents row, not both")
     else:
@@ -59,7 +61,9 @@ def interpolate(
         raise ConfigError(f"--between needs a run with an encoder (a VAE); {gen.run.id} is a {gen.family} run")
     if gen.num_classes is not None and between is not None and label is None:
         raise ConfigError(f"{gen.run.id} is class-conditional: pass --label, the class of both images")
-    one_label = gen.labels(1, 0 if label is None and gen.num_classes is not None else label)
+    if label is None and gen.num_classes is not None:
+        label = 0  # conditional runs need a class; --json and the PNG report the one used
+    one_label = gen.labels(1, label)
     info: dict = {"run": gen.run.id, "family": gen.family, "steps": steps, "label": label}
     notes: list[str] = []
 
@@ -67,6 +71,7 @@ def interpolate(
         dims = L.parse_dims(traverse, gen.latent_dim)
         if latents is not None:
             base = load_latents(str(latents), gen.latent_dim)[0]
+            info["latents"] = str(latents)
         elif from_seed is not None:
             base = gen.latents(1, from_seed)[0]
         else:
@@ -91,6 +96,7 @@ def interpolate(
             to_seed = secrets.randbelow(2**31) if to_seed is None else to_seed
             points = torch.cat([gen.latents(1, from_seed), gen.latents(1, to_seed)])
             info.update(from_seed=from_seed, to_seed=to_seed)
+        mode = mode or "slerp"
         z = L.latent_path(points, steps, mode)[None]  # (1, steps, D)
         info["mode"] = mode
 
@@ -105,6 +111,8 @@ def interpolate(
     for note in notes:
         common.warn(f"converted {note}")
     info.update(format=kind, output=written, frames=steps, rows=rows)
+    if between is not None:
+        info["converted"] = notes  # the warnings above, which -q hides
     if kind == "gif":
         info["fps"] = fps
     if json_out and not is_stdout(output):

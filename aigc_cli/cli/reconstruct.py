@@ -35,9 +35,10 @@ def reconstruct(
         raise ConfigError(f"{gen.run.id} is a {gen.family} run: it has no encoder; reconstruct needs a VAE run")
     if gen.num_classes is not None and label is None:
         raise ConfigError(f"{gen.run.id} is class-conditional: pass --label, the class of the images")
+    gen.labels(1, label)  # refuses --label on unconditional runs (and out of range), as sample does
     files, in_folders = image_files(images)
     real, notes = read_images(files, gen.image_shape, optional=in_folders)
-    labels = gen.labels(len(real), label) if gen.num_classes is not None else None
+    labels = gen.labels(len(real), label)
     recon = gen.generate(gen.encode(real, labels), labels)  # (n, C, H, W) in [0, 1]
     originals = real.float() / 255
     per_row = min(nrow, len(real))

@@ -67,6 +67,17 @@ class LoopConfig:
     log_every: int = 20
 
 
+def check_loop(loop: LoopConfig, dataset_size: int) -> None:
+    """Loop settings the data can't satisfy: training.train() calls this before it creates the
+    run folder, so bad input leaves nothing behind; Trainer repeats it for other callers."""
+    if loop.epochs < 1:
+        raise ConfigError(f"--epochs must be at least 1, got {loop.epochs}")
+    if loop.batch_size < 1:
+        raise ConfigError(f"--batch-size must be at least 1, got {loop.batch_size}")
+    if dataset_size < loop.batch_size:
+        raise ConfigError(f"the dataset has {dataset_size} images, fewer than --batch-size {loop.batch_size}")
+
+
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The data order of one epoch, from (seed, epoch) alone: resume needs no saved state for it."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -108,14 +119,7 @@ class Trainer:
         evaluate: Callable[[int], dict[str, float]] | None = None,
         eval_every: int = 0,
     ):
-        if loop.epochs < 1:
-            raise ConfigError(f"--epochs must be at least 1, got {loop.epochs}")
-        if loop.batch_size < 1:
-            raise ConfigError(f"--batch-size must be at least 1, got {loop.batch_size}")
-        if len(dataset) < loop.batch_size:
-            raise ConfigError(
-                f"the dataset has {len(dataset)} images, fewer than --batch-size {loop.batch_size}"
-            )
+        check_loop(loop, len(dataset))
         self.task, self.run, self.loop, self.device = task, run, loop, device
         self.progress = progress or _NoProgress()
         self.evaluate, self.eval_every = evaluate, eval_every

@@ -198,6 +198,14 @@ def output_format(output: str, fmt: str | None) -> str:
     return fmt or suffix or "png"
 
 
+MAX_FPS = 50  # GIF delays are whole hundredths of a second, and browsers slow delays under 20 ms
+
+
+def check_fps(fps: float) -> None:
+    if not 0 < fps <= MAX_FPS:  # NaN fails too
+        raise ConfigError(f"--fps must be in (0, {MAX_FPS}] (GIF frames last at least 20 ms), got {fps}")
+
+
 def render(frames: torch.Tensor, fmt: str, fps: float = 10.0, text: dict[str, str] | None = None) -> bytes:
     """(rows, steps, C, H, W) images in [0, 1] -> bytes.
 
@@ -211,8 +219,7 @@ def render(frames: torch.Tensor, fmt: str, fps: float = 10.0, text: dict[str, st
     images = to_uint8(frames.flatten(0, 1))
     if fmt == "png":
         return png_bytes(make_grid(images, nrow=steps), text)
-    if not (fps > 0 and fps <= 100):
-        raise ConfigError(f"--fps must be in (0, 100], got {fps}")
+    check_fps(fps)
     per_step = images.view(rows, steps, *images.shape[1:])
     if rows == 1:
         return gif_exact([per_step[0, i] for i in range(steps)], fps=fps)

@@ -81,13 +81,15 @@ class PreviewBank(nn.Module):
         self.filled.fill_(1)
 
 
-def reconstruction_rows(batch_size: int) -> int:
-    """Images per row of the reconstruction preview: rows of originals alternate with rows of
-    their reconstructions in a square grid (the trainer's grids are square)."""
+def reconstruction_rows(batch_size: int) -> tuple[int, int]:
+    """(images per row, images kept) for the reconstruction preview: rows of originals alternate
+    with rows of their reconstructions in a square grid (the trainer's grids are square)."""
     for r in (8, 6, 4, 2):
         if r * r // 2 <= batch_size:
-            return r
-    return 1
+            return r, r * r // 2
+    # A batch of 1 has no square: its one image, then its reconstruction (side by side, as
+    # the trainer's grid puts 2 images in one row).
+    return 1, 1
 
 
 def interleave_rows(originals: torch.Tensor, reconstructions: torch.Tensor, per_row: int) -> torch.Tensor:
@@ -106,8 +108,8 @@ class VaeTask:
         self.beta = float(model["beta"])
         enc, dec = build_nets(model["arch"], self.spec)
         self.E, self.D = enc.to(device), dec.to(device)
-        self.per_row = reconstruction_rows(train["batch_size"])
-        self.bank = PreviewBank(self.per_row * self.per_row // 2, self.spec.image_shape).to(device)
+        self.per_row, kept = reconstruction_rows(train["batch_size"])
+        self.bank = PreviewBank(kept, self.spec.image_shape).to(device)
         self.modules = {"encoder": self.E, "decoder": self.D, "preview_bank": self.bank}
         params = list(self.E.parameters()) + list(self.D.parameters())
         self.optimizers = {"vae": torch.optim.Adam(params, lr=train["lr"], betas=tuple(train["betas"]))}
