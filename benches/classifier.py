@@ -89,7 +89,9 @@ def accuracy(model, images, labels) -> float:
 @torch.no_grad()
 def judge(model, images: torch.Tensor) -> dict:
     """images: (N, 1, 28, 28) uint8. Mean top-class probability, share of confident (p > 0.9)
-    images, the class histogram and its normalised entropy (1.0 = all classes equally often)."""
+    images, the class histogram and its normalised entropy (1.0 = all classes equally often),
+    and a blur measure: the share of the ink pixels (value > 31) that are mid-grey (32..223);
+    real digits are near-binary strokes with grey only on their edges, blurry samples are not."""
     probs = torch.cat([F.softmax(model(images[i : i + 500]), 1) for i in range(0, len(images), 500)])
     top, cls = probs.max(1)
     hist = torch.bincount(cls, minlength=10)
@@ -100,6 +102,7 @@ def judge(model, images: torch.Tensor) -> dict:
         "confident_share": round(float((top > 0.9).float().mean()), 4),
         "class_histogram": hist.tolist(),
         "class_entropy": round(entropy, 4),
+        "grey_share": round(float(((images > 31) & (images < 224)).sum() / (images > 31).sum()), 4),
     }
 
 
