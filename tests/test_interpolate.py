@@ -13,19 +13,10 @@ from PIL import Image
 from test_vae import TINY_KW, assert_clean_error, write_bars
 
 
-def _main(capsysbinary, args):
-    from aigc_cli.cli.app import main
-
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in args])
-    out, err = capsysbinary.readouterr()
-    code = exc.value.code if isinstance(exc.value.code, int) else (0 if exc.value.code is None else 1)
-    return code, out, err.decode(errors="replace")
-
-
 @pytest.fixture
-def aigc(capsysbinary):
-    return lambda *args: _main(capsysbinary, args)
+def aigc(cli):
+    """conftest's in-process runner: (exit code, stdout bytes, stderr text)."""
+    return cli
 
 
 @pytest.fixture(scope="module")

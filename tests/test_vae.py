@@ -30,20 +30,10 @@ def write_bars(path, n=256, size=8, channels=1, seed=0):
     return path
 
 
-def _main(capsysbinary, args):
-    from aigc_cli.cli.app import main
-
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in args])
-    out, err = capsysbinary.readouterr()
-    code = exc.value.code if isinstance(exc.value.code, int) else (0 if exc.value.code is None else 1)
-    return code, out, err.decode(errors="replace")
-
-
 @pytest.fixture
-def aigc(capsysbinary):
-    """Run ``aigc ARGS`` in-process: (exit code, stdout bytes, stderr text)."""
-    return lambda *args: _main(capsysbinary, args)
+def aigc(cli):
+    """conftest's in-process runner: (exit code, stdout bytes, stderr text)."""
+    return cli
 
 
 def assert_clean_error(code, err, *words):

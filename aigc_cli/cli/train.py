@@ -13,8 +13,9 @@ app = typer.Typer(help="Train models (runs are kept in the run store; see 'aigc 
 DATASET_HELP = "Dataset: a name (shapes, mnist, fashion-mnist, cifar10), an image folder, an IDX or .npy/.npz file."
 
 
-def run_training(family: str, resume: Optional[str], json_out: bool, given: dict, **kwargs) -> None:
-    """Shared by every family's command: start or resume, render the result."""
+def run_training(family: str, resume: Optional[str], json_out: bool, given: dict) -> None:
+    """Shared by every family's command: start or resume, render the result. ``given`` holds
+    the command's options, None where the user gave none (the family's default applies)."""
     from aigc_cli import training
     from aigc_cli.cli.datasets import progress_bar
     from aigc_cli.cli.progress import RichProgress
@@ -33,6 +34,11 @@ def run_training(family: str, resume: Optional[str], json_out: bool, given: dict
                                   family=family, dataset_progress=data_progress,
                                   evaluate_factory=_evaluate_factory(device))
         else:
+            kwargs = {k: v for k, v in given.items() if v is not None}
+            kwargs.setdefault("dataset", "shapes")
+            kwargs.setdefault("split", "train")
+            kwargs["eval_every"] = kwargs.get("eval_every") or 0
+
             def announce(r):
                 common.info(f"[bold]{r.id}[/bold] started in {r.path} on {device}")
 
@@ -79,13 +85,7 @@ def gan(
     given = dict(dataset=dataset, split=split, arch=arch, loss=loss, epochs=epochs, batch_size=batch_size,
                  lr=lr, latent_dim=latent_dim, width=width, conditional=conditional, seed=seed, name=name,
                  eval_every=eval_every, fid_n=fid_n)
-    kwargs = {k: v for k, v in given.items() if v is not None}
-    kwargs.setdefault("dataset", "shapes")
-    kwargs.setdefault("split", "train")
-    kwargs["eval_every"] = eval_every or 0
-    if fid_n is not None:
-        kwargs["fid_n"] = fid_n
-    run_training("gan", resume, json_out, given, **kwargs)
+    run_training("gan", resume, json_out, given)
 
 
 @app.command("vae")
@@ -115,8 +115,4 @@ def vae(
     given = dict(dataset=dataset, split=split, arch=arch, likelihood=likelihood, beta=beta, kl_warmup=kl_warmup,
                  epochs=epochs, batch_size=batch_size, lr=lr, latent_dim=latent_dim, width=width,
                  conditional=conditional, seed=seed, name=name, eval_every=eval_every, fid_n=fid_n)
-    kwargs = {k: v for k, v in given.items() if v is not None}
-    kwargs.setdefault("dataset", "shapes")
-    kwargs.setdefault("split", "train")
-    kwargs["eval_every"] = eval_every or 0
-    run_training("vae", resume, json_out, given, **kwargs)
+    run_training("vae", resume, json_out, given)

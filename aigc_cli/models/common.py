@@ -3,11 +3,33 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from aigc_cli.core.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """What every family's networks are sized from."""
+
+    image_shape: tuple[int, int, int]  # (C, H, W)
+    latent_dim: int
+    num_classes: int | None  # None: unconditional
+    width: int  # base channel count / hidden width unit
+
+    @classmethod
+    def from_model(cls, model: dict[str, Any]) -> "NetSpec":
+        """From the ``model`` section of a run's config.json."""
+        return cls(
+            image_shape=tuple(model["image_shape"]),
+            latent_dim=model["latent_dim"],
+            num_classes=model["num_classes"] if model["conditional"] else None,
+            width=model["width"],
+        )
 
 
 def dcgan_init(module: nn.Module) -> None:

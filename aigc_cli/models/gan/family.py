@@ -24,15 +24,6 @@ DEFAULTS = {
 PREVIEW_COUNT = 64
 
 
-def _spec(model: dict[str, Any]) -> NetSpec:
-    return NetSpec(
-        image_shape=tuple(model["image_shape"]),
-        latent_dim=model["latent_dim"],
-        num_classes=model["num_classes"] if model["conditional"] else None,
-        width=model["width"],
-    )
-
-
 class GanSampler(nn.Module):
     """(z, labels) -> images in [0, 1]: the contract shared by sample, interpolate, eval, export."""
 
@@ -48,7 +39,7 @@ class GanTask:
     def __init__(self, config: dict[str, Any], device: torch.device):
         model, train = config["model"], config["train"]
         self.loss: GanLoss = LOSSES.get(model["loss"])
-        self.spec = _spec(model)
+        self.spec = NetSpec.from_model(model)
         g, d = build_nets(model["arch"], self.spec, spectral=self.loss.spectral_norm)
         # Channels-last activations let oneDNN/cuDNN pick their fastest convolution kernels
         # (about 1.2x per training step on the CPU here, benches/bench_train.py); same values.
@@ -177,7 +168,7 @@ class GanFamily:
             "ema_decay": float(opt.get("ema_decay", DEFAULTS["ema_decay"])),
         }
         # Building once here turns an impossible shape into a clean error before a run exists.
-        build_nets(arch, _spec(model), spectral=False)
+        build_nets(arch, NetSpec.from_model(model), spectral=False)
         return model, train
 
     @staticmethod
@@ -186,7 +177,7 @@ class GanFamily:
 
     @staticmethod
     def build(config: dict[str, Any]) -> dict[str, nn.Module]:
-        g, _ = ARCHS.get(config["model"]["arch"])(_spec(config["model"]))
+        g, _ = ARCHS.get(config["model"]["arch"])(NetSpec.from_model(config["model"]))
         return {"G": g}
 
     @staticmethod

@@ -7,25 +7,12 @@ discriminators use the projection of Miyato & Koyama (2018): score = psi(h) + <e
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from aigc_cli.core.registry import Registry
-from aigc_cli.models.common import check_square, dcgan_init
-
-LABEL_DIM = 32  # size of the learned label embedding fed to conditional generators
-
-
-@dataclass(frozen=True)
-class NetSpec:
-    image_shape: tuple[int, int, int]  # (C, H, W)
-    latent_dim: int
-    num_classes: int | None  # None: unconditional
-    width: int  # base channel count / hidden width multiplier
-
+from aigc_cli.models.common import LABEL_DIM, NetSpec, check_square, dcgan_init
 
 ARCHS: Registry = Registry("GAN architecture")
 

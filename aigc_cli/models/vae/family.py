@@ -27,15 +27,6 @@ DEFAULTS = {
 PREVIEW_COUNT = 64
 
 
-def _spec(model: dict[str, Any]) -> VaeSpec:
-    return VaeSpec(
-        image_shape=tuple(model["image_shape"]),
-        latent_dim=model["latent_dim"],
-        num_classes=model["num_classes"] if model["conditional"] else None,
-        width=model["width"],
-    )
-
-
 class VaeSampler(nn.Module):
     """(z, labels) -> the decoder's mean image in [0, 1]: the contract of sample and interpolate."""
 
@@ -103,7 +94,7 @@ def interleave_rows(originals: torch.Tensor, reconstructions: torch.Tensor, per_
 class VaeTask:
     def __init__(self, config: dict[str, Any], device: torch.device):
         model, train = config["model"], config["train"]
-        self.spec = _spec(model)
+        self.spec = VaeSpec.from_model(model)
         self.likelihood: Likelihood = LIKELIHOODS.get(model["likelihood"])
         self.beta = float(model["beta"])
         enc, dec = build_nets(model["arch"], self.spec)
@@ -212,7 +203,7 @@ class VaeFamily:
         }
         train = {"lr": lr, "betas": [0.9, 0.999], "kl_warmup": warmup}
         # Building once here turns an impossible shape into a clean error before a run exists.
-        build_nets(arch, _spec(model))
+        build_nets(arch, VaeSpec.from_model(model))
         return model, train
 
     @staticmethod
@@ -221,7 +212,7 @@ class VaeFamily:
 
     @staticmethod
     def build(config: dict[str, Any]) -> dict[str, nn.Module]:
-        enc, dec = build_nets(config["model"]["arch"], _spec(config["model"]))
+        enc, dec = build_nets(config["model"]["arch"], VaeSpec.from_model(config["model"]))
         return {"encoder": enc, "decoder": dec}
 
     @staticmethod

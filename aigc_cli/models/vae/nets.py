@@ -8,20 +8,13 @@ likelihoods.py). Conditional models (a CVAE) see a learned label embedding in bo
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from torch import nn
 
 from aigc_cli.core.registry import Registry
-from aigc_cli.models.common import LABEL_DIM, check_square, embed_labels, label_embedding
+from aigc_cli.models.common import LABEL_DIM, NetSpec, check_square, embed_labels, label_embedding
 
 
-@dataclass(frozen=True)
-class VaeSpec:
-    image_shape: tuple[int, int, int]  # (C, H, W)
-    latent_dim: int
-    num_classes: int | None  # None: unconditional
-    width: int  # base channel count / hidden width unit
+VaeSpec = NetSpec  # the VAE nets are sized from the same fields as the GAN nets
 
 
 ARCHS: Registry = Registry("VAE architecture")
