@@ -53,3 +53,14 @@ def tiny_npz(tmp_path):
 
 
 TINY_GAN = ["--arch", "mlp", "--width", "4", "--latent-dim", "8", "--batch-size", "16"]
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tests check numbers, not speed: one thread per test process (pytest -n 2 uses both cores)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -20,13 +20,7 @@ from aigc_cli.metrics.features import FeatureSet, to_rgb
 DIM = 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tests check numbers, not speed: one thread per test process (pytest -n 2 uses both cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class FakeExtractor:

@@ -19,13 +19,7 @@ pfid_inception = pytest.importorskip("pytorch_fid.inception")
 pfid_score = pytest.importorskip("pytorch_fid.fid_score")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """Tests check numbers, not speed: one thread per test process (pytest -n 2 uses both cores)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
