@@ -162,17 +162,23 @@ def side_features(side: Side, ctx: EvalContext) -> FeatureSet:
             f"{side.spec} is a statistics file (mean and covariance only); KID, IS and precision/recall "
             "need images, a run or a dataset"
         )
+    return _cached_or_extracted(side, ctx, "features")
+
+
+def _cached_or_extracted(side: Side, ctx: EvalContext, what: str):
+    """A side's "features" or "stats" from the cache when there; else extracted, and both cached."""
     key = _key(side, ctx)
     if key is not None:
-        hit = cache_load(key, "features")
+        hit = cache_load(key, what)
         if hit is not None:
             side.details["cached"] = True
             return hit
     feats = _extract(side, ctx)
     side.n = len(feats)
+    stats = _stats_of(feats, side) if key is not None or what == "stats" else None
     if key is not None:
-        _store(side, key, feats, _stats_of(feats, side), ctx)
-    return feats
+        _store(side, key, feats, stats, ctx)
+    return feats if what == "features" else stats
 
 
 def _stats_of(feats: FeatureSet, side: Side) -> Stats:
@@ -194,18 +200,7 @@ def side_stats(side: Side, ctx: EvalContext) -> Stats:
             if key in stats.meta:
                 side.details[key] = stats.meta[key]
         return stats
-    key = _key(side, ctx)
-    if key is not None:
-        hit = cache_load(key, "stats")
-        if hit is not None:
-            side.details["cached"] = True
-            return hit
-    feats = _extract(side, ctx)
-    side.n = len(feats)
-    stats = _stats_of(feats, side)
-    if key is not None:
-        _store(side, key, feats, stats, ctx)
-    return stats
+    return _cached_or_extracted(side, ctx, "stats")
 
 
 def _small_warning(side: Side, which: str, ctx: EvalContext) -> None:
