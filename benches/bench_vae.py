@@ -8,10 +8,12 @@ batches. Data: the 10,000 MNIST digits in ../shared.
     python benches/bench_vae.py speed [--steps 100]
         images/s of: the tutorial model the tutorial way, the tutorial model fed by slicing,
         and aigc's `train vae` models (mlp, conv) at their defaults.
-    AIGC_HOME=... python benches/bench_vae.py quality [--epochs 20]
+    AIGC_HOME=... python benches/bench_vae.py quality [--epochs 20] [--grid tutorial.png]
         trains the tutorial model the tutorial way, prints its wall time and how the bench digit
-        classifier (benches/classifier.py) judges 2,000 of its samples; judge an aigc run with
-        benches/quality.py RUN and compare.
+        classifier (benches/classifier.py) judges 2,000 of its samples, from N(0, I) as the
+        tutorial samples and from aigc's fitted prior (a 30-component mixture on the posterior
+        means of 5,000 digits, as `train vae --prior gmm` fits it); judge an aigc run with
+        benches/quality.py RUN and compare. --grid saves 64 of the tutorial's N(0, I) samples.
 """
 
 from __future__ import annotations
@@ -141,14 +143,29 @@ def speed(images, steps, workers):
 
 
 @torch.no_grad()
-def sample_tutorial(model, n, seed):
+def sample_tutorial(model, n, seed, prior=None):
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(n, 20, generator=g)
+    if prior is not None:
+        z = prior.codes(z, torch.rand(n, generator=g))
     # The tutorial saves sigmoid means as PNG; quantise exactly as a PNG would.
     return (model.decode(z).view(n, 1, 28, 28) * 255).round().clamp(0, 255).to(torch.uint8)
 
 
-def quality(images, epochs, workers, n):
+@torch.no_grad()
+def fitted_prior(model, images):
+    """aigc's default VAE prior, fitted to the tutorial model's posterior means."""
+    from aigc_cli.models.vae.prior import MAX_FIT_POINTS, GmmPrior, components_for
+
+    keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(13))[:MAX_FIT_POINTS]
+    x = images[keep].float() / 255
+    codes = model.fc21(F.relu(model.fc1(x.view(-1, 784))))  # (N, 20) posterior means
+    prior = GmmPrior(components_for(len(images)), 20)
+    prior.fit(codes, seed=0)
+    return prior
+
+
+def quality(images, epochs, workers, n, grid=None):
     from classifier import get_classifier, judge, real_reference
 
     torch.manual_seed(0)
@@ -168,9 +185,15 @@ def quality(images, epochs, workers, n):
         "epochs": epochs,
         "train_seconds": round(seconds, 1),
         "samples": judge(clf, sample_tutorial(m.eval(), n, 0)),
+        "samples_fitted_prior": judge(clf, sample_tutorial(m, n, 0, fitted_prior(m, images))),
         "real": real_reference(clf),
     }
     print(json.dumps(report, indent=2))
+    if grid:
+        from aigc_cli.core.images import make_grid, png_bytes
+        from aigc_cli.core.io import atomic_write_bytes
+
+        atomic_write_bytes(grid, png_bytes(make_grid(sample_tutorial(m, 64, 0)), {}))
 
 
 def main():
@@ -180,6 +203,7 @@ def main():
     p.add_argument("--epochs", type=int, default=20, help="quality: tutorial epochs")
     p.add_argument("--workers", type=int, default=0, help="tutorial DataLoader workers (the example uses 0 on CPU)")
     p.add_argument("-n", type=int, default=2000, help="quality: samples judged")
+    p.add_argument("--grid", help="quality: save 64 tutorial samples (N(0, I)) to this PNG")
     args = p.parse_args()
     from aigc_cli.data import load_dataset
 
@@ -189,7 +213,7 @@ def main():
     if args.what == "speed":
         speed(images, args.steps, args.workers)
     else:
-        quality(images, args.epochs, args.workers, args.n)
+        quality(images, args.epochs, args.workers, args.n, args.grid)
 
 
 if __name__ == "__main__":

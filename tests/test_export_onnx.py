@@ -324,3 +324,4 @@ def test_vae_decoder_exports(tmp_path, monkeypatch):
     assert [i["name"] for i in report["inputs"]] == ["z", "label"]
     meta = onnx_export.read_metadata(tmp_path / "vae.onnx")
     assert meta["aigc.family"] == "vae" and meta["aigc.latent_dim"] == "8"
+    assert meta["aigc.z_distribution"] == "fitted-gmm"  # the default prior is not in the graph

@@ -19,10 +19,15 @@ def sample(
     label: Optional[int] = typer.Option(None, "--label", help="Class for conditional runs (default: all classes in turn)."),
     truncation: Optional[float] = typer.Option(None, "--truncation", help="Truncation psi: redraw latent values with |z| > psi."),
     nrow: Optional[int] = typer.Option(None, "--nrow", help="Images per grid row (default: square)."),
+    save_latents: Optional[Path] = typer.Option(
+        None, "--save-latents", help="Also write the latents used to FILE.npy, one row per image (input for --latents)."),
     json_out: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
 ) -> None:
     """Sample images from a trained run."""
+    import io
     import secrets
+
+    import numpy as np
 
     from aigc_cli.cli.output import is_dir_target, is_stdout, write_bytes
     from aigc_cli.core.errors import ConfigError
@@ -31,6 +36,8 @@ def sample(
 
     if n < 1:
         raise ConfigError(f"-n must be at least 1, got {n}")
+    if save_latents is not None and save_latents.suffix.lower() != ".npy":
+        raise ConfigError(f"--save-latents {save_latents}: use a .npy name")
     if latents is not None and (seed is not None or truncation is not None):
         raise ConfigError("--latents gives the latent vectors; drop --seed and --truncation")
     gen = load_generator(run, common.device())
@@ -57,7 +64,14 @@ def sample(
         grid = make_grid(images, nrow=nrow)
         written.append(write_bytes(output, png_bytes(grid, {**text, "aigc:index": f"0-{n - 1}"})))
 
+    if save_latents is not None:
+        buffer = io.BytesIO()
+        np.save(buffer, z.numpy().astype(np.float32), allow_pickle=False)
+        write_bytes(str(save_latents), buffer.getvalue())
+
     summary = {"run": gen.run.id, "seed": seed, "n": n, "label": label, "outputs": written}
+    if save_latents is not None:
+        summary["latents"] = str(save_latents)
     if json_out and not is_stdout(output):
         common.print_json(summary)
     elif not is_stdout(output):

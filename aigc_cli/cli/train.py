@@ -98,6 +98,9 @@ def vae(
         "gaussian for other colour images). [default: auto]"),
     beta: Optional[float] = typer.Option(None, "--beta", help="Weight of the KL term (beta-VAE); 1 is the plain VAE. [default: 1]"),
     kl_warmup: Optional[float] = typer.Option(None, "--kl-warmup", help="Epochs over which the KL weight ramps up from 0 to --beta. [default: 0]"),
+    prior: Optional[str] = typer.Option(
+        None, "--prior", help="Where samples start: gmm (a Gaussian mixture fitted to the encoded training "
+        "images at every save) or standard (N(0, I), the textbook VAE). [default: gmm]"),
     epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="Passes over the data. [default: 20]"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="[default: 64]"),
     lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate. [default: 1e-3]"),
@@ -113,6 +116,6 @@ def vae(
 ) -> None:
     """Train a VAE: MLP or convolutional, Bernoulli or Gaussian likelihood, beta-VAE, CVAE."""
     given = dict(dataset=dataset, split=split, arch=arch, likelihood=likelihood, beta=beta, kl_warmup=kl_warmup,
-                 epochs=epochs, batch_size=batch_size, lr=lr, latent_dim=latent_dim, width=width,
+                 prior=prior, epochs=epochs, batch_size=batch_size, lr=lr, latent_dim=latent_dim, width=width,
                  conditional=conditional, seed=seed, name=name, eval_every=eval_every, fid_n=fid_n)
     run_training("vae", resume, json_out, given)

@@ -37,9 +37,10 @@ class TrainTask(Protocol):
     def inference_modules(self) -> dict[str, torch.nn.Module]:
         """What model.safetensors holds: the modules the family's ``build`` rebuilds."""
 
-    def sync_inference(self) -> None:
-        """Bring the inference modules up to date before they are saved or previewed
-        (e.g. re-estimate BatchNorm statistics of an EMA generator)."""
+    def sync_inference(self, images: torch.Tensor, labels: torch.Tensor | None) -> None:
+        """Bring the inference modules up to date before they are saved or previewed (e.g.
+        re-estimate BatchNorm statistics of an EMA generator, fit a prior to the encoded data).
+        images: the whole training set on the device, (N, C, H, W) uint8; labels (N,) or None."""
 
     def previews(self) -> dict[str, torch.Tensor]:
         """name -> (B, C, H, W) images in [0, 1] from fixed inputs, saved as samples/<name>_epochNNN.png."""
@@ -128,6 +129,7 @@ class Trainer:
         self.labels = dataset.labels.to(device) if dataset.labels is not None else None
         self.steps_per_epoch = len(dataset) // loop.batch_size  # drop the ragged last batch
         self.epoch, self.step_in_epoch, self.step, self.elapsed = 0, 0, 0, 0.0
+        self._synced_step: int | None = None
 
     # -- state ---------------------------------------------------------------------------------
     def save(self) -> None:
@@ -137,7 +139,7 @@ class Trainer:
             "step": self.step,
             "elapsed": self.elapsed,
         }
-        self.task.sync_inference()
+        self._sync_inference()
         save_weights(self.run.weights_path, self.task.inference_modules(), {"run": self.run.id, "step": self.step})
         save_checkpoint(
             self.run.checkpoint_path, self.task.modules, self.task.optimizers, {
@@ -209,7 +211,7 @@ class Trainer:
                 )
         self.epoch += 1
         self.step_in_epoch = 0
-        previews = self._write_previews()  # save() re-syncs the inference modules first
+        previews = self._write_previews()
         self.save()
         self.progress.epoch_end(self.epoch, loop.epochs, previews)
         if self.evaluate is not None and self.eval_every and self.epoch % self.eval_every == 0:
@@ -218,8 +220,14 @@ class Trainer:
                 metrics_file.write(json.dumps({"step": self.step, "epoch": self.epoch, **extra}) + "\n")
                 metrics_file.flush()
 
+    def _sync_inference(self) -> None:
+        # Previews and save() both need it at the end of an epoch: once per step is enough.
+        if self._synced_step != self.step:
+            self.task.sync_inference(self.images, self.labels)
+            self._synced_step = self.step
+
     def _write_previews(self) -> list[str]:
-        self.task.sync_inference()
+        self._sync_inference()
         paths = []
         for name, images in self.task.previews().items():
             path = self.run.samples_dir / f"{name}_epoch{self.epoch:03d}.png"

@@ -231,7 +231,9 @@ def _metadata(gen, fmt: str, opset: int) -> dict[str, str]:
         "aigc.format": fmt,
         "aigc.inputs": ",".join(input_names(gen)),
         "aigc.output": "uint8 0..255" if fmt == "fidelity" else "float32 0..1",
-        "aigc.z_distribution": "normal",
+        # A fitted prior (VAE --prior gmm) is not in the graph: its codes come from
+        # 'aigc sample --save-latents'; standard normal z gives the textbook N(0, I) samples.
+        "aigc.z_distribution": "normal" if gen.prior is None else "fitted-gmm",
         "aigc.opset": str(opset),
         "aigc.torch": torch.__version__,
     }

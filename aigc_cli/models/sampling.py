@@ -22,6 +22,7 @@ class LoadedGenerator:
     module: torch.nn.Module  # (z, labels) -> (B, C, H, W) in [0, 1]
     device: torch.device
     encoder: torch.nn.Module | None = None  # (x in [0, 1], labels) -> z, for families that have one
+    prior: torch.nn.Module | None = None  # (eps, u) -> codes, for runs with a fitted prior; None: N(0, I)
 
     @property
     def family(self) -> str:
@@ -41,11 +42,15 @@ class LoadedGenerator:
         return tuple(self.config["model"]["image_shape"])
 
     def latents(self, n: int, seed: int, truncation: float | None = None) -> torch.Tensor:
-        """(n, latent_dim) standard normal latents from ``seed`` alone (CPU generator: same on any device)."""
+        """(n, latent_dim) latents from ``seed`` alone (CPU generator: same on any device):
+        standard normal, or for a run with a fitted prior that prior's samples, built from the
+        same standard normal draws (truncated first, when asked)."""
         g = torch.Generator().manual_seed(seed)
         z = torch.randn(n, self.latent_dim, generator=g)
         if truncation is not None:
             z = truncate(z, truncation, g)
+        if self.prior is not None:
+            z = self.prior.codes(z, torch.rand(n, generator=g))
         return z
 
     def labels(self, n: int, label: int | None) -> torch.Tensor | None:
@@ -131,4 +136,5 @@ def load_generator(run_ref: str | Run, device: torch.device | str = "cpu") -> Lo
     device = torch.device(device)
     module = family.sampler(modules, config).to(device).eval()
     encoder = family.encoder(modules, config).to(device).eval() if hasattr(family, "encoder") else None
-    return LoadedGenerator(run, config, module, device, encoder)
+    prior = family.latent_prior(modules, config) if hasattr(family, "latent_prior") else None
+    return LoadedGenerator(run, config, module, device, encoder, prior)

@@ -105,7 +105,7 @@ class GanTask:
         out["g_loss"] = self.last_g
         return out
 
-    def sync_inference(self) -> None:
+    def sync_inference(self, images: torch.Tensor, labels: torch.Tensor | None) -> None:
         # BatchNorm statistics that fit the averaged weights, from a fixed stream of latents.
         gen = torch.Generator().manual_seed(self.seed + 11)
         k = self.spec.num_classes

@@ -13,6 +13,7 @@ from aigc_cli.core.errors import ConfigError
 from aigc_cli.models.registry import register_family
 from aigc_cli.models.vae.likelihoods import LIKELIHOODS, Likelihood, default_likelihood, gaussian_kl
 from aigc_cli.models.vae.nets import ARCHS, VaeSpec, build_nets
+from aigc_cli.models.vae.prior import MAX_FIT_POINTS, PRIORS, GmmPrior, components_for
 
 # Defaults chosen for the best samples per CPU-minute; docs/vae.md says why.
 DEFAULTS = {
@@ -23,6 +24,7 @@ DEFAULTS = {
     "likelihood": "auto",
     "lr": 1e-3,
     "kl_warmup": 0.0,  # epochs over which the KL weight ramps from 0 to beta
+    "prior": "gmm",  # sample from a mixture fitted to the encoded training images (prior.py)
 }
 PREVIEW_COUNT = 64
 
@@ -91,6 +93,13 @@ def interleave_rows(originals: torch.Tensor, reconstructions: torch.Tensor, per_
     return torch.cat(parts)
 
 
+def build_prior(model: dict[str, Any]) -> GmmPrior | None:
+    """Runs made before priors existed (no "prior" key) sample from N(0, I), as they always did."""
+    if model.get("prior", "standard") != "gmm":
+        return None
+    return GmmPrior(int(model["prior_components"]), int(model["latent_dim"]))
+
+
 class VaeTask:
     def __init__(self, config: dict[str, Any], device: torch.device):
         model, train = config["model"], config["train"]
@@ -102,6 +111,11 @@ class VaeTask:
         self.per_row, kept = reconstruction_rows(train["batch_size"])
         self.bank = PreviewBank(kept, self.spec.image_shape).to(device)
         self.modules = {"encoder": self.E, "decoder": self.D, "preview_bank": self.bank}
+        # Derived from the weights and the data at every save, so not part of the checkpoint.
+        self.prior = build_prior(model)
+        if self.prior is not None:
+            self.prior.to(device)
+        self.seed = config["seed"]
         params = list(self.E.parameters()) + list(self.D.parameters())
         self.optimizers = {"vae": torch.optim.Adam(params, lr=train["lr"], betas=tuple(train["betas"]))}
         steps_per_epoch = max(1, config["dataset"]["size"] // train["batch_size"])
@@ -109,6 +123,7 @@ class VaeTask:
         self.device = device
         g_fixed = torch.Generator().manual_seed(config["seed"] + 7)
         self.preview_z = torch.randn(PREVIEW_COUNT, self.spec.latent_dim, generator=g_fixed).to(device)
+        self.preview_u = torch.rand(PREVIEW_COUNT, generator=g_fixed)  # mixture components
         k = self.spec.num_classes
         self.preview_labels = (torch.arange(PREVIEW_COUNT) % k).to(device) if k else None
 
@@ -135,17 +150,36 @@ class VaeTask:
         # "loss" is the negative ELBO (nats per image) whatever beta: comparable across runs.
         return {"recon": recon.detach(), "kl": kl.detach(), "loss": (recon + kl).detach()}
 
-    def sync_inference(self) -> None:
-        pass  # no averaged copies; BatchNorm statistics come from training
+    @torch.no_grad()
+    def sync_inference(self, images: torch.Tensor, labels: torch.Tensor | None) -> None:
+        """Refit the prior to the posterior means of (up to MAX_FIT_POINTS) training images."""
+        if self.prior is None:
+            return
+        if len(images) > MAX_FIT_POINTS:
+            keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.seed + 13))
+            keep = keep[:MAX_FIT_POINTS].to(images.device)
+            images, labels = images[keep], (labels[keep] if labels is not None else None)
+        labels = labels if self.spec.num_classes else None
+        self.E.eval()
+        encode = VaeEncoder(self.E)
+        codes = torch.cat([
+            encode(images[i : i + 500].float() / 255, labels[i : i + 500] if labels is not None else None)
+            for i in range(0, len(images), 500)
+        ])  # (N, latent)
+        self.prior.fit(codes, self.seed)
 
     def inference_modules(self) -> dict[str, nn.Module]:
-        return {"encoder": self.E, "decoder": self.D}
+        modules = {"encoder": self.E, "decoder": self.D}
+        if self.prior is not None:
+            modules["prior"] = self.prior
+        return modules
 
     @torch.no_grad()
     def previews(self) -> dict[str, torch.Tensor]:
         self.E.eval()
         self.D.eval()
-        samples = VaeSampler(self.D, self.likelihood)(self.preview_z, self.preview_labels)
+        z = self.prior.codes(self.preview_z, self.preview_u) if self.prior is not None else self.preview_z
+        samples = VaeSampler(self.D, self.likelihood)(z, self.preview_labels)
         real = self.bank.images.float() / 255
         labels = self.bank.labels if self.spec.num_classes else None
         recon = VaeSampler(self.D, self.likelihood)(VaeEncoder(self.E)(real, labels), labels)
@@ -159,14 +193,14 @@ class VaeFamily:
 
     @staticmethod
     def choices() -> dict[str, list[str]]:
-        return {"arch": ARCHS.names(), "likelihood": ["auto", *LIKELIHOODS.names()]}
+        return {"arch": ARCHS.names(), "likelihood": ["auto", *LIKELIHOODS.names()], "prior": list(PRIORS)}
 
     @staticmethod
     def make_config(options: dict[str, Any], dataset_info: dict[str, Any]) -> tuple[dict, dict]:
         """Validated (model, train) sections of config.json from CLI-style options (None = default)."""
         opt = {k: v for k, v in options.items() if v is not None}
         unknown = sorted(set(opt) - {"arch", "latent_dim", "width", "beta", "likelihood", "lr", "kl_warmup",
-                                     "conditional"})
+                                     "conditional", "prior"})
         if unknown:
             raise ConfigError(f"the vae family has no option {', '.join(unknown)}")
         arch = opt.get("arch", DEFAULTS["arch"])
@@ -191,6 +225,9 @@ class VaeFamily:
         warmup = float(opt.get("kl_warmup", DEFAULTS["kl_warmup"]))
         if not (math.isfinite(warmup) and warmup >= 0):
             raise ConfigError(f"--kl-warmup must be 0 or more epochs, got {warmup}")
+        prior = opt.get("prior", DEFAULTS["prior"])
+        if prior not in PRIORS:
+            raise ConfigError(f"unknown --prior {prior!r}; choose one of: {', '.join(PRIORS)}")
         model = {
             "arch": arch,
             "likelihood": likelihood,
@@ -200,6 +237,8 @@ class VaeFamily:
             "image_shape": list(dataset_info["shape"]),
             "num_classes": dataset_info.get("classes"),
             "conditional": conditional,
+            "prior": prior,
+            "prior_components": components_for(int(dataset_info.get("size", MAX_FIT_POINTS))) if prior == "gmm" else 0,
         }
         train = {"lr": lr, "betas": [0.9, 0.999], "kl_warmup": warmup}
         # Building once here turns an impossible shape into a clean error before a run exists.
@@ -213,7 +252,16 @@ class VaeFamily:
     @staticmethod
     def build(config: dict[str, Any]) -> dict[str, nn.Module]:
         enc, dec = build_nets(config["model"]["arch"], VaeSpec.from_model(config["model"]))
-        return {"encoder": enc, "decoder": dec}
+        modules = {"encoder": enc, "decoder": dec}
+        prior = build_prior(config["model"])
+        if prior is not None:
+            modules["prior"] = prior
+        return modules
+
+    @staticmethod
+    def latent_prior(modules: dict[str, nn.Module], config: dict[str, Any]) -> nn.Module | None:
+        """The fitted mixture that ``aigc sample`` draws codes from; None: N(0, I)."""
+        return modules.get("prior")
 
     @staticmethod
     def sampler(modules: dict[str, nn.Module], config: dict[str, Any]) -> nn.Module:
