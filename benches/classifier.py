@@ -103,7 +103,22 @@ def judge(model, images: torch.Tensor) -> dict:
         "class_histogram": hist.tolist(),
         "class_entropy": round(entropy, 4),
         "grey_share": round(float(((images > 31) & (images < 224)).sum() / (images > 31).sum()), 4),
+        "class_diversity": round(class_diversity(images, cls), 3),
     }
+
+
+def class_diversity(images: torch.Tensor, cls: torch.Tensor) -> float:
+    """Mean distance between two images of the same (predicted) class, pixels in [0, 1]: the
+    classifier cannot see a model that draws one prototype per class, this can (real digits
+    about 8.7; a model that draws one prototype per class far less)."""
+    x = images.flatten(1).float() / 255
+    per_class = []
+    for k in cls.unique():
+        xk = x[cls == k]
+        if len(xk) >= 2:
+            d = torch.cdist(xk, xk)
+            per_class.append(float(d.sum() / (len(xk) * (len(xk) - 1))))
+    return sum(per_class) / max(1, len(per_class))
 
 
 def real_reference(model) -> dict:

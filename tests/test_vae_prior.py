@@ -49,6 +49,27 @@ def test_fit_gmm_degenerate_data_stays_finite(points):
     assert float(weights.sum()) == pytest.approx(1.0, abs=1e-5)
 
 
+def test_fit_gmm_does_not_depend_on_the_codes_scale():
+    """Codes of any size (an autoencoder at beta 0) fit the same mixture, in their own units."""
+    x = two_blobs(1000)
+    w1, m1, l1 = fit_gmm(x, 2, seed=0)
+    w2, m2, l2 = fit_gmm(x * 1000 + 5, 2, seed=0)
+    assert torch.allclose(w1, w2, atol=1e-4)
+    assert torch.allclose(m1 * 1000 + 5, m2, rtol=1e-4, atol=0.05)
+    assert torch.allclose(l1 * 1000, l2, rtol=1e-3, atol=0.05)
+
+
+def test_prior_fit_keeps_its_shape_and_ignores_non_finite_codes():
+    prior = GmmPrior(5, 3)
+    prior.fit(torch.randn(3, 3), seed=0)  # 3 points, 5 components: 2 unused ones
+    assert prior.weights.shape == (5,) and float(prior.weights[3:].sum()) == 0.0
+    assert torch.isfinite(prior.scale_tril).all()
+    before = [t.clone() for t in (prior.weights, prior.means, prior.scale_tril)]
+    prior.fit(torch.tensor([[0.0, float("nan"), 1.0]] * 10), seed=0)
+    assert all(torch.equal(a, b) for a, b in zip(before, (prior.weights, prior.means, prior.scale_tril)))
+    assert torch.isfinite(prior.codes(torch.randn(50, 3), torch.rand(50))).all()
+
+
 def test_prior_codes_pick_components_by_u_and_scale_eps():
     prior = GmmPrior(2, 2)
     prior.weights.copy_(torch.tensor([0.25, 0.75]))

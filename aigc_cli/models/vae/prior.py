@@ -51,7 +51,17 @@ class GmmPrior(nn.Module):
 
     @torch.no_grad()
     def fit(self, codes: torch.Tensor, seed: int) -> None:
+        """Refit to (N, D) codes; non-finite codes leave the previous fit as it is."""
+        if not torch.isfinite(codes).all():
+            return
         weights, means, scale_tril = fit_gmm(codes, len(self.weights), seed)
+        if not all(torch.isfinite(t).all() for t in (weights, means, scale_tril)):
+            return
+        if len(weights) < len(self.weights):  # fewer points than components: pad with unused ones
+            pad = len(self.weights) - len(weights)
+            weights = torch.cat([weights, weights.new_zeros(pad)])
+            means = torch.cat([means, means[:1].expand(pad, -1)])
+            scale_tril = torch.cat([scale_tril, scale_tril[:1].expand(pad, -1, -1)])
         self.weights.copy_(weights)
         self.means.copy_(means)
         self.scale_tril.copy_(scale_tril)
@@ -60,16 +70,23 @@ class GmmPrior(nn.Module):
 def fit_gmm(x: torch.Tensor, k: int, seed: int, iters: int = 100, tol: float = 1e-3, reg: float = 1e-4):
     """Expectation-maximisation for a full-covariance Gaussian mixture on (N, D) points.
 
-    Stops when the mean log-likelihood per point gains less than ``tol`` nats in an iteration
-    (scikit-learn's rule and defaults). Returns (weights (K,), means (K, D), scale_tril
-    (K, D, D)). Computed in float32 on the CPU (latents are of unit scale, and every step is a
-    GEMM over all points: about 10 ms an iteration for 10,000 points and 30 components on two
-    cores); deterministic for a seed (k-means++ initialisation), and ``reg`` on the diagonal
-    keeps every covariance positive definite. A component that loses all its points keeps its
-    last parameters with weight 0.
+    The points are standardised per dimension first, so the result does not depend on their
+    scale (an autoencoder trained with beta 0 has codes of any size) and ``reg`` is relative to
+    each dimension's variance. Stops when the mean log-likelihood per (standardised) point gains
+    less than ``tol`` nats in an iteration (scikit-learn's rule and defaults).
+
+    Returns (weights (K,), means (K, D), scale_tril (K, D, D)). Computed in float32 on the CPU
+    (every step is a GEMM over all points: a few ms an iteration for 5,000 points and 30
+    components on two cores); deterministic for a seed (k-means++ initialisation). ``reg`` on
+    the diagonal keeps every covariance positive definite (more is added to one that rounding
+    made indefinite). A component that loses all its points keeps its last parameters with
+    weight 0.
     """
     x = x.detach().float().cpu()
     n, d = x.shape
+    centre = x.mean(0)
+    scale = x.std(0, correction=0).clamp_min(1e-6) if n > 1 else torch.ones(d)
+    x = (x - centre) / scale
     k = max(1, min(k, n))
     eye = torch.eye(d, dtype=x.dtype)
     outer = (x[:, :, None] * x[:, None, :]).reshape(n, d * d)  # (N, D*D): x x^T per point, once
@@ -78,7 +95,7 @@ def fit_gmm(x: torch.Tensor, k: int, seed: int, iters: int = 100, tol: float = 1
     weights = torch.full((k,), 1.0 / k, dtype=x.dtype)
     previous = -math.inf
     for _ in range(iters):
-        log_p = _log_gaussian(x, outer, means, torch.linalg.cholesky(covs)) + weights.clamp_min(1e-30).log()[:, None]
+        log_p = _log_gaussian(x, outer, means, _cholesky(covs, reg)) + weights.clamp_min(1e-30).log()[:, None]
         log_norm = torch.logsumexp(log_p, 0)  # (N,)
         resp = (log_p - log_norm).exp()  # (K, N) responsibilities
         counts = resp.sum(1)  # (K,)
@@ -96,7 +113,21 @@ def fit_gmm(x: torch.Tensor, k: int, seed: int, iters: int = 100, tol: float = 1
         if mean_ll - previous < tol:
             break
         previous = mean_ll
-    return weights, means, torch.linalg.cholesky(covs)
+    tril = _cholesky(covs, reg)
+    return weights, means * scale + centre, scale[:, None] * tril  # back to the codes' units
+
+
+def _cholesky(covs: torch.Tensor, reg: float) -> torch.Tensor:
+    """Batched Cholesky factors; a covariance that float32 rounding left indefinite gets ten
+    times more on its diagonal until it factors (NaN input stays NaN; the caller checks)."""
+    eye = torch.eye(covs.shape[-1], dtype=covs.dtype)
+    tril, info = torch.linalg.cholesky_ex(covs)
+    jitter = reg
+    while bool((info > 0).any()) and jitter < 1:
+        jitter *= 10
+        covs = torch.where((info > 0)[:, None, None], covs + jitter * eye, covs)
+        tril, info = torch.linalg.cholesky_ex(covs)
+    return tril
 
 
 def _kmeans_pp(x: torch.Tensor, k: int, g: torch.Generator) -> torch.Tensor:
