@@ -8,6 +8,7 @@ import sys
 import time
 
 import numpy as np
+import torch
 import pytest
 from safetensors.torch import load_file
 
@@ -29,7 +30,7 @@ def test_train_writes_a_complete_run(aigc_home, cli, tiny_npz):
     config = json.loads((run / "config.json").read_text())
     assert config["family"] == "gan" and config["seed"] == 0
     assert config["model"] == {"arch": "mlp", "loss": "hinge", "latent_dim": 8, "width": 4,
-                               "image_shape": [1, 8, 8], "num_classes": 4, "conditional": False}
+                               "image_shape": [1, 8, 8], "num_classes": 4, "conditional": True}
     assert config["dataset"]["size"] == 256 and len(config["dataset"]["fingerprint"]) == 64
     assert set(config["versions"]) == {"aigc", "torch", "python"}
     meta = json.loads((run / "run.json").read_text())
@@ -43,10 +44,36 @@ def test_train_writes_a_complete_run(aigc_home, cli, tiny_npz):
     assert all(not p.name.endswith((".pt", ".pth", ".pkl")) for p in run.rglob("*"))
 
 
+def test_gan_is_conditional_exactly_when_the_data_has_labels(aigc_home, cli, tiny_npz, tmp_path):
+    """Default: conditional on labelled data (said on stderr), unconditional on unlabelled data;
+    --unconditional turns it off, --conditional without labels is an error; a resumed run keeps
+    its choice and refuses a new one."""
+    args = ["train", "gan", "--dataset", tiny_npz, *TINY_GAN, "--epochs", "1"]
+    code, _, err = cli(*args)
+    assert code == 0, err
+    assert "class-conditional on 4 classes" in err
+    code, _, err = cli(*args, "--unconditional")
+    assert code == 0, err
+    assert "class-conditional" not in err
+    models = [json.loads((aigc_home / f"runs/run{i}/config.json").read_text())["model"] for i in (1, 2)]
+    assert [m["conditional"] for m in models] == [True, False]
+
+    unlabelled = tmp_path / "unlabelled.npy"
+    np.save(unlabelled, np.load(tiny_npz)["images"])
+    code, _, err = cli("train", "gan", "--dataset", str(unlabelled), *TINY_GAN, "--epochs", "1")
+    assert code == 0, err
+    assert json.loads((aigc_home / "runs/run3/config.json").read_text())["model"]["conditional"] is False
+    code, _, err = cli("train", "gan", "--dataset", str(unlabelled), *TINY_GAN, "--conditional")
+    assert code == 1 and "--conditional needs a dataset with labels" in err
+
+    code, _, err = cli("train", "gan", "--resume", "run1", "--epochs", "2", "--unconditional")
+    assert code == 1 and "drop --unconditional" in err, err
+
+
 @pytest.mark.parametrize(
     "arch,loss,extra",
-    [("mlp", "bce", []), ("mlp", "wgan-gp", ["--conditional"]), ("dcgan", "hinge", ["--conditional"]),
-     ("dcgan", "wgan-gp", []), ("dcgan", "bce", [])],
+    [("mlp", "bce", ["--unconditional"]), ("mlp", "wgan-gp", ["--conditional"]), ("dcgan", "hinge", []),
+     ("dcgan", "wgan-gp", ["--unconditional"]), ("dcgan", "bce", ["--unconditional"])],
 )
 def test_every_arch_and_loss_trains(aigc_home, cli, tiny_npz, arch, loss, extra):
     code, out, err = cli("train", "gan", "--dataset", tiny_npz, "--arch", arch, "--loss", loss, "--width", "4",
@@ -179,3 +206,32 @@ def test_bad_input_is_one_line_exit_1(aigc_home, cli, tmp_path, tiny_npz, mnist_
     assert "Traceback" not in err and out == b""
     if case == "bad-arch":
         assert "dcgan" in err and "mlp" in err  # the error lists the choices
+
+
+def test_conditional_dcgan_takes_the_class_through_its_batchnorms():
+    """The conditional generator has no label input beside z: each BatchNorm's scale and shift
+    are looked up per class (identity at the start), and both z and the label change the image."""
+    from aigc_cli.models.gan.nets import ConditionalBatchNorm2d, ConditionalDCGANGenerator, build_nets
+    from aigc_cli.models.common import NetSpec
+
+    torch.manual_seed(0)
+    spec = NetSpec(image_shape=(1, 8, 8), latent_dim=8, width=4, num_classes=3)
+    g, _ = build_nets("dcgan", spec, spectral=True)
+    assert isinstance(g, ConditionalDCGANGenerator)
+    assert g.project[0].in_features == 8  # z only
+    norms = [m for m in g.modules() if isinstance(m, ConditionalBatchNorm2d)]
+    assert len(norms) == 2  # one at the start, one after the single upsampling of an 8x8 model
+
+    h = torch.randn(6, 16, 4, 4)
+    plain = torch.nn.functional.batch_norm(h, None, None, training=True)
+    assert torch.allclose(norms[0](h, torch.tensor([0, 1, 2, 0, 1, 2])), plain, atol=1e-5)
+
+    g.eval()
+    z = torch.randn(2, 8)
+    same_z = g(z[:1].expand(3, -1), torch.tensor([0, 1, 2]))
+    with torch.no_grad():
+        norms[1].shift.weight[1] += 1.0  # class 1 only
+    changed = g(z[:1].expand(3, -1), torch.tensor([0, 1, 2]))
+    assert torch.equal(changed[0], same_z[0]) and torch.equal(changed[2], same_z[2])
+    assert not torch.allclose(changed[1], same_z[1])
+    assert not torch.allclose(g(z[:1], torch.tensor([0])), g(z[1:], torch.tensor([0])))

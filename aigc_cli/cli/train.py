@@ -26,9 +26,9 @@ def run_training(family: str, resume: Optional[str], json_out: bool, given: dict
     with progress_bar() as data_progress:
         if resume:
             # Only --epochs may change: anything else would no longer be the same run.
-            extra = sorted(k for k, v in given.items() if v not in (None, False) and k != "epochs")
+            extra = sorted(k for k, v in given.items() if v is not None and k != "epochs")
             if extra:
-                flags = ", ".join("--" + k.replace("_", "-") for k in extra)
+                flags = ", ".join("--unconditional" if given[k] is False else "--" + k.replace("_", "-") for k in extra)
                 raise ConfigError(f"--resume continues a run as it was configured; drop {flags}")
             run = training.resume(resume, epochs=given.get("epochs"), device=device, progress=progress,
                                   family=family, dataset_progress=data_progress,
@@ -40,7 +40,9 @@ def run_training(family: str, resume: Optional[str], json_out: bool, given: dict
             kwargs["eval_every"] = kwargs.get("eval_every") or 0
 
             def announce(r):
-                common.info(f"[bold]{r.id}[/bold] started in {r.path} on {device}")
+                model = r.read_config()["model"]
+                cond = f", class-conditional on {model['num_classes']} classes" if model.get("conditional") else ""
+                common.info(f"[bold]{r.id}[/bold] started in {r.path} on {device}{cond}")
 
             run = training.train(family, device=device, progress=progress, on_run=announce,
                                  dataset_progress=data_progress, evaluate_factory=_evaluate_factory(device),
@@ -73,7 +75,9 @@ def gan(
     lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate. [default: per loss]"),
     latent_dim: Optional[int] = typer.Option(None, "--latent-dim", help="[default: 64]"),
     width: Optional[int] = typer.Option(None, "--width", help="Base channel count / hidden width unit. [default: 32]"),
-    conditional: bool = typer.Option(False, "--conditional", help="Class-conditional (needs labels)."),
+    conditional: Optional[bool] = typer.Option(
+        None, "--conditional/--unconditional",
+        help="Class-conditional training (needs labels). [default: conditional when the dataset has labels]"),
     seed: Optional[int] = typer.Option(None, "--seed", help="[default: 0]"),
     name: Optional[str] = typer.Option(None, "--name", help="A name to refer to the run by."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue RUN (id, name or 'last')."),
@@ -106,7 +110,8 @@ def vae(
     lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate. [default: 1e-3]"),
     latent_dim: Optional[int] = typer.Option(None, "--latent-dim", help="[default: 16]"),
     width: Optional[int] = typer.Option(None, "--width", help="Base channel count / hidden width unit. [default: 32]"),
-    conditional: bool = typer.Option(False, "--conditional", help="Class-conditional (a CVAE; needs labels)."),
+    conditional: Optional[bool] = typer.Option(
+        None, "--conditional/--unconditional", help="Class-conditional (a CVAE; needs labels). [default: unconditional]"),
     seed: Optional[int] = typer.Option(None, "--seed", help="[default: 0]"),
     name: Optional[str] = typer.Option(None, "--name", help="A name to refer to the run by."),
     resume: Optional[str] = typer.Option(None, "--resume", help="Continue RUN (id, name or 'last')."),

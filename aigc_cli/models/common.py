@@ -39,7 +39,7 @@ def dcgan_init(module: nn.Module) -> None:
             nn.init.normal_(m.weight, 0.0, 0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
+        elif isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)) and m.affine:
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
 
@@ -102,6 +102,15 @@ def recalibrate_batchnorm(module: nn.Module, make_input, batches: int = 8) -> No
     module.eval()
     for m, mom in zip(bns, saved):
         m.momentum = mom
+
+
+def resolve_conditional(requested: bool | None, dataset_info: dict) -> bool:
+    """--conditional (True), --unconditional (False) or neither (None: conditional exactly when
+    the dataset has labels)."""
+    has_labels = bool(dataset_info.get("classes"))
+    if requested and not has_labels:
+        raise ConfigError("--conditional needs a dataset with labels; this one has none")
+    return has_labels if requested is None else bool(requested)
 
 
 LABEL_DIM = 32  # size of a learned label embedding joined to a conditional model's input

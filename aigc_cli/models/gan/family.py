@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from aigc_cli.core.errors import ConfigError
-from aigc_cli.models.common import EMA, recalibrate_batchnorm
+from aigc_cli.models.common import EMA, recalibrate_batchnorm, resolve_conditional
 from aigc_cli.models.gan.losses import LOSSES, GanLoss, gradient_penalty
 from aigc_cli.models.gan.nets import ARCHS, NetSpec, build_nets
 from aigc_cli.models.registry import register_family
@@ -141,9 +141,7 @@ class GanFamily:
         arch = opt.get("arch", DEFAULTS["arch"])
         ARCHS.get(arch)
         loss = LOSSES.get(opt.get("loss", DEFAULTS["loss"]))
-        conditional = bool(opt.get("conditional", False))
-        if conditional and not dataset_info.get("classes"):
-            raise ConfigError("--conditional needs a dataset with labels; this one has none")
+        conditional = resolve_conditional(opt.get("conditional"), dataset_info)
         latent = int(opt.get("latent_dim", DEFAULTS["latent_dim"]))
         width = int(opt.get("width", DEFAULTS["width"]))
         if latent < 1 or width < 1:

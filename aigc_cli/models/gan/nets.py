@@ -88,17 +88,15 @@ def _channels(width: int, stages: int) -> list[int]:
 
 
 class DCGANGenerator(nn.Module):
+    """z -> linear -> (4w, s, s) -> [transposed conv x2 -> BN -> ReLU] ... -> conv -> tanh."""
+
     def __init__(self, spec: NetSpec):
         super().__init__()
         c, h, _ = spec.image_shape
         stages = check_square(spec.image_shape)
         self.start = h // 2**stages  # 4 for 32x32, 7 for 28x28
         ch = _channels(spec.width, stages)
-        self.embed = nn.Embedding(spec.num_classes, LABEL_DIM) if spec.num_classes else None
-        n_in = spec.latent_dim + (LABEL_DIM if self.embed is not None else 0)
-        self.project = nn.Sequential(
-            nn.Linear(n_in, ch[0] * self.start**2, bias=False),
-        )
+        self.project = nn.Sequential(nn.Linear(spec.latent_dim, ch[0] * self.start**2, bias=False))
         self.bn0 = nn.BatchNorm2d(ch[0])
         blocks = []
         for cin, cout in zip(ch[:-1], ch[1:]):
@@ -108,9 +106,55 @@ class DCGANGenerator(nn.Module):
         self.ch0 = ch[0]
 
     def forward(self, z, labels=None):
-        h = self.project(_generator_input(None, self.embed, z, labels))
+        h = self.project(z)
         h = torch.relu(self.bn0(h.view(-1, self.ch0, self.start, self.start)))  # (B, 4w, s, s)
         return self.to_image(self.blocks(h))  # (B, C, H, W)
+
+
+class ConditionalBatchNorm2d(nn.Module):
+    """BatchNorm whose scale and shift are looked up per class (de Vries et al., 2017; the
+    generators of Miyato & Koyama, 2018). Starts as the identity affine for every class."""
+
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__()
+        self.bn = nn.BatchNorm2d(channels, affine=False)
+        self.scale = nn.Embedding(num_classes, channels)
+        self.shift = nn.Embedding(num_classes, channels)
+        nn.init.ones_(self.scale.weight)
+        nn.init.zeros_(self.shift.weight)
+
+    def forward(self, h, labels):  # h: (B, C, H, W), labels: (B,)
+        return self.bn(h) * self.scale(labels)[:, :, None, None] + self.shift(labels)[:, :, None, None]
+
+
+class ConditionalDCGANGenerator(nn.Module):
+    """The DCGAN generator with the class in every BatchNorm's scale and shift.
+
+    Joining a label embedding to z at the input instead (as the MLP generator does) made this
+    generator ignore z and draw about one prototype per class on MNIST (class diversity 1.7
+    against 8.7 for real digits; with conditional BatchNorm 8.7: docs/benchmarks.md).
+    """
+
+    def __init__(self, spec: NetSpec):
+        super().__init__()
+        c, h, _ = spec.image_shape
+        stages = check_square(spec.image_shape)
+        self.start = h // 2**stages
+        ch = _channels(spec.width, stages)
+        k = spec.num_classes
+        self.project = nn.Sequential(nn.Linear(spec.latent_dim, ch[0] * self.start**2, bias=False))
+        self.bn0 = ConditionalBatchNorm2d(ch[0], k)
+        self.ups = nn.ModuleList(nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False) for a, b in zip(ch[:-1], ch[1:]))
+        self.norms = nn.ModuleList(ConditionalBatchNorm2d(b, k) for b in ch[1:])
+        self.to_image = nn.Sequential(nn.Conv2d(ch[-1], c, 3, 1, 1), nn.Tanh())
+        self.ch0 = ch[0]
+
+    def forward(self, z, labels):
+        h = self.project(z).view(-1, self.ch0, self.start, self.start)
+        h = torch.relu(self.bn0(h, labels))  # (B, 4w, s, s)
+        for up, norm in zip(self.ups, self.norms):
+            h = torch.relu(norm(up(h), labels))
+        return self.to_image(h)  # (B, C, H, W)
 
 
 class DCGANDiscriminator(nn.Module):
@@ -133,7 +177,8 @@ class DCGANDiscriminator(nn.Module):
 
 @register_arch("dcgan")
 def build_dcgan(spec: NetSpec):
-    return DCGANGenerator(spec), DCGANDiscriminator(spec)
+    generator = ConditionalDCGANGenerator(spec) if spec.num_classes else DCGANGenerator(spec)
+    return generator, DCGANDiscriminator(spec)
 
 
 def add_spectral_norm(module: nn.Module) -> nn.Module:

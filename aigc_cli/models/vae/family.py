@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from aigc_cli.core.errors import ConfigError
+from aigc_cli.models.common import resolve_conditional
 from aigc_cli.models.registry import register_family
 from aigc_cli.models.vae.likelihoods import LIKELIHOODS, Likelihood, default_likelihood, gaussian_kl
 from aigc_cli.models.vae.nets import ARCHS, VaeSpec, build_nets
@@ -209,9 +210,9 @@ class VaeFamily:
         if likelihood == "auto":
             likelihood = default_likelihood(dataset_info)
         LIKELIHOODS.get(likelihood)
-        conditional = bool(opt.get("conditional", False))
-        if conditional and not dataset_info.get("classes"):
-            raise ConfigError("--conditional needs a dataset with labels; this one has none")
+        # Unconditional unless asked, unlike the GAN: a CVAE's samples are hardly better
+        # (docs/vae.md), and reconstruct/--between would need every image's class.
+        conditional = resolve_conditional(bool(opt.get("conditional", False)), dataset_info)
         latent = int(opt.get("latent_dim", DEFAULTS["latent_dim"]))
         width = int(opt.get("width", DEFAULTS["width"]))
         if latent < 1 or width < 1:
