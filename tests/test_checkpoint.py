@@ -62,8 +62,10 @@ def test_corrupt_and_truncated_files(tmp_path):
 def test_weights_that_do_not_fit(tmp_path):
     path = tmp_path / "w.safetensors"
     save_weights(path, {"m": _model(width=4)})
-    with pytest.raises(WeightsError, match="do not fit"):
+    with pytest.raises(WeightsError, match=r"do not fit .*'0.weight' is \(4, 3\) in the file, \(5, 3\) here"):
         load_weights(path, {"m": _model(width=5)})
+    with pytest.raises(WeightsError, match=r"do not fit .*missing, e\.g\. 'weight'; 9 unexpected, e\.g\. '"):
+        load_weights(path, {"m": torch.nn.Linear(3, 4)})
     with pytest.raises(WeightsError, match="no weights for 'other'"):
         load_weights(path, {"other": _model()})
 

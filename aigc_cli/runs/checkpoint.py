@@ -63,10 +63,26 @@ def _load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], what: st
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        first = str(e).splitlines()[0] if str(e) else "mismatch"
         raise WeightsError(
-            f"{path.name}: the weights for {what} do not fit the run's architecture ({first})"
+            f"{path.name}: the weights for {what} do not fit the run's architecture ({_mismatch(module, state, e)})"
         ) from None
+
+
+def _mismatch(module: torch.nn.Module, state: dict[str, torch.Tensor], error: RuntimeError) -> str:
+    """What differs, in one line: missing and unexpected names, or the first wrong shape."""
+    own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing, e.g. {missing[0]!r}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected, e.g. {unexpected[0]!r}")
+    for k in own:
+        if k in state and tuple(own[k].shape) != tuple(state[k].shape):
+            parts.append(f"{k!r} is {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} here")
+            break
+    return "; ".join(parts) or (str(error).splitlines()[0] if str(error) else "mismatch")
 
 
 def _split(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, dict[str, torch.Tensor]]:
