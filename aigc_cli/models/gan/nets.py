@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from aigc_cli.core.registry import Registry
-from aigc_cli.models.common import LABEL_DIM, NetSpec, check_square, dcgan_init
+from aigc_cli.models.common import LABEL_DIM, NetSpec, check_square, dcgan_init, embed_labels, label_embedding
 
 ARCHS: Registry = Registry("GAN architecture")
 
@@ -20,12 +20,6 @@ ARCHS: Registry = Registry("GAN architecture")
 def register_arch(name: str):
     """Register ``build(spec) -> (generator, discriminator)``."""
     return ARCHS.register(name)
-
-
-def _generator_input(spec: NetSpec, embed: nn.Embedding | None, z, labels):
-    if embed is None:
-        return z
-    return torch.cat([z, embed(labels)], dim=1)  # (B, latent + LABEL_DIM)
 
 
 class Projection(nn.Module):
@@ -47,7 +41,7 @@ class MLPGenerator(nn.Module):
     def __init__(self, spec: NetSpec):
         super().__init__()
         self.shape = spec.image_shape
-        self.embed = nn.Embedding(spec.num_classes, LABEL_DIM) if spec.num_classes else None
+        self.embed = label_embedding(spec.num_classes)
         w = spec.width
         n_in = spec.latent_dim + (LABEL_DIM if self.embed is not None else 0)
         out = spec.image_shape[0] * spec.image_shape[1] * spec.image_shape[2]
@@ -59,7 +53,7 @@ class MLPGenerator(nn.Module):
         )
 
     def forward(self, z, labels=None):
-        x = self.net(_generator_input(None, self.embed, z, labels))
+        x = self.net(embed_labels(self.embed, z, labels))  # input (B, latent [+ LABEL_DIM])
         return x.view(-1, *self.shape)
 
 
@@ -87,15 +81,19 @@ def _channels(width: int, stages: int) -> list[int]:
     return [max(width, 4 * width // 2**i) for i in range(stages + 1)]
 
 
+def _generator_plan(spec: NetSpec) -> tuple[int, list[int]]:
+    """(start side, channels coarse to fine) of a DCGAN generator: 7 and [4w, 2w, w] for 28x28."""
+    stages = check_square(spec.image_shape)
+    return spec.image_shape[1] // 2**stages, _channels(spec.width, stages)
+
+
 class DCGANGenerator(nn.Module):
     """z -> linear -> (4w, s, s) -> [transposed conv x2 -> BN -> ReLU] ... -> conv -> tanh."""
 
     def __init__(self, spec: NetSpec):
         super().__init__()
-        c, h, _ = spec.image_shape
-        stages = check_square(spec.image_shape)
-        self.start = h // 2**stages  # 4 for 32x32, 7 for 28x28
-        ch = _channels(spec.width, stages)
+        c = spec.image_shape[0]
+        self.start, ch = _generator_plan(spec)  # start: 4 for 32x32, 7 for 28x28
         self.project = nn.Sequential(nn.Linear(spec.latent_dim, ch[0] * self.start**2, bias=False))
         self.bn0 = nn.BatchNorm2d(ch[0])
         blocks = []
@@ -137,11 +135,8 @@ class ConditionalDCGANGenerator(nn.Module):
 
     def __init__(self, spec: NetSpec):
         super().__init__()
-        c, h, _ = spec.image_shape
-        stages = check_square(spec.image_shape)
-        self.start = h // 2**stages
-        ch = _channels(spec.width, stages)
-        k = spec.num_classes
+        c, k = spec.image_shape[0], spec.num_classes
+        self.start, ch = _generator_plan(spec)
         self.project = nn.Sequential(nn.Linear(spec.latent_dim, ch[0] * self.start**2, bias=False))
         self.bn0 = ConditionalBatchNorm2d(ch[0], k)
         self.ups = nn.ModuleList(nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False) for a, b in zip(ch[:-1], ch[1:]))
