@@ -155,10 +155,10 @@ def sample_tutorial(model, n, seed, prior=None):
 @torch.no_grad()
 def fitted_prior(model, images):
     """aigc's default VAE prior, fitted to the tutorial model's posterior means."""
-    from aigc_cli.models.vae.prior import MAX_FIT_POINTS, GmmPrior, components_for
+    from aigc_cli.models.vae.prior import GmmPrior, components_for, fit_subset
 
-    keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(13))[:MAX_FIT_POINTS]
-    x = images[keep].float() / 255
+    keep = fit_subset(len(images), seed=0)  # the subset a run with seed 0 fits
+    x = (images if keep is None else images[keep]).float() / 255
     codes = model.fc21(F.relu(model.fc1(x.view(-1, 784))))  # (N, 20) posterior means
     prior = GmmPrior(components_for(len(images)), 20)
     prior.fit(codes, seed=0)

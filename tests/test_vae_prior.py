@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from aigc_cli.models.vae.prior import GmmPrior, components_for, fit_gmm
+from aigc_cli.models.vae.prior import MAX_FIT_POINTS, GmmPrior, components_for, fit_gmm, fit_subset
 from test_vae import TINY, assert_clean_error, write_bars
 
 
@@ -87,6 +87,14 @@ def test_an_unfitted_prior_is_the_standard_normal():
 
 def test_components_grow_with_the_dataset_up_to_30():
     assert [components_for(n) for n in (1, 64, 256, 1000, 10_000, 60_000)] == [1, 1, 2, 10, 30, 30]
+
+
+def test_fit_subset_is_all_images_or_a_fixed_seeded_sample():
+    assert fit_subset(MAX_FIT_POINTS, seed=0) is None
+    keep = fit_subset(3 * MAX_FIT_POINTS, seed=0)
+    assert len(keep) == MAX_FIT_POINTS == len(keep.unique()) and int(keep.max()) < 3 * MAX_FIT_POINTS
+    assert torch.equal(keep, fit_subset(3 * MAX_FIT_POINTS, seed=0))
+    assert not torch.equal(keep, fit_subset(3 * MAX_FIT_POINTS, seed=1))
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from aigc_cli.models.common import resolve_conditional
 from aigc_cli.models.registry import register_family
 from aigc_cli.models.vae.likelihoods import LIKELIHOODS, Likelihood, default_likelihood, gaussian_kl
 from aigc_cli.models.vae.nets import ARCHS, VaeSpec, build_nets
-from aigc_cli.models.vae.prior import MAX_FIT_POINTS, PRIORS, GmmPrior, components_for
+from aigc_cli.models.vae.prior import MAX_FIT_POINTS, PRIORS, GmmPrior, components_for, fit_subset
 
 # Defaults chosen for the best samples per CPU-minute; docs/vae.md says why.
 DEFAULTS = {
@@ -156,9 +156,9 @@ class VaeTask:
         """Refit the prior to the posterior means of (up to MAX_FIT_POINTS) training images."""
         if self.prior is None:
             return
-        if len(images) > MAX_FIT_POINTS:
-            keep = torch.randperm(len(images), generator=torch.Generator().manual_seed(self.seed + 13))
-            keep = keep[:MAX_FIT_POINTS].to(images.device)
+        keep = fit_subset(len(images), self.seed)
+        if keep is not None:
+            keep = keep.to(images.device)
             images, labels = images[keep], (labels[keep] if labels is not None else None)
         labels = labels if self.spec.num_classes else None
         self.E.eval()

@@ -31,6 +31,15 @@ def components_for(dataset_size: int) -> int:
     return max(1, min(MAX_COMPONENTS, dataset_size // POINTS_PER_COMPONENT))
 
 
+def fit_subset(dataset_size: int, seed: int) -> torch.Tensor | None:
+    """Indices of the training images a fit encodes: None (all of them) up to MAX_FIT_POINTS,
+    else a fixed subset of that many chosen by the run's seed."""
+    if dataset_size <= MAX_FIT_POINTS:
+        return None
+    order = torch.randperm(dataset_size, generator=torch.Generator().manual_seed(seed + 13))
+    return order[:MAX_FIT_POINTS]
+
+
 class GmmPrior(nn.Module):
     """A K-component, full-covariance Gaussian mixture over the latent space, kept as buffers so
     it is saved in model.safetensors next to the decoder. Unfitted, every component is N(0, I)."""
