@@ -7,12 +7,20 @@ DCGAN (hinge loss, spectral norm) with the same optimisers, on the MNIST digits 
 the tutorial loop scores real and fake images in separate discriminator passes, as the PyTorch
 DCGAN tutorial does, where aigc's step batches them into one.
 
-    python benches/bench_train.py [--steps 60] [--batch-size 64] [--width 32]
+aigc also raises glibc's malloc thresholds so that freed activations are reused instead of
+page-faulted in again every step (aigc_cli/core/memory.py); each configuration runs in its own
+process, and the tutorial is timed both with glibc's defaults and with aigc's setting.
+
+    python benches/bench_train.py [--steps 60] [--rounds 6] [--batch-size 64] [--width 32]
 """
 
 from __future__ import annotations
 
 import argparse
+import mmap
+import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -23,14 +31,14 @@ ROOT = Path(__file__).resolve().parents[1]
 MNIST = ROOT.parent / "shared/data/mnist/t10k-images-idx3-ubyte.gz"
 
 
-def make_task(width: int, shape):
+def make_task(width: int, shape, classes: int | None):
     from aigc_cli.models.gan.family import GanFamily
 
-    model, train = GanFamily.make_config({"width": width}, {"shape": list(shape), "classes": None})
+    model, train = GanFamily.make_config({"width": width}, {"shape": list(shape), "classes": classes})
     return GanFamily.make_task({"model": model, "train": train, "seed": 0}, torch.device("cpu"))
 
 
-def aigc_batches(images, batch):
+def aigc_batches(images, labels, batch):
     """aigc's input pipeline: a seeded permutation per epoch, batches sliced from one uint8 tensor."""
     from aigc_cli.core.trainer import epoch_permutation
 
@@ -38,88 +46,142 @@ def aigc_batches(images, batch):
     while True:
         order = epoch_permutation(len(images), 0, epoch)
         for i in range(0, len(order) - batch + 1, batch):
-            yield images[order[i : i + batch]]
+            idx = order[i : i + batch]
+            yield images[idx], (labels[idx] if labels is not None else None)
         epoch += 1
 
 
-def tutorial_batches(images, batch, workers):
-    loader = torch.utils.data.DataLoader(PILDataset(images), batch_size=batch, shuffle=True, num_workers=workers,
-                                         drop_last=True, persistent_workers=workers > 0)
+def tutorial_batches(images, labels, batch, workers):
+    loader = torch.utils.data.DataLoader(PILDataset(images, labels), batch_size=batch, shuffle=True,
+                                         num_workers=workers, drop_last=True, persistent_workers=workers > 0)
     while True:
-        for x, _ in loader:
-            yield x  # (B, 1, 28, 28) float in [-1, 1]
+        for x, y in loader:
+            yield x, (y if labels is not None else None)  # (B, 1, 28, 28) float in [-1, 1], (B,)
 
 
 def rate(step_fn, batches, steps, batch, counter):
     start = time.perf_counter()
     for _ in range(steps):
-        step_fn(next(batches), next(counter))
+        step_fn(*next(batches), next(counter))
     return steps * batch / (time.perf_counter() - start)
 
 
 class PILDataset(torch.utils.data.Dataset):
-    def __init__(self, images):
+    def __init__(self, images, labels):
         from torchvision import transforms
 
         self.items = [Image.fromarray(im[0].numpy(), mode="L") for im in images]
+        self.labels = labels.tolist() if labels is not None else [0] * len(images)
         self.transform = transforms.Compose([transforms.ToTensor(), transforms.Normalize((0.5,), (0.5,))])
 
     def __len__(self):
         return len(self.items)
 
     def __getitem__(self, i):
-        return self.transform(self.items[i]), 0
+        return self.transform(self.items[i]), self.labels[i]
 
 
-def tutorial_step(task, real, step):
+def tutorial_step(task, real, labels, step):
     """One step of the PyTorch DCGAN tutorial's loop, with aigc's modules, loss and optimisers:
-    D on the real batch and on the fake batch in two passes, then G on the same fake batch."""
+    D on the real batch and on the fake batch in two passes, then G on the same fake batch
+    (conditional: the fake batch drawn with the real batch's labels, as aigc's step does)."""
     G, D, loss = task.G, task.D, task.loss
     opt_g, opt_d = task.optimizers["G"], task.optimizers["D"]
     opt_d.zero_grad()
-    real_scores = D(real)
-    fake = G(torch.randn(real.size(0), task.spec.latent_dim))
-    d_loss = loss.d_loss(real_scores, D(fake.detach()))
+    real_scores = D(real, labels)
+    fake = G(torch.randn(real.size(0), task.spec.latent_dim), labels)
+    d_loss = loss.d_loss(real_scores, D(fake.detach(), labels))
     d_loss.backward()
     opt_d.step()
     opt_g.zero_grad()
-    loss.g_loss(D(fake)).backward()
+    loss.g_loss(D(fake, labels)).backward()
     opt_g.step()
     task.ema.update(G, step)  # the same averaging work as aigc's step
 
 
+CONFIGS = {  # label -> (loop, allocator)
+    "aigc (tensor slicing, one D pass, channels-last, malloc tuned)": ("aigc", "tuned"),
+    "aigc, glibc malloc defaults": ("aigc", "default"),
+    "tutorial (DataLoader + PIL, tutorial loop)": ("tutorial", "default"),
+    "tutorial, malloc tuned as aigc does": ("tutorial", "tuned"),
+}
+
+
+def page_fault_us() -> float:
+    """What one minor page fault costs here now (touching fresh anonymous memory), in µs: the
+    price of glibc's default of unmapping freed activations varies with it."""
+    n, best = 64 << 20, float("inf")
+    for _ in range(3):
+        m = mmap.mmap(-1, n)
+        start = time.perf_counter()
+        for off in range(0, n, 4096):
+            m[off] = 1
+        best = min(best, time.perf_counter() - start)
+        m.close()
+    return best / (n // 4096) * 1e6
+
+
+def one_round(args) -> float:
+    """Runs in its own process: glibc's malloc settings cannot be undone within one."""
+    from aigc_cli.data import load_dataset
+
+    if args.allocator == "tuned":
+        from aigc_cli.core.memory import tune_cpu_allocator
+
+        tune_cpu_allocator()
+    data = load_dataset(str(MNIST))  # the labels file lies beside: 10 classes
+    images, labels = data.images, (None if args.unconditional else data.labels)
+    task = make_task(args.width, images.shape[1:], None if labels is None else 10)
+    counter = iter(range(10**9))
+    if args.loop == "aigc":
+        batches = aigc_batches(images, labels, args.batch_size)
+        fn = task.train_step
+    else:
+        # The tutorial's modules are plain (channels-first) ones.
+        task.G.to(memory_format=torch.contiguous_format)
+        task.D.to(memory_format=torch.contiguous_format)
+        batches = tutorial_batches(images, labels, args.batch_size, args.workers)
+        fn = lambda x, y, i: tutorial_step(task, x, y, i)  # noqa: E731
+    rate(fn, batches, 5, args.batch_size, counter)  # warm-up (and the DataLoader workers' start)
+    return rate(fn, batches, args.steps, args.batch_size, counter)
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--steps", type=int, default=30, help="steps per timed round")
-    p.add_argument("--rounds", type=int, default=4, help="rounds of each, interleaved; the best is reported")
+    p.add_argument("--steps", type=int, default=60, help="steps per timed round")
+    p.add_argument("--rounds", type=int, default=6, help="rounds of each, interleaved")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--width", type=int, default=32)
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--unconditional", action="store_true", help="the unconditional network (default: the "
+                   "class-conditional one that `aigc train gan` trains on the labelled digits)")
+    p.add_argument("--loop", choices=["aigc", "tutorial"], help=argparse.SUPPRESS)  # one round, in a child
+    p.add_argument("--allocator", choices=["tuned", "default"], help=argparse.SUPPRESS)
     args = p.parse_args()
-    from aigc_cli.data import load_dataset
-
-    images = load_dataset(str(MNIST)).images
-    ours = make_task(args.width, images.shape[1:])
-    theirs = make_task(args.width, images.shape[1:])
-    # The tutorial's modules are plain (channels-first) ones.
-    theirs.G.to(memory_format=torch.contiguous_format)
-    theirs.D.to(memory_format=torch.contiguous_format)
-    ours_in, theirs_in = aigc_batches(images, args.batch_size), tutorial_batches(images, args.batch_size, args.workers)
-    n_ours, n_theirs = iter(range(10**9)), iter(range(10**9))
-    ours_fn = lambda x, i: ours.train_step(x, None, i)  # noqa: E731
-    theirs_fn = lambda x, i: tutorial_step(theirs, x, i)  # noqa: E731
-    rate(ours_fn, ours_in, 5, args.batch_size, n_ours)  # warm-up (and the DataLoader workers' start)
-    rate(theirs_fn, theirs_in, 5, args.batch_size, n_theirs)
-    a, b = [], []
+    if args.loop:
+        print(one_round(args))
+        return
+    common = [sys.executable, __file__, "--steps", str(args.steps), "--batch-size", str(args.batch_size),
+              "--width", str(args.width), "--workers", str(args.workers)] + ["--unconditional"] * args.unconditional
+    rates: dict[str, list[float]] = {label: [] for label in CONFIGS}
     for _ in range(args.rounds):
-        a.append(rate(ours_fn, ours_in, args.steps, args.batch_size, n_ours))
-        b.append(rate(theirs_fn, theirs_in, args.steps, args.batch_size, n_theirs))
-    print(f"threads {torch.get_num_threads()}, dcgan width {args.width}, batch {args.batch_size}, "
-          f"{args.rounds} rounds of {args.steps} steps each, interleaved")
-    print(f"aigc (tensor slicing, one D pass, channels-last): {max(a):8.1f} images/s  (rounds: {', '.join(f'{r:.0f}' for r in a)})")
-    print(f"tutorial (DataLoader + PIL, tutorial loop):       {max(b):8.1f} images/s  (rounds: {', '.join(f'{r:.0f}' for r in b)}; {args.workers} workers)")
-    print(f"speed-up (best of each):                          {max(a) / max(b):8.2f}x")
-
+        for label, (loop, allocator) in CONFIGS.items():
+            out = subprocess.run(common + ["--loop", loop, "--allocator", allocator], check=True,
+                                 capture_output=True, text=True).stdout
+            rates[label].append(float(out.split()[-1]))
+    kind = "unconditional" if args.unconditional else "class-conditional"
+    print(f"threads {torch.get_num_threads()}, {kind} dcgan width {args.width}, batch {args.batch_size}, "
+          f"{args.rounds} rounds of {args.steps} steps each, interleaved, one process per round; "
+          f"a page fault costs {page_fault_us():.1f} µs here now")
+    for label, r in rates.items():
+        print(f"{label + ':':66s}{statistics.median(r):7.1f} images/s median  (rounds: {', '.join(f'{x:.0f}' for x in r)})")
+    # Each round runs the four one after another, so a ratio within a round sees the same
+    # machine; this shared VM's speed drifts between rounds.
+    a, a0, t, t1 = (rates[label] for label in CONFIGS)
+    ratio = lambda x, y: statistics.median(p / q for p, q in zip(x, y))  # noqa: E731
+    print(f"{'speed-up over the tutorial (median of per-round ratios):':66s}{ratio(a, t):7.2f}x")
+    print(f"{'  like for like, both with malloc tuned:':66s}{ratio(a, t1):7.2f}x")
+    print(f"{'  what the malloc setting alone gives aigc:':66s}{ratio(a, a0):7.2f}x")
 
 if __name__ == "__main__":
     main()

@@ -157,6 +157,7 @@ def test_info_json(cli):
     code, out, _ = cli("info", "--json")
     data = json.loads(out)
     assert code == 0 and data["device"] == "cpu" and data["threads"] >= 1 and "torch" in data
+    assert data["cpu_allocator"].startswith(("glibc", "system default"))
 
 
 def test_usage_errors_exit_2(cli):

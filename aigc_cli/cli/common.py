@@ -52,8 +52,11 @@ def print_result(text: str) -> None:
 
 
 def device():
+    """The torch device for a command that computes (its CPU allocator tuned for reuse)."""
     from aigc_cli.core.device import resolve_device
+    from aigc_cli.core.memory import tune_cpu_allocator
 
+    tune_cpu_allocator()
     return resolve_device(settings.device)
 
 

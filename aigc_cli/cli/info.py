@@ -14,6 +14,7 @@ def info(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) 
     import torch
 
     from aigc_cli import __version__
+    from aigc_cli.core.memory import tune_cpu_allocator
     from aigc_cli.runs.store import cache_dir, home, runs_root
 
     dev = common.device()
@@ -25,6 +26,7 @@ def info(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) 
         "device": str(dev),
         "cuda_available": torch.cuda.is_available(),
         "threads": torch.get_num_threads(),
+        "cpu_allocator": tune_cpu_allocator(),
         "home": str(home()),
         "runs": str(runs_root()),
         "cache": str(cache_dir()),

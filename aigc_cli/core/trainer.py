@@ -21,6 +21,7 @@ import torch
 from aigc_cli.core.errors import ConfigError, Interrupted, TrainingDiverged
 from aigc_cli.core.images import make_grid, png_bytes, to_uint8
 from aigc_cli.core.io import atomic_write_bytes, atomic_write_text
+from aigc_cli.core.memory import tune_cpu_allocator
 from aigc_cli.core.seeding import get_rng_state, set_rng_state
 from aigc_cli.data.base import ImageDataset
 from aigc_cli.runs.checkpoint import load_checkpoint, save_checkpoint, save_weights
@@ -121,6 +122,7 @@ class Trainer:
         eval_every: int = 0,
     ):
         check_loop(loop, len(dataset))
+        tune_cpu_allocator()  # every step frees and reallocates the same activations
         self.task, self.run, self.loop, self.device = task, run, loop, device
         self.progress = progress or _NoProgress()
         self.evaluate, self.eval_every = evaluate, eval_every
