@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Annotated, Optional
 
 import typer
 
@@ -11,6 +11,20 @@ from aigc_cli.cli import common
 app = typer.Typer(help="Train models (runs are kept in the run store; see 'aigc runs').", no_args_is_help=True)
 
 DATASET_HELP = "Dataset: a name (shapes, mnist, fashion-mnist, cifar10), an image folder, an IDX or .npy/.npz file."
+
+# Options every family's command takes. None means "not given": the family's default applies,
+# and --resume can tell what the user asked to change.
+Dataset = Annotated[Optional[str], typer.Option("--dataset", "-d", help=DATASET_HELP + " [default: shapes]")]
+Split = Annotated[Optional[str], typer.Option("--split", help="train or test, for named datasets. [default: train]")]
+Epochs = Annotated[Optional[int], typer.Option("--epochs", "-e", help="Passes over the data. [default: 20]")]
+BatchSize = Annotated[Optional[int], typer.Option("--batch-size", "-b", help="[default: 64]")]
+Width = Annotated[Optional[int], typer.Option("--width", help="Base channel count / hidden width unit. [default: 32]")]
+Seed = Annotated[Optional[int], typer.Option("--seed", help="[default: 0]")]
+Name = Annotated[Optional[str], typer.Option("--name", help="A name to refer to the run by.")]
+Resume = Annotated[Optional[str], typer.Option("--resume", help="Continue RUN (id, name or 'last').")]
+EvalEvery = Annotated[Optional[int], typer.Option("--eval-every", help="Record FID every N epochs.")]
+FidN = Annotated[Optional[int], typer.Option("--fid-n", help="Samples for --eval-every FID. [default: 2048]")]
+JsonOut = Annotated[bool, typer.Option("--json", help="Print the finished run as JSON.")]
 
 
 def run_training(family: str, resume: Optional[str], json_out: bool, given: dict) -> None:
@@ -66,24 +80,24 @@ def _evaluate_factory(device):
 
 @app.command("gan")
 def gan(
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help=DATASET_HELP + " [default: shapes]"),
-    split: Optional[str] = typer.Option(None, "--split", help="train or test, for named datasets. [default: train]"),
+    dataset: Dataset = None,
+    split: Split = None,
     arch: Optional[str] = typer.Option(None, "--arch", help="mlp or dcgan. [default: dcgan]"),
     loss: Optional[str] = typer.Option(None, "--loss", help="bce, hinge or wgan-gp. [default: hinge]"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="Passes over the data. [default: 20]"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="[default: 64]"),
+    epochs: Epochs = None,
+    batch_size: BatchSize = None,
     lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate. [default: per loss]"),
     latent_dim: Optional[int] = typer.Option(None, "--latent-dim", help="[default: 64]"),
-    width: Optional[int] = typer.Option(None, "--width", help="Base channel count / hidden width unit. [default: 32]"),
+    width: Width = None,
     conditional: Optional[bool] = typer.Option(
         None, "--conditional/--unconditional",
         help="Class-conditional training (needs labels). [default: conditional when the dataset has labels]"),
-    seed: Optional[int] = typer.Option(None, "--seed", help="[default: 0]"),
-    name: Optional[str] = typer.Option(None, "--name", help="A name to refer to the run by."),
-    resume: Optional[str] = typer.Option(None, "--resume", help="Continue RUN (id, name or 'last')."),
-    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Record FID every N epochs."),
-    fid_n: Optional[int] = typer.Option(None, "--fid-n", help="Samples for --eval-every FID. [default: 2048]"),
-    json_out: bool = typer.Option(False, "--json", help="Print the finished run as JSON."),
+    seed: Seed = None,
+    name: Name = None,
+    resume: Resume = None,
+    eval_every: EvalEvery = None,
+    fid_n: FidN = None,
+    json_out: JsonOut = False,
 ) -> None:
     """Train a GAN: MLP or DCGAN, with bce, hinge (spectral norm) or wgan-gp loss."""
     given = dict(dataset=dataset, split=split, arch=arch, loss=loss, epochs=epochs, batch_size=batch_size,
@@ -94,8 +108,8 @@ def gan(
 
 @app.command("vae")
 def vae(
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help=DATASET_HELP + " [default: shapes]"),
-    split: Optional[str] = typer.Option(None, "--split", help="train or test, for named datasets. [default: train]"),
+    dataset: Dataset = None,
+    split: Split = None,
     arch: Optional[str] = typer.Option(None, "--arch", help="mlp or conv. [default: conv]"),
     likelihood: Optional[str] = typer.Option(
         None, "--likelihood", help="bernoulli, gaussian or auto (bernoulli for grey images and shapes, "
@@ -105,19 +119,19 @@ def vae(
     prior: Optional[str] = typer.Option(
         None, "--prior", help="Where samples start: gmm (a Gaussian mixture fitted to the encoded training "
         "images at every save) or standard (N(0, I), the textbook VAE). [default: gmm]"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", "-e", help="Passes over the data. [default: 20]"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", "-b", help="[default: 64]"),
+    epochs: Epochs = None,
+    batch_size: BatchSize = None,
     lr: Optional[float] = typer.Option(None, "--lr", help="Adam learning rate. [default: 1e-3]"),
     latent_dim: Optional[int] = typer.Option(None, "--latent-dim", help="[default: 16]"),
-    width: Optional[int] = typer.Option(None, "--width", help="Base channel count / hidden width unit. [default: 32]"),
+    width: Width = None,
     conditional: Optional[bool] = typer.Option(
         None, "--conditional/--unconditional", help="Class-conditional (a CVAE; needs labels). [default: unconditional]"),
-    seed: Optional[int] = typer.Option(None, "--seed", help="[default: 0]"),
-    name: Optional[str] = typer.Option(None, "--name", help="A name to refer to the run by."),
-    resume: Optional[str] = typer.Option(None, "--resume", help="Continue RUN (id, name or 'last')."),
-    eval_every: Optional[int] = typer.Option(None, "--eval-every", help="Record FID every N epochs."),
-    fid_n: Optional[int] = typer.Option(None, "--fid-n", help="Samples for --eval-every FID. [default: 2048]"),
-    json_out: bool = typer.Option(False, "--json", help="Print the finished run as JSON."),
+    seed: Seed = None,
+    name: Name = None,
+    resume: Resume = None,
+    eval_every: EvalEvery = None,
+    fid_n: FidN = None,
+    json_out: JsonOut = False,
 ) -> None:
     """Train a VAE: MLP or convolutional, Bernoulli or Gaussian likelihood, beta-VAE, CVAE."""
     given = dict(dataset=dataset, split=split, arch=arch, likelihood=likelihood, beta=beta, kl_warmup=kl_warmup,
