@@ -215,6 +215,13 @@ def test_json_reports_the_label_used(aigc, home, tmp_path):
     assert code == 0 and json.loads(out)["label"] is None, err  # unconditional: no class
 
 
+def test_default_class_is_said(aigc, home, tmp_path):
+    code, _, err = aigc("interpolate", "c", "--steps", "3", "-o", tmp_path / "c.png")
+    assert code == 0 and "class 0 of" in err and "--label K" in err, err
+    code, _, err = aigc("interpolate", "c", "--steps", "3", "--label", "1", "-o", tmp_path / "c.png")
+    assert code == 0 and "wrote 3 frames" in err and "class 0" not in err, err
+
+
 def test_interpolate_latents_and_traverse(aigc, home, tmp_path):
     z = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
     np.save(tmp_path / "z.npy", z)

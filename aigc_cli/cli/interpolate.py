@@ -61,8 +61,9 @@ def interpolate(
         raise ConfigError(f"--between needs a run with an encoder (a VAE); {gen.run.id} is a {gen.family} run")
     if gen.num_classes is not None and between is not None and label is None:
         raise ConfigError(f"{gen.run.id} is class-conditional: pass --label, the class of both images")
-    if label is None and gen.num_classes is not None:
-        label = 0  # conditional runs need a class; --json and the PNG report the one used
+    default_class = label is None and gen.num_classes is not None
+    if default_class:
+        label = 0  # conditional runs need a class; --json, the PNG and the message report it
     one_label = gen.labels(1, label)
     info: dict = {"run": gen.run.id, "family": gen.family, "steps": steps, "label": label}
     notes: list[str] = []
@@ -119,4 +120,5 @@ def interpolate(
         common.print_json(info)
     elif not is_stdout(output):
         what = f"{rows} rows of {steps} frames" if rows > 1 else f"{steps} frames"
-        common.info(f"wrote {what} from {gen.run.id} to {written}")
+        which = f", class 0 of {gen.num_classes} (--label K for another)" if default_class else ""
+        common.info(f"wrote {what} from {gen.run.id} to {written}{which}")
