@@ -178,10 +178,11 @@ def main():
     # Each round runs the four one after another, so a ratio within a round sees the same
     # machine; this shared VM's speed drifts between rounds.
     a, a0, t, t1 = (rates[label] for label in CONFIGS)
-    ratio = lambda x, y: statistics.median(p / q for p, q in zip(x, y))  # noqa: E731
+    ratio = lambda x, y: statistics.median(u / v for u, v in zip(x, y))  # noqa: E731
     print(f"{'speed-up over the tutorial (median of per-round ratios):':66s}{ratio(a, t):7.2f}x")
     print(f"{'  like for like, both with malloc tuned:':66s}{ratio(a, t1):7.2f}x")
     print(f"{'  what the malloc setting alone gives aigc:':66s}{ratio(a, a0):7.2f}x")
+
 
 if __name__ == "__main__":
     main()
