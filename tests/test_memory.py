@@ -1,7 +1,6 @@
 """The CPU allocator setting: freed tensor memory is reused instead of faulted in again."""
 
 import os
-import platform
 import subprocess
 import sys
 
@@ -9,9 +8,7 @@ import pytest
 
 from aigc_cli.core import memory
 
-glibc = pytest.mark.skipif(
-    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="needs Linux with glibc"
-)
+glibc = pytest.mark.skipif(not memory.is_glibc(), reason="needs Linux with glibc")
 
 # Eight 8 MiB tensors made and freed, round after round, as a training step's activations are:
 # 16,384 pages a round. Page faults per round after three warm-up rounds, in a fresh process

@@ -37,8 +37,12 @@ def tune_cpu_allocator() -> str:
     return _state
 
 
+def is_glibc() -> bool:
+    return sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+
+
 def _tune() -> str:
-    if not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc":
+    if not is_glibc():
         return "system default (not glibc)"
     if os.environ.get("AIGC_MALLOC", "").strip().lower() == "system":
         return "system default (AIGC_MALLOC=system)"
