@@ -38,7 +38,8 @@ def main() -> None:
     p.add_argument("--width", type=int, default=32)
     args = p.parse_args()
     from aigc_cli.core.memory import tune_cpu_allocator
-    from aigc_cli.data.shapes import COUNTS, SEEDS, SHAPES, render_shapes
+    from aigc_cli.data import load_dataset
+    from aigc_cli.data.shapes import SHAPES
     from aigc_cli.models.common import NetSpec
     from aigc_cli.models.gan.family import DEFAULTS
     from aigc_cli.models.gan.nets import build_nets
@@ -46,11 +47,12 @@ def main() -> None:
     tune_cpu_allocator()
     torch.manual_seed(0)
     latent = DEFAULTS["latent_dim"]
-    images, labels, factors = render_shapes(COUNTS["train"], SEEDS["train"])
+    train, test = load_dataset("shapes", "train"), load_dataset("shapes", "test")
+    images, labels = train.images, train.labels  # (N, 3, 32, 32) uint8, (N,)
     G, _ = build_nets("dcgan", NetSpec((3, 32, 32), latent, len(SHAPES), args.width), spectral=False)
     G = G.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(G.parameters(), 1e-3)
-    code = factor_code(factors, latent)
+    code = factor_code(train.factors, latent)
     start = time.perf_counter()
     for epoch in range(args.epochs):
         order, total = torch.randperm(len(images)), 0.0
@@ -64,13 +66,12 @@ def main() -> None:
         print(f"epoch {epoch + 1}: mean squared error {total / len(order):.4f} ({time.perf_counter() - start:.0f} s)")
 
     judge, accuracy = train_judge()
-    test_images, test_labels, test_factors = render_shapes(COUNTS["test"], SEEDS["test"])
     with torch.no_grad():
-        drawn = (G.eval()(factor_code(test_factors, latent), test_labels) + 1) / 2  # (n, 3, 32, 32)
+        drawn = (G.eval()(factor_code(test.factors, latent), test.labels) + 1) / 2  # (n, 3, 32, 32)
         predicted = judge(drawn).argmax(1)
     print(f"judge: accuracy {accuracy:.3f} on the real test split")
     print("fitted generator, test factors, judged as the asked shape: " + ", ".join(
-        f"{s} {(predicted[test_labels == k] == k).float().mean():.0%}" for k, s in enumerate(SHAPES)))
+        f"{s} {(predicted[test.labels == k] == k).float().mean():.0%}" for k, s in enumerate(SHAPES)))
 
 
 if __name__ == "__main__":
