@@ -85,8 +85,9 @@ def test_every_arch_and_loss_trains(aigc_home, cli, tiny_npz, arch, loss, extra)
         assert "gp" in rows[-1]
 
 
-def test_resume_continues_exactly(aigc_home, cli, tiny_npz):
-    base = ["train", "gan", "--dataset", tiny_npz, *TINY_GAN]
+@pytest.mark.parametrize("updates", ["alternating", "simultaneous"])
+def test_resume_continues_exactly(aigc_home, cli, tiny_npz, updates):
+    base = ["train", "gan", "--dataset", tiny_npz, *TINY_GAN, "--updates", updates]
     assert cli(*base, "--epochs", "2")[0] == 0
     assert cli(*base, "--epochs", "1")[0] == 0
     code, out, err = cli("train", "gan", "--resume", "last", "--epochs", "2")
@@ -235,3 +236,59 @@ def test_conditional_dcgan_takes_the_class_through_its_batchnorms():
     assert torch.equal(changed[0], same_z[0]) and torch.equal(changed[2], same_z[2])
     assert not torch.allclose(changed[1], same_z[1])
     assert not torch.allclose(g(z[:1], torch.tensor([0])), g(z[1:], torch.tensor([0])))
+
+
+def _tiny_task(updates, loss):
+    from aigc_cli.models.gan.family import GanFamily
+
+    model, train = GanFamily.make_config({"updates": updates, "loss": loss, "width": 4, "latent_dim": 8},
+                                         {"shape": [1, 8, 8], "classes": 3})
+    torch.manual_seed(0)
+    return GanFamily.make_task({"model": model, "train": train, "seed": 0}, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("loss", ["hinge", "bce", "wgan-gp"])
+def test_simultaneous_updates_score_the_fakes_once_for_both_nets(loss):
+    """--updates simultaneous: D takes the very step alternating updates take (same real and fake
+    batch, same loss), and G's gradient is g_loss's through the D *before* that step, where
+    alternating updates go through the updated D."""
+    import copy
+
+    alt, sim = _tiny_task("alternating", loss), _tiny_task("simultaneous", loss)
+    g0, d0 = copy.deepcopy(sim.G), copy.deepcopy(sim.D)
+    x = torch.randint(0, 256, (6, 1, 8, 8), dtype=torch.uint8)
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    step = sim.n_critic - 1  # a step on which G is updated too (wgan-gp: every 5th)
+    for task in (alt, sim):
+        torch.manual_seed(1)
+        out = task.train_step(x, y, step)
+        assert set(out) >= {"d_loss", "g_loss"} and all(torch.isfinite(v) for v in out.values())
+    for a, s in zip(alt.D.parameters(), sim.D.parameters()):
+        assert torch.allclose(a.grad, s.grad, rtol=1e-4, atol=1e-6)
+
+    torch.manual_seed(1)
+    z = torch.randn(6, 8)
+    g_loss = sim.loss.g_loss(d0(g0(z, y), y))
+    expected = torch.autograd.grad(g_loss, list(g0.parameters()))
+    for e, s, a in zip(expected, sim.G.parameters(), alt.G.parameters()):
+        assert torch.allclose(e, s.grad, rtol=1e-4, atol=1e-6)
+    assert not all(torch.allclose(e, a.grad, rtol=1e-4, atol=1e-6) for e, a in zip(expected, alt.G.parameters()))
+
+
+def test_updates_option_is_recorded_and_old_runs_resume_alternating(aigc_home, cli, tiny_npz):
+    base = ["train", "gan", "--dataset", tiny_npz, *TINY_GAN]
+    code, _, err = cli(*base, "--updates", "sideways")
+    assert code == 1 and "alternating" in err and "simultaneous" in err and len(err.strip().splitlines()) == 1
+    assert cli(*base, "--epochs", "2", "--updates", "alternating")[0] == 0
+    assert cli(*base, "--epochs", "1", "--updates", "alternating")[0] == 0
+    runs = aigc_home / "runs"
+    assert json.loads((runs / "run1/config.json").read_text())["train"]["updates"] == "alternating"
+    # A run made before the option has no "updates" in its config: it resumes as it was trained.
+    config = json.loads((runs / "run2/config.json").read_text())
+    del config["train"]["updates"]
+    (runs / "run2/config.json").write_text(json.dumps(config))
+    code, _, err = cli("train", "gan", "--resume", "run2", "--epochs", "2")
+    assert code == 0, err
+    assert _tensors_equal(runs / "run1/model.safetensors", runs / "run2/model.safetensors")
+    code, _, err = cli("train", "gan", "--resume", "run2", "--epochs", "3", "--updates", "simultaneous")
+    assert code == 1 and "drop --updates" in err

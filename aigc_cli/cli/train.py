@@ -92,6 +92,9 @@ def gan(
     conditional: Optional[bool] = typer.Option(
         None, "--conditional/--unconditional",
         help="Class-conditional training (needs labels). [default: conditional when the dataset has labels]"),
+    updates: Optional[str] = typer.Option(
+        None, "--updates", help="simultaneous (D and G both step from one scoring of the fakes) or alternating "
+        "(D steps, then G against the updated D). [default: simultaneous]"),
     seed: Seed = None,
     name: Name = None,
     resume: Resume = None,
@@ -101,8 +104,8 @@ def gan(
 ) -> None:
     """Train a GAN: MLP or DCGAN, with bce, hinge (spectral norm) or wgan-gp loss."""
     given = dict(dataset=dataset, split=split, arch=arch, loss=loss, epochs=epochs, batch_size=batch_size,
-                 lr=lr, latent_dim=latent_dim, width=width, conditional=conditional, seed=seed, name=name,
-                 eval_every=eval_every, fid_n=fid_n)
+                 lr=lr, latent_dim=latent_dim, width=width, conditional=conditional, updates=updates, seed=seed,
+                 name=name, eval_every=eval_every, fid_n=fid_n)
     run_training("gan", resume, json_out, given)
 
 
