@@ -49,7 +49,7 @@ def build(arch: str, shape: list[int], classes: int | None, latent: int = 64, wi
 
 
 def from_run(ref: str):
-    from aigc_cli.models.sampling import load_generator
+    from aigc_cli.generation import load_generator
 
     return load_generator(ref, "cpu")
 

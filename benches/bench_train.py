@@ -44,7 +44,7 @@ def make_task(width: int, shape, classes: int | None, updates: str | None = None
 
 def aigc_batches(images, labels, batch):
     """aigc's input pipeline: a seeded permutation per epoch, batches sliced from one uint8 tensor."""
-    from aigc_cli.core.trainer import epoch_permutation
+    from aigc_cli.training.loop import epoch_permutation
 
     epoch = 0
     while True:

@@ -100,7 +100,7 @@ def forever(loader):
 
 
 def sliced(images, batch, as_float):
-    from aigc_cli.core.trainer import epoch_permutation
+    from aigc_cli.training.loop import epoch_permutation
 
     epoch = 0
     while True:

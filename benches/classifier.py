@@ -46,7 +46,7 @@ class DigitNet(nn.Module):
 
 
 def _cache() -> Path:
-    from aigc_cli.runs.store import cache_dir
+    from aigc_cli.core.paths import cache_dir
 
     return cache_dir() / "bench-classifier.safetensors"
 

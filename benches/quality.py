@@ -25,7 +25,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    from aigc_cli.models.sampling import load_generator
+    from aigc_cli.generation import load_generator
 
     gen = load_generator(args.run)
     if gen.image_shape != (1, 28, 28):

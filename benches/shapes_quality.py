@@ -50,7 +50,7 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
     from aigc_cli.data.shapes import SHAPES
-    from aigc_cli.models.sampling import load_generator
+    from aigc_cli.generation import load_generator
 
     judge, accuracy = train_judge()
     print(f"judge: accuracy {accuracy:.3f} on the shapes test split; classes {', '.join(SHAPES)}")

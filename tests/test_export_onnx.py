@@ -76,7 +76,7 @@ def exported(home):
 
 
 def pytorch_images(run, z, labels=None):
-    from aigc_cli.models.sampling import load_generator
+    from aigc_cli.generation import load_generator
 
     gen = load_generator(run)
     return gen.generate(torch.from_numpy(z), None if labels is None else torch.from_numpy(labels)).numpy()

@@ -116,7 +116,8 @@ def test_traversal_and_dims():
 
 
 def test_render_png_and_gif_exact_frames():
-    from aigc_cli.models.latent import output_format, render
+    from aigc_cli.cli.interpolate import output_format
+    from aigc_cli.core.images import render
 
     frames = torch.zeros(1, 6, 1, 4, 4)
     frames[0, 3:] = 1.0  # three equal frames, then three others: still six GIF frames
@@ -272,7 +273,7 @@ def test_interpolate_bad_input(aigc, home, tmp_path, args, words):
 @pytest.mark.parametrize("fps", ["60", "50.5", "nan"])
 def test_fps_above_50_refused(aigc, home, tmp_path, fps):
     from aigc_cli.core.errors import ConfigError
-    from aigc_cli.models.latent import render
+    from aigc_cli.core.images import render
 
     code, _, err = aigc("interpolate", "v", "--steps", "3", "--fps", fps, "-o", tmp_path / "x.gif")
     assert_clean_error(code, err, "--fps must be in (0, 50]")

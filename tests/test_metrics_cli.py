@@ -229,19 +229,22 @@ def test_side_resolution(home, tmp_path):
 
 
 def test_run_side_samples_on_the_fly(fake, home, tmp_path, cli, monkeypatch):
-    from aigc_cli.models import sampling
+    from aigc_cli import generation
     from aigc_cli.runs.store import create_run
 
     run = create_run("gan", name="tiny")
     asked = []
 
     class Gen:
-        def sample_uint8(self, n, seed, batch_size=256):
+        def options(self, given):
+            return {k: v for k, v in given.items() if v is not None}
+
+        def sample_uint8(self, n, seed, batch_size=256, **options):
             asked.append((n, seed))
             g = torch.Generator().manual_seed(seed)
             return torch.randint(0, 256, (n, 1, 8, 8), dtype=torch.uint8, generator=g)
 
-    monkeypatch.setattr(sampling, "load_generator", lambda ref, device="cpu": asked.append(ref) or Gen())
+    monkeypatch.setattr(generation, "load_generator", lambda ref, device="cpu": asked.append(ref) or Gen())
     b = _npz(tmp_path / "b.npz", 9, 1)
     code, out, err = cli("eval", "fid", "tiny", b, "-n", "8", "--seed", "3", "--inception-weights", fake.weights, "--json")
     assert code == 0, err
@@ -291,10 +294,10 @@ def test_fid_against_dataset_for_training(fake, home, tmp_path, monkeypatch):
 
 def test_training_evaluator_notices_once_without_usable_weights(home, tmp_path, monkeypatch):
     from aigc_cli.data.load import load_dataset
-    from aigc_cli.metrics.training import make_evaluator
+    from aigc_cli.training.evaluation import make_evaluator
 
     said = []
-    evaluate_fn = make_evaluator(None, {"eval": {"fid_n": 4}}, None, "cpu", info=said.append)
+    evaluate_fn = make_evaluator(None, {"eval": {"fid_n": 4}}, None, "cpu", say=said.append)
     assert evaluate_fn(1) is None and evaluate_fn(2) is None
     assert len(said) == 1 and "AIGC_INCEPTION_WEIGHTS" in said[0]
     # A corrupt file: skipped with a notice too, training goes on.
@@ -303,7 +306,7 @@ def test_training_evaluator_notices_once_without_usable_weights(home, tmp_path, 
     monkeypatch.setenv("AIGC_INCEPTION_WEIGHTS", str(bad))
     said.clear()
     data = load_dataset(str(_npz(tmp_path / "d.npz", 6, 0)))
-    evaluate_fn = make_evaluator(None, {"eval": {"fid_n": 4}}, data, "cpu", info=said.append)
+    evaluate_fn = make_evaluator(None, {"eval": {"fid_n": 4}}, data, "cpu", say=said.append)
     assert evaluate_fn(1) is None and evaluate_fn(2) is None
     assert len(said) == 1 and "cannot read Inception weights" in said[0]
 

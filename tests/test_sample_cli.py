@@ -73,7 +73,7 @@ def test_latents_file_decides_the_images(home, cli, tmp_path):
     import torch
 
     from aigc_cli.core.images import to_uint8
-    from aigc_cli.models.sampling import load_generator
+    from aigc_cli.generation import load_generator
 
     gen = load_generator("tiny")
     want = to_uint8(gen.generate(torch.from_numpy(z), torch.full((3,), 1))).numpy()[:, 0]
@@ -81,7 +81,7 @@ def test_latents_file_decides_the_images(home, cli, tmp_path):
 
 
 def test_truncation_changes_latents_within_bounds(home):
-    from aigc_cli.models.sampling import load_generator
+    from aigc_cli.generation import load_generator
 
     gen = load_generator("tiny")
     z = gen.latents(200, seed=0, truncation=0.5)

@@ -8,7 +8,8 @@ import pytest
 
 from aigc_cli.core.errors import RunError
 from aigc_cli.core.io import atomic_write_bytes, atomic_write_json
-from aigc_cli.runs.store import create_run, list_runs, remove_run, resolve_run, runs_root
+from aigc_cli.core.paths import runs_root
+from aigc_cli.runs.store import create_run, list_runs, remove_run, resolve_run
 
 
 def test_sequential_ids_names_and_last(aigc_home):

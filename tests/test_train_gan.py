@@ -239,12 +239,13 @@ def test_conditional_dcgan_takes_the_class_through_its_batchnorms():
 
 
 def _tiny_task(updates, loss):
-    from aigc_cli.models.gan.family import GanFamily
+    from aigc_cli.models.registry import get_family
 
-    model, train = GanFamily.make_config({"updates": updates, "loss": loss, "width": 4, "latent_dim": 8},
-                                         {"shape": [1, 8, 8], "classes": 3})
+    gan = get_family("gan")
+    model, train = gan.make_config({"updates": updates, "loss": loss, "width": 4, "latent_dim": 8},
+                                   {"shape": [1, 8, 8], "classes": 3})
     torch.manual_seed(0)
-    return GanFamily.make_task({"model": model, "train": train, "seed": 0}, torch.device("cpu"))
+    return gan.impl.make_task({"model": model, "train": train, "seed": 0}, torch.device("cpu"))
 
 
 @pytest.mark.parametrize("loss", ["hinge", "bce", "wgan-gp"])

@@ -228,7 +228,7 @@ def test_resume_equals_straight_run(aigc_home, tmp_path):
     data = write_bars(tmp_path / "bars.npz", n=128)
     straight = training.train("vae", dataset=str(data), epochs=2, name="straight", **TINY_KW)
     first = training.train("vae", dataset=str(data), epochs=1, name="resumed", **TINY_KW)
-    resumed = training.resume("resumed", epochs=2, family="vae")
+    resumed = training.resume("resumed", epochs=2)
     a, b = load_file(str(straight.weights_path)), load_file(str(resumed.weights_path))
     assert first.id == resumed.id and a.keys() == b.keys()
     for k in a:

@@ -108,7 +108,7 @@ def weights_keys(run_dir):
 
 
 def test_train_vae_fits_the_prior_and_sample_draws_from_it(cli, bars, tmp_path, aigc_home):
-    from aigc_cli.models.sampling import load_generator
+    from aigc_cli.generation import load_generator
 
     code, out, err = cli(*["train", "vae", "--dataset", bars, "--epochs", "1", *TINY, "--json"])
     assert code == 0, err
@@ -146,18 +146,18 @@ def test_train_vae_fits_the_prior_and_sample_draws_from_it(cli, bars, tmp_path, 
 
 
 def test_prior_standard_samples_the_textbook_normal(cli, bars, tmp_path, aigc_home):
-    from aigc_cli.models.sampling import load_generator
+    from aigc_cli.generation import load_generator
 
     code, _, err = cli(*["train", "vae", "--dataset", bars, "--epochs", "1", *TINY, "--prior", "standard"])
     assert code == 0, err
     assert not any(k.startswith("prior.") for k in weights_keys(aigc_home / "runs" / "run1"))
     gen = load_generator("run1")
-    assert gen.prior is None
+    assert gen.sampler.prior is None and gen.sampler.latent_distribution == "normal"
     assert torch.equal(gen.latents(5, seed=2), torch.randn(5, 4, generator=torch.Generator().manual_seed(2)))
 
 
 def test_runs_from_before_priors_sample_from_the_standard_normal(cli, bars, tmp_path, aigc_home):
-    from aigc_cli.models.sampling import load_generator
+    from aigc_cli.generation import load_generator
 
     code, _, err = cli(*["train", "vae", "--dataset", bars, "--epochs", "1", *TINY])
     assert code == 0, err
@@ -166,7 +166,7 @@ def test_runs_from_before_priors_sample_from_the_standard_normal(cli, bars, tmp_
     del config["model"]["prior"], config["model"]["prior_components"]
     path.write_text(json.dumps(config))
     gen = load_generator("run1")
-    assert gen.prior is None
+    assert gen.sampler.prior is None and gen.sampler.latent_distribution == "normal"
     assert torch.equal(gen.latents(5, seed=2), torch.randn(5, 4, generator=torch.Generator().manual_seed(2)))
     code, _, err = cli(*["sample", "run1", "-n", "4", "-o", str(tmp_path / "old.png")])
     assert code == 0, err

@@ -75,6 +75,7 @@ def _on_sigterm(signum, frame):
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI and map every outcome to an exit code: 0, 1 (error), 2 (usage), 130/143."""
     from aigc_cli.core.errors import AigcError, Interrupted
+    from aigc_cli.core.options import flag
 
     try:  # typer >= 0.29 vendors click
         from typer._click.exceptions import ClickException
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
         e.show()
         code = e.exit_code
     except Interrupted as e:
-        _error(str(e), prefix="interrupted")
+        _error(e.render(flag), prefix="interrupted")
         code = e.exit_code
     except (typer.Abort, KeyboardInterrupt):
         _error("interrupted", prefix="aborted")
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
     except AigcError as e:
         if common.settings.debug:
             raise
-        _error(str(e))
+        _error(e.render(flag))  # options named as the flags the user typed
         code = 1
     except BrokenPipeError:
         # The reader of our stdout went away (`aigc sample ... -o - | head`): not our error.

@@ -12,6 +12,13 @@ from typing import Any, Optional
 import typer
 
 from aigc_cli.cli import common
+from aigc_cli.cli.options import add_options
+from aigc_cli.metrics.registry import SAMPLE_N, get_metric
+from aigc_cli.models.registry import generation_options
+
+# A run side is sampled with its family's decode options (diffusion's steps, ...), if any.
+with_generation = add_options(generation_options("decode"), into="gen_options")
+KID, IS, PR = get_metric("kid"), get_metric("is"), get_metric("pr")
 
 app = typer.Typer(
     help="Evaluate models: FID, KID, IS, precision/recall (pytorch-fid / torch-fidelity compatible).",
@@ -25,7 +32,7 @@ _SIDE_HELP = (
 
 
 def _n_opt():
-    return typer.Option(10000, "-n", "--n", min=1, help="Images sampled from a run side.")
+    return typer.Option(SAMPLE_N, "-n", "--n", min=1, help="Images sampled from a run side.")
 
 
 def _seed_opt():
@@ -106,10 +113,10 @@ def _context(inception_weights: Optional[str], batch_size: Optional[int]):
     return EvalContext(weights=inception_weights, device=common.device(), batch_size=batch_size, reporter=_CliReporter())
 
 
-def _sides(specs: list[str], split: str, n: int, seed: int, ref_n: Optional[int]):
+def _sides(specs: list[str], split: str, n: int, seed: int, ref_n: Optional[int], gen_options: dict):
     from aigc_cli.metrics.sides import resolve_side
 
-    return [resolve_side(s, split=split, n=n, seed=seed, ref_n=ref_n) for s in specs]
+    return [resolve_side(s, split=split, n=n, seed=seed, ref_n=ref_n, options=gen_options) for s in specs]
 
 
 def _fmt(value: Any) -> str:
@@ -144,6 +151,7 @@ def _emit(result: dict[str, Any], json_out: bool, title: str, names: list[str], 
 
 
 @app.command("fid")
+@with_generation
 def fid(
     a: str = typer.Argument(..., metavar="A", help=_SIDE_HELP),
     b: str = typer.Argument(..., metavar="B", help=_SIDE_HELP),
@@ -155,17 +163,19 @@ def fid(
     batch_size: Optional[int] = _batch_opt(),
     save_stats: Optional[str] = typer.Option(None, "--save-stats", help="Also save side A's statistics to this .npz."),
     json_out: bool = _json_opt(),
+    gen_options: Optional[dict] = None,
 ) -> None:
     """Frechet Inception Distance between A and B (pytorch-fid's network, weights and preprocessing)."""
     from aigc_cli.metrics import run_metric
 
     ctx = _context(inception_weights, batch_size)
-    sides = _sides([a, b], split, n, seed, ref_n)
+    sides = _sides([a, b], split, n, seed, ref_n, gen_options)
     result = run_metric("fid", sides, ctx, save_stats_a=save_stats)
     _emit(result, json_out, "FID", ["a", "b"], [("fid", result["fid"])])
 
 
 @app.command("stats")
+@with_generation
 def stats(
     spec: str = typer.Argument(..., metavar="SPEC", help="A run, a folder of images or a dataset."),
     output: str = typer.Option(..., "-o", "--output", help="The .npz to write (mu, sigma: pytorch-fid's format)."),
@@ -176,12 +186,13 @@ def stats(
     inception_weights: Optional[str] = _weights_opt(),
     batch_size: Optional[int] = _batch_opt(),
     json_out: bool = _json_opt(),
+    gen_options: Optional[dict] = None,
 ) -> None:
     """Save FID statistics (float64 mean and covariance of the pool features) to a .npz."""
     from aigc_cli.metrics.evaluate import compute_stats_file
 
     ctx = _context(inception_weights, batch_size)
-    (side,) = _sides([spec], split, n, seed, ref_n)
+    (side,) = _sides([spec], split, n, seed, ref_n, gen_options)
     result = compute_stats_file(side, output, ctx)
     if json_out:
         common.print_json(result)
@@ -190,6 +201,7 @@ def stats(
 
 
 @app.command("kid")
+@with_generation
 def kid(
     a: str = typer.Argument(..., metavar="A", help=_SIDE_HELP),
     b: str = typer.Argument(..., metavar="B", help=_SIDE_HELP),
@@ -197,48 +209,53 @@ def kid(
     seed: int = _seed_opt(),
     ref_n: Optional[int] = _ref_n_opt(),
     split: str = _split_opt(),
-    subsets: int = typer.Option(100, "--subsets", min=1, help="Random subsets averaged."),
-    subset_size: int = typer.Option(1000, "--subset-size", min=2, help="Images per subset (lowered to the smaller side)."),
-    degree: int = typer.Option(3, "--degree", min=1, help="Polynomial kernel degree."),
-    gamma: Optional[float] = typer.Option(None, "--gamma", help="Polynomial kernel gamma (default 1/2048)."),
-    coef0: float = typer.Option(1.0, "--coef0", help="Polynomial kernel constant."),
-    kid_seed: int = typer.Option(2020, "--kid-seed", help="Seed of the subset draws (torch-fidelity's 2020)."),
+    subsets: int = typer.Option(KID.default("subsets"), "--subsets", min=1, help=KID.option("subsets").help),
+    subset_size: int = typer.Option(KID.default("subset_size"), "--subset-size", min=2,
+                                    help=KID.option("subset_size").help),
+    degree: int = typer.Option(KID.default("degree"), "--degree", min=1, help=KID.option("degree").help),
+    gamma: Optional[float] = typer.Option(None, "--gamma", help=KID.option("gamma").help_text()),
+    coef0: float = typer.Option(KID.default("coef0"), "--coef0", help=KID.option("coef0").help),
+    kid_seed: int = typer.Option(KID.default("seed"), "--kid-seed", help=KID.option("seed").help),
     inception_weights: Optional[str] = _weights_opt(),
     batch_size: Optional[int] = _batch_opt(),
     json_out: bool = _json_opt(),
+    gen_options: Optional[dict] = None,
 ) -> None:
     """Kernel Inception Distance between A and B (torch-fidelity's defaults)."""
     from aigc_cli.metrics import run_metric
 
     ctx = _context(inception_weights, batch_size)
-    sides = _sides([a, b], split, n, seed, ref_n)
+    sides = _sides([a, b], split, n, seed, ref_n, gen_options)
     result = run_metric("kid", sides, ctx, subsets=subsets, subset_size=subset_size, degree=degree, gamma=gamma,
                         coef0=coef0, seed=kid_seed)  # fmt: skip
     _emit(result, json_out, "KID", ["a", "b"], [("kid", result["kid"]), ("kid_std", result["kid_std"])])
 
 
 @app.command("is")
+@with_generation
 def inception_score(
     a: str = typer.Argument(..., metavar="A", help=_SIDE_HELP),
     n: int = _n_opt(),
     seed: int = _seed_opt(),
     ref_n: Optional[int] = _ref_n_opt(),
     split: str = _split_opt(),
-    splits: int = typer.Option(10, "--splits", min=1, help="Parts the images are split into."),
+    splits: int = typer.Option(IS.default("splits"), "--splits", min=1, help=IS.option("splits").help),
     inception_weights: Optional[str] = _weights_opt(),
     batch_size: Optional[int] = _batch_opt(),
     json_out: bool = _json_opt(),
+    gen_options: Optional[dict] = None,
 ) -> None:
     """Inception Score of A (the FID Inception's 1008-class logits, as torch-fidelity)."""
     from aigc_cli.metrics import run_metric
 
     ctx = _context(inception_weights, batch_size)
-    sides = _sides([a], split, n, seed, ref_n)
+    sides = _sides([a], split, n, seed, ref_n, gen_options)
     result = run_metric("is", sides, ctx, splits=splits)
     _emit(result, json_out, "Inception Score", ["a"], [("is", result["is"]), ("is_std", result["is_std"])])
 
 
 @app.command("pr")
+@with_generation
 def pr(
     a: str = typer.Argument(..., metavar="GENERATED", help="Generated side: " + _SIDE_HELP),
     b: str = typer.Argument(..., metavar="REAL", help="Real side: " + _SIDE_HELP),
@@ -246,16 +263,17 @@ def pr(
     seed: int = _seed_opt(),
     ref_n: Optional[int] = _ref_n_opt(),
     split: str = _split_opt(),
-    k: int = typer.Option(3, "-k", min=1, help="Neighbourhood size (k-th nearest neighbour radius)."),
+    k: int = typer.Option(PR.default("k"), "-k", min=1, help=PR.option("k").help),
     inception_weights: Optional[str] = _weights_opt(),
     batch_size: Optional[int] = _batch_opt(),
     json_out: bool = _json_opt(),
+    gen_options: Optional[dict] = None,
 ) -> None:
     """Precision and recall of A (generated) against B (real), Kynkaanniemi et al. 2019."""
     from aigc_cli.metrics import run_metric
 
     ctx = _context(inception_weights, batch_size)
-    sides = _sides([a, b], split, n, seed, ref_n)
+    sides = _sides([a, b], split, n, seed, ref_n, gen_options)
     result = run_metric("pr", sides, ctx, k=k)
     _emit(result, json_out, "Precision/recall", ["a", "b"],
           [("precision", result["precision"]), ("recall", result["recall"])])  # fmt: skip

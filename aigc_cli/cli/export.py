@@ -7,18 +7,20 @@ from typing import Optional
 import typer
 
 from aigc_cli.cli import common
+from aigc_cli.cli.options import add_options
+from aigc_cli.export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
+from aigc_cli.models.registry import generation_options
 
 app = typer.Typer(help="Export trained generators (ONNX).", no_args_is_help=True)
 
-DEFAULT_OPSET = 18  # mirrors aigc_cli.export.onnx.DEFAULT_OPSET (kept here so --help needs no torch)
-
 
 @app.command("onnx")
+@add_options(generation_options("decode"), into="gen_options")
 def onnx(
     run: str = typer.Argument(..., help="Run id, name or 'last'."),
     output: str = typer.Option(..., "-o", "--output", help="Where to write the model, e.g. model.onnx."),
     opset: Optional[int] = typer.Option(
-        None, "--opset", help=f"ONNX opset, 16 to 23 (default {DEFAULT_OPSET})."
+        None, "--opset", help=f"ONNX opset, {MIN_OPSET} to {MAX_OPSET} (default {DEFAULT_OPSET})."
     ),
     fmt: str = typer.Option(
         "images",
@@ -26,6 +28,7 @@ def onnx(
         help="images: float32 [N,C,H,W] in [0,1]; fidelity: uint8 RGB [N,3,H,W] for torch-fidelity's --input1.",
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the export and verification report as JSON."),
+    gen_options: Optional[dict] = None,
 ) -> None:
     """Export a run's generator (GAN: EMA generator; VAE: decoder) to ONNX and check it in ONNX Runtime.
 
@@ -36,7 +39,7 @@ def onnx(
     try:
         # Export and the reference run on CPU: the graph does not depend on the device, and a CPU
         # reference compares like with like against ONNX Runtime's CPU provider.
-        report = export_onnx(run, output, opset=opset, fmt=fmt, device="cpu")
+        report = export_onnx(run, output, opset=opset, fmt=fmt, device="cpu", options=gen_options)
     except VerificationError as e:
         if json_out:
             common.print_json({**e.report, "ok": False})

@@ -15,7 +15,7 @@ def info(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) 
 
     from aigc_cli import __version__
     from aigc_cli.core.memory import tune_cpu_allocator
-    from aigc_cli.runs.store import cache_dir, home, runs_root
+    from aigc_cli.core.paths import cache_dir, home, runs_root
 
     dev = common.device()
     data = {

@@ -1,4 +1,4 @@
-"""``aigc interpolate``: walk the latent space of a run (GAN or VAE) as a PNG strip or a GIF."""
+"""``aigc interpolate``: walk the latent space of a run as a PNG strip or a GIF."""
 
 from __future__ import annotations
 
@@ -8,14 +8,20 @@ from typing import Optional, Tuple
 import typer
 
 from aigc_cli.cli import common
+from aigc_cli.cli.options import add_options
+from aigc_cli.models.registry import generation_options
+
+# A family's generation option named like one of interpolate's own flags gets this one here.
+RENAME = {"steps": "sample_steps"}
 
 
+@add_options(generation_options("decode"), into="gen_options", rename=RENAME)
 def interpolate(
     run: str = typer.Argument(..., help="Run id, name or 'last'."),
     output: str = typer.Option(..., "-o", "--output", help="out.png (one strip, or a grid for --traverse), out.gif (an animation), or - for stdout."),
     from_seed: Optional[int] = typer.Option(None, "--from-seed", help="Seed of the first latent (random if omitted); with --traverse, the base latent (the zero vector if omitted)."),
     to_seed: Optional[int] = typer.Option(None, "--to-seed", help="Seed of the last latent (random if omitted)."),
-    between: Optional[Tuple[Path, Path]] = typer.Option(None, "--between", help="VAE runs: interpolate between the encodings of two images (A.png B.png)."),
+    between: Optional[Tuple[Path, Path]] = typer.Option(None, "--between", help="Runs with an encoder (VAE): interpolate between the encodings of two images (A.png B.png)."),
     latents: Optional[Path] = typer.Option(None, "--latents", help="A .npy file of 2 or more latent rows: the path to follow (one row: the base of --traverse)."),
     traverse: Optional[str] = typer.Option(None, "--traverse", help="Vary latent dimensions one at a time: 'all', 3, 0,2,5 or 0-7; one row per dimension."),
     span: float = typer.Option(3.0, "--range", help="--traverse sets each dimension to values from -RANGE to RANGE."),
@@ -25,6 +31,7 @@ def interpolate(
     fps: float = typer.Option(10.0, "--fps", help="GIF frames per second, at most 50."),
     label: Optional[int] = typer.Option(None, "--label", help="Class for conditional runs (default 0)."),
     json_out: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
+    gen_options: Optional[dict] = None,
 ) -> None:
     """Interpolate between two seeds, two images (VAE), a path of latents, or traverse dimensions."""
     import secrets
@@ -33,15 +40,17 @@ def interpolate(
 
     from aigc_cli.cli.output import is_stdout, write_bytes
     from aigc_cli.core.errors import ConfigError
+    from aigc_cli.core.images import check_fps, image_files, read_images, render
+    from aigc_cli.generation import load_generator, load_latents
     from aigc_cli.models import latent as L
-    from aigc_cli.models.sampling import load_generator, load_latents
+    from aigc_cli.models.registry import families_where
 
     L.check_steps(steps)
     if mode is not None and mode not in L.MODES:
         raise ConfigError(f"unknown --mode {mode!r}; choose slerp or lerp")
-    kind = L.output_format(output, fmt)
+    kind = output_format(output, fmt)
     if kind == "gif":
-        L.check_fps(fps)
+        check_fps(fps)
     if traverse is not None:
         if to_seed is not None or between is not None:
             raise ConfigError("--traverse varies one latent (--from-seed or the first --latents row); drop --to-seed and --between")
@@ -57,15 +66,22 @@ def interpolate(
             raise ConfigError(f"{given[0]} gives the endpoints; drop --from-seed and --to-seed")
 
     gen = load_generator(run, common.device())
-    if between is not None and gen.encoder is None:
-        raise ConfigError(f"--between needs a run with an encoder (a VAE); {gen.run.id} is a {gen.family} run")
+    options = gen.options(gen_options)
+    family = gen.family.spec
+    if between is not None and not gen.can_encode:
+        takers = ", ".join(families_where(lambda s: s.encoder is not None))
+        raise ConfigError(f"--between needs a run with an encoder ({takers}); {gen.run.id} is a {family.name} run")
+    if traverse is not None and not family.traverse:
+        takers = ", ".join(families_where(lambda s: s.traverse))
+        raise ConfigError(f"--traverse needs a run whose latent dimensions mean something ({takers}); "
+                          f"{gen.run.id} is a {family.name} run")
     if gen.num_classes is not None and between is not None and label is None:
         raise ConfigError(f"{gen.run.id} is class-conditional: pass --label, the class of both images")
     default_class = label is None and gen.num_classes is not None
     if default_class:
         label = 0  # conditional runs need a class; --json, the PNG and the message report it
     one_label = gen.labels(1, label)
-    info: dict = {"run": gen.run.id, "family": gen.family, "steps": steps, "label": label}
+    info: dict = {"run": gen.run.id, "family": family.name, "steps": steps, "label": label, **options}
     notes: list[str] = []
 
     if traverse is not None:
@@ -81,11 +97,11 @@ def interpolate(
         info.update(traverse=dims, range=span, from_seed=from_seed)
     else:
         if between is not None:
-            files, in_folders = L.image_files(list(between))
+            files, in_folders = image_files(list(between))
             if in_folders:
                 raise ConfigError("--between takes two image files, not folders")
-            images, notes = L.read_images(files, gen.image_shape)
-            points = gen.encode(images, one_label.repeat(2) if one_label is not None else None)
+            images, notes = read_images(files, gen.image_shape)
+            points = gen.encode(images, one_label.repeat(2) if one_label is not None else None, **options)
             info["between"] = [str(p) for p in between]
         elif latents is not None:
             points = load_latents(str(latents), gen.latent_dim)
@@ -104,10 +120,10 @@ def interpolate(
     rows = z.shape[0]
     flat = z.reshape(-1, gen.latent_dim)
     labels = one_label.repeat(len(flat)) if one_label is not None else None
-    frames = gen.generate(flat, labels).view(rows, steps, *gen.image_shape)
+    frames = gen.generate(flat, labels, **options).view(rows, steps, *gen.image_shape)
     text = {"Software": "aigc", "aigc:run": gen.run.id,
             "aigc:interpolate": ", ".join(f"{k}={v}" for k, v in info.items() if k not in ("run", "family"))}
-    written = write_bytes(output, L.render(frames, kind, fps, text))
+    written = write_bytes(output, render(frames, kind, fps, text))
 
     for note in notes:
         common.warn(f"converted {note}")
@@ -122,3 +138,20 @@ def interpolate(
         what = f"{rows} rows of {steps} frames" if rows > 1 else f"{steps} frames"
         which = f", class 0 of {gen.num_classes} (--label K for another)" if default_class else ""
         common.info(f"wrote {what} from {gen.run.id} to {written}{which}")
+
+
+def output_format(output: str, fmt: str | None) -> str:
+    """png or gif, from --format or the -o suffix; '-' (stdout) is PNG unless --format gif."""
+    from aigc_cli.core.errors import ConfigError
+    from aigc_cli.core.images import FRAME_FORMATS
+
+    if fmt is not None:
+        fmt = fmt.lower()
+        if fmt not in FRAME_FORMATS:
+            raise ConfigError(f"unknown --format {fmt!r}; choose png or gif")
+    suffix = Path(output).suffix.lower().lstrip(".") if output != "-" else ""
+    if output != "-" and suffix not in FRAME_FORMATS:
+        raise ConfigError(f"-o {output}: write a .png (one strip or grid) or a .gif (an animation), or - for stdout")
+    if fmt is not None and suffix and fmt != suffix:
+        raise ConfigError(f"--format {fmt} does not match -o {output}")
+    return fmt or suffix or "png"

@@ -15,7 +15,7 @@ def _fmt(metrics: dict[str, float]) -> str:
 
 
 class RichProgress:
-    """Implements core.trainer.ProgressSink."""
+    """Implements training.loop.ProgressSink."""
 
     def __init__(self):
         self.bar = None
@@ -51,7 +51,11 @@ class RichProgress:
     def epoch_end(self, epoch: int, epochs: int, previews: list[str]) -> None:
         if common.settings.quiet:
             return
-        text = f"epoch {epoch}/{epochs} done; samples in {previews[0]}" if previews else f"epoch {epoch}/{epochs} done"
+        self.message(f"epoch {epoch}/{epochs} done; samples in {previews[0]}" if previews else f"epoch {epoch}/{epochs} done")
+
+    def message(self, text: str) -> None:
+        if common.settings.quiet:
+            return
         if self.bar is not None:
             self.bar.console.print(text)
         else:

@@ -1,4 +1,5 @@
-"""``aigc reconstruct``: encode and decode real images with a VAE run, next to the originals."""
+"""``aigc reconstruct``: encode and decode real images with a run that has an encoder (a VAE),
+next to the originals."""
 
 from __future__ import annotations
 
@@ -8,38 +9,43 @@ from typing import List, Optional
 import typer
 
 from aigc_cli.cli import common
+from aigc_cli.cli.options import add_options
+from aigc_cli.models.registry import generation_options
 
 
+@add_options(generation_options("decode"), into="gen_options")
 def reconstruct(
-    run: str = typer.Argument(..., help="Run id, name or 'last' (a VAE run)."),
+    run: str = typer.Argument(..., help="Run id, name or 'last' (a run with an encoder: VAE)."),
     images: List[Path] = typer.Argument(..., help="Image files (PNG, JPEG, ...) or folders of them."),
     output: str = typer.Option(..., "-o", "--output", help="out.png or - for stdout."),
     label: Optional[int] = typer.Option(None, "--label", help="Class of the images, for conditional runs."),
     nrow: int = typer.Option(8, "--nrow", help="Images per row: a row of originals, then the row of their reconstructions."),
     json_out: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
+    gen_options: Optional[dict] = None,
 ) -> None:
     """Encode and decode images: originals and reconstructions in alternating rows of one PNG."""
     from aigc_cli.cli.output import is_dir_target, is_stdout, write_bytes
     from aigc_cli.core.errors import ConfigError
-    from aigc_cli.core.images import make_grid, png_bytes, to_uint8
-    from aigc_cli.models.latent import image_files, read_images
-    from aigc_cli.models.sampling import load_generator
-    from aigc_cli.models.vae.family import interleave_rows
+    from aigc_cli.core.images import image_files, interleave_rows, make_grid, png_bytes, read_images, to_uint8
+    from aigc_cli.generation import load_generator
+    from aigc_cli.models.registry import families_where
 
     if nrow < 1:
         raise ConfigError(f"--nrow must be at least 1, got {nrow}")
     if not is_stdout(output) and (is_dir_target(output) or Path(output).suffix.lower() != ".png"):
         raise ConfigError(f"-o {output}: reconstruct writes one PNG; use a .png name or -")
     gen = load_generator(run, common.device())
-    if gen.encoder is None:
-        raise ConfigError(f"{gen.run.id} is a {gen.family} run: it has no encoder; reconstruct needs a VAE run")
+    options = gen.options(gen_options)
+    if not gen.can_encode:
+        takers = ", ".join(families_where(lambda s: s.encoder is not None))
+        raise ConfigError(f"{gen.run.id} is a {gen.family.name} run: it has no encoder; reconstruct needs a run of {takers}")
     if gen.num_classes is not None and label is None:
         raise ConfigError(f"{gen.run.id} is class-conditional: pass --label, the class of the images")
     gen.labels(1, label)  # refuses --label on unconditional runs (and out of range), as sample does
     files, in_folders = image_files(images)
     real, notes = read_images(files, gen.image_shape, optional=in_folders)
     labels = gen.labels(len(real), label)
-    recon = gen.generate(gen.encode(real, labels), labels)  # (n, C, H, W) in [0, 1]
+    recon = gen.generate(gen.encode(real, labels, **options), labels, **options)  # (n, C, H, W) in [0, 1]
     originals = real.float() / 255
     per_row = min(nrow, len(real))
     grid = make_grid(to_uint8(interleave_rows(originals, recon, per_row)), nrow=per_row)

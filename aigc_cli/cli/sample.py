@@ -8,8 +8,11 @@ from typing import Optional
 import typer
 
 from aigc_cli.cli import common
+from aigc_cli.cli.options import add_options
+from aigc_cli.models.registry import generation_options
 
 
+@add_options(generation_options("draw") + generation_options("decode"), into="gen_options")
 def sample(
     run: str = typer.Argument(..., help="Run id, name or 'last'."),
     n: int = typer.Option(64, "-n", "--num", help="How many images."),
@@ -17,11 +20,11 @@ def sample(
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for the latents (random if omitted; printed with --json)."),
     latents: Optional[Path] = typer.Option(None, "--latents", help="A .npy file of latent vectors, one row per image."),
     label: Optional[int] = typer.Option(None, "--label", help="Class for conditional runs (default: all classes in turn)."),
-    truncation: Optional[float] = typer.Option(None, "--truncation", help="Truncation psi: redraw latent values with |z| > psi."),
     nrow: Optional[int] = typer.Option(None, "--nrow", help="Images per grid row (default: square)."),
     save_latents: Optional[Path] = typer.Option(
         None, "--save-latents", help="Also write the latents used to FILE.npy, one row per image (input for --latents)."),
     json_out: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
+    gen_options: Optional[dict] = None,
 ) -> None:
     """Sample images from a trained run."""
     import io
@@ -32,23 +35,25 @@ def sample(
     from aigc_cli.cli.output import is_dir_target, is_stdout, write_bytes
     from aigc_cli.core.errors import ConfigError
     from aigc_cli.core.images import make_grid, png_bytes, to_uint8
-    from aigc_cli.models.sampling import load_generator, load_latents
+    from aigc_cli.generation import load_generator, load_latents
 
     if n < 1:
         raise ConfigError(f"-n must be at least 1, got {n}")
     if save_latents is not None and save_latents.suffix.lower() != ".npy":
         raise ConfigError(f"--save-latents {save_latents}: use a .npy name")
-    if latents is not None and (seed is not None or truncation is not None):
-        raise ConfigError("--latents gives the latent vectors; drop --seed and --truncation")
+    drawn = [o.flag for o in generation_options("draw") if gen_options.get(o.name) is not None]
+    if latents is not None and (seed is not None or drawn):
+        raise ConfigError(f"--latents gives the latent vectors; drop {' and '.join(['--seed', *drawn])}")
     gen = load_generator(run, common.device())
+    options = gen.options(gen_options)
     if latents is not None:
         z = load_latents(str(latents), gen.latent_dim)
         n = len(z)
     else:
         seed = secrets.randbelow(2**31) if seed is None else seed
-        z = gen.latents(n, seed, truncation)
+        z = gen.latents(n, seed, **options)
     labels = gen.labels(n, label)
-    images = to_uint8(gen.generate(z, labels))  # (n, C, H, W)
+    images = to_uint8(gen.generate(z, labels, **options))  # (n, C, H, W)
 
     text = {"Software": "aigc", "aigc:run": gen.run.id, "aigc:seed": "" if seed is None else str(seed)}
     if latents is not None:
@@ -69,7 +74,7 @@ def sample(
         np.save(buffer, z.numpy().astype(np.float32), allow_pickle=False)
         write_bytes(str(save_latents), buffer.getvalue())
 
-    summary = {"run": gen.run.id, "seed": seed, "n": n, "label": label, "outputs": written}
+    summary = {"run": gen.run.id, "seed": seed, "n": n, "label": label, **options, "outputs": written}
     if save_latents is not None:
         summary["latents"] = str(save_latents)
     if json_out and not is_stdout(output):

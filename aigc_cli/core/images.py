@@ -1,13 +1,21 @@
-"""Image tensors to PNG/GIF bytes: quantising, grids, text chunks."""
+"""Image I/O in one place: image files in (decoded, resized, converted to a run's shape),
+tensors out (quantised, gridded, PNG with text chunks, animated GIF).
+
+Everything that reads or writes an image goes through here: datasets, ``aigc reconstruct`` and
+``interpolate --between`` (files in), samples, previews and interpolations (files out).
+"""
 
 from __future__ import annotations
 
 import io
 import math
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
+
+from aigc_cli.core.errors import ConfigError, OptionError
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -26,6 +34,14 @@ def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -
         y, x = padding + r * (h + padding), padding + k * (w + padding)
         grid[:, y : y + h, x : x + w] = images[i]
     return grid
+
+
+def interleave_rows(originals: torch.Tensor, reconstructions: torch.Tensor, per_row: int) -> torch.Tensor:
+    """(n, C, H, W) twice -> (2n, C, H, W): a row of originals, the row of their reconstructions, ..."""
+    parts = []
+    for i in range(0, len(originals), per_row):
+        parts += [originals[i : i + per_row], reconstructions[i : i + per_row]]
+    return torch.cat(parts)
 
 
 def _pil(image: torch.Tensor):
@@ -50,12 +66,168 @@ def png_bytes(image: torch.Tensor, text: dict[str, str] | None = None) -> bytes:
     return buf.getvalue()
 
 
-def gif_bytes(frames: Sequence[torch.Tensor], fps: float = 10.0, loop: int = 0) -> bytes:
-    """Frames of (C, H, W) uint8 -> an animated GIF, one frame each."""
-    pil = [_pil(f).convert("RGB") for f in frames]
-    buf = io.BytesIO()
-    pil[0].save(
-        buf, format="GIF", save_all=True, append_images=pil[1:], duration=int(round(1000 / fps)), loop=loop,
-        optimize=False, disposal=1,
-    )
-    return buf.getvalue()
+# -- images in -----------------------------------------------------------------------------------
+
+def _plain(im):
+    """Any Pillow mode -> one of L, LA, RGB, RGBA, the modes resizing and compositing handle."""
+    from PIL import Image
+
+    if im.mode.startswith("I"):  # 16/32-bit gray: keep the top 8 of 16 bits (convert("L") clips)
+        a = np.asarray(im).astype(np.int64)
+        return Image.fromarray((a >> 8 if a.max() > 255 else a).clip(0, 255).astype(np.uint8), "L")
+    if im.mode in ("L", "LA", "RGB", "RGBA"):
+        return im
+    alpha = "A" in im.mode or "a" in im.mode or "transparency" in im.info
+    gray = im.mode in ("1", "F", "La")
+    return im.convert(("LA" if alpha else "L") if gray else ("RGBA" if alpha else "RGB"))
+
+
+def _to_array(im) -> np.ndarray:
+    """A plain-mode Pillow image -> (H, W, 1) or (H, W, 3) uint8, transparency composited on black."""
+    a = np.asarray(im)
+    if a.ndim == 2:
+        a = a[..., None]
+    if im.mode in ("LA", "RGBA"):
+        a = ((a[..., :-1].astype(np.uint16) * a[..., -1:] + 127) // 255).astype(np.uint8)
+    if a.shape[-1] == 3 and (a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all():
+        a = a[..., :1]  # gray content saved as RGB (or a gray palette) counts as gray
+    return a
+
+
+def decode_image(path: Path, size: tuple[int, int] | None = None) -> np.ndarray | None:
+    """(H, W, C) uint8 with C in 1, 3, scaled and centre-cropped to ``size`` (w, h); None if unreadable."""
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(path) as im:
+            im.load()  # first frame of animations
+            im = _plain(im)
+            if size is not None and im.size != size:
+                im = ImageOps.fit(im, size, method=Image.Resampling.BICUBIC)
+            return _to_array(im)
+    except Exception:  # truncated data, decoder errors, decompression bombs
+        return None
+
+
+def image_files(args: Sequence[str | Path]) -> tuple[list[Path], set[Path]]:
+    """(files in order, the subset found inside folders). A folder stands for the files inside
+    it (recursively, sorted, hidden ones skipped); ``read_images`` skips those that are not
+    images, while a file named on its own must be one."""
+    out: list[Path] = []
+    found_in_folders: set[Path] = set()
+    for a in args:
+        p = Path(a).expanduser()
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*")
+                           if f.is_file() and not any(x.startswith(".") for x in f.relative_to(p).parts))
+            if not found:
+                raise ConfigError(f"{a}: the folder holds no files")
+            out += found
+            found_in_folders.update(found)
+        elif p.exists():
+            out.append(p)
+        else:
+            raise ConfigError(f"no such file: {a}")
+    return out, found_in_folders
+
+
+def read_images(paths: Sequence[Path], image_shape: Sequence[int], optional: set[Path] | frozenset = frozenset()
+                ) -> tuple[torch.Tensor, list[str]]:
+    """Image files -> ((N, C, H, W) uint8 of ``image_shape``, notes on what was changed).
+
+    Other sizes are scaled to cover the run's size and centre-cropped (aspect ratio kept), as
+    image-folder datasets are; grey images become RGB for colour runs (all three channels
+    equal) and colour images become grey for grey runs (ITU-R 601 luma, as Pillow's "L");
+    transparency is composited on black. A file that is not a readable image is an error,
+    unless it is in ``optional`` (then it is skipped).
+    """
+    c, h, w = (int(v) for v in image_shape)
+    arrays, notes = [], []
+    for path in paths:
+        native = decode_image(path)
+        if native is None:
+            if path in optional:
+                continue
+            raise ConfigError(f"{path} is not an image that can be read (PNG, JPEG, GIF, BMP, TIFF, WebP...)")
+        a = native if native.shape[:2] == (h, w) else decode_image(path, size=(w, h))
+        changes = []
+        if native.shape[:2] != (h, w):
+            changes.append(f"{native.shape[1]}x{native.shape[0]} -> {w}x{h}")
+        if a.shape[2] != c:
+            if c == 3:
+                a = np.repeat(a, 3, axis=2)
+                changes.append("grey -> RGB")
+            elif c == 1:
+                luma = a.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
+                a = np.clip(np.round(luma), 0, 255).astype(np.uint8)[..., None]
+                changes.append("RGB -> grey")
+            else:
+                raise ConfigError(f"{path}: cannot turn a {a.shape[2]}-channel image into {c} channels")
+        if changes:
+            notes.append(f"{path.name}: {', '.join(changes)}")
+        arrays.append(np.ascontiguousarray(a.transpose(2, 0, 1)))
+    if not arrays:
+        raise ConfigError("no readable images among " + ", ".join(str(p) for p in paths[:3]) + (" ..." if len(paths) > 3 else ""))
+    return torch.from_numpy(np.stack(arrays)), notes
+
+
+# -- frames out ----------------------------------------------------------------------------------
+
+FRAME_FORMATS = ("png", "gif")  # what ``render`` writes
+MAX_FPS = 50  # GIF delays are whole hundredths of a second, and browsers slow delays under 20 ms
+
+
+def check_fps(fps: float) -> None:
+    if not 0 < fps <= MAX_FPS:  # NaN fails too
+        raise OptionError("fps", f"must be in (0, {MAX_FPS}] (GIF frames last at least 20 ms), got {fps}")
+
+
+def render(frames: torch.Tensor, fmt: str, fps: float = 10.0, text: dict[str, str] | None = None) -> bytes:
+    """(rows, steps, C, H, W) images in [0, 1] -> bytes.
+
+    png: one grid, a row per path (or traversed dimension), a column per step.
+    gif: ``steps`` frames; frame i shows image i of every row (in a square grid when there are
+    several rows).
+    """
+    if frames.ndim != 5:
+        raise ValueError("frames must be (rows, steps, C, H, W)")
+    rows, steps = frames.shape[:2]
+    images = to_uint8(frames.flatten(0, 1))
+    if fmt == "png":
+        return png_bytes(make_grid(images, nrow=steps), text)
+    check_fps(fps)
+    per_step = images.view(rows, steps, *images.shape[1:])
+    if rows == 1:
+        return gif_exact([per_step[0, i] for i in range(steps)], fps=fps)
+    return gif_exact([make_grid(per_step[:, i]) for i in range(steps)], fps=fps)
+
+
+def gif_exact(frames: Sequence[torch.Tensor], fps: float = 10.0, loop: int = 0) -> bytes:
+    """Frames of (C, H, W) uint8 -> an animated GIF with exactly one GIF frame per frame.
+
+    Pillow's animated-GIF writer folds a frame that repeats the
+    previous one into it, so a traversal of an unused latent dimension or a path between equal
+    latents would lose frames. Here the frames share one palette, computed over all of them
+    (exact when they hold at most 256 colours, and no palette flicker between frames), and are
+    written one by one with Pillow's GIF header and frame encoders.
+    """
+    from PIL import GifImagePlugin, Image
+
+    def pil(f: torch.Tensor):
+        a = f.permute(1, 2, 0).numpy()
+        return Image.fromarray(np.ascontiguousarray(np.repeat(a, 3, axis=2) if a.shape[2] == 1 else a), "RGB")
+
+    images = [pil(f) for f in frames]
+    w, h = images[0].size
+    strip = Image.new("RGB", (w, h * len(images)))
+    for i, im in enumerate(images):
+        strip.paste(im, (0, i * h))
+    palette = strip.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
+    indexed = [im.quantize(palette=palette, dither=Image.Dither.NONE) for im in images]
+    ms = int(round(1000 / fps))
+    header, _ = GifImagePlugin.getheader(indexed[0], info={"loop": loop, "duration": ms})
+    parts = [b"".join(header)]
+    for im in indexed:
+        parts += GifImagePlugin.getdata(im, duration=ms)
+    parts.append(b";")  # trailer
+    return b"".join(parts)

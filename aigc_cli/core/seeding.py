@@ -14,12 +14,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
-    g = torch.Generator(device=device)
-    g.manual_seed(seed)
-    return g
-
-
 def get_rng_state() -> dict[str, torch.Tensor]:
     """Tensors only, so the state fits in a safetensors checkpoint."""
     state = {"torch_cpu": torch.get_rng_state()}

@@ -25,7 +25,7 @@ CHUNK = 1 << 20
 
 
 def datasets_dir() -> Path:
-    from aigc_cli.runs.store import cache_dir
+    from aigc_cli.core.paths import cache_dir
 
     return cache_dir() / "datasets"
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from aigc_cli.core.errors import DatasetError
+from aigc_cli.core.images import decode_image
 from aigc_cli.data.base import ImageDataset
 from aigc_cli.data.download import Progress
 
@@ -41,47 +42,6 @@ def _size(path: Path) -> tuple[int, int] | None:
         with Image.open(path) as im:
             return im.size
     except Exception:  # not an image, unknown format, damaged header
-        return None
-
-
-def _plain(im):
-    """Any Pillow mode -> one of L, LA, RGB, RGBA, the modes resizing and compositing handle."""
-    from PIL import Image
-
-    if im.mode.startswith("I"):  # 16/32-bit gray: keep the top 8 of 16 bits (convert("L") clips)
-        a = np.asarray(im).astype(np.int64)
-        return Image.fromarray((a >> 8 if a.max() > 255 else a).clip(0, 255).astype(np.uint8), "L")
-    if im.mode in ("L", "LA", "RGB", "RGBA"):
-        return im
-    alpha = "A" in im.mode or "a" in im.mode or "transparency" in im.info
-    gray = im.mode in ("1", "F", "La")
-    return im.convert(("LA" if alpha else "L") if gray else ("RGBA" if alpha else "RGB"))
-
-
-def _to_array(im) -> np.ndarray:
-    """A plain-mode Pillow image -> (H, W, 1) or (H, W, 3) uint8, transparency composited on black."""
-    a = np.asarray(im)
-    if a.ndim == 2:
-        a = a[..., None]
-    if im.mode in ("LA", "RGBA"):
-        a = ((a[..., :-1].astype(np.uint16) * a[..., -1:] + 127) // 255).astype(np.uint8)
-    if a.shape[-1] == 3 and (a[..., 0] == a[..., 1]).all() and (a[..., 1] == a[..., 2]).all():
-        a = a[..., :1]  # gray content saved as RGB (or a gray palette) counts as gray
-    return a
-
-
-def decode_image(path: Path, size: tuple[int, int] | None = None) -> np.ndarray | None:
-    """(H, W, C) uint8 with C in 1, 3, scaled and centre-cropped to ``size`` (w, h); None if unreadable."""
-    from PIL import Image, ImageOps
-
-    try:
-        with Image.open(path) as im:
-            im.load()  # first frame of animations
-            im = _plain(im)
-            if size is not None and im.size != size:
-                im = ImageOps.fit(im, size, method=Image.Resampling.BICUBIC)
-            return _to_array(im)
-    except Exception:  # truncated data, decoder errors, decompression bombs
         return None
 
 

@@ -1,27 +1,25 @@
-"""Deployable generators: ONNX export checked against ONNX Runtime (imports torch; load lazily from the CLI)."""
+"""Deployable generators: ONNX export checked against ONNX Runtime.
 
-from aigc_cli.export.onnx import (
-    DEFAULT_OPSET,
-    FORMATS,
-    MAX_OPSET,
-    MIN_OPSET,
-    ExportError,
-    VerificationError,
-    export_onnx,
-    fidelity_command,
-    read_metadata,
-    verify_onnx,
-)
+The constants here are light (the CLI's help reads them); ``export_onnx`` and the rest live in
+``aigc_cli.export.onnx``, which imports torch, and load on first use.
+"""
 
-__all__ = [
-    "DEFAULT_OPSET",
-    "FORMATS",
-    "MAX_OPSET",
-    "MIN_OPSET",
-    "ExportError",
-    "VerificationError",
-    "export_onnx",
-    "fidelity_command",
-    "read_metadata",
-    "verify_onnx",
-]
+from __future__ import annotations
+
+from typing import Any
+
+FORMATS = ("images", "fidelity")  # what the exported graph returns; a family lists those it supports
+DEFAULT_OPSET = 18  # the exporter's native opset; ONNX Runtime >= 1.14 runs it
+MIN_OPSET = 16  # 16 and 17 come from converting the opset-18 graph down
+MAX_OPSET = 23  # the highest opset torch 2.14's exporter implements
+
+_LAZY = ("ExportError", "VerificationError", "export_onnx", "fidelity_command", "read_metadata", "verify_onnx")
+__all__ = ["DEFAULT_OPSET", "FORMATS", "MAX_OPSET", "MIN_OPSET", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from aigc_cli.export import onnx
+
+        return getattr(onnx, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

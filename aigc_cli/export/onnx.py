@@ -1,7 +1,7 @@
 """Export a run's generator to ONNX and prove, in ONNX Runtime, that it computes the same images.
 
-The exported graph is the run's ``sampler`` (the GAN generator with its EMA weights, the VAE
-decoder) behind a small wrapper:
+The exported graph is the run's decoder (generation.Generator.decoder: the GAN generator with its
+EMA weights, the VAE decoder, under the family's decode options) behind a small wrapper:
 
 * ``images`` format: ``z`` float32 ``[N, latent]`` (+ ``label`` int64 ``[N]`` for conditional runs)
   -> ``images`` float32 ``[N, C, H, W]`` in [0, 1].
@@ -32,12 +32,8 @@ import torch
 from torch import nn
 
 from aigc_cli import __version__
-from aigc_cli.core.errors import AigcError, ConfigError
-
-FORMATS = ("images", "fidelity")
-DEFAULT_OPSET = 18  # the exporter's native opset; ONNX Runtime >= 1.14 runs it
-MIN_OPSET = 16  # 16 and 17 come from converting the opset-18 graph down
-MAX_OPSET = 23  # the highest opset torch 2.14's exporter implements
+from aigc_cli.core.errors import AigcError, ConfigError, OptionError, opt
+from aigc_cli.export import DEFAULT_OPSET, FORMATS, MAX_OPSET, MIN_OPSET
 VERIFY_BATCHES = (1, 7, 64)
 VERIFY_SEED = 0
 RTOL, ATOL = 1e-3, 1e-5  # images format: float outputs
@@ -93,10 +89,10 @@ class ConditionalExport(_Head):
         return self.finish(self.sampler(z, label))
 
 
-def export_module(gen, fmt: str = "images") -> nn.Module:
+def export_module(gen, fmt: str = "images", options: dict[str, Any] | None = None) -> nn.Module:
     """The wrapper that is exported: ``forward(z)`` or ``forward(z, label)`` -> images."""
     cls = ConditionalExport if gen.num_classes is not None else UnconditionalExport
-    return cls(gen.module, fmt, gen.image_shape[0]).eval()
+    return cls(gen.decoder(**(options or {})), fmt, gen.image_shape[0]).eval()
 
 
 def input_names(gen) -> list[str]:
@@ -126,7 +122,7 @@ def check_opset(opset: int | None) -> int:
     if opset is None:
         return DEFAULT_OPSET
     if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise ConfigError(f"--opset must be between {MIN_OPSET} and {MAX_OPSET} for this exporter, got {opset}")
+        raise OptionError("opset", f"must be between {MIN_OPSET} and {MAX_OPSET} for this exporter, got {opset}")
     return opset
 
 
@@ -210,7 +206,7 @@ def trace_to_onnx(module: nn.Module, names: list[str], latent_dim: int, opset: i
     if got != opset:
         raise ExportError(
             f"the exporter could not produce opset {opset} for this model (it gave {got}); "
-            f"try --opset {DEFAULT_OPSET}"
+            f"try {opt('opset')} {DEFAULT_OPSET}"
         )
     return model
 
@@ -221,7 +217,7 @@ def _metadata(gen, fmt: str, opset: int) -> dict[str, str]:
     meta = {
         "aigc.version": __version__,
         "aigc.run_id": gen.run.id,
-        "aigc.family": gen.family,
+        "aigc.family": gen.family.name,
         "aigc.arch": str(gen.config["model"].get("arch", "")),
         "aigc.latent_dim": str(gen.latent_dim),
         "aigc.num_classes": str(gen.num_classes or 0),
@@ -233,7 +229,7 @@ def _metadata(gen, fmt: str, opset: int) -> dict[str, str]:
         "aigc.output": "uint8 0..255" if fmt == "fidelity" else "float32 0..1",
         # A fitted prior (VAE --prior gmm) is not in the graph: its codes come from
         # 'aigc sample --save-latents'; standard normal z gives the textbook N(0, I) samples.
-        "aigc.z_distribution": "normal" if gen.prior is None else "fitted-gmm",
+        "aigc.z_distribution": gen.sampler.latent_distribution,
         "aigc.opset": str(opset),
         "aigc.torch": torch.__version__,
     }
@@ -258,8 +254,8 @@ def _annotate(model, gen, fmt: str, opset: int) -> None:
         prop = model.metadata_props.add()
         prop.key, prop.value = key, value
     kind = "uint8 RGB for torch-fidelity" if fmt == "fidelity" else "float images in [0, 1]"
-    model.doc_string = f"aigc {gen.family} generator from {gen.run.id}: ({', '.join(input_names(gen))}) -> {kind}"
-    model.graph.name = f"aigc_{gen.family}_{gen.run.id}"
+    model.doc_string = f"aigc {gen.family.name} generator from {gen.run.id}: ({', '.join(input_names(gen))}) -> {kind}"
+    model.graph.name = f"aigc_{gen.family.name}_{gen.run.id}"
 
 
 def _check_model(model) -> None:
@@ -342,22 +338,27 @@ def export_onnx(
     opset: int | None = None,
     fmt: str = "images",
     device: torch.device | str = "cpu",
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Export ``run_ref``'s generator to ``output_path`` and verify it in ONNX Runtime.
+    ``options``: the family's decode options (None = not given).
 
     Raises ``ConfigError``/``ExportError``/``VerificationError`` (all ``AigcError``); on any error
     nothing is left at ``output_path`` (a file already there is kept as it was).
     """
     from aigc_cli.core.io import atomic_path
-    from aigc_cli.models.sampling import load_generator
+    from aigc_cli.generation import load_generator
 
     if fmt not in FORMATS:
-        raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+        raise OptionError("format", f"must be one of {', '.join(FORMATS)}, got {fmt!r}")
     opset = check_opset(opset)
     path = check_output(output_path, fmt)
     started = time.perf_counter()
     gen = load_generator(run_ref, device)
-    module = export_module(gen, fmt)
+    if fmt not in gen.family.spec.export_formats:
+        raise OptionError("format", f"{fmt} is not one that {gen.family.name} runs export to "
+                                    f"({', '.join(gen.family.spec.export_formats)})")
+    module = export_module(gen, fmt, gen.options(options or {}))
     names = input_names(gen)
     model = trace_to_onnx(module, names, gen.latent_dim, opset)
     _annotate(model, gen, fmt, opset)
@@ -398,7 +399,7 @@ def _report(gen, path, fmt, opset, names, size, verification, started) -> dict[s
     )
     return {
         "run": gen.run.id,
-        "family": gen.family,
+        "family": gen.family.name,
         "format": fmt,
         "output": str(path),
         "bytes": size,

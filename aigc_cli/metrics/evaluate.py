@@ -13,10 +13,11 @@ from typing import Any, Callable, Iterator
 
 from aigc_cli.core.errors import AigcError
 from aigc_cli.metrics.features import FEATURE_DIM, PREPROCESSING, FeatureSet
+from aigc_cli.metrics.registry import FID_N, get_metric
 from aigc_cli.metrics.sides import Side, iter_side_batches, sample_run
 from aigc_cli.metrics.stats import Stats, cache_key, cache_load, cache_store, compute_stats, load_stats
 
-MIN_FID_IMAGES = 2048  # fewer images than feature dimensions: a singular covariance, a biased FID
+MIN_FID_IMAGES = FID_N
 
 
 class Reporter:
@@ -264,9 +265,13 @@ def compute_fid(a: Side, b: Side, ctx: EvalContext, save_stats_a: str | None = N
     return out
 
 
-def compute_kid(a: Side, b: Side, ctx: EvalContext, subsets: int = 100, subset_size: int = 1000,
-                degree: int = 3, gamma: float | None = None, coef0: float = 1.0, seed: int = 2020) -> dict[str, Any]:  # fmt: skip
+def compute_kid(a: Side, b: Side, ctx: EvalContext, **options: Any) -> dict[str, Any]:
+    from aigc_cli.core.options import resolve
     from aigc_cli.metrics.kid import kid
+
+    o = resolve(get_metric("kid").options, options, "KID")
+    subsets, subset_size, degree, gamma, coef0, seed = (
+        o["subsets"], o["subset_size"], o["degree"], o["gamma"], o["coef0"], o["seed"])
 
     started = time.perf_counter()
     fa, fb = side_features(a, ctx), side_features(b, ctx)
@@ -283,8 +288,12 @@ def compute_kid(a: Side, b: Side, ctx: EvalContext, subsets: int = 100, subset_s
     return out
 
 
-def compute_is(a: Side, ctx: EvalContext, splits: int = 10, seed: int = 2020) -> dict[str, Any]:
+def compute_is(a: Side, ctx: EvalContext, **options: Any) -> dict[str, Any]:
+    from aigc_cli.core.options import resolve
     from aigc_cli.metrics.isc import inception_score
+
+    o = resolve(get_metric("is").options, options, "the Inception Score")
+    splits, seed = o["splits"], o["seed"]
 
     started = time.perf_counter()
     fa = side_features(a, ctx)
@@ -300,8 +309,11 @@ def compute_is(a: Side, ctx: EvalContext, splits: int = 10, seed: int = 2020) ->
     return out
 
 
-def compute_pr(a: Side, b: Side, ctx: EvalContext, k: int = 3) -> dict[str, Any]:
+def compute_pr(a: Side, b: Side, ctx: EvalContext, **options: Any) -> dict[str, Any]:
+    from aigc_cli.core.options import resolve
     from aigc_cli.metrics.prc import precision_recall
+
+    k = resolve(get_metric("pr").options, options, "precision/recall")["k"]
 
     started = time.perf_counter()
     fa, fb = side_features(a, ctx), side_features(b, ctx)

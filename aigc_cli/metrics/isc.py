@@ -14,8 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-DEFAULT_SPLITS = 10
-DEFAULT_SEED = 2020
+from aigc_cli.metrics.registry import get_metric
+
+DEFAULT_SPLITS = get_metric("is").default("splits")
+DEFAULT_SEED = get_metric("is").default("seed")
 
 
 @dataclass

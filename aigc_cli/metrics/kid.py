@@ -13,9 +13,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-DEFAULT_SUBSETS = 100
-DEFAULT_SUBSET_SIZE = 1000
-DEFAULT_SEED = 2020  # torch-fidelity's rng_seed
+from aigc_cli.metrics.registry import get_metric
+
+_KID = get_metric("kid")
+DEFAULT_SUBSETS = _KID.default("subsets")
+DEFAULT_SUBSET_SIZE = _KID.default("subset_size")
+DEFAULT_DEGREE = _KID.default("degree")
+DEFAULT_COEF0 = _KID.default("coef0")
+DEFAULT_SEED = _KID.default("seed")
 
 
 @dataclass
@@ -38,9 +43,9 @@ def kid(
     features_b: np.ndarray,
     subsets: int = DEFAULT_SUBSETS,
     subset_size: int = DEFAULT_SUBSET_SIZE,
-    degree: int = 3,
+    degree: int = DEFAULT_DEGREE,
     gamma: float | None = None,
-    coef0: float = 1.0,
+    coef0: float = DEFAULT_COEF0,
     seed: int = DEFAULT_SEED,
 ) -> KIDResult:
     """KID between two feature sets; ``subset_size`` must not exceed either side's count."""

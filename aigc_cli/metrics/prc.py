@@ -16,7 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-DEFAULT_K = 3
+from aigc_cli.metrics.registry import get_metric
+
+DEFAULT_K = get_metric("pr").default("k")
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The metrics ``aigc eval`` knows, in one registry (names feed the CLI and error messages).
+"""The metrics ``aigc eval`` knows, in one registry (names feed the CLI and error messages), with
+their options and defaults: the CLI's flags, the compute functions and docs/eval.md read these.
 
 Each entry names its compute function by ``module:function`` so that listing metrics never
 imports torch.
@@ -10,7 +11,12 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
+from aigc_cli.core.options import Option, option_table
 from aigc_cli.core.registry import Registry
+
+SAMPLE_N = 10_000  # images drawn from a run side (-n)
+FID_N = 2048  # fewer images than the 2048 feature dimensions: a singular covariance, a biased FID
+TORCH_FIDELITY_SEED = 2020  # torch-fidelity's rng_seed, for KID's subsets and IS's shuffle
 
 
 @dataclass(frozen=True)
@@ -21,10 +27,17 @@ class Metric:
     needs: str  # "stats" (mean/covariance: statistics files work) or "features"
     description: str
     compute: str  # "module:function", called as fn(*sides, ctx, **options) -> dict
+    options: tuple[Option, ...] = ()
 
     def function(self):
         module, name = self.compute.split(":")
         return getattr(importlib.import_module(module), name)
+
+    def option(self, name: str) -> Option:
+        return option_table(self.options)[name]
+
+    def default(self, name: str) -> Any:
+        return self.option(name).default
 
 
 METRICS: Registry[Metric] = Registry("metric")
@@ -34,11 +47,35 @@ def register_metric(metric: Metric) -> Metric:
     return METRICS.register(metric.name)(metric)
 
 
+def get_metric(name: str) -> Metric:
+    return METRICS.get(name)
+
+
 _EVAL = "aigc_cli.metrics.evaluate"
 register_metric(Metric("fid", "FID", 2, "stats", "Frechet Inception Distance (pytorch-fid compatible)", f"{_EVAL}:compute_fid"))
-register_metric(Metric("kid", "KID", 2, "features", "Kernel Inception Distance (torch-fidelity compatible)", f"{_EVAL}:compute_kid"))
-register_metric(Metric("is", "IS", 1, "features", "Inception Score (torch-fidelity compatible)", f"{_EVAL}:compute_is"))
-register_metric(Metric("pr", "Precision/recall", 2, "features", "improved precision and recall, k=3 (Kynkaanniemi et al.)", f"{_EVAL}:compute_pr"))
+register_metric(Metric(
+    "kid", "KID", 2, "features", "Kernel Inception Distance (torch-fidelity compatible)", f"{_EVAL}:compute_kid",
+    options=(
+        Option("subsets", int, 100, "Random subsets averaged.", minimum=1),
+        Option("subset_size", int, 1000, "Images per subset (lowered to the smaller side).", minimum=2),
+        Option("degree", int, 3, "Polynomial kernel degree.", minimum=1),
+        Option("gamma", float, None, "Polynomial kernel gamma.", default_text="1/2048, one over the feature size"),
+        Option("coef0", float, 1.0, "Polynomial kernel constant."),
+        Option("seed", int, TORCH_FIDELITY_SEED, "Seed of the subset draws (torch-fidelity's)."),
+    ),
+))
+register_metric(Metric(
+    "is", "IS", 1, "features", "Inception Score (torch-fidelity compatible)", f"{_EVAL}:compute_is",
+    options=(
+        Option("splits", int, 10, "Parts the images are split into.", minimum=1),
+        Option("seed", int, TORCH_FIDELITY_SEED, "Seed of the shuffle before the split (torch-fidelity's)."),
+    ),
+))
+register_metric(Metric(
+    "pr", "Precision/recall", 2, "features", "improved precision and recall, k=3 (Kynkaanniemi et al.)",
+    f"{_EVAL}:compute_pr",
+    options=(Option("k", int, 3, "Neighbourhood size (k-th nearest neighbour radius).", minimum=1),),
+))
 
 
 def run_metric(name: str, sides: list, ctx, **options: Any) -> dict[str, Any]:

@@ -23,7 +23,6 @@ import torch
 
 from aigc_cli.core.errors import AigcError, DatasetError, RunError
 
-KINDS = ("run", "folder", "dataset", "stats")
 SUBSET_SEED = 0  # which reference images --ref-n keeps: fixed, so caches and results repeat
 
 
@@ -48,6 +47,7 @@ class Side:
     files: list[Path] | None = None  # folder
     run_ref: str | None = None  # run
     seed: int = 0
+    options: dict[str, Any] = field(default_factory=dict)  # run: generation options (None = not given)
     path: Path | None = None  # stats file, folder
 
     @property
@@ -58,6 +58,7 @@ class Side:
         out = {"spec": self.spec, "kind": self.kind, "label": self.label, "n": self.n}
         if self.kind == "run":
             out["seed"] = self.seed
+            out.update({k: v for k, v in self.options.items() if v is not None})
         out.update(self.details)
         return out
 
@@ -69,9 +70,11 @@ def resolve_side(
     n: int = 10000,
     seed: int = 0,
     ref_n: int | None = None,
+    options: dict[str, Any] | None = None,
 ) -> Side:
-    """Decide what ``spec`` names. ``n``/``seed``: samples drawn from a run; ``ref_n``: at most
-    this many images from a folder or dataset (a fixed random subset)."""
+    """Decide what ``spec`` names. ``n``/``seed``/``options``: samples drawn from a run (its
+    family's generation options); ``ref_n``: at most this many images from a folder or dataset
+    (a fixed random subset)."""
     from aigc_cli.metrics.stats import is_stats_file
 
     if not spec or not spec.strip():
@@ -105,7 +108,7 @@ def resolve_side(
         ) from None
     if n < 1:
         raise AigcError("-n must be at least 1")
-    return Side(spec, "run", f"run {run.id}", n=n, run_ref=run.id, seed=seed)
+    return Side(spec, "run", f"run {run.id}", n=n, run_ref=run.id, seed=seed, options=dict(options or {}))
 
 
 def _folder_side(spec: str, path: Path, files: list[Path], ref_n: int | None) -> Side:
@@ -146,12 +149,10 @@ def _dataset_side(spec: str, split: str, ref_n: int | None) -> Side:
 
 def sample_run(side: Side, device, batch_size: int = 256) -> torch.Tensor:
     """Draw ``side.n`` images from the run, quantised to uint8 exactly as saved to PNG."""
-    try:
-        from aigc_cli.models.sampling import load_generator
-    except ImportError:
-        raise AigcError("sampling from runs is not available in this installation") from None
+    from aigc_cli.generation import load_generator
+
     gen = load_generator(side.run_ref, device)
-    images = gen.sample_uint8(side.n, side.seed, batch_size=batch_size)
+    images = gen.sample_uint8(side.n, side.seed, batch_size=batch_size, **gen.options(side.options))
     if images.dtype != torch.uint8 or images.ndim != 4:
         raise AigcError(f"run {side.run_ref} produced {tuple(images.shape)} {images.dtype}, not uint8 images")
     return images.cpu()

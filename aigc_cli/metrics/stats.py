@@ -97,7 +97,7 @@ def load_stats(path: str | os.PathLike) -> Stats:
 
 
 def cache_folder() -> Path:
-    from aigc_cli.runs.store import cache_dir
+    from aigc_cli.core.paths import cache_dir
 
     return cache_dir() / "fid-stats"
 

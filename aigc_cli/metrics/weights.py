@@ -42,7 +42,7 @@ def weights_url() -> str:
 
 
 def cache_folder() -> Path:
-    from aigc_cli.runs.store import cache_dir
+    from aigc_cli.core.paths import cache_dir
 
     return cache_dir() / "inception"
 

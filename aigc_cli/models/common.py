@@ -1,4 +1,5 @@
-"""Building blocks shared by the families: label embeddings, EMA, init, BatchNorm re-estimation."""
+"""Building blocks shared by the families: label embeddings, EMA, init, BatchNorm re-estimation,
+and the Sampler of one-pass families (a decoder call per batch)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from aigc_cli.core.errors import ConfigError
+from aigc_cli.core.errors import ConfigError, OptionError
 
 
 @dataclass(frozen=True)
@@ -126,3 +127,47 @@ def embed_labels(embed: nn.Embedding | None, h: torch.Tensor, labels: torch.Tens
     if embed is None:
         return h
     return torch.cat([h, embed(labels)], dim=1)
+
+
+def truncate(z: torch.Tensor, psi: float, generator: torch.Generator) -> torch.Tensor:
+    """The truncation trick of BigGAN: redraw every value with |z| > psi until all lie inside."""
+    if not psi > 0:
+        raise OptionError("truncation", f"must be positive, got {psi}")
+    z = z.clone()
+    for _ in range(1000):
+        bad = z.abs() > psi
+        if not bad.any():
+            break
+        z[bad] = torch.randn(int(bad.sum()), generator=generator)
+    return z.clamp_(-psi, psi)
+
+
+class FeedForwardSampler:
+    """The Sampler (models/registry.py) of families that draw in one pass: GAN and VAE.
+
+    Latents are standard normal draws from the seed, truncated first when asked; for a run with
+    a fitted prior (VAE ``--prior gmm``) the prior then maps them, with one uniform draw per
+    sample picking its component. The prior stays on the CPU, where latents are drawn.
+    """
+
+    def __init__(self, latent_dim: int, decoder: nn.Module, device: torch.device,
+                 encoder: nn.Module | None = None, prior: nn.Module | None = None):
+        self.latent_shape = (latent_dim,)
+        self._decoder = decoder.to(device).eval()
+        self._encoder = encoder.to(device).eval() if encoder is not None else None
+        self.prior = prior  # (eps (n, D), u (n,)) -> codes (n, D); None: N(0, I)
+        self.latent_distribution = "normal" if prior is None else "fitted-gmm"
+
+    def draw(self, n: int, generator: torch.Generator, truncation: float | None = None) -> torch.Tensor:
+        z = torch.randn(n, self.latent_shape[0], generator=generator)  # (n, D)
+        if truncation is not None:
+            z = truncate(z, truncation, generator)
+        if self.prior is not None:
+            z = self.prior.codes(z, torch.rand(n, generator=generator))
+        return z
+
+    def decoder(self) -> nn.Module:
+        return self._decoder
+
+    def encoder(self) -> nn.Module | None:
+        return self._encoder

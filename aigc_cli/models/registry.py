@@ -1,35 +1,221 @@
-"""The family registry: each family knows how to build, train and sample its models.
+"""The family protocol and registry: what a model family declares, and how it is found.
 
-A family is an object with:
-- ``name``;
-- ``build(config) -> dict[str, nn.Module]``: the inference modules stored in model.safetensors;
-- ``sampler(modules, config) -> nn.Module``: maps (z (B, latent), labels (B,) or None) to images
-  (B, C, H, W) in [0, 1]; the one contract that sample, interpolate, eval and export rely on;
-- ``make_task(config, dataset, device) -> TrainTask``: the training side (see core/trainer.py).
+A family is a folder ``aigc_cli/models/<name>/``. Its ``__init__.py`` registers a
+:class:`FamilySpec` (light: no torch, read by ``aigc --help``); the spec names the module that
+implements it (:class:`FamilyImpl`, imported on first use). Families are discovered by listing
+the folders of ``aigc_cli.models``, so adding one touches nothing outside its folder: ``aigc
+train <name>`` is generated from its options, and sample, interpolate, reconstruct, eval and
+export read its capability flags instead of its name.
+
+Generation (see :class:`Sampler`): a seed gives latents of ``latent_shape`` (flattened to
+``(N, D)`` wherever they travel: ``--latents`` files, interpolation paths, ONNX inputs); a
+decoder maps ``(z, labels)`` to images in [0, 1] in one module, which may iterate inside (a
+diffusion sampler's steps) and is exported as is; an encoder, where the family has one, maps
+images back to latents. Generation options (``truncation`` for the GAN and the VAE) are
+declared by the family, with where they act: ``draw`` options change how a seed becomes a
+latent, ``decode`` options change how latents become images.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from aigc_cli.core.errors import ConfigError, opt
+from aigc_cli.core.options import Option, option_table, resolve
 from aigc_cli.core.registry import Registry
 
-FAMILIES: Registry = Registry("model family")
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import nn
+
+    from aigc_cli.training.loop import TrainTask
+
+PRODUCTS = ("images",)  # what a family can produce; commands check it before they start
+ENCODERS = ("encoder", "inversion")  # how a family maps images to latents, if it can
 
 
-def register_family(name: str):
-    return FAMILIES.register(name)
+@dataclass(frozen=True)
+class FamilySpec:
+    """What a family declares, read without importing torch."""
+
+    name: str
+    summary: str  # one line: the help of ``aigc train <name>``
+    implementation: str  # "module:attribute" of its FamilyImpl
+    options: tuple[Option, ...] = ()  # training options (besides the loop's: epochs, batch size...)
+    draw_options: tuple[Option, ...] = ()  # generation: how a seed becomes a latent (sample)
+    decode_options: tuple[Option, ...] = ()  # generation: how latents become images (every command)
+    produces: str = "images"
+    encoder: str | None = None  # "encoder" or "inversion": reconstruct and interpolate --between work
+    traverse: bool = False  # latent dimensions are worth varying one at a time (--traverse)
+    export_formats: tuple[str, ...] = ("images", "fidelity")  # aigc export onnx --format
+    docs: str = ""  # the docs page about the family, for messages
+
+    @property
+    def generate_options(self) -> tuple[Option, ...]:
+        return self.draw_options + self.decode_options
+
+    def option(self, name: str) -> Option:
+        return option_table(self.options)[name]
+
+    def defaults(self) -> dict[str, Any]:
+        return {o.name: o.default for o in self.options}
 
 
-def get_family(name: str):
-    _import_builtin()
+class Sampler(Protocol):
+    """How a family's trained modules turn latents into images (built by ``FamilyImpl.sampler``)."""
+
+    latent_shape: tuple[int, ...]  # one latent, e.g. (64,), or (C, H, W) for initial noise
+    latent_distribution: str  # what draw() gives, for export metadata: "normal", "fitted-gmm", ...
+
+    def draw(self, n: int, generator: "torch.Generator", **options: Any) -> "torch.Tensor":
+        """(n, D) latents on the CPU from a seeded generator, D = prod(latent_shape)."""
+
+    def decoder(self, **options: Any) -> "nn.Module":
+        """(z (N, D), labels (N,) or None) -> (N, C, H, W) images in [0, 1]; exported as is."""
+
+    def encoder(self, **options: Any) -> "nn.Module | None":
+        """(x (N, C, H, W) in [0, 1], labels) -> z (N, D); None unless the spec declares an encoder."""
+
+
+class FamilyImpl(Protocol):
+    """The torch side of a family: config, training task, modules and sampler."""
+
+    def make_config(self, options: dict[str, Any], dataset_info: dict[str, Any]) -> tuple[dict, dict]:
+        """(model, train) sections of config.json from the resolved options (None: decide here)."""
+
+    def make_task(self, config: dict[str, Any], device: "torch.device") -> "TrainTask":
+        """The training side: modules, optimizers, one train_step (see training/loop.py)."""
+
+    def build(self, config: dict[str, Any]) -> dict[str, "nn.Module"]:
+        """The inference modules stored in model.safetensors, untrained."""
+
+    def sampler(self, modules: dict[str, "nn.Module"], config: dict[str, Any], device: "torch.device") -> Sampler:
+        """Generation from the loaded inference modules, placed on ``device``."""
+
+
+@dataclass
+class Family:
+    """A registered family: its spec, and its implementation imported on first use."""
+
+    spec: FamilySpec
+    _impl: Any = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def impl(self) -> FamilyImpl:
+        if self._impl is None:
+            module, _, attr = self.spec.implementation.partition(":")
+            self._impl = getattr(importlib.import_module(module), attr)
+        return self._impl
+
+    def make_config(self, given: dict[str, Any], dataset_info: dict[str, Any]) -> tuple[dict, dict]:
+        """The (model, train) sections of config.json from the options given (None or absent:
+        the declared default), each checked against its declaration first."""
+        return self.impl.make_config(resolve(self.spec.options, given, f"the {self.name} family"), dataset_info)
+
+
+FAMILIES: Registry[Family] = Registry("model family")
+
+
+def register_family(spec: FamilySpec) -> FamilySpec:
+    """Validate and register a family's spec; its package's ``__init__`` calls this."""
+    if spec.produces not in PRODUCTS:
+        raise ValueError(f"family {spec.name!r}: produces must be one of {PRODUCTS}, got {spec.produces!r}")
+    if spec.encoder is not None and spec.encoder not in ENCODERS:
+        raise ValueError(f"family {spec.name!r}: encoder must be one of {ENCODERS} or None")
+    if spec.implementation.count(":") != 1:
+        raise ValueError(f"family {spec.name!r}: implementation must be 'module:attribute'")
+    from aigc_cli.training.options import LOOP_OPTIONS
+
+    option_table(LOOP_OPTIONS + spec.options)  # refuses an option that repeats a loop option
+    option_table(spec.generate_options)
+    FAMILIES.register(spec.name)(Family(spec))
+    return spec
+
+
+_discovered = False
+
+
+def _discover() -> None:
+    """Import every family package under aigc_cli/models/ (each registers itself)."""
+    global _discovered
+    if _discovered:
+        return
+    _discovered = True
+    import aigc_cli.models as pkg
+
+    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
+        if info.ispkg:
+            importlib.import_module(f"{pkg.__name__}.{info.name}")
+
+
+def get_family(name: str) -> Family:
+    _discover()
     return FAMILIES.get(name)
 
 
 def list_families() -> list[str]:
-    _import_builtin()
+    _discover()
     return FAMILIES.names()
 
 
-def _import_builtin() -> None:
-    # Imported on first use, so `aigc --help` never pays for torch.
-    import aigc_cli.models.gan  # noqa: F401
-    import aigc_cli.models.vae  # noqa: F401
+def family_specs() -> list[FamilySpec]:
+    return [get_family(n).spec for n in list_families()]
+
+
+def families_where(test) -> list[str]:
+    """Names of the families whose spec passes ``test``: for messages such as "works for gan, vae"."""
+    return [s.name for s in family_specs() if test(s)]
+
+
+def generation_options(kind: str) -> list[Option]:
+    """The union of the families' ``draw`` or ``decode`` options, for the commands' flags; an
+    option two families declare must be declared the same way."""
+    seen: dict[str, Option] = {}
+    for spec in family_specs():
+        for o in spec.draw_options if kind == "draw" else spec.decode_options:
+            if seen.setdefault(o.name, o) != o:
+                raise ValueError(f"generation option {o.name!r} is declared differently by two families")
+    return list(seen.values())
+
+
+def check_generation_options(spec: FamilySpec, given: dict[str, Any], run_id: str) -> dict[str, Any]:
+    """The options given (not None) for a run of ``spec``, checked; one it does not take is an error."""
+    table = option_table(spec.generate_options)
+    out = {}
+    for name, value in given.items():
+        if value is None:
+            continue
+        if name not in table:
+            takers = families_where(lambda s: name in option_table(s.generate_options))
+            raise ConfigError(
+                f"{opt(name)} does not apply to {run_id}, a {spec.name} run (it does to {', '.join(takers)} runs)"
+            )
+        out[name] = table[name].check(value)
+    return out
+
+
+# -- options several families declare the same way ---------------------------------------------
+
+
+def width_option(default: int) -> Option:
+    return Option("width", int, default, "Base channel count / hidden width unit.", minimum=1)
+
+
+def latent_dim_option(default: int) -> Option:
+    return Option("latent_dim", int, default, "Size of the latent vector.", minimum=1)
+
+
+def conditional_option(help: str, default_text: str) -> Option:
+    return Option("conditional", bool, None, help, default_text=default_text, off_flag="--unconditional")
+
+
+TRUNCATION = Option(
+    "truncation", float, None, "Truncation psi: redraw latent values with |z| > psi.", above=0.0
+)

@@ -20,32 +20,10 @@ from typing import Any
 
 from aigc_cli.core.errors import RunError
 from aigc_cli.core.io import atomic_write_json
+from aigc_cli.core.paths import runs_root
 
-STATUSES = ("running", "interrupted", "completed", "failed")
 _ID = re.compile(r"^run(\d+)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-
-
-def home() -> Path:
-    env = os.environ.get("AIGC_HOME")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return platformdirs.user_data_path("aigc")
-
-
-def cache_dir() -> Path:
-    env = os.environ.get("AIGC_HOME")
-    if env:
-        return Path(env).expanduser() / "cache"
-    import platformdirs
-
-    return platformdirs.user_cache_path("aigc")
-
-
-def runs_root() -> Path:
-    return home() / "runs"
 
 
 def now_iso() -> str:

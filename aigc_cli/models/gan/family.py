@@ -1,4 +1,5 @@
-"""The GAN family: configuration, the training task and the sampler."""
+"""The GAN family's implementation: configuration, the training task and the sampler (the
+options and their defaults are declared in ``__init__.py``)."""
 
 from __future__ import annotations
 
@@ -8,26 +9,10 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from aigc_cli.core.errors import ConfigError
-from aigc_cli.models.common import EMA, recalibrate_batchnorm, resolve_conditional
+from aigc_cli.models.common import EMA, FeedForwardSampler, recalibrate_batchnorm, resolve_conditional
 from aigc_cli.models.gan.losses import LOSSES, GanLoss, gradient_penalty
 from aigc_cli.models.gan.nets import ARCHS, NetSpec, build_nets
-from aigc_cli.models.registry import register_family
 
-# Defaults chosen for the best samples per CPU-minute; docs/train.md says why.
-DEFAULTS = {
-    "arch": "dcgan",
-    "loss": "hinge",
-    "latent_dim": 64,
-    "width": 32,
-    "ema_decay": 0.999,
-    "updates": "simultaneous",
-}
-# How D and G take turns. simultaneous: both step from one scoring of the fake batch (one D pass
-# over the fakes fewer per step: 8 to 13% faster on the CPU here, with samples as good on MNIST;
-# docs/benchmarks.md). alternating: D steps, then G steps against the updated D (the DCGAN
-# tutorial's order).
-UPDATES = ("alternating", "simultaneous")
 PREVIEW_COUNT = 64
 
 
@@ -166,52 +151,31 @@ class GanTask:
         return {"samples": GanSampler(self.ema.shadow)(self.preview_z, self.preview_labels)}
 
 
-@register_family("gan")
 class GanFamily:
-    name = "gan"
-    defaults = DEFAULTS
-
-    @staticmethod
-    def choices() -> dict[str, list[str]]:
-        return {"arch": ARCHS.names(), "loss": LOSSES.names(), "updates": list(UPDATES)}
-
     @staticmethod
     def make_config(options: dict[str, Any], dataset_info: dict[str, Any]) -> tuple[dict, dict]:
-        """Validated (model, train) sections of config.json from CLI-style options (None = default)."""
-        opt = {k: v for k, v in options.items() if v is not None}
-        arch = opt.get("arch", DEFAULTS["arch"])
-        ARCHS.get(arch)
-        loss = LOSSES.get(opt.get("loss", DEFAULTS["loss"]))
-        conditional = resolve_conditional(opt.get("conditional"), dataset_info)
-        latent = int(opt.get("latent_dim", DEFAULTS["latent_dim"]))
-        width = int(opt.get("width", DEFAULTS["width"]))
-        if latent < 1 or width < 1:
-            raise ConfigError("--latent-dim and --width must be positive")
-        updates = opt.get("updates", DEFAULTS["updates"])
-        if updates not in UPDATES:
-            raise ConfigError(f"unknown --updates {updates!r}; choose one of: {', '.join(UPDATES)}")
-        lr = float(opt.get("lr", loss.lr))
-        if not lr > 0:
-            raise ConfigError(f"--lr must be positive, got {lr}")
+        """The (model, train) sections of config.json from the resolved options."""
+        loss = LOSSES.get(options["loss"])
+        lr = options["lr"] if options["lr"] is not None else loss.lr
         model = {
-            "arch": arch,
+            "arch": options["arch"],
             "loss": loss.name,
-            "latent_dim": latent,
-            "width": width,
+            "latent_dim": options["latent_dim"],
+            "width": options["width"],
             "image_shape": list(dataset_info["shape"]),
             "num_classes": dataset_info.get("classes"),
-            "conditional": conditional,
+            "conditional": resolve_conditional(options["conditional"], dataset_info),
         }
         train = {
-            "lr": lr,
-            "lr_d": float(opt.get("lr_d", lr)),
+            "lr": float(lr),
+            "lr_d": float(options["lr_d"] if options["lr_d"] is not None else lr),
             "betas": list(loss.betas),
             "n_critic": loss.n_critic,
-            "ema_decay": float(opt.get("ema_decay", DEFAULTS["ema_decay"])),
-            "updates": updates,
+            "ema_decay": float(options["ema_decay"]),
+            "updates": options["updates"],
         }
         # Building once here turns an impossible shape into a clean error before a run exists.
-        build_nets(arch, NetSpec.from_model(model), spectral=False)
+        build_nets(model["arch"], NetSpec.from_model(model), spectral=False)
         return model, train
 
     @staticmethod
@@ -224,5 +188,5 @@ class GanFamily:
         return {"G": g}
 
     @staticmethod
-    def sampler(modules: dict[str, nn.Module], config: dict[str, Any]) -> nn.Module:
-        return GanSampler(modules["G"])
+    def sampler(modules: dict[str, nn.Module], config: dict[str, Any], device: torch.device) -> FeedForwardSampler:
+        return FeedForwardSampler(config["model"]["latent_dim"], GanSampler(modules["G"]), device)

@@ -1,5 +1,6 @@
 """The VAE family (Kingma & Welling, 2014; beta-VAE of Higgins et al., 2017): configuration,
-the training task, the sampler (prior latents -> mean images) and the encoder (images -> latents)."""
+the training task, the sampler (prior latents -> mean images) and the encoder (images -> latents).
+The options and their defaults are declared in ``__init__.py``."""
 
 from __future__ import annotations
 
@@ -9,24 +10,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from aigc_cli.core.errors import ConfigError
-from aigc_cli.models.common import resolve_conditional
-from aigc_cli.models.registry import register_family
+from aigc_cli.core.images import interleave_rows
+from aigc_cli.models.common import FeedForwardSampler, resolve_conditional
 from aigc_cli.models.vae.likelihoods import LIKELIHOODS, Likelihood, default_likelihood, gaussian_kl
 from aigc_cli.models.vae.nets import ARCHS, VaeSpec, build_nets
-from aigc_cli.models.vae.prior import MAX_FIT_POINTS, PRIORS, GmmPrior, components_for, fit_subset
+from aigc_cli.models.vae.prior import MAX_FIT_POINTS, GmmPrior, components_for, fit_subset
 
-# Defaults chosen for the best samples per CPU-minute; docs/vae.md says why.
-DEFAULTS = {
-    "arch": "conv",
-    "latent_dim": 16,
-    "width": 32,
-    "beta": 1.0,
-    "likelihood": "auto",
-    "lr": 1e-3,
-    "kl_warmup": 0.0,  # epochs over which the KL weight ramps from 0 to beta
-    "prior": "gmm",  # sample from a mixture fitted to the encoded training images (prior.py)
-}
 PREVIEW_COUNT = 64
 
 
@@ -84,14 +73,6 @@ def reconstruction_rows(batch_size: int) -> tuple[int, int]:
     # A batch of 1 has no square: its one image, then its reconstruction (side by side, as
     # the trainer's grid puts 2 images in one row).
     return 1, 1
-
-
-def interleave_rows(originals: torch.Tensor, reconstructions: torch.Tensor, per_row: int) -> torch.Tensor:
-    """(n, C, H, W) twice -> (2n, C, H, W): a row of originals, the row of their reconstructions, ..."""
-    parts = []
-    for i in range(0, len(originals), per_row):
-        parts += [originals[i : i + per_row], reconstructions[i : i + per_row]]
-    return torch.cat(parts)
 
 
 def build_prior(model: dict[str, Any]) -> GmmPrior | None:
@@ -187,63 +168,29 @@ class VaeTask:
         return {"samples": samples, "reconstructions": interleave_rows(real, recon, self.per_row)}
 
 
-@register_family("vae")
 class VaeFamily:
-    name = "vae"
-    defaults = DEFAULTS
-
-    @staticmethod
-    def choices() -> dict[str, list[str]]:
-        return {"arch": ARCHS.names(), "likelihood": ["auto", *LIKELIHOODS.names()], "prior": list(PRIORS)}
-
     @staticmethod
     def make_config(options: dict[str, Any], dataset_info: dict[str, Any]) -> tuple[dict, dict]:
-        """Validated (model, train) sections of config.json from CLI-style options (None = default)."""
-        opt = {k: v for k, v in options.items() if v is not None}
-        unknown = sorted(set(opt) - {"arch", "latent_dim", "width", "beta", "likelihood", "lr", "kl_warmup",
-                                     "conditional", "prior"})
-        if unknown:
-            raise ConfigError(f"the vae family has no option {', '.join(unknown)}")
-        arch = opt.get("arch", DEFAULTS["arch"])
-        ARCHS.get(arch)
-        likelihood = opt.get("likelihood", DEFAULTS["likelihood"])
+        """The (model, train) sections of config.json from the resolved options."""
+        likelihood = options["likelihood"]
         if likelihood == "auto":
             likelihood = default_likelihood(dataset_info)
-        LIKELIHOODS.get(likelihood)
-        # Unconditional unless asked, unlike the GAN: a CVAE's samples are hardly better
-        # (docs/vae.md), and reconstruct/--between would need every image's class.
-        conditional = resolve_conditional(bool(opt.get("conditional", False)), dataset_info)
-        latent = int(opt.get("latent_dim", DEFAULTS["latent_dim"]))
-        width = int(opt.get("width", DEFAULTS["width"]))
-        if latent < 1 or width < 1:
-            raise ConfigError("--latent-dim and --width must be positive")
-        beta = float(opt.get("beta", DEFAULTS["beta"]))
-        if not (math.isfinite(beta) and beta >= 0):
-            raise ConfigError(f"--beta must be 0 or more, got {beta}")
-        lr = float(opt.get("lr", DEFAULTS["lr"]))
-        if not (math.isfinite(lr) and lr > 0):
-            raise ConfigError(f"--lr must be positive, got {lr}")
-        warmup = float(opt.get("kl_warmup", DEFAULTS["kl_warmup"]))
-        if not (math.isfinite(warmup) and warmup >= 0):
-            raise ConfigError(f"--kl-warmup must be 0 or more epochs, got {warmup}")
-        prior = opt.get("prior", DEFAULTS["prior"])
-        if prior not in PRIORS:
-            raise ConfigError(f"unknown --prior {prior!r}; choose one of: {', '.join(PRIORS)}")
+        prior = options["prior"]
         model = {
-            "arch": arch,
+            "arch": options["arch"],
             "likelihood": likelihood,
-            "latent_dim": latent,
-            "width": width,
-            "beta": beta,
+            "latent_dim": options["latent_dim"],
+            "width": options["width"],
+            "beta": float(options["beta"]),
             "image_shape": list(dataset_info["shape"]),
             "num_classes": dataset_info.get("classes"),
-            "conditional": conditional,
+            "conditional": resolve_conditional(bool(options["conditional"]), dataset_info),
             "prior": prior,
             "prior_components": components_for(int(dataset_info.get("size", MAX_FIT_POINTS))) if prior == "gmm" else 0,
         }
-        train = {"lr": lr, "betas": [0.9, 0.999], "kl_warmup": warmup}
+        train = {"lr": float(options["lr"]), "betas": [0.9, 0.999], "kl_warmup": float(options["kl_warmup"])}
         # Building once here turns an impossible shape into a clean error before a run exists.
-        build_nets(arch, VaeSpec.from_model(model))
+        build_nets(model["arch"], VaeSpec.from_model(model))
         return model, train
 
     @staticmethod
@@ -260,14 +207,9 @@ class VaeFamily:
         return modules
 
     @staticmethod
-    def latent_prior(modules: dict[str, nn.Module], config: dict[str, Any]) -> nn.Module | None:
-        """The fitted mixture that ``aigc sample`` draws codes from; None: N(0, I)."""
-        return modules.get("prior")
-
-    @staticmethod
-    def sampler(modules: dict[str, nn.Module], config: dict[str, Any]) -> nn.Module:
-        return VaeSampler(modules["decoder"], LIKELIHOODS.get(config["model"]["likelihood"]))
-
-    @staticmethod
-    def encoder(modules: dict[str, nn.Module], config: dict[str, Any]) -> nn.Module:
-        return VaeEncoder(modules["encoder"])
+    def sampler(modules: dict[str, nn.Module], config: dict[str, Any], device: torch.device) -> FeedForwardSampler:
+        """Prior latents -> the decoder's mean images; the encoder's posterior means map images back.
+        Runs with a fitted prior draw from it; None (runs from before priors): N(0, I)."""
+        decoder = VaeSampler(modules["decoder"], LIKELIHOODS.get(config["model"]["likelihood"]))
+        return FeedForwardSampler(config["model"]["latent_dim"], decoder, device,
+                                  encoder=VaeEncoder(modules["encoder"]), prior=modules.get("prior"))

@@ -128,8 +128,3 @@ def build_conv(spec: VaeSpec):
 
 def build_nets(arch: str, spec: VaeSpec) -> tuple[nn.Module, nn.Module]:
     return ARCHS.get(arch)(spec)
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-

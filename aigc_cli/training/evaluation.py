@@ -1,16 +1,18 @@
-"""FID during training: ``aigc train ... --eval-every N --fid-n M``.
+"""FID during training (``eval_every`` epochs, ``fid_n`` samples), for the CLI and the Python API.
 
-``make_evaluator(run, config, data, device)`` returns ``evaluate(epoch) -> dict | None`` for the
-trainer: it samples ``fid_n`` images from the run's weights as just saved (always the same seed,
-so the curve shows the model changing, not the sampling noise) and measures FID against as many
-images of the training data (a fixed random subset; its statistics are cached after the first
-evaluation). With no weights file available, or an unusable one, it says so once and records
-nothing: training goes on.
+``make_evaluator(run, config, data, device, say)`` returns ``evaluate(epoch) -> dict | None`` for
+the Trainer: it samples ``fid_n`` images from the run's weights as just saved (always the same
+seed, so the curve shows the model changing, not the sampling noise) and measures FID against as
+many images of the training data (a fixed random subset; its statistics are cached after the
+first evaluation). With no weights file available, or an unusable one, it says so once and
+records nothing: training goes on.
 """
 
 from __future__ import annotations
 
 from typing import Any, Callable
+
+from aigc_cli.metrics.registry import FID_N
 
 EVAL_SEED = 0
 
@@ -29,22 +31,21 @@ def make_evaluator(
     config: dict[str, Any],
     data,
     device,
-    info: Callable[[str], None] | None = None,
+    say: Callable[[str], None],
     weights_path: str | None = None,
 ) -> Callable[[int], dict[str, Any] | None]:
-    say = info or (lambda message: None)
-    fid_n = int(config.get("eval", {}).get("fid_n", 2048))
-    state = {"noticed": False}
+    fid_n = int(config.get("eval", {}).get("fid_n", FID_N))
+    noticed = []
 
     def notice(text: str) -> None:
-        if not state["noticed"]:
+        if not noticed:
             say(text)
-            state["noticed"] = True
+            noticed.append(text)
 
     def evaluate(epoch: int) -> dict[str, Any] | None:
         from aigc_cli.core.errors import WeightsError
+        from aigc_cli.generation import load_generator
         from aigc_cli.metrics.evaluate import fid_against_dataset
-        from aigc_cli.models.sampling import load_generator
 
         def sampler(n: int):
             return load_generator(run, device).sample_uint8(n, EVAL_SEED)

@@ -1,4 +1,4 @@
-"""The training loop shared by every family.
+"""The training loop shared by every family (behind ``train()``/``resume()`` in run.py).
 
 A family supplies a *task* (models, optimizers and one ``train_step``); the loop owns the data
 order, logging, previews, checkpoints, signals and resume. Data order is a pure function of
@@ -18,7 +18,7 @@ from typing import Any, Callable, Protocol
 
 import torch
 
-from aigc_cli.core.errors import ConfigError, Interrupted, TrainingDiverged
+from aigc_cli.core.errors import Interrupted, OptionError, TrainingDiverged, opt
 from aigc_cli.core.images import make_grid, png_bytes, to_uint8
 from aigc_cli.core.io import atomic_write_bytes, atomic_write_text
 from aigc_cli.core.memory import tune_cpu_allocator
@@ -26,6 +26,7 @@ from aigc_cli.core.seeding import get_rng_state, set_rng_state
 from aigc_cli.data.base import ImageDataset
 from aigc_cli.runs.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from aigc_cli.runs.store import Run
+from aigc_cli.training.options import LOG_EVERY
 
 
 class TrainTask(Protocol):
@@ -48,16 +49,20 @@ class TrainTask(Protocol):
 
 
 class ProgressSink(Protocol):
+    """Where training reports: the CLI draws a progress bar, the Python API says nothing."""
+
     def start(self, total_steps: int, done_steps: int, description: str) -> None: ...
     def update(self, step: int, metrics: dict[str, float]) -> None: ...
     def epoch_end(self, epoch: int, epochs: int, previews: list[str]) -> None: ...
+    def message(self, text: str) -> None: ...
     def close(self) -> None: ...
 
 
-class _NoProgress:
+class NoProgress:
     def start(self, *a): pass
     def update(self, *a): pass
     def epoch_end(self, *a): pass
+    def message(self, *a): pass
     def close(self): pass
 
 
@@ -66,18 +71,18 @@ class LoopConfig:
     epochs: int
     batch_size: int
     seed: int
-    log_every: int = 20
+    log_every: int = LOG_EVERY
 
 
 def check_loop(loop: LoopConfig, dataset_size: int) -> None:
-    """Loop settings the data can't satisfy: training.train() calls this before it creates the
-    run folder, so bad input leaves nothing behind; Trainer repeats it for other callers."""
+    """Loop settings the data can't satisfy: the one check, made by train() before it creates the
+    run folder (bad input leaves nothing behind) and by the Trainer for every other caller."""
     if loop.epochs < 1:
-        raise ConfigError(f"--epochs must be at least 1, got {loop.epochs}")
+        raise OptionError("epochs", f"must be at least 1, got {loop.epochs}")
     if loop.batch_size < 1:
-        raise ConfigError(f"--batch-size must be at least 1, got {loop.batch_size}")
+        raise OptionError("batch_size", f"must be at least 1, got {loop.batch_size}")
     if dataset_size < loop.batch_size:
-        raise ConfigError(f"the dataset has {dataset_size} images, fewer than --batch-size {loop.batch_size}")
+        raise OptionError("batch_size", f"{loop.batch_size} is more than the dataset's {dataset_size} images")
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -124,7 +129,7 @@ class Trainer:
         check_loop(loop, len(dataset))
         tune_cpu_allocator()  # every step frees and reallocates the same activations
         self.task, self.run, self.loop, self.device = task, run, loop, device
-        self.progress = progress or _NoProgress()
+        self.progress = progress or NoProgress()
         self.evaluate, self.eval_every = evaluate, eval_every
         # The whole dataset lives on the training device; a batch is one indexing op, no workers.
         self.images = dataset.images.to(device)  # (N, C, H, W) uint8
@@ -206,11 +211,7 @@ class Trainer:
                 self.save()
                 self.run.update_meta(status="interrupted")
                 code = 130 if stop.signum == signal.SIGINT else 143
-                raise Interrupted(
-                    f"{self.run.id} stopped at step {self.step}; continue with "
-                    f"'aigc train {self.run.read_meta().get('family', '')} --resume {self.run.id}'".replace("  ", " "),
-                    exit_code=code,
-                )
+                raise Interrupted(f"{self.run.id} stopped at step {self.step}", exit_code=code, run_id=self.run.id)
         self.epoch += 1
         self.step_in_epoch = 0
         previews = self._write_previews()
@@ -241,6 +242,6 @@ class Trainer:
     def _diverged(self, values: dict[str, float]) -> None:
         bad = ", ".join(f"{k}={v}" for k, v in values.items() if not math.isfinite(v))
         kept = f"the weights of epoch {self.epoch} are kept" if self.epoch else "no weights were saved"
-        message = f"training diverged at step {self.step} ({bad}); {kept}; try a lower --lr"
-        self.run.update_meta(status="failed", error=message)
-        raise TrainingDiverged(message)
+        error = TrainingDiverged(f"training diverged at step {self.step} ({bad}); {kept}; try a lower {opt('lr')}")
+        self.run.update_meta(status="failed", error=str(error))
+        raise error

@@ -1,21 +1,37 @@
-"""Start or resume a training run: the core behind ``aigc train <family>``."""
+"""Start or resume a training run: the Python API behind ``aigc train <family>``.
+
+```python
+from aigc_cli.training import train, resume
+
+run = train("gan", "shapes", arch="dcgan", epochs=5, seed=0, eval_every=5)
+run = resume(run.id, epochs=10)
+```
+
+Options are the loop's (training/options.py) and the family's (its spec); a keyword that is
+neither is an error, and an option not given takes its declared default.
+"""
 
 from __future__ import annotations
 
+import os
 import platform
+import socket
 from typing import Any, Callable
 
 import torch
 
 from aigc_cli import __version__
-from aigc_cli.core.errors import ConfigError, RunError
+from aigc_cli.core.errors import OptionError, RunError, opt
+from aigc_cli.core.options import resolve
 from aigc_cli.core.seeding import seed_everything
-from aigc_cli.core.trainer import LoopConfig, ProgressSink, Trainer, check_loop
 from aigc_cli.data import load_dataset
 from aigc_cli.models.registry import get_family
 from aigc_cli.runs.store import Run, create_run, now_iso, resolve_run
+from aigc_cli.training.evaluation import make_evaluator
+from aigc_cli.training.loop import LoopConfig, NoProgress, ProgressSink, Trainer, check_loop
+from aigc_cli.training.options import LOG_EVERY, LOOP_OPTIONS
 
-TRAIN_DEFAULTS = {"epochs": 20, "batch_size": 64, "seed": 0, "log_every": 20}
+DatasetProgress = Callable[[str, int, "int | None"], None]
 
 
 def _versions() -> dict[str, str]:
@@ -24,39 +40,26 @@ def _versions() -> dict[str, str]:
 
 def train(
     family: str,
-    dataset: str = "shapes",
-    split: str = "train",
+    dataset: str | None = None,
+    split: str | None = None,
     *,
-    epochs: int | None = None,
-    batch_size: int | None = None,
-    seed: int | None = None,
-    name: str | None = None,
     device: torch.device | str = "cpu",
     progress: ProgressSink | None = None,
     on_run: Callable[[Run], None] | None = None,
-    eval_every: int = 0,
-    fid_n: int = 2048,
-    evaluate_factory: Callable[[Run, Any, Any], Callable[[int], dict]] | None = None,
-    dataset_progress: Callable[[str, int, int | None], None] | None = None,
+    dataset_progress: DatasetProgress | None = None,
     **options: Any,
 ) -> Run:
-    """Train a new model of ``family``; ``options`` are the family's (arch, loss, lr, ...)."""
+    """Train a new model of ``family``; ``options`` are the loop's (epochs, batch_size, seed, name,
+    eval_every, fid_n) and the family's (arch, loss, lr, ...). ``on_run`` hears of the run as soon
+    as it exists; ``progress`` receives the training's progress and messages."""
     fam = get_family(family)
-    loop = LoopConfig(
-        epochs=TRAIN_DEFAULTS["epochs"] if epochs is None else epochs,
-        batch_size=TRAIN_DEFAULTS["batch_size"] if batch_size is None else batch_size,
-        seed=TRAIN_DEFAULTS["seed"] if seed is None else seed,
-    )
-    if loop.epochs < 1:
-        raise ConfigError(f"--epochs must be at least 1, got {loop.epochs}")
-    if loop.batch_size < 1:
-        raise ConfigError(f"--batch-size must be at least 1, got {loop.batch_size}")
-    if eval_every < 0:
-        raise ConfigError(f"--eval-every must be 0 or more, got {eval_every}")
-    if fid_n < 2:
-        raise ConfigError(f"--fid-n must be at least 2, got {fid_n}")
-    data = load_dataset(dataset, split, progress=dataset_progress)
-    check_loop(loop, len(data))  # here, not only in Trainer: before the run folder exists
+    loop_given = {o.name: options.pop(o.name, None) for o in LOOP_OPTIONS}
+    loop_given.update(dataset=dataset, split=split)
+    values = resolve(LOOP_OPTIONS, loop_given, "training")
+    resolve(fam.spec.options, options, f"the {family} family")  # bad options fail before the data loads
+    loop = LoopConfig(epochs=values["epochs"], batch_size=values["batch_size"], seed=values["seed"])
+    data = load_dataset(values["dataset"], values["split"], progress=dataset_progress)
+    check_loop(loop, len(data))  # before the run folder exists: bad input leaves nothing behind
     info = data.info()
     model_cfg, train_cfg = fam.make_config(options, info)
     train_cfg.update(epochs=loop.epochs, batch_size=loop.batch_size, log_every=loop.log_every)
@@ -67,35 +70,30 @@ def train(
         "train": train_cfg,
         "dataset": {k: info[k] for k in ("name", "spec", "size", "shape", "classes", "class_names", "fingerprint")},
         "seed": loop.seed,
-        "eval": {"every": eval_every, "fid_n": fid_n},
+        "eval": {"every": values["eval_every"], "fid_n": values["fid_n"]},
         "versions": _versions(),
         "created": now_iso(),
     }
     device = torch.device(device)
-    run = create_run(family, name=name, epochs=loop.epochs, dataset=info["name"], device=str(device))
+    run = create_run(family, name=values["name"], epochs=loop.epochs, dataset=info["name"], device=str(device))
     run.write_config(config)
     if on_run:
         on_run(run)
     seed_everything(loop.seed)
-    return _fit(run, config, data, loop, device, progress, resume=False, eval_every=eval_every,
-                evaluate_factory=evaluate_factory)
+    return _fit(run, config, data, loop, device, progress or NoProgress(), resume=False)
 
 
 def resume(
-    run_ref: str,
+    run_ref: str | Run,
     *,
     epochs: int | None = None,
     device: torch.device | str = "cpu",
     progress: ProgressSink | None = None,
-    family: str | None = None,
-    evaluate_factory=None,
-    dataset_progress=None,
+    dataset_progress: DatasetProgress | None = None,
 ) -> Run:
     """Continue a run from its checkpoint, to its own epoch count or a new ``epochs``."""
-    run = resolve_run(run_ref)
+    run = run_ref if isinstance(run_ref, Run) else resolve_run(run_ref)
     config = run.read_config()
-    if family is not None and config["family"] != family:
-        raise RunError(f"{run.id} is a {config['family']} run; resume it with 'aigc train {config['family']} --resume'")
     if not run.checkpoint_path.exists():
         raise RunError(f"{run.id} has no checkpoint to resume from")
     meta = run.read_meta()
@@ -104,10 +102,10 @@ def resume(
     train_cfg = config["train"]
     if epochs is not None:
         if epochs < 1:
-            raise ConfigError(f"--epochs must be at least 1, got {epochs}")
+            raise OptionError("epochs", f"must be at least 1, got {epochs}")
         train_cfg["epochs"] = epochs
         run.write_config(config)
-    loop = LoopConfig(train_cfg["epochs"], train_cfg["batch_size"], config["seed"], train_cfg.get("log_every", 20))
+    loop = LoopConfig(train_cfg["epochs"], train_cfg["batch_size"], config["seed"], train_cfg.get("log_every", LOG_EVERY))
     spec = config["dataset"]["spec"]
     data = load_dataset(spec["spec"], spec["split"], progress=dataset_progress)
     if data.fingerprint != config["dataset"]["fingerprint"]:
@@ -115,25 +113,20 @@ def resume(
             f"the dataset {spec['spec']!r} has changed since {run.id} started (fingerprint differs); "
             "resuming would not continue the same run"
         )
-    import os
-    import socket
-
     run.update_meta(pid=os.getpid(), host=socket.gethostname(), epochs=loop.epochs)
-    return _fit(run, config, data, loop, torch.device(device), progress, resume=True,
-                eval_every=config.get("eval", {}).get("every", 0), evaluate_factory=evaluate_factory)
+    return _fit(run, config, data, loop, torch.device(device), progress or NoProgress(), resume=True)
 
 
-def _fit(run, config, data, loop, device, progress, resume, eval_every=0, evaluate_factory=None) -> Run:
-    fam = get_family(config["family"])
-    task = fam.make_task(config, device)
-    evaluate = evaluate_factory(run, config, data) if (evaluate_factory and eval_every) else None
+def _fit(run: Run, config: dict, data, loop: LoopConfig, device: torch.device, progress: ProgressSink,
+         resume: bool) -> Run:
+    task = get_family(config["family"]).impl.make_task(config, device)
+    eval_every = config.get("eval", {}).get("every", 0)
+    evaluate = make_evaluator(run, config, data, device, say=progress.message) if eval_every else None
     trainer = Trainer(task, data, run, loop, device, progress=progress, evaluate=evaluate, eval_every=eval_every)
     if resume:
         trainer.restore()
         if trainer.epoch >= loop.epochs:
-            raise RunError(
-                f"{run.id} has already trained {trainer.epoch} epochs; pass a larger --epochs to continue"
-            )
+            raise RunError(f"{run.id} has already trained {trainer.epoch} epochs; pass a larger {opt('epochs')} to continue")
     try:
         trainer.fit()
     except (KeyboardInterrupt, SystemExit):

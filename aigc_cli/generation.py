@@ -1,0 +1,157 @@
+"""A trained run, loaded for generation: the one path behind sample, interpolate, reconstruct,
+eval and export, whatever the family (models/registry.py's Sampler does the family's part).
+
+```python
+from aigc_cli.generation import load_generator
+
+gen = load_generator("last")
+images = gen.sample_uint8(16, seed=1)   # (16, C, H, W) uint8, the pixels 'aigc sample' writes
+```
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from aigc_cli.core.errors import ConfigError, RunError, opt
+from aigc_cli.core.images import to_uint8
+from aigc_cli.models.registry import Family, Sampler, check_generation_options, get_family
+from aigc_cli.runs.checkpoint import load_weights
+from aigc_cli.runs.store import Run, resolve_run
+
+
+@dataclass
+class Generator:
+    run: Run
+    config: dict[str, Any]
+    family: Family
+    sampler: Sampler
+    device: torch.device
+
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        return tuple(self.sampler.latent_shape)
+
+    @property
+    def latent_dim(self) -> int:
+        """The size of one flattened latent: the D of every (N, D) latent array."""
+        return math.prod(self.latent_shape)
+
+    @property
+    def num_classes(self) -> int | None:
+        m = self.config["model"]
+        return m["num_classes"] if m.get("conditional") else None
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.config["model"]["image_shape"])
+
+    @property
+    def can_encode(self) -> bool:
+        return self.family.spec.encoder is not None
+
+    def options(self, given: dict[str, Any]) -> dict[str, Any]:
+        """Generation options given to a command (None = not given), checked for this run's family."""
+        return check_generation_options(self.family.spec, given, self.run.id)
+
+    def _split(self, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(draw options, decode options) of ``options``."""
+        draw = {o.name for o in self.family.spec.draw_options}
+        return ({k: v for k, v in options.items() if k in draw},
+                {k: v for k, v in options.items() if k not in draw})
+
+    def latents(self, n: int, seed: int, **options: Any) -> torch.Tensor:
+        """(n, latent_dim) latents from ``seed`` alone (a CPU generator: the same on any device)."""
+        g = torch.Generator().manual_seed(seed)
+        return self.sampler.draw(n, g, **self._split(options)[0])
+
+    def labels(self, n: int, label: int | None) -> torch.Tensor | None:
+        k = self.num_classes
+        if k is None:
+            if label is not None:
+                raise ConfigError(f"{self.run.id} is not class-conditional; drop {opt('label')}")
+            return None
+        if label is None:
+            return torch.arange(n) % k  # every class in turn
+        if not 0 <= label < k:
+            raise ConfigError(f"{opt('label')} must be in 0..{k - 1} for {self.run.id}, got {label}")
+        return torch.full((n,), label, dtype=torch.int64)
+
+    def decoder(self, **options: Any) -> torch.nn.Module:
+        """The module that maps (z (N, latent_dim), labels) to images in [0, 1] under ``options``."""
+        return self.sampler.decoder(**self._split(options)[1])
+
+    @torch.inference_mode()
+    def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 256,
+                 **options: Any) -> torch.Tensor:
+        """(n, latent_dim) -> (n, C, H, W) floats in [0, 1] on the CPU."""
+        if z.ndim != 2 or z.shape[1] != self.latent_dim:
+            raise ConfigError(
+                f"latents must have shape (N, {self.latent_dim}) for {self.run.id}, got {tuple(z.shape)}"
+            )
+        module = self.decoder(**options)
+        out = []
+        for i in range(0, len(z), batch_size):
+            zb = z[i : i + batch_size].to(self.device, torch.float32)
+            yb = labels[i : i + batch_size].to(self.device) if labels is not None else None
+            out.append(module(zb, yb).float().cpu())
+        return torch.cat(out) if out else torch.empty(0, *self.image_shape)
+
+    @torch.inference_mode()
+    def encode(self, images: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 256,
+               **options: Any) -> torch.Tensor:
+        """(n, C, H, W) uint8 images of the run's shape -> (n, latent_dim) latents on the CPU."""
+        encoder = self.sampler.encoder(**self._split(options)[1]) if self.can_encode else None
+        if encoder is None:
+            raise ConfigError(f"{self.run.id} is a {self.family.name} run: it has no encoder to map images to latents")
+        out = []
+        for i in range(0, len(images), batch_size):
+            xb = images[i : i + batch_size].to(self.device).float() / 255
+            yb = labels[i : i + batch_size].to(self.device) if labels is not None else None
+            out.append(encoder(xb, yb).float().cpu())
+        return torch.cat(out) if out else torch.empty(0, self.latent_dim)
+
+    def sample_uint8(self, n: int, seed: int, batch_size: int = 256, label: int | None = None,
+                     **options: Any) -> torch.Tensor:
+        """(n, C, H, W) uint8, exactly the pixels ``aigc sample`` would write to PNG."""
+        z = self.latents(n, seed, **options)
+        return to_uint8(self.generate(z, self.labels(n, label), batch_size, **options))
+
+
+def load_latents(path: str, latent_dim: int) -> torch.Tensor:
+    """An (N, latent_dim) float32 tensor from a .npy file (one row: N = 1); rows of any shape
+    whose size is latent_dim, such as (N, C, H, W) noise, are flattened."""
+    try:
+        array = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise ConfigError(f"no latents file {path}") from None
+    except (ValueError, OSError) as e:
+        raise ConfigError(f"cannot read latents from {path}: {str(e).splitlines()[0]}") from None
+    if array.ndim == 1:
+        array = array[None]
+    if array.ndim > 2 and math.prod(array.shape[1:]) == latent_dim:
+        array = array.reshape(len(array), latent_dim)
+    if array.ndim != 2 or array.shape[1] != latent_dim or not np.issubdtype(array.dtype, np.number):
+        raise ConfigError(f"{path} must hold an (N, {latent_dim}) numeric array, got shape {array.shape}")
+    if not np.isfinite(array).all():
+        raise ConfigError(f"{path} holds non-finite values")
+    return torch.from_numpy(array.astype(np.float32))
+
+
+def load_generator(run_ref: str | Run, device: torch.device | str = "cpu") -> Generator:
+    run = run_ref if isinstance(run_ref, Run) else resolve_run(run_ref)
+    config = run.read_config()
+    if not run.weights_path.exists():
+        raise RunError(f"{run.id} has no weights yet (model.safetensors); train it for at least one epoch")
+    family = get_family(config["family"])
+    if family.spec.produces != "images":
+        raise ConfigError(f"{run.id} is a {family.name} run, which produces {family.spec.produces}; this works on image runs")
+    modules = family.impl.build(config)
+    load_weights(run.weights_path, modules)
+    device = torch.device(device)
+    return Generator(run, config, family, family.impl.sampler(modules, config, device), device)
