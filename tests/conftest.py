@@ -1,5 +1,13 @@
+"""Fixtures every test module may use; no test module imports another (or this one).
+
+Suite: about 2 minutes with ``pytest -n 2`` on the 2-core machine of docs/benchmarks.md.
+"""
+
+import contextlib
+import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 MNIST_DIR = Path(__file__).resolve().parents[2] / "shared/data/mnist"
@@ -21,38 +29,92 @@ def mnist_dir():
     return MNIST_DIR
 
 
-def _run_main(args, capsysbinary):
-    from aigc_cli.cli.app import main
-
-    with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in args])
-    out, err = capsysbinary.readouterr()
-    code = exc.value.code if isinstance(exc.value.code, int) else (0 if exc.value.code is None else 1)
-    return code, out, err.decode(errors="replace")
+def _exit_code(exc: SystemExit) -> int:
+    return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
 
 
 @pytest.fixture
 def cli(capsysbinary):
     """Run ``aigc ARGS`` in-process: returns (exit code, stdout bytes, stderr text)."""
-    return lambda *args: _run_main(args, capsysbinary)
+    from aigc_cli.cli.app import main
+
+    def run(*args):
+        capsysbinary.readouterr()
+        with pytest.raises(SystemExit) as exc:
+            main([str(a) for a in args])
+        out, err = capsysbinary.readouterr()
+        return _exit_code(exc.value), out, err.decode(errors="replace")
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def cli_captured():
+    """``cli`` for module-scoped fixtures, where capsys is not available: (exit code, stdout text,
+    stderr text)."""
+    from aigc_cli.cli.app import main
+
+    def run(*args):
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exc:
+            main([str(a) for a in args])
+        return _exit_code(exc.value), out.getvalue(), err.getvalue()
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def clean_error():
+    """``check(code, err, *words)``: exit code 1 and one ``aigc: error:`` line holding ``words``."""
+
+    def check(code, err, *words):
+        assert code == 1, err
+        assert "Traceback" not in err
+        assert err.startswith("aigc: error:"), err
+        assert len(err.strip().splitlines()) == 1, err
+        for w in words:
+            assert w in err, err
+
+    return check
+
+
+def write_bars(path, n=256, size=8, channels=1, seed=0):
+    """n noisy size x size 'bars' in 4 classes: class k has a bright band at rows 2k, 2k+1."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 4, n)
+    images = rng.integers(0, 40, (n, size, size)).astype(np.uint8)
+    for i, k in enumerate(labels):
+        images[i, 2 * k : 2 * k + 2, :] = 255
+    if channels == 3:
+        images = np.repeat(images[..., None], 3, axis=3)
+        images[..., 0] //= 2  # some colour
+    np.savez(path, images=images, labels=labels)
+    return path
+
+
+@pytest.fixture(scope="session")
+def make_bars():
+    """``make_bars(path, n=256, size=8, channels=1, seed=0)`` writes a labelled .npz of bars."""
+    return write_bars
 
 
 @pytest.fixture
 def tiny_npz(tmp_path):
     """A small labelled array dataset: 256 noisy 1x8x8 'bars' in 4 classes (fast to train on)."""
-    import numpy as np
-
-    rng = np.random.default_rng(0)
-    labels = rng.integers(0, 4, 256)
-    images = rng.integers(0, 40, (256, 8, 8)).astype(np.uint8)
-    for i, k in enumerate(labels):
-        images[i, 2 * k : 2 * k + 2, :] = 255  # class k: a bright horizontal bar at rows 2k, 2k+1
-    path = tmp_path / "bars.npz"
-    np.savez(path, images=images, labels=labels)
-    return path
+    return write_bars(tmp_path / "bars.npz")
 
 
-TINY_GAN = ["--arch", "mlp", "--width", "4", "--latent-dim", "8", "--batch-size", "16"]
+@pytest.fixture(scope="session")
+def tiny_gan():
+    """Flags of a GAN that trains in a second: ``aigc train gan *tiny_gan``."""
+    return ["--arch", "mlp", "--width", "4", "--latent-dim", "8", "--batch-size", "16"]
+
+
+@pytest.fixture(scope="session")
+def tiny_vae():
+    """The same for a VAE, as flags (``args``) and as keywords of ``train()`` (``kw``)."""
+    return {"args": ["--width", "4", "--latent-dim", "4", "--batch-size", "32"],
+            "kw": dict(width=4, latent_dim=4, batch_size=32)}
 
 
 @pytest.fixture(scope="module")

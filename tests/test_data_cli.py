@@ -5,37 +5,28 @@ import sys
 import numpy as np
 import pytest
 
-from aigc_cli.cli.app import main
 
-
-def run(capsys, *args):
-    with pytest.raises(SystemExit) as e:
-        main(list(args))
-    out, err = capsys.readouterr()
-    return e.value.code, out, err
-
-
-def test_list_json(capsys, aigc_home):
-    code, out, _ = run(capsys, "datasets", "list", "--json")
+def test_list_json(cli, aigc_home):
+    code, out, _ = cli("datasets", "list", "--json")
     rows = {r["name"]: r for r in json.loads(out)}
     assert code == 0
     assert rows["shapes"]["status"] == "built-in"
     assert rows["mnist"]["status"] == "not downloaded" and rows["cifar10"]["description"]
 
 
-def test_list_table(capsys, aigc_home):
-    code, out, err = run(capsys, "datasets", "list")
-    assert code == 0 and out == "" and "fashion-mnist" in err
+def test_list_table(cli, aigc_home):
+    code, out, err = cli("datasets", "list")
+    assert code == 0 and out == b"" and "fashion-mnist" in err
 
 
-def test_info_json_and_table(capsys, tmp_path):
+def test_info_json_and_table(cli, tmp_path):
     np.savez(tmp_path / "d.npz", x=np.zeros((5, 8, 8, 3), np.uint8), y=np.array([0, 1, 2, 1, 0]))
-    code, out, _ = run(capsys, "datasets", "info", str(tmp_path / "d.npz"), "--json")
+    code, out, _ = cli("datasets", "info", str(tmp_path / "d.npz"), "--json")
     info = json.loads(out)
     assert code == 0
     assert info["size"] == 5 and info["shape"] == [3, 8, 8] and info["channels"] == 3
     assert info["classes"] == 3 and info["skipped"] == 0 and len(info["fingerprint"]) == 64
-    code, out, err = run(capsys, "datasets", "info", str(tmp_path / "d.npz"), "--split", "test")
+    code, out, err = cli("datasets", "info", str(tmp_path / "d.npz"), "--split", "test")
     assert code == 0 and info["fingerprint"][:16] in err
 
 
@@ -46,9 +37,9 @@ def test_info_json_and_table(capsys, tmp_path):
         (["datasets", "info", "shapes", "--split", "val"], "unknown split"),
     ],
 )
-def test_errors_are_one_line(capsys, args, message):
-    code, out, err = run(capsys, *args)
-    assert code == 1 and out == ""
+def test_errors_are_one_line(cli, args, message):
+    code, out, err = cli(*args)
+    assert code == 1 and out == b""
     assert err.startswith("aigc: error: ") and message in err and err.count("\n") == 1
 
 

@@ -9,19 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
-from aigc_cli.cli.app import main
 from aigc_cli.core.images import to_uint8
 from aigc_cli.export import onnx as onnx_export
 
 ort = pytest.importorskip("onnxruntime")
-
-
-def run_cli(capsys, *args):
-    capsys.readouterr()
-    with pytest.raises(SystemExit) as exit_info:
-        main(["--quiet", *args] if "--json" in args else list(args))
-    out, err = capsys.readouterr()
-    return exit_info.value.code, out, err
 
 
 def session(path):
@@ -51,26 +42,15 @@ def home(tmp_path_factory):
         yield root
 
 
-def run_cli_captured(*args):
-    """The CLI in-process without capsys (module fixtures): (exit code, stdout, stderr)."""
-    import contextlib
-    import io
-
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), pytest.raises(SystemExit) as exit_info:
-        main(list(args))
-    return exit_info.value.code, out.getvalue(), err.getvalue()
-
-
 @pytest.fixture(scope="module")
-def exported(home):
+def exported(home, cli_captured):
     """Both runs exported once through the CLI: run1 plain (opset 18), run2 with --json --opset 17."""
     out = home / "models"  # does not exist yet: export creates it
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AIGC_HOME", str(home / "home"))
         return {
-            "run1": run_cli_captured("export", "onnx", "run1", "-o", str(out / "run1.onnx")),
-            "run2": run_cli_captured("export", "onnx", "run2", "-o", str(out / "run2.onnx"), "--json", "--opset", "17"),
+            "run1": cli_captured("export", "onnx", "run1", "-o", str(out / "run1.onnx")),
+            "run2": cli_captured("export", "onnx", "run2", "-o", str(out / "run2.onnx"), "--json", "--opset", "17"),
             "paths": {"run1": out / "run1.onnx", "run2": out / "run2.onnx"},
         }
 
@@ -146,11 +126,11 @@ def test_batch_axis_is_dynamic(exported, run):
 
 
 @pytest.mark.parametrize("run", ["run1", "run2"])
-def test_sample_and_onnx_agree_within_one_grey_level(home, exported, capsys, run):
+def test_sample_and_onnx_agree_within_one_grey_level(home, exported, cli, tmp_path, run):
     z = np.random.default_rng(42).standard_normal((10, 8)).astype(np.float32)
-    np.save(home / f"z_{run}.npy", z)
-    folder = home / f"samples_{run}"
-    code, _, err = run_cli(capsys, "sample", run, "--latents", str(home / f"z_{run}.npy"), "-o", f"{folder}/")
+    np.save(tmp_path / f"z_{run}.npy", z)
+    folder = tmp_path / f"samples_{run}"
+    code, _, err = cli("sample", run, "--latents", str(tmp_path / f"z_{run}.npy"), "-o", f"{folder}/")
     assert code == 0, err
     pngs = sorted(folder.glob("*.png"))
     assert len(pngs) == 10
@@ -184,11 +164,11 @@ def pixel_stats_extractor():
 
 
 @pytest.mark.parametrize("run", ["run1", "run2"])
-def test_fidelity_format_loads_in_torch_fidelity(home, exported, run, monkeypatch):
+def test_fidelity_format_loads_in_torch_fidelity(home, exported, tmp_path, run, monkeypatch):
     tf_utils = pytest.importorskip("torch_fidelity.utils")
     from torch_fidelity.generative_model_onnx import GenerativeModelONNX
 
-    target = home / "fidelity" / f"{run}.onnx"
+    target = tmp_path / "fidelity" / f"{run}.onnx"
     report = onnx_export.export_onnx(run, target, fmt="fidelity")
     assert report["verification"]["ok"] and report["outputs"][0]["dtype"] == "uint8"
     classes = 3 if run == "run2" else 0
@@ -220,71 +200,64 @@ def test_fidelity_format_loads_in_torch_fidelity(home, exported, run, monkeypatc
 # --------------------------------------------------------------------------- bad input
 
 
-def assert_short_error(code, err, *needles):
-    assert code == 1
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("aigc: error:"), err
-    assert "Traceback" not in err
-    for needle in needles:
-        assert needle in err, err
-
-
-def test_run_without_weights(home, capsys):
-    runs = home / "home" / "runs"
+def test_run_without_weights(home, cli, clean_error, tmp_path, monkeypatch):
+    # A run without weights is added to a copy of the shared AIGC_HOME, never to the module's store.
+    shutil.copytree(home / "home", tmp_path / "home")
+    monkeypatch.setenv("AIGC_HOME", str(tmp_path / "home"))
+    runs = tmp_path / "home" / "runs"
     shutil.copytree(runs / "run1", runs / "run7")
     (runs / "run7" / "model.safetensors").unlink()
-    target = home / "bad" / "noweights.onnx"
-    code, _, err = run_cli(capsys, "export", "onnx", "run7", "-o", str(target))
-    assert_short_error(code, err, "no weights")
+    target = tmp_path / "bad" / "noweights.onnx"
+    code, _, err = cli("export", "onnx", "run7", "-o", str(target))
+    clean_error(code, err, "no weights")
     assert not target.exists()
-    shutil.rmtree(runs / "run7")
 
 
-def test_unwritable_output(home, capsys):
-    blocker = home / "a_file"
+def test_unwritable_output(home, cli, clean_error, tmp_path):
+    blocker = tmp_path / "a_file"
     blocker.write_text("not a folder")
     for target in (blocker / "model.onnx", blocker / "deeper" / "model.onnx"):
-        code, _, err = run_cli(capsys, "export", "onnx", "run1", "-o", str(target))
-        assert_short_error(code, err, "cannot write", "not a folder")
+        code, _, err = cli("export", "onnx", "run1", "-o", str(target))
+        clean_error(code, err, "cannot write", "not a folder")
     assert blocker.read_text() == "not a folder"
-    folder = home / "a_folder"
+    folder = tmp_path / "a_folder"
     folder.mkdir()
-    code, _, err = run_cli(capsys, "export", "onnx", "run1", "-o", str(folder))
-    assert_short_error(code, err, "is a folder")
+    code, _, err = cli("export", "onnx", "run1", "-o", str(folder))
+    clean_error(code, err, "is a folder")
     assert list(folder.iterdir()) == []
-    code, _, err = run_cli(capsys, "export", "onnx", "run1", "-o", "-")
-    assert_short_error(code, err, "stdout")
+    code, _, err = cli("export", "onnx", "run1", "-o", "-")
+    clean_error(code, err, "stdout")
 
 
 @pytest.mark.parametrize("opset", ["3", "15", "24", "99"])
-def test_opset_out_of_range(home, capsys, opset):
-    target = home / "bad" / f"opset{opset}.onnx"
-    code, _, err = run_cli(capsys, "export", "onnx", "run1", "-o", str(target), "--opset", opset)
-    assert_short_error(code, err, "--opset must be between 16 and 23", f"got {opset}")
+def test_opset_out_of_range(home, cli, clean_error, tmp_path, opset):
+    target = tmp_path / "bad" / f"opset{opset}.onnx"
+    code, _, err = cli("export", "onnx", "run1", "-o", str(target), "--opset", opset)
+    clean_error(code, err, "--opset must be between 16 and 23", f"got {opset}")
     assert not target.exists()
 
 
-def test_exporter_refusal_is_one_line(home, capsys, monkeypatch):
+def test_exporter_refusal_is_one_line(home, cli, clean_error, tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise RuntimeError("Unsupported ONNX opset version: 19\n  File 'deep/inside.py', line 1\nmore")
 
     monkeypatch.setattr(torch.onnx, "export", refuse)
-    (home / "bad").mkdir(exist_ok=True)
-    target = home / "bad" / "refused.onnx"
-    code, _, err = run_cli(capsys, "export", "onnx", "run1", "-o", str(target), "--opset", "19")
-    assert_short_error(code, err, "the ONNX exporter failed at opset 19: Unsupported ONNX opset version: 19")
+    (tmp_path / "bad").mkdir(exist_ok=True)
+    target = tmp_path / "bad" / "refused.onnx"
+    code, _, err = cli("export", "onnx", "run1", "-o", str(target), "--opset", "19")
+    clean_error(code, err, "the ONNX exporter failed at opset 19: Unsupported ONNX opset version: 19")
     assert not target.exists() and no_leftovers(target.parent)
 
 
-def test_bad_format_and_fidelity_name(home, capsys):
-    code, _, err = run_cli(capsys, "export", "onnx", "run1", "-o", str(home / "x.onnx"), "--format", "png")
-    assert_short_error(code, err, "--format must be one of images, fidelity")
-    code, _, err = run_cli(capsys, "export", "onnx", "run1", "-o", str(home / "x.bin"), "--format", "fidelity")
-    assert_short_error(code, err, "ending in .onnx")
-    assert not (home / "x.onnx").exists() and not (home / "x.bin").exists()
+def test_bad_format_and_fidelity_name(home, cli, clean_error, tmp_path):
+    code, _, err = cli("export", "onnx", "run1", "-o", str(tmp_path / "x.onnx"), "--format", "png")
+    clean_error(code, err, "--format must be one of images, fidelity")
+    code, _, err = cli("export", "onnx", "run1", "-o", str(tmp_path / "x.bin"), "--format", "fidelity")
+    clean_error(code, err, "ending in .onnx")
+    assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "x.bin").exists()
 
 
-def test_disagreement_fails_and_writes_nothing(home, exported, capsys, monkeypatch):
+def test_disagreement_fails_and_writes_nothing(home, exported, cli, clean_error, tmp_path, monkeypatch):
     real = onnx_export.reference_outputs
 
     def perturbed(module, feed, device):
@@ -295,10 +268,10 @@ def test_disagreement_fails_and_writes_nothing(home, exported, capsys, monkeypat
 
     traced = onnx.load(str(exported["paths"]["run1"]))  # skip re-tracing: the check is what is tested here
     monkeypatch.setattr(onnx_export, "trace_to_onnx", lambda *a, **k: traced)
-    folder = home / "disagree"
+    folder = tmp_path / "disagree"
     target = folder / "model.onnx"
-    code, out, err = run_cli(capsys, "export", "onnx", "run1", "-o", str(target), "--json")
-    assert_short_error(code, err, "ONNX Runtime disagrees with PyTorch", "largest difference 0.01", "not written")
+    code, out, err = cli("--quiet", "export", "onnx", "run1", "-o", str(target), "--json")
+    clean_error(code, err, "ONNX Runtime disagrees with PyTorch", "largest difference 0.01", "not written")
     report = json.loads(out)  # --json still reports the comparison
     assert report["ok"] is False and report["verification"]["ok"] is False
     assert report["max_abs_diff"] == pytest.approx(0.01, rel=1e-3)

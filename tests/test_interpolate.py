@@ -10,28 +10,20 @@ import pytest
 import torch
 from PIL import Image
 
-from test_vae import TINY_KW, assert_clean_error, write_bars
-
-
-@pytest.fixture
-def aigc(cli):
-    """conftest's in-process runner: (exit code, stdout bytes, stderr text)."""
-    return cli
-
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, make_bars, tiny_vae):
     """A tiny VAE run ('v'), a tiny MLP GAN run ('g') and a tiny conditional VAE ('c'), 1 epoch each
     on 8x8 bars."""
     from aigc_cli import training
 
     root = tmp_path_factory.mktemp("interp")
-    data = write_bars(root / "bars.npz", n=128)
+    data = make_bars(root / "bars.npz", n=128)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AIGC_HOME", str(root / "home"))
-        training.train("vae", dataset=str(data), epochs=1, name="v", **TINY_KW)
+        training.train("vae", dataset=str(data), epochs=1, name="v", **tiny_vae["kw"])
         training.train("gan", dataset=str(data), epochs=1, name="g", arch="mlp", width=4, latent_dim=8, batch_size=16)
-        training.train("vae", dataset=str(data), epochs=1, name="c", arch="mlp", conditional=True, **TINY_KW)
+        training.train("vae", dataset=str(data), epochs=1, name="c", arch="mlp", conditional=True, **tiny_vae["kw"])
         images = np.load(data)["images"]
         Image.fromarray(images[0]).save(root / "a.png")
         Image.fromarray(np.repeat(images[1][:, :, None], 3, axis=2)).resize((16, 16)).save(root / "b.png")
@@ -138,116 +130,116 @@ def test_render_png_and_gif_exact_frames():
 
 # -- the command ------------------------------------------------------------------------------------
 
-def test_interpolate_seeds_png_and_gif(aigc, home, tmp_path):
-    code, out, err = aigc("interpolate", "v", "--from-seed", "1", "--to-seed", "2", "--steps", "5",
-                          "-o", tmp_path / "i.png", "--json")
+def test_interpolate_seeds_png_and_gif(cli, home, tmp_path):
+    code, out, err = cli("interpolate", "v", "--from-seed", "1", "--to-seed", "2", "--steps", "5",
+                         "-o", tmp_path / "i.png", "--json")
     assert code == 0, err
     info = json.loads(out)
     assert info["frames"] == 5 and info["from_seed"] == 1 and info["mode"] == "slerp"
     assert Image.open(tmp_path / "i.png").size == (5 * 10 + 2, 10 + 2)  # one strip of 5 frames
 
-    code, _, err = aigc("interpolate", "v", "--from-seed", "1", "--to-seed", "2", "--steps", "7", "--fps", "4",
-                        "--mode", "lerp", "-o", tmp_path / "i.gif")
+    code, _, err = cli("interpolate", "v", "--from-seed", "1", "--to-seed", "2", "--steps", "7", "--fps", "4",
+                       "--mode", "lerp", "-o", tmp_path / "i.gif")
     assert code == 0, err
     frames = gif_frames((tmp_path / "i.gif").read_bytes())
     assert len(frames) == 7
     assert Image.open(tmp_path / "i.gif").info["duration"] == 250
     # The strip's first frame is the sample of seed 1, as `aigc sample` draws it.
-    code, _, err = aigc("sample", "v", "-n", "1", "--seed", "1", "-o", tmp_path / "s.png")
+    code, _, err = cli("sample", "v", "-n", "1", "--seed", "1", "-o", tmp_path / "s.png")
     strip = np.asarray(Image.open(tmp_path / "i.png"))[2:10, 2:10]
     assert np.array_equal(strip, np.asarray(Image.open(tmp_path / "s.png"))[2:10, 2:10])
 
     # Same seed at both ends: all frames equal, still exactly N GIF frames.
-    code, _, err = aigc("interpolate", "v", "--from-seed", "3", "--to-seed", "3", "--steps", "4", "-o", tmp_path / "same.gif")
+    code, _, err = cli("interpolate", "v", "--from-seed", "3", "--to-seed", "3", "--steps", "4", "-o", tmp_path / "same.gif")
     assert code == 0 and len(gif_frames((tmp_path / "same.gif").read_bytes())) == 4
 
-    code, png, err = aigc("interpolate", "v", "--steps", "3", "-o", "-")
+    code, png, err = cli("interpolate", "v", "--steps", "3", "-o", "-")
     assert code == 0 and png.startswith(b"\x89PNG")
-    code, gif, err = aigc("interpolate", "v", "--steps", "3", "-o", "-", "--format", "gif")
+    code, gif, err = cli("interpolate", "v", "--steps", "3", "-o", "-", "--format", "gif")
     assert code == 0 and gif.startswith(b"GIF89a") and len(gif_frames(gif)) == 3
 
 
-def test_interpolate_gan_run(aigc, home, tmp_path):
-    code, _, err = aigc("interpolate", "g", "--steps", "6", "-o", tmp_path / "g.gif")
+def test_interpolate_gan_run(cli, home, tmp_path, clean_error):
+    code, _, err = cli("interpolate", "g", "--steps", "6", "-o", tmp_path / "g.gif")
     assert code == 0, err
     assert len(gif_frames((tmp_path / "g.gif").read_bytes())) == 6
-    code, _, err = aigc("interpolate", "g", "--between", home / "a.png", home / "b.png", "-o", tmp_path / "x.png")
-    assert_clean_error(code, err, "gan run", "--between")
+    code, _, err = cli("interpolate", "g", "--between", home / "a.png", home / "b.png", "-o", tmp_path / "x.png")
+    clean_error(code, err, "gan run", "--between")
     assert not (tmp_path / "x.png").exists()
-    code, _, err = aigc("reconstruct", "g", home / "a.png", "-o", tmp_path / "x.png")
-    assert_clean_error(code, err, "gan run")
+    code, _, err = cli("reconstruct", "g", home / "a.png", "-o", tmp_path / "x.png")
+    clean_error(code, err, "gan run")
 
 
-def test_interpolate_between_images(aigc, home, tmp_path):
-    code, out, err = aigc("interpolate", "v", "--between", home / "a.png", home / "b.png", "--steps", "4",
-                          "-o", tmp_path / "b.png", "--json")
+def test_interpolate_between_images(cli, home, tmp_path, clean_error):
+    code, out, err = cli("interpolate", "v", "--between", home / "a.png", home / "b.png", "--steps", "4",
+                         "-o", tmp_path / "b.png", "--json")
     assert code == 0, err
     assert "converted b.png: 16x16 -> 8x8" in err  # resized and made grey for the 8x8 grey run
     assert Image.open(tmp_path / "b.png").size == (4 * 10 + 2, 12)
     # The endpoints are the reconstructions of the two images.
-    code, _, err = aigc("reconstruct", "v", home / "a.png", "-o", tmp_path / "r.png")
+    code, _, err = cli("reconstruct", "v", home / "a.png", "-o", tmp_path / "r.png")
     recon = np.asarray(Image.open(tmp_path / "r.png"))[12:20, 2:10]
     assert np.array_equal(np.asarray(Image.open(tmp_path / "b.png"))[2:10, 2:10], recon)
 
-    code, _, err = aigc("interpolate", "v", "--between", home / "a.png", home / "notes.txt", "-o", tmp_path / "x.png")
-    assert_clean_error(code, err, "not an image")
-    code, _, err = aigc("interpolate", "v", "--between", home / "a.png", home / "nope.png", "-o", tmp_path / "x.png")
-    assert_clean_error(code, err, "no such file")
-    code, _, err = aigc("interpolate", "v", "--between", home / "a.png", home / "b.png", "--from-seed", "1",
-                        "-o", tmp_path / "x.png")
-    assert_clean_error(code, err, "--from-seed")
+    code, _, err = cli("interpolate", "v", "--between", home / "a.png", home / "notes.txt", "-o", tmp_path / "x.png")
+    clean_error(code, err, "not an image")
+    code, _, err = cli("interpolate", "v", "--between", home / "a.png", home / "nope.png", "-o", tmp_path / "x.png")
+    clean_error(code, err, "no such file")
+    code, _, err = cli("interpolate", "v", "--between", home / "a.png", home / "b.png", "--from-seed", "1",
+                       "-o", tmp_path / "x.png")
+    clean_error(code, err, "--from-seed")
 
 
-def test_quiet_hides_conversion_warnings(aigc, home, tmp_path):
-    code, out, err = aigc("-q", "interpolate", "v", "--between", home / "a.png", home / "b.png", "--steps", "3",
-                          "-o", tmp_path / "b.png", "--json")
+def test_quiet_hides_conversion_warnings(cli, home, tmp_path):
+    code, out, err = cli("-q", "interpolate", "v", "--between", home / "a.png", home / "b.png", "--steps", "3",
+                         "-o", tmp_path / "b.png", "--json")
     assert code == 0 and err == "", err
     assert json.loads(out)["converted"] == ["b.png: 16x16 -> 8x8"]  # still reported, on stdout
 
 
-def test_json_reports_the_label_used(aigc, home, tmp_path):
-    code, out, err = aigc("interpolate", "c", "--steps", "3", "-o", tmp_path / "c.png", "--json")
+def test_json_reports_the_label_used(cli, home, tmp_path):
+    code, out, err = cli("interpolate", "c", "--steps", "3", "-o", tmp_path / "c.png", "--json")
     assert code == 0, err
     assert json.loads(out)["label"] == 0  # omitted on a conditional run: class 0 is drawn
     assert "label=0" in Image.open(tmp_path / "c.png").text["aigc:interpolate"]
-    code, out, err = aigc("interpolate", "c", "--steps", "3", "--label", "2", "-o", tmp_path / "c.png", "--json")
+    code, out, err = cli("interpolate", "c", "--steps", "3", "--label", "2", "-o", tmp_path / "c.png", "--json")
     assert code == 0 and json.loads(out)["label"] == 2, err
-    code, out, err = aigc("interpolate", "v", "--steps", "3", "-o", tmp_path / "v.png", "--json")
+    code, out, err = cli("interpolate", "v", "--steps", "3", "-o", tmp_path / "v.png", "--json")
     assert code == 0 and json.loads(out)["label"] is None, err  # unconditional: no class
 
 
-def test_default_class_is_said(aigc, home, tmp_path):
-    code, _, err = aigc("interpolate", "c", "--steps", "3", "-o", tmp_path / "c.png")
+def test_default_class_is_said(cli, home, tmp_path):
+    code, _, err = cli("interpolate", "c", "--steps", "3", "-o", tmp_path / "c.png")
     said = " ".join(err.split())  # rich wraps lines at the terminal's width
     assert code == 0 and "class 0 of" in said and "--label K" in said, err
-    code, _, err = aigc("interpolate", "c", "--steps", "3", "--label", "1", "-o", tmp_path / "c.png")
+    code, _, err = cli("interpolate", "c", "--steps", "3", "--label", "1", "-o", tmp_path / "c.png")
     said = " ".join(err.split())
     assert code == 0 and "wrote 3 frames" in said and "class 0" not in said, err
 
 
-def test_interpolate_latents_and_traverse(aigc, home, tmp_path):
+def test_interpolate_latents_and_traverse(cli, home, tmp_path, clean_error):
     z = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
     np.save(tmp_path / "z.npy", z)
-    code, out, err = aigc("interpolate", "v", "--latents", tmp_path / "z.npy", "--steps", "5", "-o", tmp_path / "p.gif")
+    code, out, err = cli("interpolate", "v", "--latents", tmp_path / "z.npy", "--steps", "5", "-o", tmp_path / "p.gif")
     assert code == 0, err
     assert len(gif_frames((tmp_path / "p.gif").read_bytes())) == 5
     np.save(tmp_path / "one.npy", z[:1])
-    code, _, err = aigc("interpolate", "v", "--latents", tmp_path / "one.npy", "-o", tmp_path / "x.png")
-    assert_clean_error(code, err, "2 or more")
+    code, _, err = cli("interpolate", "v", "--latents", tmp_path / "one.npy", "-o", tmp_path / "x.png")
+    clean_error(code, err, "2 or more")
 
-    code, out, err = aigc("interpolate", "v", "--traverse", "all", "--steps", "6", "--range", "2",
-                          "-o", tmp_path / "t.png", "--json")
+    code, out, err = cli("interpolate", "v", "--traverse", "all", "--steps", "6", "--range", "2",
+                         "-o", tmp_path / "t.png", "--json")
     assert code == 0, err
     assert json.loads(out)["rows"] == 4
     assert Image.open(tmp_path / "t.png").size == (6 * 10 + 2, 4 * 10 + 2)  # a row per dimension
-    code, out, err = aigc("interpolate", "v", "--traverse", "1,2", "--latents", tmp_path / "one.npy", "--steps", "3",
-                          "-o", tmp_path / "t.gif", "--json")
+    code, out, err = cli("interpolate", "v", "--traverse", "1,2", "--latents", tmp_path / "one.npy", "--steps", "3",
+                         "-o", tmp_path / "t.gif", "--json")
     assert code == 0, err
     info = json.loads(out)
     assert info["latents"] == str(tmp_path / "one.npy") and info["from_seed"] is None and "mode" not in info
     assert len(gif_frames((tmp_path / "t.gif").read_bytes())) == 3
-    code, _, err = aigc("interpolate", "v", "--traverse", "7", "-o", tmp_path / "x.png")
-    assert_clean_error(code, err, "0..3")
+    code, _, err = cli("interpolate", "v", "--traverse", "7", "-o", tmp_path / "x.png")
+    clean_error(code, err, "0..3")
 
 
 @pytest.mark.parametrize("args, words", [
@@ -263,31 +255,31 @@ def test_interpolate_latents_and_traverse(aigc, home, tmp_path):
     (["--traverse", "0", "--mode", "slerp"], ["--mode does not apply to --traverse"]),
     (["--traverse", "0", "--mode", "lerp"], ["--mode", "drop --mode"]),
 ])
-def test_interpolate_bad_input(aigc, home, tmp_path, args, words):
+def test_interpolate_bad_input(cli, home, tmp_path, clean_error, args, words):
     if "-o" not in args:
         args = [*args, "-o", tmp_path / "x.png"]
-    code, _, err = aigc("interpolate", "v", *args)
-    assert_clean_error(code, err, *words)
+    code, _, err = cli("interpolate", "v", *args)
+    clean_error(code, err, *words)
 
 
 @pytest.mark.parametrize("fps", ["60", "50.5", "nan"])
-def test_fps_above_50_refused(aigc, home, tmp_path, fps):
+def test_fps_above_50_refused(cli, home, tmp_path, clean_error, fps):
     from aigc_cli.core.errors import ConfigError
     from aigc_cli.core.images import render
 
-    code, _, err = aigc("interpolate", "v", "--steps", "3", "--fps", fps, "-o", tmp_path / "x.gif")
-    assert_clean_error(code, err, "--fps must be in (0, 50]")
+    code, _, err = cli("interpolate", "v", "--steps", "3", "--fps", fps, "-o", tmp_path / "x.gif")
+    clean_error(code, err, "--fps must be in (0, 50]")
     assert not (tmp_path / "x.gif").exists()
     with pytest.raises(ConfigError, match="50"):
         render(torch.zeros(1, 2, 1, 4, 4), "gif", fps=float(fps))
     assert Image.open(io.BytesIO(render(torch.zeros(1, 2, 1, 4, 4), "gif", fps=50))).info["duration"] == 20
 
 
-def test_from_seed_help_names_the_zero_base(aigc):
-    code, out, _ = aigc("interpolate", "--help")
+def test_from_seed_help_names_the_zero_base(cli):
+    code, out, _ = cli("interpolate", "--help")
     assert code == 0 and "zero vector if omitted" in " ".join(out.decode().split())
 
 
-def test_interpolate_unknown_run(aigc, home, tmp_path):
-    code, _, err = aigc("interpolate", "nosuchrun", "-o", tmp_path / "x.png")
+def test_interpolate_unknown_run(cli, home, tmp_path):
+    code, _, err = cli("interpolate", "nosuchrun", "-o", tmp_path / "x.png")
     assert code == 1 and "Traceback" not in err

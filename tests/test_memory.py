@@ -11,9 +11,10 @@ from aigc_cli.core import memory
 glibc = pytest.mark.skipif(not memory.is_glibc(), reason="needs Linux with glibc")
 
 # Eight 8 MiB tensors made and freed, round after round, as a training step's activations are:
-# 16,384 pages a round. Page faults per round after three warm-up rounds, in a fresh process
-# (mallopt cannot be undone). The control sets glibc's own variables to hand every block back:
-# aigc leaves the allocator alone then, and the measurement must see the pages faulted in again.
+# 64 MiB a round (16,384 pages of 4 KiB). Page faults per round after three warm-up rounds, in a
+# fresh process (mallopt cannot be undone). The control sets glibc's own variables to hand every
+# block back: aigc leaves the allocator alone then, and the measurement must see the pages faulted
+# in again.
 ROUNDS = """
 import resource, sys, torch
 from aigc_cli.core.memory import tune_cpu_allocator
@@ -29,6 +30,7 @@ for _ in range(8):
 print(sum(counts[3:]) / 5)
 """
 GIVE_BACK = {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "0"}
+BYTES_PER_ROUND = 8 * (8 << 20)  # what ROUNDS makes and frees each round: 64 MiB
 
 
 def faults_per_round(mode: str) -> float:
@@ -43,8 +45,12 @@ def faults_per_round(mode: str) -> float:
 @glibc
 def test_tuned_allocator_reuses_freed_tensor_memory():
     control, tuned = faults_per_round("control"), faults_per_round("tuned")
-    assert control > 12000  # the 64 MiB faulted in again every round
-    assert tuned < 800  # kept and reused: (almost) no page faulted in again
+    pages_per_round = BYTES_PER_ROUND / os.sysconf("SC_PAGE_SIZE")
+    # Bounds are ratios of what this test measures, not constants of one machine's page size or faults.
+    # The control faults the 64 MiB in again every round: at least half of its pages.
+    assert control >= pages_per_round / 2, (control, pages_per_round)
+    # Tuned, the freed memory is kept and reused: (almost) no page faulted in again.
+    assert tuned < control / 10, (tuned, control)
 
 
 @glibc

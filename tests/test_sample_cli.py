@@ -2,15 +2,12 @@
 
 import io
 import json
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 from PIL import Image
-
-from conftest import TINY_GAN
 
 
 @pytest.fixture(scope="module")
@@ -98,8 +95,8 @@ def test_truncation_changes_latents_within_bounds(home):
         (["sample", "tiny", "-o", "x.png", "-n", "0"], "-n must be at least 1"),
     ],
 )
-def test_sample_errors(home, cli, tmp_path, args, needle):
-    os.chdir(tmp_path)
+def test_sample_errors(home, cli, tmp_path, monkeypatch, args, needle):
+    monkeypatch.chdir(tmp_path)
     code, out, err = cli(*args)
     assert code == 1 and needle in err and len(err.strip().splitlines()) == 1
 
@@ -110,26 +107,25 @@ def test_bad_latents(home, cli, tmp_path):
     assert code == 1 and "(N, 8)" in err
 
 
-def test_corrupt_or_mismatched_weights(home, cli, tmp_path, trained):
+def test_corrupt_or_mismatched_weights(cli, tmp_path, trained, monkeypatch):
     import shutil
 
-    copy = tmp_path / "run_copy"
-    shutil.copytree(trained[1], copy)
-    weights = trained[1] / "model.safetensors"
-    try:
-        weights.write_bytes(b"\x00" * 100)
-        code, _, err = cli("sample", "tiny", "-o", tmp_path / "a.png")
-        assert code == 1 and "not a readable safetensors" in err
-        # Weights of another architecture: the config says width 4; give it width-8 weights.
-        config = json.loads((trained[1] / "config.json").read_text())
-        config["model"]["width"] = 8
-        (trained[1] / "config.json").write_text(json.dumps(config))
-        shutil.copy(copy / "model.safetensors", weights)
-        code, _, err = cli("sample", "tiny", "-o", tmp_path / "a.png")
-        assert code == 1 and "do not fit" in err and "Traceback" not in err
-    finally:
-        shutil.copy(copy / "model.safetensors", weights)
-        shutil.copy(copy / "config.json", trained[1] / "config.json")
+    # Damage a copy of the shared AIGC_HOME, never the module's run itself.
+    home = tmp_path / "home"
+    shutil.copytree(trained[0], home)
+    monkeypatch.setenv("AIGC_HOME", str(home))
+    run = home / trained[1].relative_to(trained[0])
+    weights = run / "model.safetensors"
+    weights.write_bytes(b"\x00" * 100)
+    code, _, err = cli("sample", "tiny", "-o", tmp_path / "a.png")
+    assert code == 1 and "not a readable safetensors" in err
+    # Weights of another architecture: the config now says width 8; the weights are width 4.
+    config = json.loads((run / "config.json").read_text())
+    config["model"]["width"] = 8
+    (run / "config.json").write_text(json.dumps(config))
+    shutil.copy(trained[1] / "model.safetensors", weights)
+    code, _, err = cli("sample", "tiny", "-o", tmp_path / "a.png")
+    assert code == 1 and "do not fit" in err and "Traceback" not in err
 
 
 def test_runs_commands(home, cli):
@@ -147,8 +143,8 @@ def test_runs_commands(home, cli):
     assert code == 1 and "no run 'run5'" in err
 
 
-def test_runs_rm(aigc_home, cli, tiny_npz):
-    assert cli("train", "gan", "--dataset", tiny_npz, *TINY_GAN, "--epochs", "1")[0] == 0
+def test_runs_rm(aigc_home, cli, tiny_npz, tiny_gan):
+    assert cli("train", "gan", "--dataset", tiny_npz, *tiny_gan, "--epochs", "1")[0] == 0
     code, _, err = cli("runs", "rm", "run1")
     assert code == 0 and not (aigc_home / "runs/run1").exists()
 

@@ -12,8 +12,6 @@ import torch
 import pytest
 from safetensors.torch import load_file
 
-from conftest import TINY_GAN
-
 
 def _tensors_equal(a, b):
     ta, tb = load_file(str(a)), load_file(str(b))
@@ -21,8 +19,8 @@ def _tensors_equal(a, b):
     return all((ta[k] == tb[k]).all() for k in ta)
 
 
-def test_train_writes_a_complete_run(aigc_home, cli, tiny_npz):
-    code, out, err = cli("train", "gan", "--dataset", tiny_npz, *TINY_GAN, "--epochs", "2", "--name", "bars", "--json")
+def test_train_writes_a_complete_run(aigc_home, cli, tiny_npz, tiny_gan):
+    code, out, err = cli("train", "gan", "--dataset", tiny_npz, *tiny_gan, "--epochs", "2", "--name", "bars", "--json")
     assert code == 0, err
     result = json.loads(out)
     assert result["id"] == "run1" and result["status"] == "completed" and result["step"] == 32
@@ -44,11 +42,11 @@ def test_train_writes_a_complete_run(aigc_home, cli, tiny_npz):
     assert all(not p.name.endswith((".pt", ".pth", ".pkl")) for p in run.rglob("*"))
 
 
-def test_gan_is_conditional_exactly_when_the_data_has_labels(aigc_home, cli, tiny_npz, tmp_path):
+def test_gan_is_conditional_exactly_when_the_data_has_labels(aigc_home, cli, tiny_npz, tmp_path, tiny_gan):
     """Default: conditional on labelled data (said on stderr), unconditional on unlabelled data;
     --unconditional turns it off, --conditional without labels is an error; a resumed run keeps
     its choice and refuses a new one."""
-    args = ["train", "gan", "--dataset", tiny_npz, *TINY_GAN, "--epochs", "1"]
+    args = ["train", "gan", "--dataset", tiny_npz, *tiny_gan, "--epochs", "1"]
     code, _, err = cli(*args)
     assert code == 0, err
     assert "class-conditional on 4 classes" in err
@@ -60,10 +58,10 @@ def test_gan_is_conditional_exactly_when_the_data_has_labels(aigc_home, cli, tin
 
     unlabelled = tmp_path / "unlabelled.npy"
     np.save(unlabelled, np.load(tiny_npz)["images"])
-    code, _, err = cli("train", "gan", "--dataset", str(unlabelled), *TINY_GAN, "--epochs", "1")
+    code, _, err = cli("train", "gan", "--dataset", str(unlabelled), *tiny_gan, "--epochs", "1")
     assert code == 0, err
     assert json.loads((aigc_home / "runs/run3/config.json").read_text())["model"]["conditional"] is False
-    code, _, err = cli("train", "gan", "--dataset", str(unlabelled), *TINY_GAN, "--conditional")
+    code, _, err = cli("train", "gan", "--dataset", str(unlabelled), *tiny_gan, "--conditional")
     assert code == 1 and "--conditional needs a dataset with labels" in err
 
     code, _, err = cli("train", "gan", "--resume", "run1", "--epochs", "2", "--unconditional")
@@ -86,8 +84,8 @@ def test_every_arch_and_loss_trains(aigc_home, cli, tiny_npz, arch, loss, extra)
 
 
 @pytest.mark.parametrize("updates", ["alternating", "simultaneous"])
-def test_resume_continues_exactly(aigc_home, cli, tiny_npz, updates):
-    base = ["train", "gan", "--dataset", tiny_npz, *TINY_GAN, "--updates", updates]
+def test_resume_continues_exactly(aigc_home, cli, tiny_npz, tiny_gan, updates):
+    base = ["train", "gan", "--dataset", tiny_npz, *tiny_gan, "--updates", updates]
     assert cli(*base, "--epochs", "2")[0] == 0
     assert cli(*base, "--epochs", "1")[0] == 0
     code, out, err = cli("train", "gan", "--resume", "last", "--epochs", "2")
@@ -137,14 +135,14 @@ def test_signal_leaves_a_resumable_run(aigc_home, cli, tmp_path, sig, code):
     assert json.loads((runs / "run1/run.json").read_text())["status"] == "completed"
 
 
-def test_non_finite_loss_stops_and_keeps_good_weights(aigc_home, cli, tiny_npz, monkeypatch):
+def test_non_finite_loss_stops_and_keeps_good_weights(aigc_home, cli, tiny_npz, monkeypatch, tiny_gan):
     import torch
 
     from aigc_cli.core.errors import TrainingDiverged
     from aigc_cli.models.gan.family import GanTask
     from aigc_cli.training import train
 
-    assert cli("train", "gan", "--dataset", tiny_npz, *TINY_GAN, "--epochs", "1")[0] == 0
+    assert cli("train", "gan", "--dataset", tiny_npz, *tiny_gan, "--epochs", "1")[0] == 0
     good = aigc_home / "runs/run1/model.safetensors"
 
     original = GanTask.train_step
@@ -173,7 +171,7 @@ def _write(path, data: bytes):
     ["missing", "truncated-idx", "empty-folder", "not-an-image", "bad-arch", "bad-loss", "negative-epochs",
      "conditional-unlabelled", "bad-split", "bad-device"],
 )
-def test_bad_input_is_one_line_exit_1(aigc_home, cli, tmp_path, tiny_npz, mnist_dir, case):
+def test_bad_input_is_one_line_exit_1(aigc_home, cli, tmp_path, tiny_npz, mnist_dir, tiny_gan, case):
     import gzip
 
     dataset = str(tiny_npz)
@@ -200,7 +198,7 @@ def test_bad_input_is_one_line_exit_1(aigc_home, cli, tmp_path, tiny_npz, mnist_
     elif case == "bad-split":
         dataset, extra = "shapes", ["--split", "validation"]
     pre = ["--device", "tpu"] if case == "bad-device" else []
-    code, out, err = cli(*pre, "train", "gan", "--dataset", dataset, *TINY_GAN, "--epochs", "1", *extra)
+    code, out, err = cli(*pre, "train", "gan", "--dataset", dataset, *tiny_gan, "--epochs", "1", *extra)
     assert code == 1, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("aigc: error: "), err
@@ -276,8 +274,8 @@ def test_simultaneous_updates_score_the_fakes_once_for_both_nets(loss):
     assert not all(torch.allclose(e, a.grad, rtol=1e-4, atol=1e-6) for e, a in zip(expected, alt.G.parameters()))
 
 
-def test_updates_option_is_recorded_and_old_runs_resume_alternating(aigc_home, cli, tiny_npz):
-    base = ["train", "gan", "--dataset", tiny_npz, *TINY_GAN]
+def test_updates_option_is_recorded_and_old_runs_resume_alternating(aigc_home, cli, tiny_npz, tiny_gan):
+    base = ["train", "gan", "--dataset", tiny_npz, *tiny_gan]
     code, _, err = cli(*base, "--updates", "sideways")
     assert code == 1 and "alternating" in err and "simultaneous" in err and len(err.strip().splitlines()) == 1
     assert cli(*base, "--epochs", "2", "--updates", "alternating")[0] == 0

@@ -12,49 +12,16 @@ import pytest
 import torch
 from PIL import Image
 
-TINY = ["--width", "4", "--latent-dim", "4", "--batch-size", "32"]
-TINY_KW = dict(width=4, latent_dim=4, batch_size=32)
-
-
-def write_bars(path, n=256, size=8, channels=1, seed=0):
-    """n noisy size x size 'bars' in 4 classes: class k has a bright band at rows 2k, 2k+1."""
-    rng = np.random.default_rng(seed)
-    labels = rng.integers(0, 4, n)
-    images = rng.integers(0, 40, (n, size, size)).astype(np.uint8)
-    for i, k in enumerate(labels):
-        images[i, 2 * k : 2 * k + 2, :] = 255
-    if channels == 3:
-        images = np.repeat(images[..., None], 3, axis=3)
-        images[..., 0] //= 2  # some colour
-    np.savez(path, images=images, labels=labels)
-    return path
-
-
-@pytest.fixture
-def aigc(cli):
-    """conftest's in-process runner: (exit code, stdout bytes, stderr text)."""
-    return cli
-
-
-def assert_clean_error(code, err, *words):
-    assert code == 1, err
-    assert "Traceback" not in err
-    assert err.startswith("aigc: error:"), err
-    assert len(err.strip().splitlines()) == 1, err
-    for w in words:
-        assert w in err, err
-
-
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, make_bars, tiny_vae):
     """One tiny unconditional VAE run (1 epoch) shared by the read-only tests of this file."""
     from aigc_cli import training
 
     root = tmp_path_factory.mktemp("vae")
-    data = write_bars(root / "bars.npz")
+    data = make_bars(root / "bars.npz")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AIGC_HOME", str(root / "home"))
-        run = training.train("vae", dataset=str(data), epochs=1, name="tiny", **TINY_KW)
+        run = training.train("vae", dataset=str(data), epochs=1, name="tiny", **tiny_vae["kw"])
         yield run, root, mp
 
 
@@ -142,9 +109,9 @@ def test_kl_warmup_ramps_to_beta():
 
 # -- training through the CLI ------------------------------------------------------------------------
 
-def test_train_vae_cli(aigc, aigc_home, tmp_path):
-    data = write_bars(tmp_path / "bars.npz")
-    code, out, err = aigc("-q", "train", "vae", "-d", data, "-e", "1", *TINY, "--json", "--name", "v1")
+def test_train_vae_cli(cli, aigc_home, tmp_path, make_bars, clean_error, tiny_vae):
+    data = make_bars(tmp_path / "bars.npz")
+    code, out, err = cli("-q", "train", "vae", "-d", data, "-e", "1", *tiny_vae["args"], "--json", "--name", "v1")
     assert code == 0, err
     result = json.loads(out)
     assert result["status"] == "completed" and result["epoch"] == 1
@@ -163,20 +130,20 @@ def test_train_vae_cli(aigc, aigc_home, tmp_path):
     assert config["family"] == "vae" and config["model"]["likelihood"] == "bernoulli"
     assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
 
-    code, _, err = aigc("train", "vae", "--resume", "v1", "--beta", "2")
-    assert_clean_error(code, err, "--beta")
-    code, _, err = aigc("train", "vae", "-d", data, "--beta", "-1", *TINY)
-    assert_clean_error(code, err, "--beta")
-    code, _, err = aigc("train", "vae", "-d", data, "--likelihood", "poisson", *TINY)
-    assert_clean_error(code, err, "likelihood")
-    code, _, err = aigc("train", "gan", "--resume", "v1")
-    assert_clean_error(code, err, "vae run")
+    code, _, err = cli("train", "vae", "--resume", "v1", "--beta", "2")
+    clean_error(code, err, "--beta")
+    code, _, err = cli("train", "vae", "-d", data, "--beta", "-1", *tiny_vae["args"])
+    clean_error(code, err, "--beta")
+    code, _, err = cli("train", "vae", "-d", data, "--likelihood", "poisson", *tiny_vae["args"])
+    clean_error(code, err, "likelihood")
+    code, _, err = cli("train", "gan", "--resume", "v1")
+    clean_error(code, err, "vae run")
 
 
-def test_batch_size_one(aigc, aigc_home, tmp_path):
-    data = write_bars(tmp_path / "bars.npz", n=4)
-    code, out, err = aigc("-q", "train", "vae", "-d", data, "-e", "1", "--width", "2", "--latent-dim", "2",
-                          "-b", "1", "--json")
+def test_batch_size_one(cli, aigc_home, tmp_path, make_bars):
+    data = make_bars(tmp_path / "bars.npz", n=4)
+    code, out, err = cli("-q", "train", "vae", "-d", data, "-e", "1", "--width", "2", "--latent-dim", "2",
+                         "-b", "1", "--json")
     assert code == 0, err
     result = json.loads(out)
     assert result["status"] == "completed" and result["step"] == 4
@@ -184,50 +151,51 @@ def test_batch_size_one(aigc, aigc_home, tmp_path):
     assert grid.size == (2 * 10 + 2, 10 + 2)  # the one kept image beside its reconstruction
 
 
-@pytest.mark.parametrize("family, extra", [("vae", TINY[:4]), ("gan", ["--arch", "mlp", "--width", "4"])])
-def test_dataset_smaller_than_batch_creates_no_run(aigc, aigc_home, tmp_path, family, extra):
-    data = write_bars(tmp_path / "small.npz", n=8)
-    code, _, err = aigc("train", family, "-d", data, "-e", "1", *extra, "-b", "16")
-    assert_clean_error(code, err, "8 images", "--batch-size 16")
-    code, out, err = aigc("runs", "list", "--json")
+@pytest.mark.parametrize("family", ["vae", "gan"])
+def test_dataset_smaller_than_batch_creates_no_run(cli, aigc_home, tmp_path, make_bars, clean_error, tiny_vae, family):
+    extra = {"vae": tiny_vae["args"][:4], "gan": ["--arch", "mlp", "--width", "4"]}[family]
+    data = make_bars(tmp_path / "small.npz", n=8)
+    code, _, err = cli("train", family, "-d", data, "-e", "1", *extra, "-b", "16")
+    clean_error(code, err, "8 images", "--batch-size 16")
+    code, out, err = cli("runs", "list", "--json")
     assert code == 0 and json.loads(out) == [], out
 
 
-def test_conditional_gaussian_colour(aigc, aigc_home, tmp_path):
-    data = write_bars(tmp_path / "colour.npz", n=64, channels=3)
-    code, out, err = aigc("-q", "train", "vae", "-d", data, "-e", "1", "--conditional", "--arch", "mlp",
-                          "--width", "2", "--latent-dim", "3", "-b", "16", "--json")
+def test_conditional_gaussian_colour(cli, aigc_home, tmp_path, make_bars, clean_error):
+    data = make_bars(tmp_path / "colour.npz", n=64, channels=3)
+    code, out, err = cli("-q", "train", "vae", "-d", data, "-e", "1", "--conditional", "--arch", "mlp",
+                         "--width", "2", "--latent-dim", "3", "-b", "16", "--json")
     assert code == 0, err
     run_id = json.loads(out)["id"]
     config = json.loads((aigc_home / "runs" / run_id / "config.json").read_text())
     assert config["model"]["likelihood"] == "gaussian" and config["model"]["conditional"]
-    code, png, err = aigc("sample", run_id, "-n", "4", "--label", "2", "--seed", "1", "-o", "-")
+    code, png, err = cli("sample", run_id, "-n", "4", "--label", "2", "--seed", "1", "-o", "-")
     assert code == 0, err
     assert Image.open(io.BytesIO(png)).mode == "RGB"
-    code, _, err = aigc("sample", run_id, "-n", "4", "--label", "9", "-o", tmp_path / "x.png")
-    assert_clean_error(code, err, "--label")
-    code, _, err = aigc("reconstruct", run_id, tmp_path / "x.png", "-o", tmp_path / "r.png")
+    code, _, err = cli("sample", run_id, "-n", "4", "--label", "9", "-o", tmp_path / "x.png")
+    clean_error(code, err, "--label")
+    code, _, err = cli("reconstruct", run_id, tmp_path / "x.png", "-o", tmp_path / "r.png")
     assert code == 1  # no such file or no --label: a clean error either way
     Image.new("RGB", (8, 8), (200, 10, 10)).save(tmp_path / "red.png")
-    code, _, err = aigc("reconstruct", run_id, tmp_path / "red.png", "-o", tmp_path / "r.png")
-    assert_clean_error(code, err, "--label")
-    code, _, err = aigc("reconstruct", run_id, tmp_path / "red.png", "--label", "1", "-o", tmp_path / "r.png")
+    code, _, err = cli("reconstruct", run_id, tmp_path / "red.png", "-o", tmp_path / "r.png")
+    clean_error(code, err, "--label")
+    code, _, err = cli("reconstruct", run_id, tmp_path / "red.png", "--label", "1", "-o", tmp_path / "r.png")
     assert code == 0, err
-    code, _, err = aigc("reconstruct", run_id, tmp_path / "red.png", "--label", "4", "-o", tmp_path / "r4.png")
-    assert_clean_error(code, err, "--label must be in 0..3")
+    code, _, err = cli("reconstruct", run_id, tmp_path / "red.png", "--label", "4", "-o", tmp_path / "r4.png")
+    clean_error(code, err, "--label must be in 0..3")
     assert not (tmp_path / "r4.png").exists()
 
 
 # -- resume -------------------------------------------------------------------------------------------
 
-def test_resume_equals_straight_run(aigc_home, tmp_path):
+def test_resume_equals_straight_run(aigc_home, tmp_path, make_bars, tiny_vae):
     from safetensors.torch import load_file
 
     from aigc_cli import training
 
-    data = write_bars(tmp_path / "bars.npz", n=128)
-    straight = training.train("vae", dataset=str(data), epochs=2, name="straight", **TINY_KW)
-    first = training.train("vae", dataset=str(data), epochs=1, name="resumed", **TINY_KW)
+    data = make_bars(tmp_path / "bars.npz", n=128)
+    straight = training.train("vae", dataset=str(data), epochs=2, name="straight", **tiny_vae["kw"])
+    first = training.train("vae", dataset=str(data), epochs=1, name="resumed", **tiny_vae["kw"])
     resumed = training.resume("resumed", epochs=2)
     a, b = load_file(str(straight.weights_path)), load_file(str(resumed.weights_path))
     assert first.id == resumed.id and a.keys() == b.keys()
@@ -244,22 +212,22 @@ def test_resume_equals_straight_run(aigc_home, tmp_path):
 
 # -- sample and reconstruct on a trained run ----------------------------------------------------------
 
-def test_sample_vae_run(aigc, home, tmp_path):
+def test_sample_vae_run(cli, home, tmp_path, clean_error):
     run, _ = home
-    code, out, err = aigc("sample", run.id, "-n", "6", "--seed", "3", "-o", tmp_path / "a.png", "--json")
+    code, out, err = cli("sample", run.id, "-n", "6", "--seed", "3", "-o", tmp_path / "a.png", "--json")
     assert code == 0, err
     assert json.loads(out)["n"] == 6
-    code, png, err = aigc("sample", "tiny", "-n", "6", "--seed", "3", "-o", "-")
+    code, png, err = cli("sample", "tiny", "-n", "6", "--seed", "3", "-o", "-")
     assert code == 0 and png.startswith(b"\x89PNG")
     assert np.array_equal(np.asarray(Image.open(tmp_path / "a.png")), np.asarray(Image.open(io.BytesIO(png))))
     np.save(tmp_path / "z.npy", np.zeros((3, 4), np.float32))
-    code, _, err = aigc("sample", "tiny", "--latents", tmp_path / "z.npy", "-o", tmp_path / "z.png")
+    code, _, err = cli("sample", "tiny", "--latents", tmp_path / "z.npy", "-o", tmp_path / "z.png")
     assert code == 0, err
-    code, _, err = aigc("sample", "tiny", "--label", "1", "-o", tmp_path / "l.png")
-    assert_clean_error(code, err, "not class-conditional")
+    code, _, err = cli("sample", "tiny", "--label", "1", "-o", tmp_path / "l.png")
+    clean_error(code, err, "not class-conditional")
 
 
-def test_reconstruct(aigc, home, tmp_path):
+def test_reconstruct(cli, home, tmp_path, clean_error):
     run, root = home
     ds = np.load(root / "bars.npz")["images"]
     imgs = tmp_path / "imgs"
@@ -267,8 +235,8 @@ def test_reconstruct(aigc, home, tmp_path):
     for i in range(3):
         Image.fromarray(ds[i]).save(imgs / f"d{i}.png")
     Image.fromarray(np.repeat(ds[3][:, :, None], 3, axis=2)).resize((20, 12)).save(imgs / "big.jpg")
-    code, out, err = aigc("reconstruct", run.id, imgs / "d0.png", imgs / "d1.png", imgs / "d2.png",
-                          imgs / "big.jpg", "-o", tmp_path / "r.png", "--json")
+    code, out, err = cli("reconstruct", run.id, imgs / "d0.png", imgs / "d1.png", imgs / "d2.png",
+                         imgs / "big.jpg", "-o", tmp_path / "r.png", "--json")
     assert code == 0, err
     info = json.loads(out)
     assert info["n"] == 4 and info["converted"] == ["big.jpg: 20x12 -> 8x8"]
@@ -280,30 +248,30 @@ def test_reconstruct(aigc, home, tmp_path):
 
     # A folder: its images in order, other files skipped; --nrow 2 gives 2 pairs of rows.
     (imgs / "notes.txt").write_text("not an image")
-    code, out, err = aigc("reconstruct", run.id, imgs, "--nrow", "2", "-o", tmp_path / "sub" / "f.png", "--json")
+    code, out, err = cli("reconstruct", run.id, imgs, "--nrow", "2", "-o", tmp_path / "sub" / "f.png", "--json")
     assert code == 0, err
     assert json.loads(out)["n"] == 4
     assert Image.open(tmp_path / "sub" / "f.png").size == (2 * 10 + 2, 4 * 10 + 2)
 
-    code, png, err = aigc("reconstruct", run.id, imgs / "d0.png", "-o", "-")
+    code, png, err = cli("reconstruct", run.id, imgs / "d0.png", "-o", "-")
     assert code == 0 and png.startswith(b"\x89PNG")
 
-    code, _, err = aigc("reconstruct", run.id, imgs / "notes.txt", "-o", tmp_path / "bad.png")
-    assert_clean_error(code, err, "not an image")
-    code, _, err = aigc("reconstruct", run.id, tmp_path / "missing.png", "-o", tmp_path / "bad.png")
-    assert_clean_error(code, err, "no such file")
-    code, _, err = aigc("reconstruct", run.id, imgs / "d0.png", "-o", tmp_path / "bad.gif")
-    assert_clean_error(code, err, ".png")
-    code, _, err = aigc("reconstruct", run.id, imgs / "d0.png", "--label", "1", "-o", tmp_path / "bad.png")
-    assert_clean_error(code, err, "not class-conditional", "drop --label")  # as sample words it
+    code, _, err = cli("reconstruct", run.id, imgs / "notes.txt", "-o", tmp_path / "bad.png")
+    clean_error(code, err, "not an image")
+    code, _, err = cli("reconstruct", run.id, tmp_path / "missing.png", "-o", tmp_path / "bad.png")
+    clean_error(code, err, "no such file")
+    code, _, err = cli("reconstruct", run.id, imgs / "d0.png", "-o", tmp_path / "bad.gif")
+    clean_error(code, err, ".png")
+    code, _, err = cli("reconstruct", run.id, imgs / "d0.png", "--label", "1", "-o", tmp_path / "bad.png")
+    clean_error(code, err, "not class-conditional", "drop --label")  # as sample words it
     assert not (tmp_path / "bad.png").exists()
 
 
-def test_quiet_hides_conversion_warnings(aigc, home, tmp_path):
+def test_quiet_hides_conversion_warnings(cli, home, tmp_path):
     run, root = home
     Image.fromarray(np.load(root / "bars.npz")["images"][0]).resize((16, 16)).save(tmp_path / "big.png")
-    code, out, err = aigc("-q", "reconstruct", run.id, tmp_path / "big.png", "-o", tmp_path / "r.png", "--json")
+    code, out, err = cli("-q", "reconstruct", run.id, tmp_path / "big.png", "-o", tmp_path / "r.png", "--json")
     assert code == 0 and err == "", err
     assert json.loads(out)["converted"] == ["big.png: 16x16 -> 8x8"]  # still reported, on stdout
-    code, _, err = aigc("reconstruct", run.id, tmp_path / "big.png", "-o", tmp_path / "r.png")
+    code, _, err = cli("reconstruct", run.id, tmp_path / "big.png", "-o", tmp_path / "r.png")
     assert code == 0 and "warning: converted big.png" in err

@@ -11,7 +11,6 @@ import torch
 from safetensors import safe_open
 
 from aigc_cli.models.vae.prior import MAX_FIT_POINTS, GmmPrior, components_for, fit_gmm, fit_subset
-from test_vae import TINY, assert_clean_error, write_bars
 
 
 def two_blobs(n=3000, seed=0):
@@ -98,8 +97,8 @@ def test_fit_subset_is_all_images_or_a_fixed_seeded_sample():
 
 
 @pytest.fixture
-def bars(tmp_path, aigc_home):
-    return str(write_bars(tmp_path / "bars.npz", n=320))
+def bars(tmp_path, aigc_home, make_bars):
+    return str(make_bars(tmp_path / "bars.npz", n=320))
 
 
 def weights_keys(run_dir):
@@ -107,10 +106,10 @@ def weights_keys(run_dir):
         return {k: f.get_tensor(k) for k in f.keys()}
 
 
-def test_train_vae_fits_the_prior_and_sample_draws_from_it(cli, bars, tmp_path, aigc_home):
+def test_train_vae_fits_the_prior_and_sample_draws_from_it(cli, bars, tmp_path, aigc_home, tiny_vae):
     from aigc_cli.generation import load_generator
 
-    code, out, err = cli(*["train", "vae", "--dataset", bars, "--epochs", "1", *TINY, "--json"])
+    code, out, err = cli(*["train", "vae", "--dataset", bars, "--epochs", "1", *tiny_vae["args"], "--json"])
     assert code == 0, err
     run_dir = aigc_home / "runs" / "run1"
     config = json.loads((run_dir / "config.json").read_text())
@@ -145,10 +144,10 @@ def test_train_vae_fits_the_prior_and_sample_draws_from_it(cli, bars, tmp_path, 
     assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
 
 
-def test_prior_standard_samples_the_textbook_normal(cli, bars, tmp_path, aigc_home):
+def test_prior_standard_samples_the_textbook_normal(cli, bars, tmp_path, aigc_home, tiny_vae):
     from aigc_cli.generation import load_generator
 
-    code, _, err = cli(*["train", "vae", "--dataset", bars, "--epochs", "1", *TINY, "--prior", "standard"])
+    code, _, err = cli(*["train", "vae", "--dataset", bars, "--epochs", "1", *tiny_vae["args"], "--prior", "standard"])
     assert code == 0, err
     assert not any(k.startswith("prior.") for k in weights_keys(aigc_home / "runs" / "run1"))
     gen = load_generator("run1")
@@ -156,10 +155,10 @@ def test_prior_standard_samples_the_textbook_normal(cli, bars, tmp_path, aigc_ho
     assert torch.equal(gen.latents(5, seed=2), torch.randn(5, 4, generator=torch.Generator().manual_seed(2)))
 
 
-def test_runs_from_before_priors_sample_from_the_standard_normal(cli, bars, tmp_path, aigc_home):
+def test_runs_from_before_priors_sample_from_the_standard_normal(cli, bars, tmp_path, aigc_home, tiny_vae):
     from aigc_cli.generation import load_generator
 
-    code, _, err = cli(*["train", "vae", "--dataset", bars, "--epochs", "1", *TINY])
+    code, _, err = cli(*["train", "vae", "--dataset", bars, "--epochs", "1", *tiny_vae["args"]])
     assert code == 0, err
     path = aigc_home / "runs" / "run1" / "config.json"
     config = json.loads(path.read_text())
@@ -172,12 +171,12 @@ def test_runs_from_before_priors_sample_from_the_standard_normal(cli, bars, tmp_
     assert code == 0, err
 
 
-def test_bad_prior_and_save_latents_names_are_clean_errors(cli, bars, tmp_path, aigc_home):
-    code, _, err = cli(*["train", "vae", "--dataset", bars, "--epochs", "1", *TINY, "--prior", "flow"])
-    assert_clean_error(code, err, "--prior", "gmm, standard")
+def test_bad_prior_and_save_latents_names_are_clean_errors(cli, bars, tmp_path, aigc_home, clean_error, tiny_vae):
+    code, _, err = cli(*["train", "vae", "--dataset", bars, "--epochs", "1", *tiny_vae["args"], "--prior", "flow"])
+    clean_error(code, err, "--prior", "gmm, standard")
     assert not (aigc_home / "runs" / "run1").exists()
-    code, _, err = cli(*["train", "vae", "--dataset", bars, "--epochs", "1", *TINY])
+    code, _, err = cli(*["train", "vae", "--dataset", bars, "--epochs", "1", *tiny_vae["args"]])
     assert code == 0, err
     code, _, err = cli(*["sample", "run1", "-o", str(tmp_path / "s.png"), "--save-latents", str(tmp_path / "z.txt")])
-    assert_clean_error(code, err, ".npy")
+    clean_error(code, err, ".npy")
     assert not (tmp_path / "s.png").exists()

@@ -15,7 +15,7 @@ from aigc_cli.cli import common
 from aigc_cli.cli.options import parameter, with_signature
 from aigc_cli.core.options import Option
 from aigc_cli.models.registry import FamilySpec, family_specs
-from aigc_cli.training.options import DATA_OPTIONS, RUN_OPTIONS
+from aigc_cli.training.options import train_options
 
 app = typer.Typer(help="Train models (runs are kept in the run store; see 'aigc runs').", no_args_is_help=True)
 
@@ -30,8 +30,8 @@ _JSON = inspect.Parameter(
 
 
 def command_options(spec: FamilySpec) -> list[Option]:
-    """The options of ``aigc train <family>``, in the order its help lists them."""
-    return [*DATA_OPTIONS, *(o for o in spec.options if o.cli), *RUN_OPTIONS]
+    """The options of ``aigc train <family>``: those of its training that have a flag."""
+    return [o for o in train_options(spec.options) if o.cli]
 
 
 def _flag(option: Option, value: Any) -> str:

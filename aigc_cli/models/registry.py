@@ -31,8 +31,6 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import nn
 
-    from aigc_cli.training.loop import TrainTask
-
 PRODUCTS = ("images",)  # what a family can produce; commands check it before they start
 ENCODERS = ("encoder", "inversion")  # how a family maps images to latents, if it can
 
@@ -80,14 +78,35 @@ class Sampler(Protocol):
         """(x (N, C, H, W) in [0, 1], labels) -> z (N, D); None unless the spec declares an encoder."""
 
 
+class TrainTask(Protocol):
+    """A family's training side, built by ``FamilyImpl.make_task``; training/loop.py drives it."""
+
+    modules: dict[str, "nn.Module"]  # everything that goes into a checkpoint (EMA copies too)
+    optimizers: dict[str, "torch.optim.Optimizer"]
+
+    def train_step(self, batch: "torch.Tensor", labels: "torch.Tensor | None", step: int) -> dict[str, "torch.Tensor"]:
+        """One update on a (B, C, H, W) uint8 batch; returns detached scalar losses."""
+
+    def inference_modules(self) -> dict[str, "nn.Module"]:
+        """What model.safetensors holds: the modules the family's ``build`` rebuilds."""
+
+    def sync_inference(self, images: "torch.Tensor", labels: "torch.Tensor | None") -> None:
+        """Bring the inference modules up to date before they are saved or previewed (e.g.
+        re-estimate BatchNorm statistics of an EMA generator, fit a prior to the encoded data).
+        images: the whole training set on the device, (N, C, H, W) uint8; labels (N,) or None."""
+
+    def previews(self) -> dict[str, "torch.Tensor"]:
+        """name -> (B, C, H, W) images in [0, 1] from fixed inputs, saved as samples/<name>_epochNNN.png."""
+
+
 class FamilyImpl(Protocol):
     """The torch side of a family: config, training task, modules and sampler."""
 
     def make_config(self, options: dict[str, Any], dataset_info: dict[str, Any]) -> tuple[dict, dict]:
         """(model, train) sections of config.json from the resolved options (None: decide here)."""
 
-    def make_task(self, config: dict[str, Any], device: "torch.device") -> "TrainTask":
-        """The training side: modules, optimizers, one train_step (see training/loop.py)."""
+    def make_task(self, config: dict[str, Any], device: "torch.device") -> TrainTask:
+        """The training side: modules, optimizers, one train_step."""
 
     def build(self, config: dict[str, Any]) -> dict[str, "nn.Module"]:
         """The inference modules stored in model.safetensors, untrained."""
@@ -131,9 +150,7 @@ def register_family(spec: FamilySpec) -> FamilySpec:
         raise ValueError(f"family {spec.name!r}: encoder must be one of {ENCODERS} or None")
     if spec.implementation.count(":") != 1:
         raise ValueError(f"family {spec.name!r}: implementation must be 'module:attribute'")
-    from aigc_cli.training.options import LOOP_OPTIONS
-
-    option_table(LOOP_OPTIONS + spec.options)  # refuses an option that repeats a loop option
+    option_table(spec.options)  # refuses an option declared twice (training/options.py: or a loop option's name)
     option_table(spec.generate_options)
     FAMILIES.register(spec.name)(Family(spec))
     return spec

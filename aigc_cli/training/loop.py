@@ -24,28 +24,10 @@ from aigc_cli.core.io import atomic_write_bytes, atomic_write_text
 from aigc_cli.core.memory import tune_cpu_allocator
 from aigc_cli.core.seeding import get_rng_state, set_rng_state
 from aigc_cli.data.base import ImageDataset
+from aigc_cli.models.registry import TrainTask
 from aigc_cli.runs.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from aigc_cli.runs.store import Run
 from aigc_cli.training.options import LOG_EVERY
-
-
-class TrainTask(Protocol):
-    modules: dict[str, torch.nn.Module]  # everything that goes into a checkpoint (EMA copies too)
-    optimizers: dict[str, torch.optim.Optimizer]
-
-    def train_step(self, batch: torch.Tensor, labels: torch.Tensor | None, step: int) -> dict[str, torch.Tensor]:
-        """One update on a (B, C, H, W) uint8 batch; returns detached scalar losses."""
-
-    def inference_modules(self) -> dict[str, torch.nn.Module]:
-        """What model.safetensors holds: the modules the family's ``build`` rebuilds."""
-
-    def sync_inference(self, images: torch.Tensor, labels: torch.Tensor | None) -> None:
-        """Bring the inference modules up to date before they are saved or previewed (e.g.
-        re-estimate BatchNorm statistics of an EMA generator, fit a prior to the encoded data).
-        images: the whole training set on the device, (N, C, H, W) uint8; labels (N,) or None."""
-
-    def previews(self) -> dict[str, torch.Tensor]:
-        """name -> (B, C, H, W) images in [0, 1] from fixed inputs, saved as samples/<name>_epochNNN.png."""
 
 
 class ProgressSink(Protocol):

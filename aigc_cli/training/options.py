@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from aigc_cli.core.options import Option
+from aigc_cli.core.options import Option, option_table
 from aigc_cli.metrics.registry import FID_N
 
 LOG_EVERY = 20  # steps between two rows of metrics.jsonl (and at the end of every epoch)
@@ -25,3 +25,11 @@ RUN_OPTIONS = (
     Option("fid_n", int, FID_N, "Samples for each FID of --eval-every.", minimum=2),
 )
 LOOP_OPTIONS = DATA_OPTIONS + RUN_OPTIONS
+
+
+def train_options(family_options: tuple[Option, ...]) -> list[Option]:
+    """Every option of one family's training, in the order ``aigc train <family> --help`` lists
+    them; a family option named like a loop option is refused."""
+    options = [*DATA_OPTIONS, *family_options, *RUN_OPTIONS]
+    option_table(options)
+    return options

@@ -29,7 +29,7 @@ from aigc_cli.models.registry import get_family
 from aigc_cli.runs.store import Run, create_run, now_iso, resolve_run
 from aigc_cli.training.evaluation import make_evaluator
 from aigc_cli.training.loop import LoopConfig, NoProgress, ProgressSink, Trainer, check_loop
-from aigc_cli.training.options import LOG_EVERY, LOOP_OPTIONS
+from aigc_cli.training.options import LOG_EVERY, LOOP_OPTIONS, train_options
 
 DatasetProgress = Callable[[str, int, "int | None"], None]
 
@@ -53,6 +53,7 @@ def train(
     eval_every, fid_n) and the family's (arch, loss, lr, ...). ``on_run`` hears of the run as soon
     as it exists; ``progress`` receives the training's progress and messages."""
     fam = get_family(family)
+    train_options(fam.spec.options)  # a family option may not shadow a loop option
     loop_given = {o.name: options.pop(o.name, None) for o in LOOP_OPTIONS}
     loop_given.update(dataset=dataset, split=split)
     values = resolve(LOOP_OPTIONS, loop_given, "training")
