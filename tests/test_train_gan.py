@@ -38,7 +38,7 @@ def test_train_writes_a_complete_run(aigc_home, cli, tiny_npz, tiny_gan):
     assert all({"d_loss", "g_loss", "images_per_s", "epoch"} <= r.keys() for r in rows)
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["samples_epoch001.png", "samples_epoch002.png"]
     assert (run / "model.safetensors").stat().st_size > 0
-    assert not list(run.glob("*.tmp")) and not list(run.glob(".*"))
+    assert [p.name for p in run.glob(".*")] == [".lock"]  # no temp file left, only the (free) lock
     assert all(not p.name.endswith((".pt", ".pth", ".pkl")) for p in run.rglob("*"))
 
 

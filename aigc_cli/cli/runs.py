@@ -41,11 +41,19 @@ def show(
     """Show a run: status, progress, config and last metrics."""
     from aigc_cli.runs.store import resolve_run
 
+    from aigc_cli.core.errors import RunError
+
     r = resolve_run(run)
-    data = summary(r)
     meta = r.read_meta()
+    data = {k: meta.get(k) for k in FIELDS}
     data.update(path=str(r.path), updated=meta.get("updated"), error=meta.get("error"))
-    data["config"] = r.read_config()
+    writer = r.writer()
+    data["writer"] = writer
+    try:
+        data["config"] = r.read_config()
+    except RunError as e:  # a damaged run is still shown, with what is wrong
+        data["config"] = {}
+        data["error"] = data["error"] or str(e)
     rows = r.read_metrics()
     data["last_metrics"] = next((m for m in reversed(rows) if "fid" not in m), None)
     fids = [m for m in rows if "fid" in m]
@@ -56,6 +64,8 @@ def show(
     cfg = data["config"]
     items = [[k, data[k]] for k in ("id", "name", "family", "status", "epoch", "epochs", "step", "created",
                                     "updated", "dataset", "path", "error") if data.get(k) is not None]
+    if writer:
+        items.append(["writer", f"pid {writer.get('pid')} on {writer.get('host')}"])
     items += [[f"model.{k}", v] for k, v in cfg.get("model", {}).items()]
     items += [[f"train.{k}", v] for k, v in cfg.get("train", {}).items()]
     items.append(["seed", cfg.get("seed")])
@@ -69,18 +79,24 @@ def show(
 @app.command("rm")
 def rm(
     runs: list[str] = typer.Argument(..., help="Run ids, names or 'last'."),
-    force: bool = typer.Option(False, "--force", "-f", help="Also remove runs that are still running."),
+    force: bool = typer.Option(
+        False, "--force", "-f",
+        help="Also remove runs being trained: their training is stopped first (it saves and exits 143).",
+    ),
 ) -> None:
     """Delete runs and all their files."""
     from aigc_cli.core.errors import RunError
     from aigc_cli.runs.store import remove_run, resolve_run
 
     targets = [resolve_run(r) for r in runs]  # resolve all first: a typo removes nothing
+    if not force:
+        for r in targets:
+            writer = r.writer()
+            if writer is not None:
+                raise RunError(f"{r.id} is being trained (pid {writer.get('pid')} on {writer.get('host')}); "
+                               "stop it first, or pass --force to stop it and remove the run")
     for r in targets:
-        if r.read_meta().get("status") == "running" and not force:
-            raise RunError(f"{r.id} is still running; stop it first or pass --force")
-    for r in targets:
-        remove_run(r)
+        remove_run(r, force=force)
         common.info(f"removed {r.id}")
 
 

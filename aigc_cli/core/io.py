@@ -1,6 +1,8 @@
 """Atomic file writes: temp file in the same folder, fsync, os.replace.
 
-A reader sees either the old file or the new one, never half of one.
+A reader sees either the old file or the new one, never half of one. A write never creates the
+folder it writes into unless asked (``parents=True``): a run folder removed under a writer must
+stay removed, so that writer fails instead of bringing it back.
 """
 
 from __future__ import annotations
@@ -8,36 +10,47 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
+import secrets
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
+
+from aigc_cli.core.faults import fault_point
+
+TMP_SUFFIX = ".tmp"
+
+
+def temp_name(path: Path) -> Path:
+    """The temporary file beside ``path``: ``.<name>.<random>.tmp`` (the store cleans stale ones)."""
+    return path.with_name(f".{path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
 
 
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, parents: bool = False) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success fsync it and move it into place."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; a normal file follows the umask
-    tmp_path = Path(tmp)
+    if parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_name(path)
+    # 0o666 filtered by the umask, as for any new file: no os.umask() dance (racy with threads).
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    mode = tmp.stat().st_mode & 0o777
+    point = f"write:{path.name}"
     try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as f:
+        fault_point(f"{point}:open")
+        yield tmp
+        fault_point(f"{point}:written")
+        if tmp.stat().st_mode & 0o777 != mode:
+            os.chmod(tmp, mode)  # a writer that replaced the file (0600 temp files) gets our mode back
+        with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.replace(tmp_path, path)
+        fault_point(f"{point}:synced")
+        os.replace(tmp, path)
+        fault_point(f"{point}:replaced")
         _fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
+            tmp.unlink()
         raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -50,20 +63,16 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, parents: bool = False) -> None:
+    with atomic_path(path, parents) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(data)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | os.PathLike, text: str, parents: bool = False) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), parents)
 
 
-def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+def atomic_write_json(path: str | os.PathLike, obj: Any, parents: bool = False) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", parents)
 
-
-def atomic_write_with(path: str | os.PathLike, writer: Callable[[Path], None]) -> None:
-    """Call ``writer(tmp_path)`` (e.g. safetensors' save_file) and move the result into place."""
-    with atomic_path(path) as tmp:
-        writer(tmp)

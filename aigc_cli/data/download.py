@@ -47,7 +47,7 @@ def mirrors_for(name: str, mirrors: list[str]) -> list[str]:
 
 
 def _download(url: str, dest: Path, md5: str, progress: Progress | None) -> None:
-    with atomic_path(dest) as tmp:  # the temp file is removed if anything below raises
+    with atomic_path(dest, parents=True) as tmp:  # the temp file is removed if anything below raises
         h = hashlib.md5()
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as r, open(tmp, "wb") as f:
             total = int(r.headers.get("Content-Length") or 0) or None

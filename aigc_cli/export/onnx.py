@@ -369,7 +369,7 @@ def export_onnx(
         raise ExportError(f"the model is too large for a single ONNX file: {_first_line(e)}") from None
 
     try:
-        with atomic_path(path) as tmp:
+        with atomic_path(path, parents=True) as tmp:
             tmp.write_bytes(data)
             verification = verify_onnx(tmp, gen, fmt, module)
             if not verification["ok"]:

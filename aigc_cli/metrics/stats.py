@@ -49,7 +49,7 @@ def compute_stats(features: np.ndarray) -> Stats:
 
 
 def _write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
-    with atomic_path(path) as tmp:
+    with atomic_path(path, parents=True) as tmp:
         with open(tmp, "wb") as f:  # a file object: np.savez would add ".npz" to a name
             np.savez(f, **arrays)
 

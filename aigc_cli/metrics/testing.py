@@ -45,6 +45,6 @@ def write_random_weights(path: str | Path, seed: int = 0) -> Path:
     """Save a seeded random state dict as a plain ``torch.save`` file (loadable weights-only)."""
     path = Path(path)
     state = random_state_dict(seed)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, parents=True) as tmp:
         torch.save(state, tmp)
     return path

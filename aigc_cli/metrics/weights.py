@@ -112,7 +112,7 @@ def download_weights(
 
     dest = Path(dest)
     digest = hashlib.sha256()
-    with atomic_path(dest) as tmp:
+    with atomic_path(dest, parents=True) as tmp:
         try:
             request = urllib.request.Request(url, headers={"User-Agent": "aigc-cli"})
             with urllib.request.urlopen(request, timeout=timeout) as response, open(tmp, "wb") as out:
@@ -193,7 +193,7 @@ def _store_memo(memo_path: Path, memo: dict, key: str, sha: str) -> None:
     memo[key] = sha
     memo = dict(list(memo.items())[-32:])  # the latest few files are enough
     try:
-        atomic_write_json(memo_path, memo)
+        atomic_write_json(memo_path, memo, parents=True)
     except OSError:
         pass  # a read-only cache only costs a re-hash next time
 

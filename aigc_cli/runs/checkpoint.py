@@ -11,10 +11,11 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from aigc_cli.core.errors import WeightsError
-from aigc_cli.core.io import atomic_write_with
+from aigc_cli.core.io import atomic_write_bytes
 
 FORMAT = "aigc-checkpoint/1"
 
@@ -43,7 +44,9 @@ def _flatten_optimizer(name: str, opt: torch.optim.Optimizer) -> tuple[dict[str,
 def save_weights(path: Path, modules: dict[str, torch.nn.Module], metadata: dict[str, Any] | None = None) -> None:
     tensors = _flatten_module_states(modules, "")
     meta = {"format": "aigc-weights/1", "meta": json.dumps(metadata or {})}
-    atomic_write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
+    # Serialised here and written by core.io: safetensors' own save_file would add a second temp
+    # file with its own (0600) mode.
+    atomic_write_bytes(path, safetensors_bytes(tensors, metadata=meta))
 
 
 def _load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -60,12 +63,27 @@ def _load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
 
 
 def _load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str, path: Path) -> None:
+    own = module.state_dict()
+    for key, tensor in state.items():
+        mine = own.get(key)
+        if mine is None:
+            continue  # load_state_dict names it below
+        if tensor.dtype != mine.dtype:
+            raise WeightsError(f"{path.name}: {what}.{key} is {_dtype(tensor)}, expected {_dtype(mine)}; "
+                               "the file was not written by this run")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise WeightsError(f"{path.name}: {what}.{key} holds non-finite values (NaN or inf); "
+                               "the weights are unusable")
     try:
         module.load_state_dict(state, strict=True)
     except RuntimeError as e:
         raise WeightsError(
             f"{path.name}: the weights for {what} do not fit the run's architecture ({_mismatch(module, state, e)})"
         ) from None
+
+
+def _dtype(t: torch.Tensor) -> str:
+    return str(t.dtype).removeprefix("torch.")
 
 
 def _mismatch(module: torch.nn.Module, state: dict[str, torch.Tensor], error: RuntimeError) -> str:
@@ -120,7 +138,7 @@ def save_checkpoint(
     for key, value in extra_tensors.items():
         tensors[f"extra.{key}"] = value.detach().cpu().contiguous()
     metadata = {"format": FORMAT, "state": json.dumps(state), "optim": json.dumps(optim_meta)}
-    atomic_write_with(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    atomic_write_bytes(path, safetensors_bytes(tensors, metadata=metadata))
 
 
 def _retuple(saved: dict[str, Any], current: dict[str, Any]) -> dict[str, Any]:
@@ -137,24 +155,50 @@ def load_checkpoint(
     tensors, metadata = _load_tensors(path)
     if metadata.get("format") != FORMAT:
         raise WeightsError(f"{path} is not an aigc checkpoint")
+    state, optim_meta = _checkpoint_metadata(path, metadata)
     groups = _split(tensors, "model.")
     for name, module in modules.items():
         if name not in groups:
             raise WeightsError(f"checkpoint {path} holds no {name!r}; it does not fit this run")
         _load_into(module, groups[name], name, path)
-    optim_meta = json.loads(metadata["optim"])
     opt_tensors = _split(tensors, "optim.")
     for name, opt in optimizers.items():
         meta = optim_meta.get(name)
         if meta is None:
             raise WeightsError(f"checkpoint {path} holds no optimizer {name!r}")
-        state: dict[int, dict[str, Any]] = {}
-        for key, value in opt_tensors.get(name, {}).items():
-            idx, _, field = key.partition(".")
-            state.setdefault(int(idx), {})[field] = value
-        for idx, fields in meta["scalars"].items():
-            state.setdefault(int(idx), {}).update(fields)
-        groups = [_retuple(saved, current) for saved, current in zip(meta["param_groups"], opt.param_groups)]
-        opt.load_state_dict({"state": state, "param_groups": groups})
+        opt_state: dict[int, dict[str, Any]] = {}
+        try:
+            for key, value in opt_tensors.get(name, {}).items():
+                idx, _, field = key.partition(".")
+                if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                    raise WeightsError(f"{path.name}: optimizer {name!r} state holds non-finite values; "
+                                       "the checkpoint is unusable")
+                opt_state.setdefault(int(idx), {})[field] = value
+            for idx, fields in meta["scalars"].items():
+                opt_state.setdefault(int(idx), {}).update(fields)
+            groups = [_retuple(saved, current) for saved, current in zip(meta["param_groups"], opt.param_groups)]
+            opt.load_state_dict({"state": opt_state, "param_groups": groups})
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+            raise WeightsError(f"{path.name}: optimizer {name!r} state does not fit this run "
+                               f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
     extra = {k[len("extra."):]: v for k, v in tensors.items() if k.startswith("extra.")}
-    return extra, json.loads(metadata["state"])
+    return extra, state
+
+
+def _checkpoint_metadata(path: Path, metadata: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The checkpoint's JSON parts, checked: (progress state, optimizer metadata)."""
+    parsed = {}
+    for key in ("state", "optim"):
+        if key not in metadata:
+            raise WeightsError(f"{path.name}: the checkpoint's metadata lacks {key!r}; it cannot be resumed")
+        try:
+            parsed[key] = json.loads(metadata[key])
+        except ValueError:
+            raise WeightsError(f"{path.name}: the checkpoint's {key!r} metadata is not valid JSON") from None
+        if not isinstance(parsed[key], dict):
+            raise WeightsError(f"{path.name}: the checkpoint's {key!r} metadata is not an object")
+    for name, meta in parsed["optim"].items():
+        if not (isinstance(meta, dict) and isinstance(meta.get("param_groups"), list)
+                and isinstance(meta.get("scalars"), dict)):
+            raise WeightsError(f"{path.name}: the checkpoint's optimizer {name!r} metadata is malformed")
+    return parsed["state"], parsed["optim"]

@@ -18,7 +18,8 @@ from typing import Any, Callable, Protocol
 
 import torch
 
-from aigc_cli.core.errors import Interrupted, OptionError, TrainingDiverged, opt
+from aigc_cli.core.errors import Interrupted, OptionError, TrainingDiverged, WeightsError, opt
+from aigc_cli.core.faults import fault_point
 from aigc_cli.core.images import make_grid, png_bytes, to_uint8
 from aigc_cli.core.io import atomic_write_bytes, atomic_write_text
 from aigc_cli.core.memory import tune_cpu_allocator
@@ -139,12 +140,22 @@ class Trainer:
 
     def restore(self) -> None:
         extra, state = load_checkpoint(self.run.checkpoint_path, self.task.modules, self.task.optimizers)
-        set_rng_state({k[len("rng."):]: v for k, v in extra.items() if k.startswith("rng.")})
+        try:
+            set_rng_state({k[len("rng."):]: v for k, v in extra.items() if k.startswith("rng.")})
+        except (RuntimeError, KeyError, TypeError, ValueError) as e:
+            raise WeightsError(f"{self.run.checkpoint_path.name}: the saved random state is unusable "
+                               f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        for key in ("epoch", "step_in_epoch", "step"):
+            value = state.get(key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise WeightsError(f"{self.run.checkpoint_path.name}: the saved progress has a bad {key!r}: {value!r}")
+        if state["step_in_epoch"] > self.steps_per_epoch:
+            raise WeightsError(f"{self.run.checkpoint_path.name}: the saved progress does not fit this run's epochs")
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
-        self.step, self.elapsed = state["step"], state.get("elapsed", 0.0)
-        self._truncate_metrics()
+        self.step, self.elapsed = state["step"], float(state.get("elapsed", 0.0))
+        self.truncate_metrics()
 
-    def _truncate_metrics(self) -> None:
+    def truncate_metrics(self) -> None:
         # Lines logged after the checkpoint will be logged again by the resumed run.
         rows = [r for r in self.run.read_metrics() if r.get("step", 0) <= self.step]
         atomic_write_text(self.run.metrics_path, "".join(json.dumps(r) + "\n" for r in rows))
@@ -177,6 +188,7 @@ class Trainer:
             values = {k: float(v) for k, v in losses.items()}  # one sync per step: cheap at this size
             self.step += 1
             self.step_in_epoch += 1
+            fault_point("step")
             self.elapsed += time.perf_counter() - t0
             window_images += loop.batch_size
             if not all(math.isfinite(v) for v in values.values()):

@@ -26,7 +26,7 @@ from aigc_cli.core.options import resolve
 from aigc_cli.core.seeding import seed_everything
 from aigc_cli.data import load_dataset
 from aigc_cli.models.registry import get_family
-from aigc_cli.runs.store import Run, create_run, now_iso, resolve_run
+from aigc_cli.runs.store import Run, create_run, lock_run, now_iso, resolve_run
 from aigc_cli.training.evaluation import make_evaluator
 from aigc_cli.training.loop import LoopConfig, NoProgress, ProgressSink, Trainer, check_loop
 from aigc_cli.training.options import LOG_EVERY, LOOP_OPTIONS, train_options
@@ -76,12 +76,16 @@ def train(
         "created": now_iso(),
     }
     device = torch.device(device)
-    run = create_run(family, name=values["name"], epochs=loop.epochs, dataset=info["name"], device=str(device))
-    run.write_config(config)
-    if on_run:
-        on_run(run)
-    seed_everything(loop.seed)
-    return _fit(run, config, data, loop, device, progress or NoProgress(), resume=False)
+    # The run appears whole (run.json + config.json) and locked: nobody else writes it from here.
+    run = create_run(family, name=values["name"], config=config, epochs=loop.epochs, dataset=info["name"],
+                     device=str(device))
+    try:
+        if on_run:
+            on_run(run)
+        seed_everything(loop.seed)
+        return _fit(run, config, data, loop, device, progress or NoProgress(), restore=False)
+    finally:
+        run.release()
 
 
 def resume(
@@ -92,42 +96,63 @@ def resume(
     progress: ProgressSink | None = None,
     dataset_progress: DatasetProgress | None = None,
 ) -> Run:
-    """Continue a run from its checkpoint, to its own epoch count or a new ``epochs``."""
+    """Continue a run from its checkpoint, to its own epoch count or a new ``epochs``. A run
+    killed before its first checkpoint starts over from step 0 (same seed: the same run)."""
     run = run_ref if isinstance(run_ref, Run) else resolve_run(run_ref)
-    config = run.read_config()
-    if not run.checkpoint_path.exists():
-        raise RunError(f"{run.id} has no checkpoint to resume from")
-    meta = run.read_meta()
-    if meta.get("status") == "running":
-        raise RunError(f"{run.id} is still running (pid {meta.get('pid')}); stop it before resuming")
-    train_cfg = config["train"]
-    if epochs is not None:
-        if epochs < 1:
-            raise OptionError("epochs", f"must be at least 1, got {epochs}")
-        train_cfg["epochs"] = epochs
-        run.write_config(config)
-    loop = LoopConfig(train_cfg["epochs"], train_cfg["batch_size"], config["seed"], train_cfg.get("log_every", LOG_EVERY))
-    spec = config["dataset"]["spec"]
-    data = load_dataset(spec["spec"], spec["split"], progress=dataset_progress)
-    if data.fingerprint != config["dataset"]["fingerprint"]:
-        raise RunError(
-            f"the dataset {spec['spec']!r} has changed since {run.id} started (fingerprint differs); "
-            "resuming would not continue the same run"
-        )
-    run.update_meta(pid=os.getpid(), host=socket.gethostname(), epochs=loop.epochs)
-    return _fit(run, config, data, loop, torch.device(device), progress or NoProgress(), resume=True)
+    if epochs is not None and epochs < 1:
+        raise OptionError("epochs", f"must be at least 1, got {epochs}")
+    run = lock_run(run)  # one writer: a second resume, or a run still training, stops here
+    try:
+        meta = run.read_meta()
+        if meta["status"] == "broken":
+            raise RunError(f"{run.id} is broken ({meta['error']}); it cannot be resumed, remove it with 'aigc runs rm {run.id}'")
+        config = run.read_config()
+        train_cfg = dict(config["train"])
+        if epochs is not None:
+            train_cfg["epochs"] = epochs
+        try:
+            loop = LoopConfig(train_cfg["epochs"], train_cfg["batch_size"], config["seed"],
+                              train_cfg.get("log_every", LOG_EVERY))
+            spec = config["dataset"]["spec"]
+            spec_name, split = spec["spec"], spec["split"]
+        except (KeyError, TypeError) as e:
+            raise RunError(f"{run.id}: config.json lacks {e}; it cannot be resumed") from None
+        data = load_dataset(spec_name, split, progress=dataset_progress)
+        if data.fingerprint != config["dataset"].get("fingerprint"):
+            raise RunError(
+                f"the dataset {spec_name!r} has changed since {run.id} started (fingerprint differs); "
+                "resuming would not continue the same run"
+            )
+        config = {**config, "train": train_cfg}  # written once the checkpoint has proved usable
+        restore = run.checkpoint_path.exists()
+        if not restore:
+            seed_everything(loop.seed)
+        return _fit(run, config, data, loop, torch.device(device), progress or NoProgress(), restore=restore,
+                    new_epochs=epochs is not None)
+    finally:
+        run.release()
 
 
 def _fit(run: Run, config: dict, data, loop: LoopConfig, device: torch.device, progress: ProgressSink,
-         resume: bool) -> Run:
+         restore: bool, new_epochs: bool = False) -> Run:
     task = get_family(config["family"]).impl.make_task(config, device)
     eval_every = config.get("eval", {}).get("every", 0)
     evaluate = make_evaluator(run, config, data, device, say=progress.message) if eval_every else None
     trainer = Trainer(task, data, run, loop, device, progress=progress, evaluate=evaluate, eval_every=eval_every)
-    if resume:
+    if restore:
         trainer.restore()
         if trainer.epoch >= loop.epochs:
+            if run.read_meta().get("status") != "completed" and not new_epochs:
+                # Killed after its last save: nothing left to train, only the status to say.
+                run.update_meta(status="completed", epoch=trainer.epoch, step=trainer.step, pid=os.getpid(),
+                                host=socket.gethostname())
+                return run
             raise RunError(f"{run.id} has already trained {trainer.epoch} epochs; pass a larger {opt('epochs')} to continue")
+    elif run.metrics_path.exists():
+        trainer.truncate_metrics()  # a resume from step 0: rows of the lost attempt go
+    if new_epochs:
+        run.write_config(config)
+    run.update_meta(pid=os.getpid(), host=socket.gethostname(), epochs=loop.epochs)
     try:
         trainer.fit()
     except (KeyboardInterrupt, SystemExit):
