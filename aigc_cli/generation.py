@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from aigc_cli.core.errors import ConfigError, RunError, opt
+from aigc_cli.core.faults import fault_point
 from aigc_cli.core.images import to_uint8
 from aigc_cli.models.registry import Family, Sampler, check_generation_options, get_family
 from aigc_cli.runs.checkpoint import load_weights
@@ -153,5 +154,6 @@ def load_generator(run_ref: str | Run, device: torch.device | str = "cpu") -> Ge
         raise ConfigError(f"{run.id} is a {family.name} run, which produces {family.spec.produces}; this works on image runs")
     modules = family.impl.build(config)
     load_weights(run.weights_path, modules)
+    fault_point("generator:loaded")  # the signal tests stop sample, interpolate, export, eval here
     device = torch.device(device)
     return Generator(run, config, family, family.impl.sampler(modules, config, device), device)

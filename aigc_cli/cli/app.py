@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 from typing import Optional
 
@@ -64,18 +63,11 @@ app.add_typer(datasets_cmd.app, name="datasets")
 app.command("info")(info_cmd.info)
 
 
-class _Terminated(Exception):
-    pass
-
-
-def _on_sigterm(signum, frame):
-    raise _Terminated()
-
-
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI and map every outcome to an exit code: 0, 1 (error), 2 (usage), 130/143."""
     from aigc_cli.core.errors import AigcError, Interrupted
     from aigc_cli.core.options import flag
+    from aigc_cli.core.signals import Signalled, installed
 
     try:  # typer >= 0.29 vendors click
         from typer._click.exceptions import ClickException
@@ -84,11 +76,13 @@ def main(argv: list[str] | None = None) -> None:
 
     args = sys.argv[1:] if argv is None else argv
     common.settings.debug = "--debug" in args
-    signal.signal(signal.SIGTERM, _on_sigterm)
     command = typer.main.get_command(app)
     try:
-        command.main(args=args, prog_name="aigc", standalone_mode=False)
-        code = 0
+        with installed():  # SIGINT/SIGTERM raise Signalled anywhere below: 130/143, never 0
+            result = command.main(args=args, prog_name="aigc", standalone_mode=False)
+        # Not raised in standalone_mode=False: an Exit (typer.Exit(n), or Exit(130) that click
+        # makes of a KeyboardInterrupt) comes back as its code. Commands themselves return None.
+        code = result if isinstance(result, int) else 0
     except typer.Exit as e:
         code = e.exit_code
     except ClickException as e:
@@ -97,12 +91,12 @@ def main(argv: list[str] | None = None) -> None:
     except Interrupted as e:
         _error(e.render(flag), prefix="interrupted")
         code = e.exit_code
+    except Signalled as e:
+        _error(f"{e} (signal {e.signum})", prefix="aborted")
+        code = e.exit_code
     except (typer.Abort, KeyboardInterrupt):
         _error("interrupted", prefix="aborted")
         code = 130
-    except _Terminated:
-        _error("terminated", prefix="aborted")
-        code = 143
     except AigcError as e:
         if common.settings.debug:
             raise

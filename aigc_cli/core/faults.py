@@ -1,33 +1,67 @@
-"""Fault injection for the crash tests: kill this process at a named point, on its n-th visit.
+"""Fault injection and pause points for the crash and signal tests.
 
 ``AIGC_TEST_FAULT=<point>:<n>`` (e.g. ``write:checkpoint.safetensors:synced:2`` or ``step:7``)
 makes the n-th visit to ``<point>`` SIGKILL the process, so tests/test_crash.py can stop a
-training exactly inside a checkpoint write instead of hoping a timer lands there. Unset (always,
-outside those tests) a visit costs one dictionary lookup.
+training exactly inside a checkpoint write instead of hoping a timer lands there.
+
+``AIGC_TEST_PAUSE=<point>:<n>[,<point>:<n>...]`` with ``AIGC_TEST_PAUSE_DIR=<dir>`` makes the
+n-th visit to each point write ``<dir>/paused-<k>`` (k: 1, 2, ... in the order reached) and wait
+until a signal arrives (30 s at most), so tests/test_signals.py can deliver SIGINT/SIGTERM at an
+exact phase. Unset (always, outside those tests) a visit costs one dictionary lookup.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
+from pathlib import Path
 
-_TARGET: tuple[str, int] | None | bool = False  # False: not read yet
+_TARGETS: dict[str, tuple[str, int]] | None = None  # point -> ("kill"|"pause", n)
 _VISITS: dict[str, int] = {}
+_PAUSES = [0]
 
 
-def _target() -> tuple[str, int] | None:
-    global _TARGET
-    if _TARGET is False:
-        spec = os.environ.get("AIGC_TEST_FAULT", "")
-        point, _, n = spec.rpartition(":")
-        _TARGET = (point, int(n)) if point and n.isdigit() else None
-    return _TARGET
+def _parse(spec: str) -> list[tuple[str, int]]:
+    out = []
+    for item in filter(None, spec.split(",")):
+        point, _, n = item.rpartition(":")
+        if point and n.isdigit():
+            out.append((point, int(n)))
+    return out
+
+
+def _targets() -> dict[str, tuple[str, int]]:
+    global _TARGETS
+    if _TARGETS is None:
+        _TARGETS = {}
+        for point, n in _parse(os.environ.get("AIGC_TEST_PAUSE", "")):
+            _TARGETS[point + f"#{n}"] = ("pause", n)
+        for point, n in _parse(os.environ.get("AIGC_TEST_FAULT", "")):
+            _TARGETS[point + f"#{n}"] = ("kill", n)
+    return _TARGETS
 
 
 def fault_point(point: str) -> None:
-    target = _target()
-    if target is None or target[0] != point:
+    targets = _targets()
+    if not targets:
         return
     _VISITS[point] = _VISITS.get(point, 0) + 1
-    if _VISITS[point] == target[1]:
+    action = targets.get(f"{point}#{_VISITS[point]}")
+    if action is None:
+        return
+    if action[0] == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    _pause(point)
+
+
+def _pause(point: str) -> None:
+    from aigc_cli.core import signals
+
+    seen = signals.received()
+    _PAUSES[0] += 1
+    marker = Path(os.environ.get("AIGC_TEST_PAUSE_DIR", ".")) / f"paused-{_PAUSES[0]}"
+    marker.write_text(point)
+    deadline = time.monotonic() + 30
+    while signals.received() == seen and time.monotonic() < deadline:
+        time.sleep(0.01)  # a signal raises here, or is recorded by a deferred save / stop request

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from aigc_cli.core.errors import DatasetError
+from aigc_cli.core.faults import fault_point
 from aigc_cli.data import named, shapes  # noqa: F401  (register the named and built-in datasets)
 from aigc_cli.data.arrays import load_array_file
 from aigc_cli.data.base import DATASETS, SPLITS, ImageDataset
@@ -22,6 +23,7 @@ IDX_NAMES = (".gz", ".idx", "-ubyte")
 
 def load_dataset(spec: str, split: str = "train", progress: Progress | None = None) -> ImageDataset:
     """``progress(description, done, total)`` hears about downloads and image decoding."""
+    fault_point("dataset:load")
     if split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}; use one of: {', '.join(SPLITS)}")
     if spec in DATASETS:

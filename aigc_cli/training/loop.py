@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import signal
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
@@ -19,6 +18,7 @@ from typing import Any, Callable, Protocol
 import torch
 
 from aigc_cli.core.errors import Interrupted, OptionError, TrainingDiverged, WeightsError, opt
+from aigc_cli.core import signals
 from aigc_cli.core.faults import fault_point
 from aigc_cli.core.images import make_grid, png_bytes, to_uint8
 from aigc_cli.core.io import atomic_write_bytes, atomic_write_text
@@ -74,29 +74,6 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
-class _StopFlag:
-    """SIGINT/SIGTERM ask the loop to stop after the current step instead of killing it mid-write."""
-
-    def __init__(self):
-        self.signum: int | None = None
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            for s in (signal.SIGINT, signal.SIGTERM):
-                self._old[s] = signal.signal(s, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second Ctrl-C: the user really wants out
-        self.signum = signum
-
-    def __exit__(self, *exc):
-        for s, old in self._old.items():
-            signal.signal(s, old)
-
-
 class Trainer:
     def __init__(
         self,
@@ -123,6 +100,11 @@ class Trainer:
 
     # -- state ---------------------------------------------------------------------------------
     def save(self) -> None:
+        # A signal during the save is held until it ends: never a half-saved run (core/signals.py).
+        with signals.deferred():
+            self._save()
+
+    def _save(self) -> None:
         state = {
             "epoch": self.epoch,
             "step_in_epoch": self.step_in_epoch,
@@ -168,15 +150,18 @@ class Trainer:
         self.progress.start(total, self.step, self.run.id)
         metrics_file = open(self.run.metrics_path, "a", encoding="utf-8")
         try:
-            with _StopFlag() as stop:
+            with signals.stop_request() as stop:
                 while self.epoch < loop.epochs:
                     self._run_epoch(stop, metrics_file)
+                finished_by = stop.signum  # a signal during the last save: the run is whole anyway
         finally:
             metrics_file.close()
             self.progress.close()
         self.run.update_meta(status="completed", epoch=self.epoch, step=self.step)
+        if finished_by is not None:
+            raise Interrupted(f"{self.run.id} completed as the signal came", exit_code=128 + finished_by)
 
-    def _run_epoch(self, stop: _StopFlag, metrics_file) -> None:
+    def _run_epoch(self, stop: signals.StopRequest, metrics_file) -> None:
         loop = self.loop
         order = epoch_permutation(len(self.images), loop.seed, self.epoch).to(self.device)
         window_start, window_images = time.perf_counter(), 0
@@ -202,7 +187,10 @@ class Trainer:
                 self.progress.update(self.step, {**values, "images_per_s": rate})
             if stop.signum is not None:
                 metrics_file.flush()
-                self.save()
+                try:
+                    self.save()
+                except signals.Signalled:
+                    pass  # a second signal during this save: the save finished; stop as asked
                 self.run.update_meta(status="interrupted")
                 code = 130 if stop.signum == signal.SIGINT else 143
                 raise Interrupted(f"{self.run.id} stopped at step {self.step}", exit_code=code, run_id=self.run.id)

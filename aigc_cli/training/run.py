@@ -21,6 +21,7 @@ from typing import Any, Callable
 import torch
 
 from aigc_cli import __version__
+from aigc_cli.core import signals
 from aigc_cli.core.errors import OptionError, RunError, opt
 from aigc_cli.core.options import resolve
 from aigc_cli.core.seeding import seed_everything
@@ -155,7 +156,7 @@ def _fit(run: Run, config: dict, data, loop: LoopConfig, device: torch.device, p
     run.update_meta(pid=os.getpid(), host=socket.gethostname(), epochs=loop.epochs)
     try:
         trainer.fit()
-    except (KeyboardInterrupt, SystemExit):
+    except (KeyboardInterrupt, SystemExit, signals.Signalled):
         run.update_meta(status="interrupted")
         raise
     except Exception as e:
