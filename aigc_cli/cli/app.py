@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Optional
 
 import typer
@@ -75,6 +76,8 @@ def main(argv: list[str] | None = None) -> None:
         from click import ClickException
 
     args = sys.argv[1:] if argv is None else argv
+    shown = warnings.showwarning
+    warnings.showwarning = _show_warning  # one line each (PIL's included); -q: none
     common.settings.debug = "--debug" in args
     command = typer.main.get_command(app)
     try:
@@ -111,7 +114,18 @@ def main(argv: list[str] | None = None) -> None:
             raise
         _error(f"{type(e).__name__}: {e} (run with --debug for the traceback)")
         code = 1
+    warnings.showwarning = shown
     sys.exit(code)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    from rich.markup import escape
+
+    if common.settings.quiet:
+        return
+    text = str(message).strip().splitlines()
+    line = escape(f"{text[0] if text else ''} ({category.__name__})")
+    common.console().print(f"[yellow]warning:[/yellow] {line}", soft_wrap=True)  # one line, never wrapped
 
 
 def _error(message: str, prefix: str = "error") -> None:

@@ -5,13 +5,16 @@ Also the array helpers the other loaders share: any pixel array -> uint8 (N, C, 
 
 from __future__ import annotations
 
+import math
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from aigc_cli.core.errors import DatasetError
-from aigc_cli.data.base import ImageDataset
+from aigc_cli.data.base import MAX_BYTES, ImageDataset, check_declared, require_regular
 
 IMAGE_KEYS = ("images", "x", "x_train", "arr_0")
 LABEL_KEYS = ("labels", "y", "y_train")
@@ -70,8 +73,52 @@ def labels_tensor(arr: np.ndarray, n: int, source: str) -> torch.Tensor:
     return torch.from_numpy(arr.astype(np.int64))
 
 
+def _declared_bytes(f, path: Path, what: str) -> int:
+    """The pixel bytes an .npy header declares (Python ints: no overflow), read without the data."""
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(f)
+        shape, _, dtype = (fmt.read_array_header_1_0(f) if version == (1, 0) else fmt.read_array_header_2_0(f))
+    except (ValueError, EOFError) as e:
+        raise DatasetError(f"cannot read {what} as a NumPy array ({e})") from None
+    declared = math.prod(shape) * dtype.itemsize
+    check_declared(path, declared, f"{what}: shape {shape} of {dtype}")
+    return declared
+
+
+def _check_sizes(path: Path, size: int) -> None:
+    """Each array's declared size against the limit and against the bytes that hold it, before
+    numpy allocates it: a lying header costs nothing."""
+    with open(path, "rb") as f:
+        magic = f.read(6)
+    if magic == b"\x93NUMPY":
+        with open(path, "rb") as f:
+            declared = _declared_bytes(f, path, path.name)
+            if declared > size - f.tell():
+                raise DatasetError(f"truncated {path}: its header declares {declared:,} bytes of pixels, "
+                                   f"the file holds {size - f.tell():,}")
+        return
+    if not magic.startswith(b"PK"):
+        return  # neither: np.load says what it is not
+    try:
+        with zipfile.ZipFile(path) as z:
+            for member in z.infolist():
+                if member.file_size > MAX_BYTES:
+                    raise DatasetError(f"{path}: {member.filename} inflates to {member.file_size:,} bytes, "
+                                       f"more than the {MAX_BYTES:,}-byte limit of one dataset file")
+                if member.filename.endswith(".npy"):
+                    with z.open(member) as f:
+                        declared = _declared_bytes(f, path, f"{path.name}[{member.filename[:-4]}]")
+                    if declared > member.file_size:
+                        raise DatasetError(f"{path}: {member.filename} declares {declared:,} bytes of pixels "
+                                           f"in a {member.file_size:,}-byte member")
+    except (zipfile.BadZipFile, zlib.error) as e:
+        raise DatasetError(f"cannot read {path} as a .npz archive ({e})") from None
+
+
 def load_array_file(path: Path, split: str = "train") -> ImageDataset:
     source = path.name
+    _check_sizes(path, require_regular(path))
     try:
         data = np.load(path, allow_pickle=False)  # never unpickle: a dataset file must not run code
     except ValueError as e:  # object arrays, or not an array file at all

@@ -3,14 +3,49 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from aigc_cli.core.errors import DatasetError
 from aigc_cli.core.registry import Registry
 
 SPLITS = ("train", "test")
+
+# The most pixel bytes one dataset file may declare: the whole set lives in memory, and a header
+# (IDX dims, .npy shape) or a .gz must not make us allocate or inflate more than this.
+MAX_BYTES = 8 << 30
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
+
+
+def not_regular(path: Path) -> str | None:
+    """What ``path`` is when it is not a regular file ("a FIFO", ...), else None. Checked with
+    stat before any open: opening a FIFO blocks, reading a device never ends."""
+    mode = os.stat(path).st_mode
+    if stat.S_ISREG(mode):
+        return None
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def require_regular(path: Path) -> int:
+    """The size of ``path``, a regular file; a one-line DatasetError otherwise."""
+    kind = not_regular(path)
+    if kind is not None:
+        raise DatasetError(f"{path} is {kind}, not a regular file; pass a dataset file or folder")
+    return os.stat(path).st_size
+
+
+def check_declared(path: Path, declared: int, what: str) -> None:
+    """Refuse a header that declares more than MAX_BYTES of pixels (Python ints: no overflow)."""
+    if declared > MAX_BYTES:
+        raise DatasetError(f"{path}: the header declares {what} = {declared:,} bytes, more than the "
+                           f"{MAX_BYTES:,}-byte limit of one dataset file")
 
 
 @dataclass
@@ -24,6 +59,8 @@ class ImageDataset:
     classes: list[str] | None = None
     factors: dict[str, torch.Tensor] | None = None  # known generative factors (built-in shapes)
     skipped: int = 0  # files that could not be read (image folders)
+    skipped_why: dict[str, int] = field(default_factory=dict)  # reason -> count ("unreadable": 2)
+    files: int = 0  # files looked at (image folders), for the skip summary
     _fingerprint: str | None = field(default=None, repr=False)
 
     def __post_init__(self):
@@ -34,6 +71,13 @@ class ImageDataset:
 
     def __len__(self) -> int:
         return self.images.shape[0]
+
+    def skip_summary(self) -> str | None:
+        """"skipped 3 of 120 files: 2 unreadable, 1 not a regular file", or None."""
+        if not self.skipped:
+            return None
+        why = ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped_why.items()))
+        return f"{self.name}: skipped {self.skipped} of {self.files} files" + (f": {why}" if why else "")
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -74,6 +118,7 @@ class ImageDataset:
         }
         if self.skipped:
             out["skipped"] = self.skipped
+            out["skipped_why"] = dict(self.skipped_why)
         if self.factors:
             out["factors"] = sorted(self.factors)
         return out

@@ -1,7 +1,8 @@
 """A folder of image files (searched recursively) as a dataset.
 
 Decisions, so every folder loads into one (N, C, H, W) uint8 tensor:
-- files Pillow cannot read are skipped and counted in ``skipped``; hidden files are ignored;
+- files Pillow cannot read, and entries that are not regular files (FIFOs, devices, sockets:
+  never opened), are skipped and counted in ``skipped`` by reason; hidden files are ignored;
 - size: images not of the most common size are scaled to cover it and centre-cropped
   (aspect ratio kept, no padding);
 - channels: RGB (3) if any image has colour (any pixel with R != G or G != B), else gray (1);
@@ -22,16 +23,25 @@ import torch
 
 from aigc_cli.core.errors import DatasetError
 from aigc_cli.core.images import decode_image
-from aigc_cli.data.base import ImageDataset
+from aigc_cli.data.base import ImageDataset, not_regular
 from aigc_cli.data.download import Progress
 
 
-def _files(root: Path) -> list[Path]:
-    out = []
+def _files(root: Path) -> tuple[list[Path], int]:
+    """(regular files, how many other entries were passed over). A FIFO would block Image.open."""
+    out, other = [], 0
     for folder, dirs, names in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        out += [Path(folder) / n for n in sorted(names) if not n.startswith(".")]
-    return out
+        for path in (Path(folder) / n for n in sorted(names) if not n.startswith(".")):
+            try:
+                regular = not_regular(path) is None
+            except OSError:  # a dangling link, a file gone meanwhile
+                regular = False
+            if regular:
+                out.append(path)
+            else:
+                other += 1
+    return out, other
 
 
 def _size(path: Path) -> tuple[int, int] | None:
@@ -46,13 +56,14 @@ def _size(path: Path) -> tuple[int, int] | None:
 
 
 def load_folder(root: Path, split: str = "train", progress: Progress | None = None) -> ImageDataset:
-    files = _files(root)
+    files, not_regular_count = _files(root)
+    total = len(files) + not_regular_count
     workers = min(8, (os.cpu_count() or 1) + 2)  # Pillow decodes without the GIL
     with ThreadPoolExecutor(workers) as pool:
         sizes = list(pool.map(_size, files))
         readable = [(f, s) for f, s in zip(files, sizes) if s is not None]
         if not readable:
-            raise DatasetError(f"no readable images in {root}" + (f" ({len(files)} files skipped)" if files else ""))
+            raise DatasetError(f"no readable images in {root}" + (f" ({total} files skipped)" if total else ""))
         size = Counter(s for _, s in readable).most_common(1)[0][0]  # ties: the first in path order
         arrays = []
         for i, a in enumerate(pool.map(lambda f: decode_image(f, size), [f for f, _ in readable])):
@@ -61,7 +72,8 @@ def load_folder(root: Path, split: str = "train", progress: Progress | None = No
                 progress("decoding images", i + 1, len(readable))
 
     kept = [(f, a) for (f, _), a in zip(readable, arrays) if a is not None]
-    skipped = len(files) - len(kept)
+    skipped = total - len(kept)
+    why = {k: n for k, n in (("unreadable", len(files) - len(kept)), ("not a regular file", not_regular_count)) if n}
     if not kept:
         raise DatasetError(f"no readable images in {root} ({skipped} files skipped)")
     channels = max(a.shape[-1] for _, a in kept)
@@ -83,6 +95,8 @@ def load_folder(root: Path, split: str = "train", progress: Progress | None = No
         spec={"spec": str(root.resolve()), "split": split},
         classes=classes,
         skipped=skipped,
+        skipped_why=why,
+        files=total,
     )
 
 

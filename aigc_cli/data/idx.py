@@ -7,7 +7,9 @@ file beside it (``t10k-images-idx3-ubyte.gz`` -> ``t10k-labels-idx1-ubyte.gz``).
 
 from __future__ import annotations
 
+import math
 import re
+import struct
 import zlib
 from pathlib import Path
 
@@ -15,22 +17,32 @@ import numpy as np
 
 from aigc_cli.core.errors import DatasetError
 from aigc_cli.data.arrays import images_tensor, labels_tensor
-from aigc_cli.data.base import ImageDataset
+from aigc_cli.data.base import ImageDataset, check_declared, require_regular
 
 DTYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 GZIP_MAGIC = b"\x1f\x8b"
 
 
-def _read_bytes(path: Path) -> bytes:
-    raw = path.read_bytes()
-    if not raw.startswith(GZIP_MAGIC):
-        return raw
-    # decompressobj, not gzip.decompress: a truncated .gz still yields what it holds, so the
-    # size check below can say how much is missing instead of a bare EOFError.
-    try:
-        return zlib.decompressobj(wbits=16 + zlib.MAX_WBITS).decompress(raw)
-    except zlib.error as e:
-        raise DatasetError(f"corrupt gzip file {path}: {e}") from None
+class _Inflater:
+    """``read(n)`` on a gzip stream that inflates only what is asked for: a .gz that expands
+    beyond its header's promise is caught after one byte too many, not after filling memory.
+    A truncated stream yields what it holds (the size check then says how much is missing)."""
+
+    def __init__(self, f):
+        self.f, self.tail = f, b""
+        self.d = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+
+    def read(self, n: int) -> bytes:
+        out, got = [], 0
+        while got < n and not self.d.eof:
+            data = self.tail or self.f.read(1 << 16)
+            if not data:
+                break
+            chunk = self.d.decompress(data, n - got)
+            self.tail = self.d.unconsumed_tail
+            out.append(chunk)
+            got += len(chunk)
+        return b"".join(out)
 
 
 def _header(data: bytes) -> tuple[str, int] | None:
@@ -42,6 +54,7 @@ def _header(data: bytes) -> tuple[str, int] | None:
 
 def is_idx(path: Path) -> bool:
     """Sniff the magic number (through gzip when compressed) without reading the whole file."""
+    require_regular(path)
     with open(path, "rb") as f:
         head = f.read(4096)
     if head.startswith(GZIP_MAGIC):
@@ -53,22 +66,41 @@ def is_idx(path: Path) -> bool:
 
 
 def read_idx(path: Path) -> np.ndarray:
-    data = _read_bytes(path)
-    header = _header(data)
+    size = require_regular(path)  # before open: a FIFO or a device is never read
+    with open(path, "rb") as f:
+        gz = f.read(2) == GZIP_MAGIC
+        f.seek(0)
+        src = _Inflater(f) if gz else f
+        try:
+            return _read_idx(path, src, None if gz else size)
+        except zlib.error as e:
+            raise DatasetError(f"corrupt gzip file {path}: {e}") from None
+
+
+def _read_idx(path: Path, src, size: int | None) -> np.ndarray:
+    """``size``: the raw file's size (None for .gz, whose size is known only by inflating)."""
+    header = _header(src.read(4))
     if header is None:
         raise DatasetError(f"not an IDX file: {path} (bad magic number)")
     dtype, ndim = header
     start = 4 + 4 * ndim
-    if len(data) < start:
+    raw_dims = src.read(4 * ndim)
+    if len(raw_dims) < 4 * ndim:
         raise DatasetError(f"truncated IDX file {path}: header cut short")
-    dims = tuple(int(d) for d in np.frombuffer(data, ">u4", ndim, offset=4))
-    expected = int(np.prod(dims)) * np.dtype(dtype).itemsize
-    found = len(data) - start
+    dims = struct.unpack(f">{ndim}I", raw_dims)
+    expected = math.prod(dims) * np.dtype(dtype).itemsize  # Python ints: no int64 overflow
+    check_declared(path, expected, f"{' x '.join(map(str, dims))} values of {np.dtype(dtype).name}")
+    if size is not None and size - start != expected:  # raw: judged before reading anything
+        found = size - start
+        raise DatasetError(f"{'truncated' if found < expected else 'bad'} IDX file {path}: "
+                           f"expected {expected} bytes, found {found}")
+    data = src.read(expected + 1)  # one byte more tells a .gz that expands too far
+    found = len(data)
     if found < expected:
         raise DatasetError(f"truncated IDX file {path}: expected {expected} bytes, found {found}")
     if found > expected:
-        raise DatasetError(f"bad IDX file {path}: expected {expected} bytes, found {found}")
-    return np.frombuffer(data, dtype, offset=start).reshape(dims)
+        raise DatasetError(f"bad IDX file {path}: expected {expected} bytes, found more (the rest not inflated)")
+    return np.frombuffer(data, dtype).reshape(dims)
 
 
 def labels_path(images: Path) -> Path | None:

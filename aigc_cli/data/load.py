@@ -13,7 +13,7 @@ from aigc_cli.core.errors import DatasetError
 from aigc_cli.core.faults import fault_point
 from aigc_cli.data import named, shapes  # noqa: F401  (register the named and built-in datasets)
 from aigc_cli.data.arrays import load_array_file
-from aigc_cli.data.base import DATASETS, SPLITS, ImageDataset
+from aigc_cli.data.base import DATASETS, SPLITS, ImageDataset, require_regular
 from aigc_cli.data.download import Progress
 from aigc_cli.data.folder import load_folder, load_image_file
 from aigc_cli.data.idx import is_idx, load_idx
@@ -48,6 +48,7 @@ def load_dataset(spec: str, split: str = "train", progress: Progress | None = No
 def _load_path(path: Path, split: str, progress: Progress | None) -> ImageDataset | None:
     if path.is_dir():
         return load_folder(path, split, progress)
+    require_regular(path)  # a FIFO, device or socket is refused before anything opens it
     if path.suffix.lower() in (".npy", ".npz"):
         return load_array_file(path, split)
     if path.name.lower().endswith(IDX_NAMES) or is_idx(path):

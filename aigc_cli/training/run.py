@@ -61,6 +61,7 @@ def train(
     resolve(fam.spec.options, options, f"the {family} family")  # bad options fail before the data loads
     loop = LoopConfig(epochs=values["epochs"], batch_size=values["batch_size"], seed=values["seed"])
     data = load_dataset(values["dataset"], values["split"], progress=dataset_progress)
+    _say_skipped(data, progress)
     check_loop(loop, len(data))  # before the run folder exists: bad input leaves nothing behind
     info = data.info()
     model_cfg, train_cfg = fam.make_config(options, info)
@@ -119,6 +120,7 @@ def resume(
         except (KeyError, TypeError) as e:
             raise RunError(f"{run.id}: config.json lacks {e}; it cannot be resumed") from None
         data = load_dataset(spec_name, split, progress=dataset_progress)
+        _say_skipped(data, progress)
         if data.fingerprint != config["dataset"].get("fingerprint"):
             raise RunError(
                 f"the dataset {spec_name!r} has changed since {run.id} started (fingerprint differs); "
@@ -132,6 +134,12 @@ def resume(
                     new_epochs=epochs is not None)
     finally:
         run.release()
+
+
+def _say_skipped(data, progress: ProgressSink | None) -> None:
+    summary = data.skip_summary()  # "bars: skipped 3 of 120 files: 2 unreadable, ..."
+    if summary and progress is not None:
+        progress.message(summary)
 
 
 def _fit(run: Run, config: dict, data, loop: LoopConfig, device: torch.device, progress: ProgressSink,
