@@ -129,3 +129,43 @@ def test_cifar_binary_parsing(tmp_path, monkeypatch, aigc_home):
     assert np.array_equal(test.images.reshape(3, -1).numpy(), records["test_batch.bin"][:, 1:])
     assert test.labels.tolist() == records["test_batch.bin"][:, 0].tolist()
     assert len(load_dataset("cifar10")) == 15
+
+
+@pytest.mark.parametrize("announce", [True, False])
+def test_a_download_past_the_size_cap_is_stopped_before_the_checksum(aigc_home, monkeypatch, announce):
+    from aigc_cli.data import download
+
+    sent = []
+
+    class Endless(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # 64 MiB of zeros, announced or not
+            self.send_response(200)
+            if announce:
+                self.send_header("Content-Length", str(64 << 20))
+            self.end_headers()
+            try:
+                for _ in range(4096):
+                    self.wfile.write(bytes(16384))
+                    sent.append(16384)
+            except OSError:  # the client hung up, as it should
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("AIGC_DATASET_MIRROR", f"http://127.0.0.1:{server.server_address[1]}")
+        monkeypatch.setattr(download, "MAX_BYTES", 100_000)
+        md5s = {IMAGES: hashlib.md5(bytes(64 << 20)).hexdigest(), LABELS: "0" * 32}  # the checksum would pass
+        monkeypatch.setitem(named.SOURCES, "mnist", named.Source(["http://invalid.example/"], {"test": md5s}))
+        words = "announces 67,108,864 bytes, more" if announce else "sent more"
+        with pytest.raises(DatasetError, match=f"{words} than the 100,000-byte limit"):
+            load_dataset("mnist", split="test")
+    finally:
+        server.shutdown()
+        server.server_close()
+    folder = aigc_home / "cache" / "datasets" / "mnist"
+    assert not folder.exists() or list(folder.iterdir()) == []
+    assert sum(sent) < 32 << 20  # the client stopped reading long before the end

@@ -42,6 +42,15 @@ def server(weights_file):
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
+            if self.path == "/endless":  # no Content-Length, and more bytes than any cap in the tests
+                self.send_response(200)
+                self.end_headers()
+                try:
+                    for _ in range(4096):  # 64 MiB at most
+                        self.wfile.write(bytes(16384))
+                except OSError:
+                    pass
+                return
             body = files.get(self.path)
             if body is None:
                 self.send_error(404)
@@ -97,23 +106,23 @@ def test_download_with_wrong_sha256_keeps_nothing(env, server):
     base, _ = server
     dest = env / "cache" / W.FILENAME
     with pytest.raises(WeightsError, match="sha256"):
-        W.download_weights(f"{base}/bad.pth", dest, sha256_prefix="00000000")
+        W.download_weights(f"{base}/bad.pth", dest, sha256="0" * 64)
     assert not dest.exists()
     assert list(dest.parent.iterdir()) == []
 
 
 def test_locate_downloads_from_the_overridden_url_into_the_cache(env, server, monkeypatch):
     base, files = server
-    # Not the real file: the canonical sha256 prefix rejects it, and nothing is kept.
+    # Not the real file: the canonical sha256 rejects it, and nothing is kept.
     monkeypatch.setenv(W.ENV_URL, f"{base}/bad.pth")
-    with pytest.raises(WeightsError, match="6726825d"):
+    with pytest.raises(WeightsError, match=f"expected {W.SHA256}"):
         W.locate_weights()
     assert not W.cached_weights_path().exists()
-    # A file whose sha256 starts as expected (as the real one does with 6726825d) is kept.
+    # A file whose sha256 is the expected one is kept.
     body = files["/good.pth"]
     sha = hashlib.sha256(body).hexdigest()
     monkeypatch.setenv(W.ENV_URL, f"{base}/good.pth")
-    monkeypatch.setattr(W, "SHA256_PREFIX", sha[:8])
+    monkeypatch.setattr(W, "SHA256", sha)
     announced, seen = [], []
     path = W.locate_weights(on_download=lambda url, dest: announced.append(url), progress=lambda d, t: seen.append((d, t)))
     assert path == W.cached_weights_path() and path.read_bytes() == body
@@ -124,12 +133,26 @@ def test_locate_downloads_from_the_overridden_url_into_the_cache(env, server, mo
     assert W.locate_weights() == path  # found in the cache now, no second download
 
 
+def test_the_canonical_checksum_is_the_full_sha256():
+    assert len(W.SHA256) == 64 and W.FILENAME.endswith(f"-{W.SHA256[:8]}.pth")
+
+
+@pytest.mark.parametrize("path,words", [("/good.pth", "announces"), ("/endless", "sent more")])
+def test_a_download_past_the_size_cap_is_stopped_and_not_kept(env, server, path, words):
+    base, files = server
+    dest = env / "cache" / W.FILENAME
+    sha = hashlib.sha256(files["/good.pth"]).hexdigest()  # the checksum is not what stops it
+    with pytest.raises(WeightsError, match=f"{words}.* than the 1,000-byte limit"):
+        W.download_weights(f"{base}{path}", dest, sha256=sha, max_bytes=1000)
+    assert not dest.exists() and list(dest.parent.iterdir()) == []
+
+
 def test_a_corrupt_download_is_refused(env, server):
     base, files = server
     dest = env / "cache" / W.FILENAME
-    prefix = hashlib.sha256(files["/bad.pth"]).hexdigest()[:8]
+    sha = hashlib.sha256(files["/bad.pth"]).hexdigest()
     with pytest.raises(WeightsError, match="cannot read"):
-        W.download_weights(f"{base}/bad.pth", dest, sha256_prefix=prefix)
+        W.download_weights(f"{base}/bad.pth", dest, sha256=sha)
     assert not dest.exists()
 
 

@@ -1,7 +1,8 @@
 """Download dataset files once into the cache, checksummed, with mirrors and a by-hand fallback.
 
 A file is written to a temp file beside its final name and renamed only after its checksum
-passes, so the cache never holds a partial or wrong file. Files already there with the right
+passes, so the cache never holds a partial or wrong file. A download is stopped once it passes
+``MAX_BYTES`` (announced or sent), before any checksum: a hostile mirror cannot fill the disk. Files already there with the right
 checksum are used without touching the network.
 """
 
@@ -22,6 +23,7 @@ Progress = Callable[[str, int, "int | None"], None]
 MIRROR_ENV = "AIGC_DATASET_MIRROR"  # one base URL serving <name>/<file>, replacing the mirror list
 TIMEOUT_S = 30
 CHUNK = 1 << 20
+MAX_BYTES = 512 << 20  # the largest file (CIFAR-10's binary tarball) is about 170 MB
 
 
 def datasets_dir() -> Path:
@@ -50,12 +52,17 @@ def _download(url: str, dest: Path, md5: str, progress: Progress | None) -> None
     with atomic_path(dest, parents=True) as tmp:  # the temp file is removed if anything below raises
         h = hashlib.md5()
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as r, open(tmp, "wb") as f:
-            total = int(r.headers.get("Content-Length") or 0) or None
+            length = r.headers.get("Content-Length") or ""
+            total = int(length) if length.isdigit() and int(length) else None
+            if total is not None and total > MAX_BYTES:
+                raise DatasetError(f"{url} announces {total:,} bytes, more than the {MAX_BYTES:,}-byte limit")
             done = 0
-            while chunk := r.read(CHUNK):
+            while chunk := r.read(min(CHUNK, MAX_BYTES + 1 - done)):
+                done += len(chunk)
+                if done > MAX_BYTES:  # no length announced: stopped here, never hashed or kept
+                    raise DatasetError(f"{url} sent more than the {MAX_BYTES:,}-byte limit")
                 f.write(chunk)
                 h.update(chunk)
-                done += len(chunk)
                 if progress is not None:
                     progress(f"downloading {dest.name}", done, total)
         if h.hexdigest() != md5:

@@ -6,9 +6,10 @@ this order: an explicit path (``--inception-weights``), the ``AIGC_INCEPTION_WEI
 the user cache (``<cache>/inception/``); else downloaded from ``AIGC_INCEPTION_URL`` (default:
 pytorch-fid's release) into the cache.
 
-A downloaded file must have a sha256 starting with the 8 hex digits in its name (the torch.hub
-convention: ``6726825d``); every file, downloaded or given, must then hold exactly the expected
-keys and shapes with finite values.
+A download is cut off once it passes ``MAX_BYTES`` (before any checksum: a hostile server cannot
+fill the disk), then must have the file's full sha256 (``SHA256``; its first 8 digits are the
+``6726825d`` in its name, the torch.hub convention). Every file, downloaded or given, must then
+hold exactly the expected keys and shapes with finite values.
 """
 
 from __future__ import annotations
@@ -24,7 +25,11 @@ from aigc_cli.core.errors import WeightsError
 from aigc_cli.core.io import atomic_path, atomic_write_json
 
 FILENAME = "pt_inception-2015-12-05-6726825d.pth"
-SHA256_PREFIX = "6726825d"
+# The full sha256 and size of pytorch-fid's release file (the same bytes torch-fidelity ships as
+# weights-inception-2015-12-05-6726825d.pth), as recorded by several independent users of it.
+SHA256 = "6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2"
+SIZE = 95_628_359
+MAX_BYTES = 128 << 20  # the file and some slack; a download past this is stopped, not finished
 DEFAULT_URL = f"https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/{FILENAME}"
 ENV_WEIGHTS = "AIGC_INCEPTION_WEIGHTS"
 ENV_URL = "AIGC_INCEPTION_URL"
@@ -96,20 +101,21 @@ def locate_weights(
 def download_weights(
     url: str,
     dest: str | os.PathLike,
-    sha256_prefix: str | None = None,
+    sha256: str | None = None,
     progress: ProgressFn | None = None,
     timeout: float = 30.0,
+    max_bytes: int | None = None,
 ) -> Path:
-    """Stream ``url`` into ``dest`` (atomically), checking the sha256 and the file's contents.
+    """Stream ``url`` into ``dest`` (atomically), checking its size, sha256 and contents.
 
-    ``sha256_prefix`` (default: the canonical file's ``6726825d``) must begin the file's sha256.
+    ``sha256`` (default: the canonical file's ``SHA256``) must be the file's full sha256; more
+    than ``max_bytes`` (default ``MAX_BYTES``) stops the download before it is hashed or kept.
     """
     import urllib.error
     import urllib.request
 
-    if sha256_prefix is None:
-        sha256_prefix = SHA256_PREFIX
-
+    sha256 = SHA256 if sha256 is None else sha256.lower()
+    max_bytes = MAX_BYTES if max_bytes is None else max_bytes
     dest = Path(dest)
     digest = hashlib.sha256()
     with atomic_path(dest, parents=True) as tmp:
@@ -118,14 +124,15 @@ def download_weights(
             with urllib.request.urlopen(request, timeout=timeout) as response, open(tmp, "wb") as out:
                 total = response.headers.get("Content-Length")
                 total = int(total) if total and total.isdigit() else None
+                if total is not None and total > max_bytes:
+                    _too_big(url, f"announces {total:,} bytes, more", max_bytes)
                 done = 0
-                while True:
-                    chunk = response.read(1 << 20)
-                    if not chunk:
-                        break
+                while chunk := response.read(min(1 << 20, max_bytes + 1 - done)):
+                    done += len(chunk)
+                    if done > max_bytes:  # the server lied or sent no length: stop here
+                        _too_big(url, "sent more", max_bytes)
                     out.write(chunk)
                     digest.update(chunk)
-                    done += len(chunk)
                     if progress:
                         progress(done, total)
         except (urllib.error.URLError, OSError, ValueError) as e:
@@ -135,14 +142,18 @@ def download_weights(
                 f"pass {OPTION} PATH or set {ENV_WEIGHTS} to a copy of {FILENAME}"
             ) from None
         sha = digest.hexdigest()
-        if sha256_prefix and not sha.startswith(sha256_prefix):
+        if sha != sha256:
             raise WeightsError(
-                f"the file downloaded from {url} has sha256 {sha[:16]}..., expected {sha256_prefix}...; "
-                "it was not kept"
+                f"the file downloaded from {url} has sha256 {sha}, expected {sha256}; it was not kept"
             )
         read_state_dict(tmp)  # a readable FID Inception state dict, or an error (and no file)
     _remember_sha(dest, sha)
     return dest
+
+
+def _too_big(url: str, what: str, max_bytes: int) -> None:
+    raise WeightsError(f"the download from {url} {what} than the {max_bytes:,}-byte limit "
+                       f"({FILENAME} is {SIZE:,} bytes); it was stopped and not kept")
 
 
 # ----------------------------------------------------------------------------------------------
