@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 # 256 images, batch 16: 16 steps an epoch.
 ARGS = ["--arch", "mlp", "--width", "4", "--latent-dim", "8", "--batch-size", "16", "--epochs", "2", "--seed", "3"]
 CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+NAMES = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 
 
 def _start(home, args, pause, markers=None):
@@ -83,7 +84,7 @@ def trained(tmp_path_factory, data):
 def test_signal_while_the_dataset_loads(tmp_path, data, signum):
     proc = _start(tmp_path, ["-q", "train", "gan", "--dataset", data, *ARGS], "dataset:load:1")
     _signal_at(proc, tmp_path / "paused-1", signum)
-    _finish(proc, CODES[signum], "aborted")
+    _finish(proc, CODES[signum], f"aigc: aborted: {NAMES[signum]} (signal {int(signum)})")
     assert not [p for p in (tmp_path / "runs").glob("run*")]  # no run was created
 
 
@@ -91,7 +92,7 @@ def test_signal_while_the_dataset_loads(tmp_path, data, signum):
 def test_signal_mid_training_saves_and_resumes(tmp_path, data, signum):
     proc = _start(tmp_path, ["-q", "train", "gan", "--dataset", data, *ARGS], "step:3")
     _signal_at(proc, tmp_path / "paused-1", signum)
-    _finish(proc, CODES[signum], "run1 stopped at step 3", "--resume run1")
+    _finish(proc, CODES[signum], "aigc: interrupted: run1 stopped at step 3;", "--resume run1")
     assert json.loads((tmp_path / "runs/run1/run.json").read_text())["status"] == "interrupted"
     _resume_completes(tmp_path)
 
@@ -103,7 +104,7 @@ def test_a_second_signal_during_the_save_finishes_the_save(tmp_path, data, secon
     proc = _start(tmp_path, ["-q", "train", "gan", "--dataset", data, *ARGS], pause)
     _signal_at(proc, tmp_path / "paused-1", signal.SIGINT)
     _signal_at(proc, tmp_path / "paused-2", second)
-    _finish(proc, 130, "run1 stopped at step 3")
+    _finish(proc, 130, "run1 stopped at step 3;")
     run = tmp_path / "runs" / "run1"
     assert json.loads((run / "run.json").read_text())["step"] == 3  # the save was finished
     assert not [p for p in run.rglob(".*") if p.name != ".lock"]  # no temp file left
@@ -114,7 +115,7 @@ def test_a_signal_during_an_epoch_save_stops_after_it(tmp_path, data):
     # No stop asked before: the save of epoch 1 is finished, then the training stops at once.
     proc = _start(tmp_path, ["-q", "train", "gan", "--dataset", data, *ARGS], "write:checkpoint.safetensors:written:1")
     _signal_at(proc, tmp_path / "paused-1", signal.SIGTERM)
-    _finish(proc, 143, "run1 stopped at step 1")
+    _finish(proc, 143, "run1 stopped at step 17;")  # the first step after the save of epoch 1
     _resume_completes(tmp_path)
 
 
