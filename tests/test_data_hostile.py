@@ -9,7 +9,6 @@ import socket
 import struct
 import subprocess
 import sys
-import zipfile
 
 import numpy as np
 import pytest
@@ -17,7 +16,6 @@ from PIL import Image
 
 from aigc_cli.core.errors import DatasetError
 from aigc_cli.data import load_dataset
-from aigc_cli.data.base import MAX_BYTES
 
 needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs here")
 

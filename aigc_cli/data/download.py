@@ -2,8 +2,8 @@
 
 A file is written to a temp file beside its final name and renamed only after its checksum
 passes, so the cache never holds a partial or wrong file. A download is stopped once it passes
-``MAX_BYTES`` (announced or sent), before any checksum: a hostile mirror cannot fill the disk. Files already there with the right
-checksum are used without touching the network.
+``MAX_BYTES`` (announced or sent), before any checksum: a hostile mirror cannot fill the disk.
+Files already there with the right checksum are used without touching the network.
 """
 
 from __future__ import annotations
