@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from aigc_cli.cli import common
+from aigc_cli.core.options import format_duration
 
 
 def _fmt(metrics: dict[str, float]) -> str:
@@ -22,12 +23,15 @@ class RichProgress:
         self.task = None
         self.plain = not common.console().is_terminal
         self.last_print = 0.0
+        self.deadline: float | None = None
 
-    def start(self, total_steps: int, done_steps: int, description: str) -> None:
+    def start(self, total_steps: int, done_steps: int, description: str, deadline: float | None = None) -> None:
+        self.deadline = deadline
         if common.settings.quiet:
             return
         if self.plain:
-            common.info(f"{description}: training {total_steps} steps (from step {done_steps})")
+            budget = f", or until {format_duration(deadline - time.monotonic())} have passed" if deadline else ""
+            common.info(f"{description}: training {total_steps} steps (from step {done_steps}){budget}")
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -43,10 +47,16 @@ class RichProgress:
         if common.settings.quiet:
             return
         if self.bar is not None:
-            self.bar.update(self.task, completed=step, stats=_fmt(metrics))
+            self.bar.update(self.task, completed=step, stats=self._budget() + _fmt(metrics))
         elif time.monotonic() - self.last_print > 10:  # logs: a line every 10 s at most
             self.last_print = time.monotonic()
-            common.info(f"step {step}  {_fmt(metrics)}")
+            common.info(f"step {step}  {self._budget()}{_fmt(metrics)}")
+
+    def _budget(self) -> str:
+        # The bar's own time column estimates the epochs' end; a --time budget may come first.
+        if self.deadline is None:
+            return ""
+        return f"budget {format_duration(self.deadline - time.monotonic())} left  "
 
     def epoch_end(self, epoch: int, epochs: int, previews: list[str]) -> None:
         if common.settings.quiet:

@@ -79,7 +79,8 @@ def run_training(family: str, options: list[Option], resume: Optional[str], json
     meta = run.read_meta()
     if json_out:
         common.print_json({"id": run.id, "name": meta.get("name"), "path": str(run.path), "status": meta["status"],
-                           "epoch": meta.get("epoch"), "step": meta.get("step"), "last_metrics": run.last_metrics()})
+                           "stopped": meta.get("stopped"), "epoch": meta.get("epoch"), "step": meta.get("step"),
+                           "last_metrics": run.last_metrics()})
     else:
         common.print_result(run.id)
 
@@ -89,9 +90,9 @@ def _resume(family, options, resume, given, device, progress, data_progress):
     from aigc_cli.core.errors import ConfigError, RunError
     from aigc_cli.runs.store import resolve_run
 
-    # Only --epochs may change: anything else would no longer be the same run.
+    # Only --epochs and --time may change: anything else would no longer be the same run.
     table = {o.name: o for o in options}
-    extra = [k for k, v in given.items() if v is not None and k != "epochs"]
+    extra = [k for k, v in given.items() if v is not None and k not in ("epochs", "time")]
     if extra:
         flags = ", ".join(_flag(table[k], given[k]) for k in extra)
         raise ConfigError(f"--resume continues a run as it was configured; drop {flags}")
@@ -99,7 +100,8 @@ def _resume(family, options, resume, given, device, progress, data_progress):
     own = run.read_config().get("family")
     if own != family:
         raise RunError(f"{run.id} is a {own} run; resume it with 'aigc train {own} --resume {run.id}'")
-    return training.resume(run, epochs=given.get("epochs"), device=device, progress=progress,
+    return training.resume(run, epochs=given.get("epochs"), time=given.get("time"), device=device,
+                           progress=progress,
                            dataset_progress=data_progress)
 
 

@@ -7,6 +7,7 @@ Light to import (no torch): ``aigc --help`` builds its commands from these.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -73,6 +74,35 @@ class Option:
             return self.type(value)
         except ValueError:
             raise OptionError(self.name, f"must be {self.type.__name__}, got {value!r}") from None
+
+
+_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
+
+
+def parse_duration(name: str, text: str) -> float:
+    """Seconds in a duration such as ``90s``, ``10m``, ``1h30m`` or a bare number of seconds;
+    OptionError (naming option ``name``) for anything else, or for zero."""
+    value = str(text).strip().lower()
+    match = _DURATION.fullmatch(value)
+    if value and match and any(match.groups()):
+        h, m, s = (float(g) if g else 0.0 for g in match.groups())
+        seconds = 3600 * h + 60 * m + s
+    else:
+        try:
+            seconds = float(value)
+        except ValueError:
+            raise OptionError(name, f"must be a duration such as 90s, 10m or 1h30m, got {text!r}") from None
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise OptionError(name, f"must be a positive duration such as 90s, 10m or 1h30m, got {text!r}")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """``754.2`` -> ``"12m34s"``; ``4000`` -> ``"1h06m40s"``."""
+    s = max(0, int(round(seconds)))
+    h, rest = divmod(s, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else (f"{m}m{s:02d}s" if m else f"{s}s")
 
 
 def _show(value: Any) -> str:

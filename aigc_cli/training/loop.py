@@ -34,7 +34,8 @@ from aigc_cli.training.options import LOG_EVERY
 class ProgressSink(Protocol):
     """Where training reports: the CLI draws a progress bar, the Python API says nothing."""
 
-    def start(self, total_steps: int, done_steps: int, description: str) -> None: ...
+    def start(self, total_steps: int, done_steps: int, description: str, deadline: float | None = None) -> None:
+        """``deadline``: the ``time.monotonic()`` at which a --time budget runs out, if any."""
     def update(self, step: int, metrics: dict[str, float]) -> None: ...
     def epoch_end(self, epoch: int, epochs: int, previews: list[str]) -> None: ...
     def message(self, text: str) -> None: ...
@@ -55,6 +56,7 @@ class LoopConfig:
     batch_size: int
     seed: int
     log_every: int = LOG_EVERY
+    time_budget: float | None = None  # seconds of wall clock for this invocation (--time); None: no limit
 
 
 def check_loop(loop: LoopConfig, dataset_size: int) -> None:
@@ -97,6 +99,8 @@ class Trainer:
         self.steps_per_epoch = len(dataset) // loop.batch_size  # drop the ragged last batch
         self.epoch, self.step_in_epoch, self.step, self.elapsed = 0, 0, 0, 0.0
         self._synced_step: int | None = None
+        self.deadline: float | None = None  # time.monotonic() when the --time budget runs out
+        self.out_of_time = False
 
     # -- state ---------------------------------------------------------------------------------
     def save(self) -> None:
@@ -146,18 +150,26 @@ class Trainer:
     def fit(self) -> None:
         loop = self.loop
         total = loop.epochs * self.steps_per_epoch
-        self.run.update_meta(status="running", epochs=loop.epochs)
-        self.progress.start(total, self.step, self.run.id)
+        self.run.update_meta(status="running", epochs=loop.epochs, stopped=None)
+        # The budget counts from here: loading the data and building the model are not training.
+        if loop.time_budget is not None:
+            self.deadline = time.monotonic() + loop.time_budget
+        self.progress.start(total, self.step, self.run.id, self.deadline)
         metrics_file = open(self.run.metrics_path, "a", encoding="utf-8")
         try:
             with signals.stop_request() as stop:
-                while self.epoch < loop.epochs:
+                while self.epoch < loop.epochs and not self.out_of_time:
                     self._run_epoch(stop, metrics_file)
                 finished_by = stop.signum  # a signal during the last save: the run is whole anyway
         finally:
             metrics_file.close()
             self.progress.close()
-        self.run.update_meta(status="completed", epoch=self.epoch, step=self.step)
+        # Stopped by --time: as complete as the budget allowed; --resume trains on from here.
+        self.run.update_meta(status="completed", epoch=self.epoch, step=self.step,
+                             stopped="time" if self.out_of_time else None)
+        if self.out_of_time:
+            self.progress.message(f"{self.run.id}: the --time budget ran out at step {self.step} "
+                                  f"(epoch {self.epoch} + {self.step_in_epoch} steps); saved")
         if finished_by is not None:
             raise Interrupted(f"{self.run.id} completed as the signal came", exit_code=128 + finished_by)
 
@@ -178,7 +190,10 @@ class Trainer:
             window_images += loop.batch_size
             if not all(math.isfinite(v) for v in values.values()):
                 self._diverged(values)
-            if self.step % loop.log_every == 0 or self.step_in_epoch == self.steps_per_epoch:
+            if self.deadline is not None and time.monotonic() >= self.deadline:
+                self.out_of_time = True
+            if (self.step % loop.log_every == 0 or self.step_in_epoch == self.steps_per_epoch
+                    or self.out_of_time):
                 rate = window_images / max(time.perf_counter() - window_start, 1e-9)
                 row = {"step": self.step, "epoch": self.epoch + 1, "images_per_s": round(rate, 1), **values}
                 metrics_file.write(json.dumps(row) + "\n")
@@ -194,6 +209,9 @@ class Trainer:
                 self.run.update_meta(status="interrupted")
                 code = 130 if stop.signum == signal.SIGINT else 143
                 raise Interrupted(f"{self.run.id} stopped at step {self.step}", exit_code=code, run_id=self.run.id)
+            if self.out_of_time and self.step_in_epoch < self.steps_per_epoch:
+                self.save()  # mid-epoch: the checkpoint holds the place in the epoch's order
+                return
         self.epoch += 1
         self.step_in_epoch = 0
         previews = self._write_previews()

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from aigc_cli.core.options import Option, option_table
+from aigc_cli.core.options import Option, option_table, parse_duration
 from aigc_cli.metrics.registry import FID_N
 
 LOG_EVERY = 20  # steps between two rows of metrics.jsonl (and at the end of every epoch)
@@ -18,6 +18,8 @@ DATA_OPTIONS = (
 # How the loop runs: after the family's own options.
 RUN_OPTIONS = (
     Option("epochs", int, 20, "Passes over the data.", short="-e", minimum=1),
+    Option("time", str, None, "Wall-clock budget (90s, 10m, 1h30m): stop at a clean checkpoint "
+           "when it runs out, or at the last epoch if that comes first.", default_text="none"),
     Option("batch_size", int, 64, "Images per training step.", short="-b", minimum=1),
     Option("seed", int, 0, "Seed of the weights, the data order and the noise."),
     Option("name", str, None, "A name to refer to the run by."),
@@ -33,3 +35,8 @@ def train_options(family_options: tuple[Option, ...]) -> list[Option]:
     options = [*DATA_OPTIONS, *family_options, *RUN_OPTIONS]
     option_table(options)
     return options
+
+
+def time_budget(value: str | None) -> float | None:
+    """Seconds of a ``time`` option's value (None: no budget); OptionError for a bad one."""
+    return None if value is None else parse_duration("time", value)

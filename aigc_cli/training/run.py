@@ -30,7 +30,7 @@ from aigc_cli.models.registry import get_family
 from aigc_cli.runs.store import Run, create_run, lock_run, now_iso, resolve_run
 from aigc_cli.training.evaluation import make_evaluator
 from aigc_cli.training.loop import LoopConfig, NoProgress, ProgressSink, Trainer, check_loop
-from aigc_cli.training.options import LOG_EVERY, LOOP_OPTIONS, train_options
+from aigc_cli.training.options import LOG_EVERY, LOOP_OPTIONS, time_budget, train_options
 
 DatasetProgress = Callable[[str, int, "int | None"], None]
 
@@ -59,7 +59,8 @@ def train(
     loop_given.update(dataset=dataset, split=split)
     values = resolve(LOOP_OPTIONS, loop_given, "training")
     resolve(fam.spec.options, options, f"the {family} family")  # bad options fail before the data loads
-    loop = LoopConfig(epochs=values["epochs"], batch_size=values["batch_size"], seed=values["seed"])
+    loop = LoopConfig(epochs=values["epochs"], batch_size=values["batch_size"], seed=values["seed"],
+                      time_budget=time_budget(values["time"]))
     data = load_dataset(values["dataset"], values["split"], progress=dataset_progress)
     _say_skipped(data, progress)
     check_loop(loop, len(data))  # before the run folder exists: bad input leaves nothing behind
@@ -94,15 +95,18 @@ def resume(
     run_ref: str | Run,
     *,
     epochs: int | None = None,
+    time: str | None = None,
     device: torch.device | str = "cpu",
     progress: ProgressSink | None = None,
     dataset_progress: DatasetProgress | None = None,
 ) -> Run:
-    """Continue a run from its checkpoint, to its own epoch count or a new ``epochs``. A run
-    killed before its first checkpoint starts over from step 0 (same seed: the same run)."""
+    """Continue a run from its checkpoint, to its own epoch count or a new ``epochs``, within a new
+    wall-clock budget ``time`` if given (a budget is per call: a resume without one trains on to
+    the epoch count). A run killed before its first checkpoint starts over from step 0."""
     run = run_ref if isinstance(run_ref, Run) else resolve_run(run_ref)
     if epochs is not None and epochs < 1:
         raise OptionError("epochs", f"must be at least 1, got {epochs}")
+    budget = time_budget(time)
     run = lock_run(run)  # one writer: a second resume, or a run still training, stops here
     try:
         meta = run.read_meta()
@@ -114,7 +118,7 @@ def resume(
             train_cfg["epochs"] = epochs
         try:
             loop = LoopConfig(train_cfg["epochs"], train_cfg["batch_size"], config["seed"],
-                              train_cfg.get("log_every", LOG_EVERY))
+                              train_cfg.get("log_every", LOG_EVERY), time_budget=budget)
             spec = config["dataset"]["spec"]
             spec_name, split = spec["spec"], spec["split"]
         except (KeyError, TypeError) as e:
