@@ -6,7 +6,7 @@ import typer
 
 from aigc_cli.cli import common
 
-app = typer.Typer(help="Manage runs: list, show, rm, path.", no_args_is_help=True)
+app = typer.Typer(help="Manage runs: list, show, plot, rm, path.", no_args_is_help=True)
 
 FIELDS = ("id", "name", "family", "status", "epoch", "epochs", "step", "created", "dataset")
 
@@ -74,6 +74,28 @@ def show(
     if data["fid"]:
         items.append(["fid", f"{data['fid']['fid']:.3f} (epoch {data['fid'].get('epoch')})"])
     common.table(None, ["field", "value"], items)
+
+
+@app.command("plot")
+def plot(
+    runs: list[str] = typer.Argument(..., help="Run ids, names or 'last'; several are drawn on one figure."),
+    output: str = typer.Option(None, "--output", "-o", help="PNG file to write ('-': stdout)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the series as JSON instead."),
+) -> None:
+    """Plot training curves: losses and evaluation metrics over steps, one panel each."""
+    from aigc_cli.cli.output import write_bytes
+    from aigc_cli.core.errors import ConfigError
+    from aigc_cli.runs.curves import curves_png, run_series
+    from aigc_cli.runs.store import resolve_run
+
+    resolved = list({r.id: r for r in map(resolve_run, runs)}.values())  # each run once
+    if json_out:
+        common.print_json({r.id: {q: [[s, v] for s, v in pts] for q, pts in run_series(r).items()} for r in resolved})
+        return
+    if output is None:
+        raise ConfigError("say where the figure goes: -o curves.png (or -o - for stdout), or pass --json")
+    written = write_bytes(output, curves_png(resolved))
+    common.info(f"curves of {', '.join(r.id for r in resolved)} in {written}")
 
 
 @app.command("rm")

@@ -27,6 +27,7 @@ from aigc_cli.core.seeding import get_rng_state, set_rng_state
 from aigc_cli.data.base import ImageDataset
 from aigc_cli.models.registry import TrainTask
 from aigc_cli.runs.checkpoint import load_checkpoint, save_checkpoint, save_weights
+from aigc_cli.runs.curves import write_curves
 from aigc_cli.runs.store import Run
 from aigc_cli.training.options import LOG_EVERY
 
@@ -164,6 +165,8 @@ class Trainer:
         finally:
             metrics_file.close()
             self.progress.close()
+        if self.out_of_time:
+            write_curves(self.run)  # the epoch's end did not come: draw what the budget gave
         # Stopped by --time: as complete as the budget allowed; --resume trains on from here.
         self.run.update_meta(status="completed", epoch=self.epoch, step=self.step,
                              stopped="time" if self.out_of_time else None)
@@ -222,6 +225,7 @@ class Trainer:
             if extra:
                 metrics_file.write(json.dumps({"step": self.step, "epoch": self.epoch, **extra}) + "\n")
                 metrics_file.flush()
+        write_curves(self.run)  # curves.png: the losses (and FID) so far, for a look while it trains
 
     def _sync_inference(self) -> None:
         # Previews and save() both need it at the end of an epoch: once per step is enough.
