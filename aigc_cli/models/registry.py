@@ -233,6 +233,10 @@ def conditional_option(help: str, default_text: str) -> Option:
     return Option("conditional", bool, None, help, default_text=default_text, off_flag="--unconditional")
 
 
+# Options of iterative samplers, shared so that one flag means one thing for every family.
+STEPS = Option("steps", int, None, "Steps of an iterative sampler (diffusion: denoising steps).",
+               default_text="the family's; 25 for diffusion", minimum=1)
+
 TRUNCATION = Option(
     "truncation", float, None, "Truncation psi: redraw latent values with |z| > psi.", above=0.0
 )

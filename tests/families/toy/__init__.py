@@ -1,7 +1,7 @@
 """A toy family for the tests: a linear decoder trained to reproduce images from noise."""
 
 from aigc_cli.core.options import Option
-from aigc_cli.models.registry import FamilySpec, latent_dim_option, register_family
+from aigc_cli.models.registry import STEPS, FamilySpec, latent_dim_option, register_family
 
 SPEC = register_family(FamilySpec(
     name="toy",
@@ -11,8 +11,8 @@ SPEC = register_family(FamilySpec(
         latent_dim_option(4),
         Option("lr", float, 0.01, "Adam learning rate.", above=0.0),
     ),
-    # A decode option, as a diffusion sampler's steps would be: how many times the decoder
+    # A decode option, as a diffusion sampler's steps: how many times the decoder
     # refines its output (here: repeats a damped update).
-    decode_options=(Option("steps", int, None, "Refinement steps.", default_text="1", minimum=1),),
+    decode_options=(STEPS,),  # the shared declaration (models/registry.py): one flag, one meaning
     export_formats=("images",),
 ))

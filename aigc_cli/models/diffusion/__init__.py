@@ -1,0 +1,39 @@
+"""Diffusion family: a U-Net denoiser trained on a cosine or linear noise schedule, sampled with
+DDIM, DDPM or DPM-Solver++ and classifier-free guidance, inverted with DDIM (family.py
+implements it; schedule.py and sampling.py hold the mathematics, unet.py the network)."""
+
+from aigc_cli.core.options import Option
+from aigc_cli.models.registry import STEPS, FamilySpec, conditional_option, register_family, width_option
+
+# Defaults are provisional: not yet chosen by measurement (docs/diffusion.md says which are).
+SPEC = register_family(FamilySpec(
+    name="diffusion",
+    summary="Train a diffusion model: a U-Net denoiser, cosine or linear schedule, sampled with DDIM or DPM-Solver++.",
+    implementation="aigc_cli.models.diffusion.family:DiffusionFamily",
+    options=(
+        width_option(32),
+        Option("channel_mult", str, "1,2,2", "Channel multiplier per U-Net level, comma-separated "
+               "(one level per entry; each but the last halves the resolution)."),
+        Option("schedule", str, "cosine", "Noise schedule over the 1,000 training timesteps.", choices=("cosine", "linear")),
+        Option("prediction", str, "v", "What the network predicts: eps (the noise), v or x0 (the image).",
+               choices=("eps", "v", "x0")),
+        Option("weighting", str, "min-snr", "Loss weight per timestep: none or min-snr (Min-SNR-5, Hang et al. 2023).",
+               choices=("min-snr", "none")),
+        Option("lr", float, 5e-4, "AdamW learning rate.", above=0.0),
+        conditional_option("Class-conditional (needs labels), with label dropout for guidance.",
+                           "conditional when the dataset has labels"),
+        Option("cond_drop", float, 0.1, "Share of steps trained without the label (classifier-free guidance).",
+               minimum=0.0),
+        Option("ema_decay", float, 0.999, "Decay of the weight average used for sampling.", minimum=0.0, cli=False),
+    ),
+    decode_options=(
+        STEPS,
+        Option("sampler", str, None, "ddim, ddpm (ancestral) or dpm++ (DPM-Solver++ 2M).",
+               default_text="dpm++", choices=("ddim", "ddpm", "dpm++")),
+        Option("eta", float, None, "DDIM noise: 0 deterministic, 1 like DDPM.", default_text="0", minimum=0.0),
+        Option("guidance", float, None, "Classifier-free guidance scale (1: none).", default_text="2 for "
+               "class-conditional runs", minimum=0.0),
+    ),
+    encoder="inversion",
+    docs="docs/diffusion.md",
+))

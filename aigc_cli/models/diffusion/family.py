@@ -1,0 +1,160 @@
+"""The diffusion family's implementation: configuration, the training task and the sampler (the
+options and their defaults are declared in ``__init__.py``)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from aigc_cli.core.errors import ConfigError, OptionError
+from aigc_cli.models.common import EMA, resolve_conditional
+from aigc_cli.models.diffusion.sampling import DdimInverter, DiffusionDecoder
+from aigc_cli.models.diffusion.schedule import TIMESTEPS, alpha_bar, loss_weight, target
+from aigc_cli.models.diffusion.unet import UNet
+
+PREVIEW_COUNT = 64
+PREVIEW_STEPS = 20
+DEFAULT_GUIDANCE = 2.0
+
+
+def parse_mult(text: str) -> tuple[int, ...]:
+    try:
+        mult = tuple(int(p) for p in str(text).split(","))
+    except ValueError:
+        raise OptionError("channel_mult", f"must be comma-separated whole numbers such as 1,2,2, got {text!r}") from None
+    if not 1 <= len(mult) <= 5 or min(mult) < 1:
+        raise OptionError("channel_mult", f"must list 1 to 5 positive numbers, got {text!r}")
+    return mult
+
+
+def build_unet(model: dict[str, Any]) -> UNet:
+    num_classes = model["num_classes"] if model["conditional"] else None
+    return UNet(model["image_shape"][0], model["width"], tuple(model["channel_mult"]), num_classes)
+
+
+class DiffusionTask:
+    def __init__(self, config: dict[str, Any], device: torch.device):
+        model, train = config["model"], config["train"]
+        self.model_cfg, self.device = model, device
+        self.net = build_unet(model).to(device)
+        self.ema = EMA(self.net, train["ema_decay"])
+        self.modules = {"unet": self.net, "unet_ema": self.ema.shadow}
+        self.optimizers = {"unet": torch.optim.AdamW(self.net.parameters(), lr=train["lr"], weight_decay=0.0)}
+        self.ab = alpha_bar(model["schedule"]).float().to(device)  # (T,)
+        self.cond_drop = train["cond_drop"] if model["conditional"] else 0.0
+        self.num_classes = model["num_classes"] if model["conditional"] else None
+        g = torch.Generator().manual_seed(config["seed"] + 7)
+        c, h, w = model["image_shape"]
+        self.preview_z = torch.randn(PREVIEW_COUNT, c * h * w, generator=g).to(device)
+        self.preview_labels = (torch.arange(PREVIEW_COUNT) % self.num_classes).to(device) if self.num_classes else None
+
+    def train_step(self, batch: torch.Tensor, labels: torch.Tensor | None, step: int) -> dict[str, torch.Tensor]:
+        x0 = batch.float().div_(127.5).sub_(1)  # (B, C, H, W) in [-1, 1]
+        b = x0.shape[0]
+        t = torch.randint(0, TIMESTEPS, (b,), device=self.device)
+        ab = self.ab[t]  # (B,)
+        eps = torch.randn_like(x0)
+        x_t = ab.sqrt().view(-1, 1, 1, 1) * x0 + (1 - ab).sqrt().view(-1, 1, 1, 1) * eps
+        if self.num_classes:
+            # Label dropout: some steps learn the unconditional model that guidance needs.
+            drop = torch.rand(b, device=self.device) < self.cond_drop
+            labels = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
+        else:
+            labels = None
+        out = self.net(x_t, t, labels)
+        goal = target(self.model_cfg["prediction"], x0, eps, ab)
+        per_sample = F.mse_loss(out, goal, reduction="none").mean(dim=(1, 2, 3))  # (B,)
+        loss = (loss_weight(self.model_cfg["weighting"], self.model_cfg["prediction"], ab) * per_sample).mean()
+        self.optimizers["unet"].zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizers["unet"].step()
+        self.ema.update(self.net, step)
+        return {"loss": loss.detach()}
+
+    def sync_inference(self, images: torch.Tensor, labels: torch.Tensor | None) -> None:
+        pass  # no BatchNorm, no prior: the EMA weights are ready as they are
+
+    def inference_modules(self) -> dict[str, nn.Module]:
+        return {"unet": self.ema.shadow}
+
+    @torch.no_grad()
+    def previews(self) -> dict[str, torch.Tensor]:
+        guidance = DEFAULT_GUIDANCE if self.num_classes else 1.0
+        decoder = DiffusionDecoder(self.ema.shadow, self.ab, self.model_cfg["prediction"],
+                                   self.model_cfg["image_shape"], steps=PREVIEW_STEPS, guidance=guidance)
+        return {"samples": decoder(self.preview_z, self.preview_labels)}
+
+
+class DiffusionSampler:
+    """The Sampler (models/registry.py): the latent is the initial noise x_T, (C, H, W)."""
+
+    latent_distribution = "normal"
+
+    def __init__(self, unet: nn.Module, config: dict[str, Any], device: torch.device):
+        self.model = config["model"]
+        self.unet = unet.to(device).eval()
+        self.ab = alpha_bar(self.model["schedule"]).float().to(device)
+        self.latent_shape = tuple(self.model["image_shape"])
+        self.conditional = bool(self.model["conditional"])
+
+    def draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.randn(n, math.prod(self.latent_shape), generator=generator)  # (n, C*H*W)
+
+    def _guidance(self, guidance: float | None) -> float:
+        if guidance is None:
+            return DEFAULT_GUIDANCE if self.conditional else 1.0
+        if not self.conditional and guidance != 1.0:
+            raise ConfigError("--guidance needs a class-conditional run; this one is unconditional")
+        return guidance
+
+    def decoder(self, steps: int | None = None, sampler: str | None = None, eta: float | None = None,
+                guidance: float | None = None) -> nn.Module:
+        sampler = sampler or "dpm++"
+        if eta is not None and sampler != "ddim":
+            raise ConfigError(f"--eta applies to --sampler ddim, not {sampler}")
+        return DiffusionDecoder(self.unet, self.ab, self.model["prediction"], self.latent_shape, steps=steps or 25,
+                                sampler=sampler, eta=eta or 0.0, guidance=self._guidance(guidance)).eval()
+
+    def encoder(self, steps: int | None = None, sampler: str | None = None, eta: float | None = None,
+                guidance: float | None = None) -> nn.Module:
+        # Inversion is exact only without guidance and noise: it ignores those decode options.
+        return DdimInverter(self.unet, self.ab, self.model["prediction"], self.latent_shape, steps=steps or 25).eval()
+
+
+class DiffusionFamily:
+    @staticmethod
+    def make_config(options: dict[str, Any], dataset_info: dict[str, Any]) -> tuple[dict, dict]:
+        mult = parse_mult(options["channel_mult"])
+        model = {
+            "width": options["width"],
+            "channel_mult": list(mult),
+            "schedule": options["schedule"],
+            "prediction": options["prediction"],
+            "weighting": options["weighting"],
+            "image_shape": list(dataset_info["shape"]),
+            "num_classes": dataset_info.get("classes"),
+            "conditional": resolve_conditional(options["conditional"], dataset_info),
+            "timesteps": TIMESTEPS,
+        }
+        if options["cond_drop"] >= 1:
+            raise OptionError("cond_drop", f"must be below 1, got {options['cond_drop']}")
+        train = {"lr": float(options["lr"]), "cond_drop": float(options["cond_drop"]),
+                 "ema_decay": float(options["ema_decay"])}
+        build_unet(model)  # an impossible size fails here, before a run exists
+        return model, train
+
+    @staticmethod
+    def make_task(config: dict[str, Any], device: torch.device) -> DiffusionTask:
+        return DiffusionTask(config, device)
+
+    @staticmethod
+    def build(config: dict[str, Any]) -> dict[str, nn.Module]:
+        return {"unet": build_unet(config["model"])}
+
+    @staticmethod
+    def sampler(modules: dict[str, nn.Module], config: dict[str, Any], device: torch.device) -> DiffusionSampler:
+        return DiffusionSampler(modules["unet"], config, device)

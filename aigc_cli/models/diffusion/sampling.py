@@ -1,0 +1,122 @@
+"""Samplers and DDIM inversion as modules: (z, labels) -> images, (images, labels) -> z.
+
+Each runs a fixed list of timesteps in a Python loop, so ``torch.onnx.export`` unrolls it into one
+graph. z is the initial noise x_T, flattened: (N, C*H*W).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from aigc_cli.models.diffusion.schedule import to_x0_eps
+
+SAMPLERS = ("ddim", "ddpm", "dpm++")
+
+
+def timesteps(total: int, steps: int) -> list[int]:
+    """``steps`` timesteps from T-1 down to 0, evenly spaced (deduplicated when steps > T)."""
+    steps = min(steps, total)
+    ts = torch.linspace(total - 1, 0, steps).round().long().tolist()
+    return list(dict.fromkeys(ts))
+
+
+class _Denoise(nn.Module):
+    """Shared: the U-Net with guidance, returning (x0, eps) at a timestep."""
+
+    def __init__(self, unet: nn.Module, alpha_bar: torch.Tensor, prediction: str, image_shape, guidance: float):
+        super().__init__()
+        self.unet = unet
+        self.register_buffer("ab", alpha_bar.float(), persistent=False)
+        self.prediction = prediction
+        self.image_shape = tuple(image_shape)
+        self.guidance = guidance
+
+    def predict(self, x: torch.Tensor, t: int, labels: torch.Tensor | None, clip: bool = True):
+        n = x.shape[0]
+        tt = torch.full((n,), t, device=x.device, dtype=torch.long)
+        ab = self.ab[tt]
+        if labels is not None and self.guidance != 1.0:
+            # Conditional and unconditional predictions in one batch (classifier-free guidance).
+            null = torch.full_like(labels, self.unet.null_label)
+            both = self.unet(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([labels, null]))  # (2N, C, H, W)
+            out_c, out_u = both[:n], both[n:]  # slices, not chunk(2): chunk pins the batch size in an export
+            out = out_u + self.guidance * (out_c - out_u)
+        else:
+            out = self.unet(x, tt, labels)
+        x0, eps = to_x0_eps(self.prediction, out, x, ab)
+        if clip:  # images live in [-1, 1]: a clipped x0 and its matching eps keep few-step sampling stable
+            x0 = x0.clamp(-1, 1)
+            eps = (x - ab.sqrt().view(-1, 1, 1, 1) * x0) / (1 - ab).sqrt().view(-1, 1, 1, 1)
+        return x0, eps
+
+
+class DiffusionDecoder(_Denoise):
+    """(z (N, C*H*W), labels (N,) or None) -> (N, C, H, W) images in [0, 1]."""
+
+    def __init__(self, unet, alpha_bar, prediction, image_shape, steps: int = 25, sampler: str = "dpm++",
+                 eta: float = 0.0, guidance: float = 1.0):
+        super().__init__(unet, alpha_bar, prediction, image_shape, guidance)
+        self.ts = timesteps(len(alpha_bar), steps)
+        self.sampler, self.eta = sampler, (1.0 if sampler == "ddpm" else eta)
+
+    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        x = z.reshape(-1, *self.image_shape)  # x_T: (N, C, H, W)
+        # DDPM/DDIM noise is drawn from a generator seeded by the first latent value's bits, so a
+        # seed still gives one image on a given machine.
+        gen = None
+        if self.eta > 0:
+            gen = torch.Generator(device="cpu").manual_seed(int(z.detach().flatten()[:1].abs().sum().item() * 1e6) % 2**31)
+        x0_prev, h_prev = None, None
+        for i, t in enumerate(self.ts):
+            x0, eps = self.predict(x, t, labels)
+            ab = self.ab[t]
+            ab_next = self.ab[self.ts[i + 1]] if i + 1 < len(self.ts) else torch.ones_like(ab)
+            if self.sampler == "dpm++":
+                x, x0_prev, h_prev = self._dpm_step(x, x0, x0_prev, h_prev, ab, ab_next, last=i + 1 == len(self.ts))
+            else:
+                x = self._ddim_step(x, x0, eps, ab, ab_next, gen)
+        return ((x + 1) / 2).clamp(0, 1)
+
+    def _ddim_step(self, x, x0, eps, ab, ab_next, gen):
+        sigma = self.eta * ((1 - ab_next) / (1 - ab) * (1 - ab / ab_next)).clamp(min=0).sqrt()
+        x = ab_next.sqrt() * x0 + (1 - ab_next - sigma**2).clamp(min=0).sqrt() * eps
+        if self.eta > 0:
+            x = x + sigma * torch.randn(x.shape, generator=gen).to(x.device, x.dtype)
+        return x
+
+    @staticmethod
+    def _dpm_step(x, x0, x0_prev, h_prev, ab, ab_next, last: bool):
+        """DPM-Solver++ 2M (Lu et al. 2022), data prediction, first order at the first and last step."""
+        if last:  # to t = 0 (ab = 1): the denoised image itself
+            return x0, x0, None
+        lam, lam_next = 0.5 * torch.log(ab / (1 - ab)), 0.5 * torch.log(ab_next / (1 - ab_next))
+        h = lam_next - lam
+        d = x0
+        if x0_prev is not None:
+            r = h_prev / h
+            d = (1 + 1 / (2 * r)) * x0 - (1 / (2 * r)) * x0_prev
+        sigma_ratio = ((1 - ab_next) / (1 - ab)).sqrt()
+        x = sigma_ratio * x - ab_next.sqrt() * torch.expm1(-h) * d
+        return x, x0, h
+
+
+class DdimInverter(_Denoise):
+    """(images (N, C, H, W) in [0, 1], labels) -> z (N, C*H*W): deterministic DDIM run backwards,
+    so that decoding z with DDIM (eta 0) at the same steps gives the image back (approximately:
+    each step uses the prediction at the next timestep)."""
+
+    def __init__(self, unet, alpha_bar, prediction, image_shape, steps: int = 25, guidance: float = 1.0):
+        super().__init__(unet, alpha_bar, prediction, image_shape, guidance)
+        self.ts = timesteps(len(alpha_bar), steps)[::-1]  # 0 ... T-1
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        x = images * 2 - 1
+        ab = torch.ones((), device=x.device)
+        for t in self.ts:
+            _, eps = self.predict(x, t, labels, clip=False)  # eps at the next timestep stands in for this one's
+            ab_next = self.ab[t]
+            x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
+            x = ab_next.sqrt() * x0 + (1 - ab_next).sqrt() * eps
+            ab = ab_next
+        return x.flatten(1)

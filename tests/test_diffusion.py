@@ -1,0 +1,164 @@
+"""The diffusion family: schedule and sampler mathematics, and a tiny U-Net through every command."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from aigc_cli.models.diffusion.sampling import DdimInverter, DiffusionDecoder, timesteps
+from aigc_cli.models.diffusion.schedule import alpha_bar, loss_weight, target, to_x0_eps
+from aigc_cli.models.diffusion.unet import UNet
+
+TINY = ["--width", "8", "--channel-mult", "1,2", "--batch-size", "32"]
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear"])
+def test_alpha_bar_falls_from_one_towards_zero(schedule):
+    ab = alpha_bar(schedule)
+    assert ab.shape == (1000,)
+    assert (ab[1:] < ab[:-1]).all() and 0.99 < ab[0] < 1 and 0 < ab[-1] < 0.01
+
+
+@pytest.mark.parametrize("prediction", ["eps", "v", "x0"])
+def test_predictions_convert_back_to_x0_and_eps(prediction):
+    g = torch.Generator().manual_seed(0)
+    x0, eps = torch.randn(4, 1, 5, 5, generator=g), torch.randn(4, 1, 5, 5, generator=g)
+    ab = alpha_bar("cosine")[torch.tensor([10, 200, 600, 950])].float()
+    x_t = ab.sqrt().view(-1, 1, 1, 1) * x0 + (1 - ab).sqrt().view(-1, 1, 1, 1) * eps
+    got_x0, got_eps = to_x0_eps(prediction, target(prediction, x0, eps, ab), x_t, ab)
+    assert torch.allclose(got_x0, x0, atol=1e-3) and torch.allclose(got_eps, eps, atol=1e-3)
+
+
+def test_min_snr_weights_cap_the_x0_weight_at_gamma():
+    ab = alpha_bar("cosine")[torch.tensor([0, 500, 999])].float()
+    snr = ab / (1 - ab)
+    for prediction, scale in (("eps", snr), ("v", snr + 1), ("x0", torch.ones_like(snr))):
+        x0_weight = loss_weight("min-snr", prediction, ab) * scale  # every form weighs x0 errors by min(snr, 5)
+        assert torch.allclose(x0_weight, snr.clamp(max=5), rtol=1e-4)
+    assert (loss_weight("none", "v", ab) == 1).all()
+
+
+def test_timesteps_run_down_to_zero_without_repeats():
+    assert timesteps(1000, 4) == [999, 666, 333, 0]
+    assert timesteps(10, 50) == list(range(9, -1, -1))
+
+
+class GaussianOracle(torch.nn.Module):
+    """The exact noise prediction for data x0 ~ N(0, s^2 I): a smooth denoiser whose DDIM path is
+    well defined, so inversion can be checked without training a network."""
+
+    null_label = None
+
+    def __init__(self, ab, s=0.5):
+        super().__init__()
+        self.ab, self.s = ab.float(), s
+
+    def forward(self, x, t, labels=None):
+        ab = self.ab[t].view(-1, 1, 1, 1)
+        return (1 - ab).sqrt() * x / (ab * self.s**2 + 1 - ab)
+
+
+def test_unet_keeps_odd_sizes():
+    torch.manual_seed(0)
+    net = UNet(1, 8, (1, 2), num_classes=3).eval()
+    x = torch.randn(3, 1, 7, 9)
+    assert net(x, torch.tensor([0, 5, 999]), torch.tensor([0, 3, 1])).shape == (3, 1, 7, 9)  # padded, cropped back
+
+
+@pytest.mark.parametrize("sampler", ["ddim", "dpm++"])
+def test_samplers_agree_and_ddim_inversion_recovers_the_noise(sampler):
+    ab = alpha_bar("cosine")
+    oracle = GaussianOracle(ab)
+    z = torch.randn(4, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        images = DiffusionDecoder(oracle, ab, "eps", (1, 8, 8), steps=100, sampler=sampler)(z)
+        reference = DiffusionDecoder(oracle, ab, "eps", (1, 8, 8), steps=500, sampler="ddim")(z)
+        back = DdimInverter(oracle, ab, "eps", (1, 8, 8), steps=500)(reference)
+    # The probability-flow ODE of N(0, s^2) data scales x_T by s: x0 = s * x_T.
+    assert torch.allclose(reference, ((0.5 * z.view(4, 1, 8, 8)).clamp(-1, 1) + 1) / 2, atol=0.02)
+    assert torch.allclose(images, reference, atol=0.02)
+    inside = (0.5 * z).abs() < 0.95  # where the [0, 1] clamp of the image lost nothing
+    assert torch.allclose(back[inside], z[inside], atol=0.05)
+
+
+@pytest.fixture
+def trained(aigc_home, cli, tiny_npz):
+    code, out, err = cli("train", "diffusion", "--dataset", tiny_npz, *TINY, "--epochs", "2", "--json")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_training_writes_a_diffusion_run(trained, aigc_home):
+    assert (trained["status"], trained["step"]) == ("completed", 16)
+    run = aigc_home / "runs" / "run1"
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["channel_mult"] == [1, 2] and config["model"]["conditional"] is True
+    keys = set(load_file(str(run / "checkpoint.safetensors")))
+    assert any(k.endswith("unet.conv_in.weight") for k in keys) and any(k.endswith("unet_ema.conv_in.weight") for k in keys)
+    assert sorted(p.name for p in (run / "samples").iterdir()) == ["samples_epoch001.png", "samples_epoch002.png"]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["loss"]) for r in rows)
+
+
+def test_sampling_is_seeded_and_takes_the_sampler_options(trained, cli, tmp_path):
+    def sample(name, *args):
+        code, _, err = cli("sample", "run1", "-n", "8", "--seed", "3", "-o", str(tmp_path / name), *args)
+        assert code == 0, err
+        return np.asarray(Image.open(tmp_path / name))
+
+    a, b = sample("a.png", "--steps", "3"), sample("b.png", "--steps", "3")
+    assert (a == b).all()
+    assert not (sample("c.png", "--steps", "3", "--sampler", "ddim") == a).all()
+    assert not (sample("d.png", "--steps", "3", "--guidance", "1") == a).all()
+    ddpm = sample("e.png", "--steps", "3", "--sampler", "ddpm")
+    assert (ddpm == sample("f.png", "--steps", "3", "--sampler", "ddpm")).all()
+    sample("g.png", "--steps", "2", "--sampler", "ddim", "--eta", "0.5")
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--steps", "0"], ["--steps"]),
+    (["--sampler", "euler"], ["--sampler", "ddim"]),
+    (["--eta", "0.5"], ["--eta", "ddim"]),
+    (["--truncation", "0.5"], ["--truncation", "diffusion"]),
+])
+def test_bad_sampling_options_are_one_line(trained, cli, clean_error, tmp_path, args, words):
+    code, _, err = cli("sample", "run1", "-o", str(tmp_path / "x.png"), *args)
+    clean_error(code, err, *words)
+
+
+def test_interpolate_reconstruct_and_export(trained, cli, tmp_path):
+    code, _, err = cli("interpolate", "run1", "--from-seed", "1", "--to-seed", "2", "-n", "4", "--steps", "2",
+                       "-o", str(tmp_path / "i.png"))
+    assert code == 0, err
+    code, _, err = cli("sample", "run1", "-n", "2", "--label", "1", "--steps", "4", "-o", str(tmp_path / "s") + "/")
+    assert code == 0, err
+    images = sorted(str(p) for p in (tmp_path / "s").iterdir())
+    code, _, err = cli("reconstruct", "run1", *images, "--label", "1", "--steps", "4", "-o", str(tmp_path / "r.png"))
+    assert code == 0, err
+    assert "MSE" in err
+    code, _, err = cli("export", "onnx", "run1", "--steps", "2", "-o", str(tmp_path / "d.onnx"))
+    assert code == 0, err
+    assert "ONNX Runtime matches PyTorch" in err
+
+
+def test_resume_is_bit_identical(aigc_home, cli, tiny_npz):
+    args = ["train", "diffusion", "--dataset", tiny_npz, *TINY]
+    assert cli(*args, "--epochs", "1")[0] == 0
+    assert cli("train", "diffusion", "--resume", "run1", "--epochs", "2")[0] == 0
+    assert cli(*args, "--epochs", "2")[0] == 0
+    a = load_file(str(aigc_home / "runs/run1/model.safetensors"))
+    b = load_file(str(aigc_home / "runs/run2/model.safetensors"))
+    assert all((a[k] == b[k]).all() for k in a)
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--channel-mult", "1,x"], ["--channel-mult"]),
+    (["--cond-drop", "1"], ["--cond-drop"]),
+    (["--schedule", "sqrt"], ["--schedule"]),
+])
+def test_bad_training_options_are_one_line(aigc_home, cli, clean_error, tiny_npz, args, words):
+    code, _, err = cli("train", "diffusion", "--dataset", tiny_npz, *TINY, *args)
+    clean_error(code, err, *words)
