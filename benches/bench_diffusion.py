@@ -1,0 +1,120 @@
+"""Diffusion speed: aigc's U-Net and samplers next to Hugging Face diffusers, interleaved rounds.
+
+Both sides: unconditional, 1 input channel, 32x32 inputs, batch 64, channels 32-64-64 over three
+levels, attention only in the middle (lowest resolution), the same threads. diffusers side:
+``UNet2DModel`` (DownBlock2D/UpBlock2D, layers_per_block=1, its mid block with attention) with
+``DDPMScheduler.add_noise`` and an eps MSE loss in the loop of its unconditional-training example;
+sampling with ``DDIMScheduler`` over the same number of steps. aigc side: the diffusion family's
+``DiffusionTask.train_step`` (v target, Min-SNR weights, EMA update included) and its DDIM decoder.
+The networks differ in shape: diffusers' up path has layers_per_block + 1 = 2 residual blocks per
+level to aigc's 1, so the parameter counts are printed; the ratios compare what each tool builds
+for the same channel list, not equal FLOPs.
+
+    pip install diffusers   # bench-only
+    python benches/bench_diffusion.py [--rounds 5] [--steps 10] [--sample-steps 10] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+
+def aigc_side(batch: int):
+    from aigc_cli.models.diffusion.family import DiffusionFamily, DiffusionSampler
+
+    model, train = DiffusionFamily.make_config(
+        {"width": 32, "channel_mult": "1,2,2", "schedule": "cosine", "prediction": "v", "weighting": "min-snr",
+         "lr": 5e-4, "conditional": False, "cond_drop": 0.1, "ema_decay": 0.999},
+        {"shape": (1, 32, 32), "classes": None})
+    config = {"model": model, "train": train, "seed": 0}
+    task = DiffusionFamily.make_task(config, torch.device("cpu"))
+    images = torch.randint(0, 256, (batch, 1, 32, 32), dtype=torch.uint8)
+
+    def train_steps(n):
+        for i in range(n):
+            task.train_step(images, None, i)
+
+    decoder_of = DiffusionSampler(task.ema.shadow, config, torch.device("cpu"))
+
+    def sample(steps):
+        z = torch.randn(batch, 32 * 32)
+        with torch.inference_mode():
+            decoder_of.decoder(steps=steps, sampler="ddim")(z)
+
+    return task.net, train_steps, sample
+
+
+def diffusers_side(batch: int):
+    from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel
+
+    net = UNet2DModel(sample_size=32, in_channels=1, out_channels=1, layers_per_block=1,
+                      block_out_channels=(32, 64, 64), down_block_types=("DownBlock2D",) * 3,
+                      up_block_types=("UpBlock2D",) * 3, norm_num_groups=8)
+    noise_sched = DDPMScheduler(num_train_timesteps=1000)
+    opt = torch.optim.AdamW(net.parameters(), lr=5e-4)
+    images = torch.randint(0, 256, (batch, 1, 32, 32), dtype=torch.uint8)
+
+    def train_steps(n):
+        net.train()
+        for _ in range(n):
+            x0 = images.float() / 127.5 - 1
+            noise = torch.randn_like(x0)
+            t = torch.randint(0, 1000, (batch,))
+            pred = net(noise_sched.add_noise(x0, noise, t), t).sample
+            loss = torch.nn.functional.mse_loss(pred, noise)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+    ddim = DDIMScheduler(num_train_timesteps=1000)
+
+    def sample(steps):
+        net.eval()
+        ddim.set_timesteps(steps)
+        x = torch.randn(batch, 1, 32, 32)
+        with torch.inference_mode():
+            for t in ddim.timesteps:
+                x = ddim.step(net(x, t).sample, t, x).prev_sample
+
+    return net, train_steps, sample
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--sample-steps", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    sides = {"aigc": aigc_side(a.batch_size), "diffusers": diffusers_side(a.batch_size)}
+    for name, (net, _, _) in sides.items():
+        print(f"{name}: {sum(p.numel() for p in net.parameters()) / 1e6:.2f} M parameters")
+    for _, train_steps, sample in sides.values():  # warm-up
+        train_steps(2)
+        sample(2)
+    rates = {f"{k} {n}": [] for k in ("train", "sample") for n in sides}
+    for _ in range(a.rounds):
+        for name, (_, train_steps, sample) in sides.items():
+            t0 = time.perf_counter()
+            train_steps(a.steps)
+            rates[f"train {name}"].append(a.steps * a.batch_size / (time.perf_counter() - t0))
+            t0 = time.perf_counter()
+            sample(a.sample_steps)
+            rates[f"sample {name}"].append(a.batch_size / (time.perf_counter() - t0))
+    for k, v in rates.items():
+        print(f"{k}: median {statistics.median(v):.1f} images/s")
+    for kind in ("train", "sample"):
+        ratios = [x / y for x, y in zip(rates[f"{kind} aigc"], rates[f"{kind} diffusers"])]
+        print(f"{kind}: aigc / diffusers, median of per-round ratios {statistics.median(ratios):.2f} "
+              f"(min {min(ratios):.2f}, max {max(ratios):.2f})")
+
+
+if __name__ == "__main__":
+    main()
