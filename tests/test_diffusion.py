@@ -116,6 +116,9 @@ def test_sampling_is_seeded_and_takes_the_sampler_options(trained, cli, tmp_path
     ddpm = sample("e.png", "--steps", "3", "--sampler", "ddpm")
     assert (ddpm == sample("f.png", "--steps", "3", "--sampler", "ddpm")).all()
     sample("g.png", "--steps", "2", "--sampler", "ddim", "--eta", "0.5")
+    code, out, err = cli("sample", "run1", "-n", "4", "--steps", "2", "-o", str(tmp_path / "h.png"), "--json")
+    summary = json.loads(out)
+    assert summary["steps"] == 2 and summary["images_per_s"] > 0 and summary["seconds"] > 0  # the cost at these steps
 
 
 @pytest.mark.parametrize("args,words", [

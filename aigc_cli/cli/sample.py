@@ -29,6 +29,7 @@ def sample(
     """Sample images from a trained run."""
     import io
     import secrets
+    import time
 
     import numpy as np
 
@@ -53,7 +54,9 @@ def sample(
         seed = secrets.randbelow(2**31) if seed is None else seed
         z = gen.latents(n, seed, **options)
     labels = gen.labels(n, label)
+    start = time.perf_counter()
     images = to_uint8(gen.generate(z, labels, **options))  # (n, C, H, W)
+    seconds = time.perf_counter() - start  # the model's cost at these options (diffusion: its steps)
 
     text = {"Software": "aigc", "aigc:run": gen.run.id, "aigc:seed": "" if seed is None else str(seed)}
     if latents is not None:
@@ -74,7 +77,8 @@ def sample(
         np.save(buffer, z.numpy().astype(np.float32), allow_pickle=False)
         write_bytes(str(save_latents), buffer.getvalue())
 
-    summary = {"run": gen.run.id, "seed": seed, "n": n, "label": label, **options, "outputs": written}
+    summary = {"run": gen.run.id, "seed": seed, "n": n, "label": label, **options, "outputs": written,
+               "seconds": round(seconds, 4), "images_per_s": round(n / max(seconds, 1e-9), 1)}
     if save_latents is not None:
         summary["latents"] = str(save_latents)
     if json_out and not is_stdout(output):
