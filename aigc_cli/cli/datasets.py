@@ -91,7 +91,7 @@ def info(
         ["channels", c],
         ["classes", data["classes"] if data["classes"] is not None else "unlabelled"],
         ["class names", ", ".join(ds.classes) if ds.classes else ""],
-        ["skipped files", ds.skip_summary().split(": ", 1)[1] if ds.skipped else 0],
+        ["skipped files", ds.skip_reasons() or 0],
         ["fingerprint", ds.fingerprint],
     ]
     common.table(None, ["", ""], [r for r in rows if r[1] != ""])

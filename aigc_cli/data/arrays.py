@@ -91,13 +91,13 @@ def _check_sizes(path: Path, size: int) -> None:
     numpy allocates it: a lying header costs nothing."""
     with open(path, "rb") as f:
         magic = f.read(6)
-    if magic == b"\x93NUMPY":
-        with open(path, "rb") as f:
+        if magic == b"\x93NUMPY":
+            f.seek(0)
             declared = _declared_bytes(f, path, path.name)
             if declared > size - f.tell():
                 raise DatasetError(f"truncated {path}: its header declares {declared:,} bytes of pixels, "
                                    f"the file holds {size - f.tell():,}")
-        return
+            return
     if not magic.startswith(b"PK"):
         return  # neither: np.load says what it is not
     try:

@@ -72,12 +72,17 @@ class ImageDataset:
     def __len__(self) -> int:
         return self.images.shape[0]
 
-    def skip_summary(self) -> str | None:
+    def skip_reasons(self) -> str | None:
         """"skipped 3 of 120 files: 2 unreadable, 1 not a regular file", or None."""
         if not self.skipped:
             return None
         why = ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped_why.items()))
-        return f"{self.name}: skipped {self.skipped} of {self.files} files" + (f": {why}" if why else "")
+        return f"skipped {self.skipped} of {self.files} files" + (f": {why}" if why else "")
+
+    def skip_summary(self) -> str | None:
+        """``skip_reasons`` headed by the dataset's name, as train prints it; or None."""
+        reasons = self.skip_reasons()
+        return f"{self.name}: {reasons}" if reasons else None
 
     @property
     def shape(self) -> tuple[int, int, int]:

@@ -26,9 +26,10 @@ def run_series(run: Run) -> dict[str, list[tuple[int, float]]]:
     return out
 
 
-def curves_png(runs: list[Run]) -> bytes:
-    """One panel per quantity any of ``runs`` logged, one colour per run."""
-    every = {run.id: run_series(run) for run in runs}
+def curves_png(runs: list[Run], series: dict[str, dict] | None = None) -> bytes:
+    """One panel per quantity any of ``runs`` logged, one colour per run; ``series`` (run id ->
+    ``run_series``), when the caller has read them already."""
+    every = series if series is not None else {run.id: run_series(run) for run in runs}
     empty = [rid for rid, series in every.items() if not series]
     if empty:
         raise RunError(f"{', '.join(empty)} logged no metrics yet (metrics.jsonl is empty); train for a few steps first")
@@ -39,5 +40,6 @@ def curves_png(runs: list[Run]) -> bytes:
 
 def write_curves(run: Run) -> None:
     """curves.png in the run folder, rewritten atomically (the loop calls this at each epoch)."""
-    if run_series(run):
-        atomic_write_bytes(run.path / CURVES, curves_png([run]))
+    series = run_series(run)  # metrics.jsonl read once, for the test and the drawing
+    if series:
+        atomic_write_bytes(run.path / CURVES, curves_png([run], {run.id: series}))
