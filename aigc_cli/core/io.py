@@ -76,3 +76,34 @@ def atomic_write_text(path: str | os.PathLike, text: str, parents: bool = False)
 def atomic_write_json(path: str | os.PathLike, obj: Any, parents: bool = False) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n", parents)
 
+
+
+class TooLarge(Exception):
+    """A download passed its size cap; ``what`` says how ("announces 9,000 bytes, more" or "sent
+    more"), for messages of the form "<url> <what> than the N-byte limit"."""
+
+    def __init__(self, what: str):
+        super().__init__(what)
+        self.what = what
+
+
+def copy_capped(response, out, hasher, max_bytes: int, progress=None, chunk: int = 1 << 20) -> int:
+    """Copy an HTTP ``response`` into the file ``out`` and ``hasher``; return the bytes copied.
+
+    More than ``max_bytes`` raises TooLarge before it is hashed: at once when the Content-Length
+    announces it, else on the first byte past the cap (never reading further). ``progress(done,
+    total)`` hears of each chunk (total: the announced length, or None)."""
+    length = response.headers.get("Content-Length") or ""
+    total = int(length) if length.isdigit() and int(length) else None
+    if total is not None and total > max_bytes:
+        raise TooLarge(f"announces {total:,} bytes, more")
+    done = 0
+    while data := response.read(min(chunk, max_bytes + 1 - done)):
+        done += len(data)
+        if done > max_bytes:  # the server lied or sent no length: stopped here, never hashed or kept
+            raise TooLarge("sent more")
+        out.write(data)
+        hasher.update(data)
+        if progress is not None:
+            progress(done, total)
+    return done

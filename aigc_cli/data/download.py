@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from aigc_cli.core.errors import DatasetError
-from aigc_cli.core.io import atomic_path
+from aigc_cli.core.io import TooLarge, atomic_path, copy_capped
 
 # progress(description, done, total): bytes so far and the size when the server says it.
 Progress = Callable[[str, int, "int | None"], None]
@@ -51,20 +51,12 @@ def mirrors_for(name: str, mirrors: list[str]) -> list[str]:
 def _download(url: str, dest: Path, md5: str, progress: Progress | None) -> None:
     with atomic_path(dest, parents=True) as tmp:  # the temp file is removed if anything below raises
         h = hashlib.md5()
+        said = None if progress is None else (lambda done, total: progress(f"downloading {dest.name}", done, total))
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as r, open(tmp, "wb") as f:
-            length = r.headers.get("Content-Length") or ""
-            total = int(length) if length.isdigit() and int(length) else None
-            if total is not None and total > MAX_BYTES:
-                raise DatasetError(f"{url} announces {total:,} bytes, more than the {MAX_BYTES:,}-byte limit")
-            done = 0
-            while chunk := r.read(min(CHUNK, MAX_BYTES + 1 - done)):
-                done += len(chunk)
-                if done > MAX_BYTES:  # no length announced: stopped here, never hashed or kept
-                    raise DatasetError(f"{url} sent more than the {MAX_BYTES:,}-byte limit")
-                f.write(chunk)
-                h.update(chunk)
-                if progress is not None:
-                    progress(f"downloading {dest.name}", done, total)
+            try:
+                copy_capped(r, f, h, MAX_BYTES, said, CHUNK)
+            except TooLarge as e:
+                raise DatasetError(f"{url} {e.what} than the {MAX_BYTES:,}-byte limit") from None
         if h.hexdigest() != md5:
             raise DatasetError(f"checksum mismatch: md5 {h.hexdigest()}, expected {md5}")
 

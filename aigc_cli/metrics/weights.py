@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from aigc_cli.core.errors import WeightsError
-from aigc_cli.core.io import atomic_path, atomic_write_json
+from aigc_cli.core.io import TooLarge, atomic_path, atomic_write_json, copy_capped
 
 FILENAME = "pt_inception-2015-12-05-6726825d.pth"
 # The full sha256 and size of pytorch-fid's release file (the same bytes torch-fidelity ships as
@@ -122,19 +122,10 @@ def download_weights(
         try:
             request = urllib.request.Request(url, headers={"User-Agent": "aigc-cli"})
             with urllib.request.urlopen(request, timeout=timeout) as response, open(tmp, "wb") as out:
-                total = response.headers.get("Content-Length")
-                total = int(total) if total and total.isdigit() else None
-                if total is not None and total > max_bytes:
-                    _too_big(url, f"announces {total:,} bytes, more", max_bytes)
-                done = 0
-                while chunk := response.read(min(1 << 20, max_bytes + 1 - done)):
-                    done += len(chunk)
-                    if done > max_bytes:  # the server lied or sent no length: stop here
-                        _too_big(url, "sent more", max_bytes)
-                    out.write(chunk)
-                    digest.update(chunk)
-                    if progress:
-                        progress(done, total)
+                copy_capped(response, out, digest, max_bytes, progress)
+        except TooLarge as e:
+            raise WeightsError(f"the download from {url} {e.what} than the {max_bytes:,}-byte limit "
+                               f"({FILENAME} is {SIZE:,} bytes); it was stopped and not kept") from None
         except (urllib.error.URLError, OSError, ValueError) as e:
             reason = getattr(e, "reason", None) or e
             raise WeightsUnavailable(
@@ -149,11 +140,6 @@ def download_weights(
         read_state_dict(tmp)  # a readable FID Inception state dict, or an error (and no file)
     _remember_sha(dest, sha)
     return dest
-
-
-def _too_big(url: str, what: str, max_bytes: int) -> None:
-    raise WeightsError(f"the download from {url} {what} than the {max_bytes:,}-byte limit "
-                       f"({FILENAME} is {SIZE:,} bytes); it was stopped and not kept")
 
 
 # ----------------------------------------------------------------------------------------------
