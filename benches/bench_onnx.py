@@ -73,9 +73,9 @@ def rate(fn, n: int, seconds: float) -> float:
 def bench(name: str, gen, batches: list[int], seconds: float, threads: int, folder: Path) -> list[dict]:
     import onnxruntime as ort
 
-    module = ox.export_module(gen, "images")
-    names = ox.input_names(gen)
-    model = ox.trace_to_onnx(module, names, gen.latent_dim, ox.DEFAULT_OPSET)
+    graph = ox.decoder_graph(gen, "images")
+    module, names = graph.module, ox.input_names(graph)
+    model = ox.trace_to_onnx(graph, ox.DEFAULT_OPSET)
     path = folder / f"{name.replace(' ', '_').replace(',', '')}.onnx"
     path.write_bytes(model.SerializeToString())
     options = ort.SessionOptions()
@@ -85,7 +85,7 @@ def bench(name: str, gen, batches: list[int], seconds: float, threads: int, fold
     session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     rows = []
     for n in batches:
-        feed = ox.verification_inputs(gen, n)
+        feed = ox.verification_inputs(graph, n)
         args = [torch.from_numpy(feed[k]) for k in names]
         with torch.inference_mode():
             ref = module(*args).numpy()

@@ -147,6 +147,48 @@ def test_interpolate_reconstruct_and_export(trained, cli, tmp_path):
     assert "ONNX Runtime matches PyTorch" in err
 
 
+def test_denoiser_export_drives_a_users_own_sampler_loop(trained, cli, clean_error, tmp_path):
+    """--format denoiser: the U-Net alone, checked in ORT; its metadata is enough to write DDIM by
+    hand, and that loop, run in ONNX Runtime, gives the images aigc's own DDIM sampler gives."""
+    import onnxruntime as ort
+
+    from aigc_cli.export.onnx import read_metadata
+    from aigc_cli.generation import load_generator
+
+    path = tmp_path / "unet.onnx"
+    code, out, err = cli("--quiet", "export", "onnx", "run1", "--format", "denoiser", "-o", str(path), "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    assert [(i["name"], i["dtype"], i["shape"]) for i in report["inputs"]] == [
+        ("x", "float32", ["N", 1, 8, 8]), ("t", "int64", ["N"]), ("label", "int64", ["N"])]
+    assert report["inputs"][2]["null_label"] == 4 and report["outputs"][0]["name"] == "prediction"
+    assert report["verification"]["ok"] and report["max_abs_diff"] < 1e-4
+    meta = read_metadata(path)
+    assert (meta["aigc.prediction"], meta["aigc.schedule"], meta["aigc.null_label"]) == ("v", "cosine", "4")
+    ab = np.array(json.loads(meta["aigc.alphas_cumprod"]))
+    np.testing.assert_array_equal(ab.astype(np.float32), alpha_bar("cosine").float().numpy())
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    z = torch.randn(5, 64, generator=torch.Generator().manual_seed(3))
+    labels = np.array([0, 1, 2, 3, 1])
+    x = z.numpy().reshape(5, 1, 8, 8).astype(np.float32)
+    ts = [999, 666, 333, 0]  # what --steps 4 runs: T-1 down to 0, evenly spaced
+    for i, t in enumerate(ts):
+        v = session.run(["prediction"], {"x": x, "t": np.full(5, t, np.int64), "label": labels})[0]
+        a, a_next = ab[t], (ab[ts[i + 1]] if i + 1 < len(ts) else 1.0)
+        x0 = np.clip(np.sqrt(a) * x - np.sqrt(1 - a) * v, -1, 1)  # v-prediction -> x0, clipped as aigc does
+        eps = (x - np.sqrt(a) * x0) / np.sqrt(1 - a)
+        x = (np.sqrt(a_next) * x0 + np.sqrt(1 - a_next) * eps).astype(np.float32)
+    mine = np.clip((x + 1) / 2, 0, 1)
+    gen = load_generator("run1")
+    theirs = gen.generate(z, torch.from_numpy(labels), steps=4, sampler="ddim", guidance=1.0).numpy()
+    np.testing.assert_allclose(mine, theirs, atol=1e-4)
+
+    code, _, err = cli("export", "onnx", "run1", "--format", "denoiser", "--steps", "4", "-o", str(tmp_path / "b.onnx"))
+    clean_error(code, err, "--steps sets up the sampler", "--format denoiser exports the network alone")
+    assert not (tmp_path / "b.onnx").exists()
+
+
 def test_resume_is_bit_identical(aigc_home, cli, tiny_npz):
     args = ["train", "diffusion", "--dataset", tiny_npz, *TINY]
     assert cli(*args, "--epochs", "1")[0] == 0

@@ -251,7 +251,9 @@ def test_exporter_refusal_is_one_line(home, cli, clean_error, tmp_path, monkeypa
 
 def test_bad_format_and_fidelity_name(home, cli, clean_error, tmp_path):
     code, _, err = cli("export", "onnx", "run1", "-o", str(tmp_path / "x.onnx"), "--format", "png")
-    clean_error(code, err, "--format must be one of images, fidelity")
+    clean_error(code, err, "--format must be one of images, fidelity, denoiser")
+    code, _, err = cli("export", "onnx", "run1", "-o", str(tmp_path / "x.onnx"), "--format", "denoiser")
+    clean_error(code, err, "denoiser is not one that gan runs export to (images, fidelity)")
     code, _, err = cli("export", "onnx", "run1", "-o", str(tmp_path / "x.bin"), "--format", "fidelity")
     clean_error(code, err, "ending in .onnx")
     assert not (tmp_path / "x.onnx").exists() and not (tmp_path / "x.bin").exists()

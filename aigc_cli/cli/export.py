@@ -25,12 +25,13 @@ def onnx(
     fmt: str = typer.Option(
         "images",
         "--format",
-        help="images: float32 [N,C,H,W] in [0,1]; fidelity: uint8 RGB [N,3,H,W] for torch-fidelity's --input1.",
+        help="images: float32 [N,C,H,W] in [0,1]; fidelity: uint8 RGB [N,3,H,W] for torch-fidelity's "
+        "--input1; denoiser (diffusion runs): the U-Net alone, (x, t[, label]) -> prediction.",
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the export and verification report as JSON."),
     gen_options: Optional[dict] = None,
 ) -> None:
-    """Export a run's generator (GAN: EMA generator; VAE: decoder) to ONNX and check it in ONNX Runtime.
+    """Export a run's generator (GAN: EMA generator; VAE: decoder; diffusion: the sampler unrolled, or the U-Net) to ONNX and check it in ONNX Runtime.
 
     The model is run in ONNX Runtime on CPU for batches of 1, 7 and 64 and compared with PyTorch; if they disagree the command fails and no file is written.
     """

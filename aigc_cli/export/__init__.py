@@ -8,7 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-FORMATS = ("images", "fidelity")  # what the exported graph returns; a family lists those it supports
+# What the exported graph is: the decoder returning float images or torch-fidelity's uint8 RGB
+# (every family), or a family's own network (diffusion: "denoiser", the U-Net alone). A family
+# lists those it supports in its spec's export_formats.
+FORMATS = ("images", "fidelity", "denoiser")
+DECODER_FORMATS = ("images", "fidelity")
 DEFAULT_OPSET = 18  # the exporter's native opset; ONNX Runtime >= 1.14 runs it
 MIN_OPSET = 16  # 16 and 17 come from converting the opset-18 graph down
 MAX_OPSET = 23  # the highest opset torch 2.14's exporter implements

@@ -8,6 +8,11 @@ EMA weights, the VAE decoder, under the family's decode options) behind a small 
 * ``fidelity`` format: the same inputs -> ``images`` uint8 ``[N, 3, H, W]`` (grayscale repeated),
   quantised exactly like ``aigc sample`` (``core.images.to_uint8``): what torch-fidelity's
   ``--input1 model.onnx`` expects from a generator.
+* a family's own formats (diffusion's ``denoiser``: the U-Net alone, ``x``, ``t``[, ``label``] ->
+  ``prediction``), described by the family's ``Sampler.export_graph`` (models/registry.py).
+
+Every format is an :class:`ExportGraph`: the module, its inputs (each makes its own check values),
+its output and tolerance, so tracing, the ORT check and the report are one path for all.
 
 Exporter: ``torch.onnx.export(..., dynamo=True)`` (the torch.export-based exporter, the maintained
 one; it needs ``onnxscript``), traced with a batch of 2 so the batch axis stays symbolic.
@@ -33,7 +38,8 @@ from torch import nn
 
 from aigc_cli import __version__
 from aigc_cli.core.errors import AigcError, ConfigError, OptionError, opt
-from aigc_cli.export import DEFAULT_OPSET, FORMATS, MAX_OPSET, MIN_OPSET
+from aigc_cli.export import DECODER_FORMATS, DEFAULT_OPSET, FORMATS, MAX_OPSET, MIN_OPSET
+from aigc_cli.models.registry import ExportGraph, GraphInput
 VERIFY_BATCHES = (1, 7, 64)
 VERIFY_SEED = 0
 RTOL, ATOL = 1e-3, 1e-5  # images format: float outputs
@@ -95,23 +101,58 @@ def export_module(gen, fmt: str = "images", options: dict[str, Any] | None = Non
     return cls(gen.decoder(**(options or {})), fmt, gen.image_shape[0]).eval()
 
 
-def input_names(gen) -> list[str]:
-    return ["z", "label"] if gen.num_classes is not None else ["z"]
+def decoder_graph(gen, fmt: str = "images", options: dict[str, Any] | None = None) -> ExportGraph:
+    """The ``images`` and ``fidelity`` formats of any family: its decoder, (z[, label]) -> images."""
+    d, k = gen.latent_dim, gen.num_classes
+    c, h, w = gen.image_shape
+    inputs = [GraphInput("z", "float32", (d,), lambda n, g: torch.randn(n, d, generator=g))]
+    if k is not None:
+        inputs.append(GraphInput("label", "int64", (), lambda n, g: torch.arange(n) % k, {"classes": k}))
+    fidelity = fmt == "fidelity"
+    kind = "uint8 RGB for torch-fidelity" if fidelity else "float images in [0, 1]"
+    return ExportGraph(
+        module=export_module(gen, fmt, options),
+        inputs=tuple(inputs),
+        output="images",
+        output_dtype="uint8" if fidelity else "float32",
+        output_shape=(3 if fidelity else c, h, w),
+        output_range=(0, 255) if fidelity else (0, 1),
+        summary=f"aigc {gen.family.name} generator from {gen.run.id}: ({', '.join(i.name for i in inputs)}) -> {kind}",
+        metadata={
+            "aigc.latent_dim": str(d),
+            # A fitted prior (VAE --prior gmm) is not in the graph: its codes come from
+            # 'aigc sample --save-latents'; standard normal z gives the textbook N(0, I) samples.
+            "aigc.z_distribution": gen.sampler.latent_distribution,
+        },
+        rtol=0.0 if fidelity else RTOL,
+        atol=FIDELITY_ATOL if fidelity else ATOL,
+    )
 
 
-def verification_inputs(gen, n: int, seed: int = VERIFY_SEED) -> dict[str, np.ndarray]:
-    """Fixed inputs for a batch of ``n``: seeded normal latents; labels cycle over the classes."""
+def export_graph(gen, fmt: str, options: dict[str, Any]) -> ExportGraph:
+    """The graph of ``fmt`` for ``gen``'s run; ``options``: the decode options given (checked)."""
+    if fmt in DECODER_FORMATS:
+        return decoder_graph(gen, fmt, options)
+    if options:  # a family's own network (the diffusion U-Net) has no sampler to set up
+        name = next(iter(options))
+        raise ConfigError(f"{opt(name)} sets up the sampler; {opt('format')} {fmt} exports the network alone")
+    return gen.sampler.export_graph(fmt)
+
+
+def input_names(graph: ExportGraph) -> list[str]:
+    return [i.name for i in graph.inputs]
+
+
+def verification_inputs(graph: ExportGraph, n: int, seed: int = VERIFY_SEED) -> dict[str, np.ndarray]:
+    """Fixed inputs for a batch of ``n``, made by each input in turn from one seeded generator."""
     g = torch.Generator().manual_seed(seed + n)
-    feed = {"z": torch.randn(n, gen.latent_dim, generator=g).numpy()}
-    if gen.num_classes is not None:
-        feed["label"] = (np.arange(n) % gen.num_classes).astype(np.int64)
-    return feed
+    return {i.name: i.make(n, g).numpy() for i in graph.inputs}
 
 
 @torch.inference_mode()
 def reference_outputs(module: nn.Module, feed: dict[str, np.ndarray], device: torch.device) -> np.ndarray:
-    """What PyTorch computes for ``feed``: the target ONNX Runtime is checked against."""
-    args = [torch.from_numpy(feed[k]).to(device) for k in ("z", "label") if k in feed]
+    """What PyTorch computes for ``feed`` (inputs in the graph's order): what ONNX Runtime must match."""
+    args = [torch.from_numpy(v).to(device) for v in feed.values()]
     return module(*args).cpu().numpy()
 
 
@@ -170,15 +211,14 @@ def _first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
-def trace_to_onnx(module: nn.Module, names: list[str], latent_dim: int, opset: int):
-    """The ModelProto of ``module`` for ``opset``, batch axis dynamic (pinned: dynamo exporter)."""
+def trace_to_onnx(graph: ExportGraph, opset: int):
+    """The ModelProto of ``graph.module`` for ``opset``, batch axis dynamic (pinned: dynamo exporter)."""
     import onnx  # noqa: F401  (the exporter needs it; a clear ImportError beats one from deep inside)
 
+    module, names = graph.module, input_names(graph)
     device = next(iter(module.parameters()), torch.empty(0)).device
     g = torch.Generator().manual_seed(VERIFY_SEED)
-    example = [torch.randn(EXAMPLE_BATCH, latent_dim, generator=g).to(device)]
-    if "label" in names:
-        example.append(torch.zeros(EXAMPLE_BATCH, dtype=torch.int64, device=device))
+    example = [i.make(EXAMPLE_BATCH, g).to(device) for i in graph.inputs]
     batch = torch.export.Dim("N", min=1)
     dynamic = {name: {0: batch} for name in names}
     try:
@@ -189,7 +229,7 @@ def trace_to_onnx(module: nn.Module, names: list[str], latent_dim: int, opset: i
                 None,
                 dynamo=True,
                 input_names=names,
-                output_names=["images"],
+                output_names=[graph.output],
                 dynamic_shapes=dynamic,
                 opset_version=opset,
                 optimize=True,
@@ -211,25 +251,23 @@ def trace_to_onnx(module: nn.Module, names: list[str], latent_dim: int, opset: i
     return model
 
 
-def _metadata(gen, fmt: str, opset: int) -> dict[str, str]:
-    c, h, w = gen.image_shape
-    out_shape = [3 if fmt == "fidelity" else c, h, w]
+def _metadata(gen, graph: ExportGraph, fmt: str, opset: int) -> dict[str, str]:
+    output = graph.output_dtype
+    if graph.output_range is not None:
+        output += f" {graph.output_range[0]:g}..{graph.output_range[1]:g}"
     meta = {
         "aigc.version": __version__,
         "aigc.run_id": gen.run.id,
         "aigc.family": gen.family.name,
         "aigc.arch": str(gen.config["model"].get("arch", "")),
-        "aigc.latent_dim": str(gen.latent_dim),
         "aigc.num_classes": str(gen.num_classes or 0),
         "aigc.conditional": "true" if gen.num_classes is not None else "false",
         "aigc.image_shape": json.dumps(list(gen.image_shape)),
-        "aigc.output_shape": json.dumps(out_shape),
+        "aigc.output_shape": json.dumps(list(graph.output_shape)),
         "aigc.format": fmt,
-        "aigc.inputs": ",".join(input_names(gen)),
-        "aigc.output": "uint8 0..255" if fmt == "fidelity" else "float32 0..1",
-        # A fitted prior (VAE --prior gmm) is not in the graph: its codes come from
-        # 'aigc sample --save-latents'; standard normal z gives the textbook N(0, I) samples.
-        "aigc.z_distribution": gen.sampler.latent_distribution,
+        "aigc.inputs": ",".join(input_names(graph)),
+        "aigc.output": output,
+        **graph.metadata,
         "aigc.opset": str(opset),
         "aigc.torch": torch.__version__,
     }
@@ -247,14 +285,13 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
 
 
-def _annotate(model, gen, fmt: str, opset: int) -> None:
-    meta = _metadata(gen, fmt, opset)
+def _annotate(model, gen, graph: ExportGraph, fmt: str, opset: int) -> None:
+    meta = _metadata(gen, graph, fmt, opset)
     del model.metadata_props[:]
     for key, value in meta.items():
         prop = model.metadata_props.add()
         prop.key, prop.value = key, value
-    kind = "uint8 RGB for torch-fidelity" if fmt == "fidelity" else "float images in [0, 1]"
-    model.doc_string = f"aigc {gen.family.name} generator from {gen.run.id}: ({', '.join(input_names(gen))}) -> {kind}"
+    model.doc_string = graph.summary
     model.graph.name = f"aigc_{gen.family.name}_{gen.run.id}"
 
 
@@ -281,40 +318,38 @@ def _session(path: str | os.PathLike):
         raise ExportError(f"ONNX Runtime {ort.__version__} cannot load the exported model: {_first_line(e)}") from None
 
 
-def verify_onnx(path: str | os.PathLike, gen, fmt: str = "images", module: nn.Module | None = None) -> dict[str, Any]:
+def verify_onnx(path: str | os.PathLike, graph: ExportGraph) -> dict[str, Any]:
     """Run ``path`` in ONNX Runtime (CPU) for batches of 1, 7 and 64 and compare with PyTorch.
 
-    Returns the comparison; ``ok`` is False when any batch differs beyond the tolerance.
+    Returns the comparison; ``ok`` is False when any batch differs beyond the graph's tolerance.
     """
     import onnxruntime as ort
 
-    module = module if module is not None else export_module(gen, fmt)
+    module = graph.module
     session = _session(path)
-    names = input_names(gen)
+    names = input_names(graph)
     got_names = [i.name for i in session.get_inputs()]
     if got_names != names:
         raise ExportError(f"the exported model takes inputs {got_names}, expected {names}")
-    c, h, w = gen.image_shape
-    want_dtype = np.uint8 if fmt == "fidelity" else np.float32
-    want_chw = (3 if fmt == "fidelity" else c, h, w)
-    atol, rtol = (FIDELITY_ATOL, 0.0) if fmt == "fidelity" else (ATOL, RTOL)
+    want_dtype = np.dtype(graph.output_dtype)
     device = next(iter(module.parameters()), torch.empty(0)).device
     batches, worst, ok = [], 0.0, True
     for n in VERIFY_BATCHES:
-        feed = verification_inputs(gen, n)
+        feed = verification_inputs(graph, n)
         try:
-            onnx_out = session.run(["images"], feed)[0]
+            onnx_out = session.run([graph.output], feed)[0]
         except Exception as e:
             raise ExportError(f"ONNX Runtime failed on a batch of {n}: {_first_line(e)}") from None
         ref = reference_outputs(module, feed, device)
-        if onnx_out.shape != (n, *want_chw) or onnx_out.dtype != want_dtype:
+        want_shape = (n, *graph.output_shape)
+        if onnx_out.shape != want_shape or onnx_out.dtype != want_dtype:
             raise ExportError(
                 f"ONNX Runtime gave {onnx_out.dtype} {list(onnx_out.shape)} for a batch of {n}, "
-                f"expected {np.dtype(want_dtype)} {[n, *want_chw]}"
+                f"expected {want_dtype} {list(want_shape)}"
             )
         a, b = onnx_out.astype(np.float64), ref.astype(np.float64)
         diff = float(np.abs(a - b).max()) if a.size else 0.0
-        close = bool(np.allclose(a, b, rtol=rtol, atol=atol)) and a.shape == b.shape
+        close = bool(np.allclose(a, b, rtol=graph.rtol, atol=graph.atol)) and a.shape == b.shape
         batches.append({"batch": n, "max_abs_diff": diff, "ok": close})
         worst = max(worst, diff)
         ok = ok and close
@@ -324,8 +359,8 @@ def verify_onnx(path: str | os.PathLike, gen, fmt: str = "images", module: nn.Mo
         "provider": "CPUExecutionProvider",
         "batches": batches,
         "max_abs_diff": worst,
-        "rtol": rtol,
-        "atol": atol,
+        "rtol": graph.rtol,
+        "atol": graph.atol,
     }
 
 
@@ -358,10 +393,9 @@ def export_onnx(
     if fmt not in gen.family.spec.export_formats:
         raise OptionError("format", f"{fmt} is not one that {gen.family.name} runs export to "
                                     f"({', '.join(gen.family.spec.export_formats)})")
-    module = export_module(gen, fmt, gen.options(options or {}))
-    names = input_names(gen)
-    model = trace_to_onnx(module, names, gen.latent_dim, opset)
-    _annotate(model, gen, fmt, opset)
+    graph = export_graph(gen, fmt, gen.options(options or {}))
+    model = trace_to_onnx(graph, opset)
+    _annotate(model, gen, graph, fmt, opset)
     _check_model(model)
     try:
         data = model.SerializeToString()
@@ -371,9 +405,9 @@ def export_onnx(
     try:
         with atomic_path(path, parents=True) as tmp:
             tmp.write_bytes(data)
-            verification = verify_onnx(tmp, gen, fmt, module)
+            verification = verify_onnx(tmp, graph)
             if not verification["ok"]:
-                report = _report(gen, path, fmt, opset, names, len(data), verification, started)
+                report = _report(gen, graph, path, fmt, opset, len(data), verification, started)
                 bad = [b["batch"] for b in verification["batches"] if not b["ok"]]
                 raise VerificationError(
                     f"ONNX Runtime disagrees with PyTorch (largest difference {verification['max_abs_diff']:.3g}, "
@@ -383,20 +417,14 @@ def export_onnx(
                 )
     except OSError as e:
         raise ExportError(f"cannot write {path}: {e.strerror or _first_line(e)}") from None
-    return _report(gen, path, fmt, opset, names, len(data), verification, started)
+    return _report(gen, graph, path, fmt, opset, len(data), verification, started)
 
 
-def _report(gen, path, fmt, opset, names, size, verification, started) -> dict[str, Any]:
-    c, h, w = gen.image_shape
-    k = gen.num_classes
-    inputs = [{"name": "z", "dtype": "float32", "shape": ["N", gen.latent_dim]}]
-    if k is not None:
-        inputs.append({"name": "label", "dtype": "int64", "shape": ["N"], "classes": k})
-    output = (
-        {"name": "images", "dtype": "uint8", "shape": ["N", 3, h, w], "range": [0, 255]}
-        if fmt == "fidelity"
-        else {"name": "images", "dtype": "float32", "shape": ["N", c, h, w], "range": [0, 1]}
-    )
+def _report(gen, graph: ExportGraph, path, fmt, opset, size, verification, started) -> dict[str, Any]:
+    inputs = [{"name": i.name, "dtype": i.dtype, "shape": ["N", *i.shape], **i.note} for i in graph.inputs]
+    output = {"name": graph.output, "dtype": graph.output_dtype, "shape": ["N", *graph.output_shape]}
+    if graph.output_range is not None:
+        output["range"] = list(graph.output_range)
     return {
         "run": gen.run.id,
         "family": gen.family.name,
@@ -406,8 +434,8 @@ def _report(gen, path, fmt, opset, names, size, verification, started) -> dict[s
         "opset": opset,
         "exporter": f"torch.onnx dynamo (torch {torch.__version__})",
         "latent_dim": gen.latent_dim,
-        "num_classes": k,
-        "image_shape": [c, h, w],
+        "num_classes": gen.num_classes,
+        "image_shape": list(gen.image_shape),
         "inputs": inputs,
         "outputs": [output],
         "verification": verification,
@@ -437,6 +465,8 @@ __all__ = [
     "MAX_OPSET",
     "MIN_OPSET",
     "VerificationError",
+    "decoder_graph",
+    "export_graph",
     "export_module",
     "export_onnx",
     "fidelity_command",

@@ -21,7 +21,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from aigc_cli.core.errors import ConfigError, opt
 from aigc_cli.core.options import Option, option_table, resolve
@@ -62,6 +62,34 @@ class FamilySpec:
         return {o.name: o.default for o in self.options}
 
 
+@dataclass(frozen=True)
+class GraphInput:
+    """One input of an exported network: ``name``, ``dtype`` ("float32" or "int64"), the shape
+    after the batch axis, and ``make(n, generator)``: (n, *shape) values to check the export on."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    make: Callable[[int, "torch.Generator"], "torch.Tensor"]
+    note: dict[str, Any] = field(default_factory=dict)  # shown in the export report, e.g. {"classes": 10}
+
+
+@dataclass(frozen=True)
+class ExportGraph:
+    """A network as ``aigc export onnx --format F`` writes it: ``module(*inputs)`` -> one tensor."""
+
+    module: "nn.Module"
+    inputs: tuple[GraphInput, ...]
+    output: str
+    output_dtype: str
+    output_shape: tuple[int, ...]  # after the batch axis
+    summary: str  # the ONNX doc string: what the graph computes
+    metadata: dict[str, str] = field(default_factory=dict)  # aigc.* entries beyond the common ones
+    output_range: tuple[float, float] | None = None
+    rtol: float = 1e-3  # ONNX Runtime against PyTorch
+    atol: float = 1e-5
+
+
 class Sampler(Protocol):
     """How a family's trained modules turn latents into images (built by ``FamilyImpl.sampler``)."""
 
@@ -76,6 +104,10 @@ class Sampler(Protocol):
 
     def encoder(self, **options: Any) -> "nn.Module | None":
         """(x (N, C, H, W) in [0, 1], labels) -> z (N, D); None unless the spec declares an encoder."""
+
+    def export_graph(self, fmt: str) -> ExportGraph:
+        """The network of an export format the spec declares besides ``images`` and ``fidelity``
+        (which every family exports through its decoder), e.g. diffusion's ``denoiser``."""
 
 
 class TrainTask(Protocol):

@@ -35,5 +35,6 @@ SPEC = register_family(FamilySpec(
                "class-conditional runs", minimum=0.0),
     ),
     encoder="inversion",
+    export_formats=("images", "fidelity", "denoiser"),
     docs="docs/diffusion.md",
 ))

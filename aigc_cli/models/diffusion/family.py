@@ -3,6 +3,7 @@ options and their defaults are declared in ``__init__.py``)."""
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -12,6 +13,7 @@ from torch import nn
 
 from aigc_cli.core.errors import ConfigError, OptionError
 from aigc_cli.models.common import EMA, resolve_conditional
+from aigc_cli.models.registry import ExportGraph, GraphInput
 from aigc_cli.models.diffusion.sampling import DdimInverter, DiffusionDecoder
 from aigc_cli.models.diffusion.schedule import TIMESTEPS, alpha_bar, loss_weight, target
 from aigc_cli.models.diffusion.unet import UNet
@@ -123,6 +125,59 @@ class DiffusionSampler:
                 guidance: float | None = None) -> nn.Module:
         # Inversion is exact only without guidance and noise: it ignores those decode options.
         return DdimInverter(self.unet, self.ab, self.model["prediction"], self.latent_shape, steps=steps or 25).eval()
+
+    def export_graph(self, fmt: str) -> ExportGraph:
+        if fmt != "denoiser":
+            raise ConfigError(f"diffusion runs have no {fmt!r} network to export")
+        return denoiser_graph(self.unet, self.model, self.ab)
+
+
+class DenoiserExport(nn.Module):
+    """The U-Net alone, as ``--format denoiser`` exports it: (x_t, t[, label]) -> the prediction."""
+
+    def __init__(self, unet: nn.Module, conditional: bool):
+        super().__init__()
+        self.unet, self.conditional = unet, conditional
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
+        return self.unet(x, t, label if self.conditional else None)
+
+
+def denoiser_graph(unet: nn.Module, model: dict[str, Any], ab: torch.Tensor) -> ExportGraph:
+    """What a user's own sampler loop needs, the way diffusers' ONNX pipelines take a U-Net: the
+    network's inputs and output, and in the metadata everything to turn the output into x0 and
+    eps (the prediction type and the whole alpha-bar table, not only the schedule's name)."""
+    shape = tuple(model["image_shape"])
+    k = model["num_classes"] if model["conditional"] else None
+    inputs = [
+        GraphInput("x", "float32", shape, lambda n, g: torch.randn(n, *shape, generator=g)),
+        GraphInput("t", "int64", (), lambda n, g: torch.randint(0, TIMESTEPS, (n,), generator=g),
+                   {"range": [0, TIMESTEPS - 1]}),
+    ]
+    if k is not None:  # label k is "no label": the unconditional half of classifier-free guidance
+        inputs.append(GraphInput("label", "int64", (), lambda n, g: torch.arange(n) % (k + 1),
+                                 {"classes": k, "null_label": k}))
+    meta = {
+        "aigc.prediction": model["prediction"],
+        "aigc.schedule": model["schedule"],
+        "aigc.timesteps": str(TIMESTEPS),
+        # 9 significant digits hold a float32 exactly: the very table the sampler uses.
+        "aigc.alphas_cumprod": json.dumps([float(f"{v:.9g}") for v in ab.float().tolist()]),
+        "aigc.x_t": "sqrt(alphas_cumprod[t]) * x0 + sqrt(1 - alphas_cumprod[t]) * eps, x0 in [-1, 1]",
+    }
+    if k is not None:
+        meta["aigc.null_label"] = str(k)
+    names = ", ".join(i.name for i in inputs)
+    return ExportGraph(
+        module=DenoiserExport(unet, k is not None).eval(),
+        inputs=tuple(inputs),
+        output="prediction",
+        output_dtype="float32",
+        output_shape=shape,
+        summary=f"aigc diffusion U-Net: ({names}) -> the {model['prediction']} prediction",
+        metadata=meta,
+        atol=1e-4,  # outputs of order 1, not [0, 1] images: float32 sums over a deeper network
+    )
 
 
 class DiffusionFamily:
