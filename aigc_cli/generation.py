@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -89,18 +89,35 @@ class Generator:
 
     @torch.inference_mode()
     def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 256,
-                 **options: Any) -> torch.Tensor:
-        """(n, latent_dim) -> (n, C, H, W) floats in [0, 1] on the CPU."""
+                 progress: Callable[[int, int], None] | None = None, **options: Any) -> torch.Tensor:
+        """(n, latent_dim) -> (n, C, H, W) floats in [0, 1] on the CPU. ``progress(done, total)``
+        hears of every network pass: one per batch, or each of an iterative decoder's steps."""
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
             raise ConfigError(
                 f"latents must have shape (N, {self.latent_dim}) for {self.run.id}, got {tuple(z.shape)}"
             )
         module = self.decoder(**options)
+        passes = getattr(module, "passes", 1)  # models/registry.py: an iterating decoder says how many
+        total, done = -(-len(z) // batch_size) * passes, 0
+
+        def one_pass() -> None:
+            nonlocal done
+            done += 1
+            progress(done, total)
+
+        if progress is not None and passes > 1:
+            module.on_pass = one_pass
         out = []
-        for i in range(0, len(z), batch_size):
-            zb = z[i : i + batch_size].to(self.device, torch.float32)
-            yb = labels[i : i + batch_size].to(self.device) if labels is not None else None
-            out.append(module(zb, yb).float().cpu())
+        try:
+            for i in range(0, len(z), batch_size):
+                zb = z[i : i + batch_size].to(self.device, torch.float32)
+                yb = labels[i : i + batch_size].to(self.device) if labels is not None else None
+                out.append(module(zb, yb).float().cpu())
+                if progress is not None and passes == 1:
+                    one_pass()
+        finally:
+            if passes > 1:
+                module.on_pass = None
         return torch.cat(out) if out else torch.empty(0, *self.image_shape)
 
     @torch.inference_mode()

@@ -147,6 +147,20 @@ def test_interpolate_reconstruct_and_export(trained, cli, tmp_path):
     assert "ONNX Runtime matches PyTorch" in err
 
 
+def test_generation_reports_progress_over_the_denoising_steps(trained):
+    from aigc_cli.generation import load_generator
+
+    gen = load_generator("run1")
+    calls = []
+    z = torch.randn(5, 64, generator=torch.Generator().manual_seed(0))
+    images = gen.generate(z, None, batch_size=2, progress=lambda done, total: calls.append((done, total)),
+                          steps=4, sampler="ddim")
+    assert images.shape == (5, 1, 8, 8)
+    assert calls == [(i, 12) for i in range(1, 13)]  # 3 batches x 4 steps, in order
+    again = gen.generate(z, None, batch_size=2, steps=4, sampler="ddim")  # the hook is gone afterwards
+    assert torch.equal(images, again)
+
+
 def test_denoiser_export_drives_a_users_own_sampler_loop(trained, cli, clean_error, tmp_path):
     """--format denoiser: the U-Net alone, checked in ORT; its metadata is enough to write DDIM by
     hand, and that loop, run in ONNX Runtime, gives the images aigc's own DDIM sampler gives."""

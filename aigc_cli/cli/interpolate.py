@@ -39,6 +39,7 @@ def interpolate(
     import torch
 
     from aigc_cli.cli.output import is_stdout, write_bytes
+    from aigc_cli.cli.progress import passes_bar
     from aigc_cli.core.errors import ConfigError
     from aigc_cli.core.images import check_fps, image_files, read_images, render
     from aigc_cli.generation import load_generator, load_latents
@@ -120,7 +121,8 @@ def interpolate(
     rows = z.shape[0]
     flat = z.reshape(-1, gen.latent_dim)
     labels = one_label.repeat(len(flat)) if one_label is not None else None
-    frames = gen.generate(flat, labels, **options).view(rows, steps, *gen.image_shape)
+    with passes_bar(f"{gen.run.id}: interpolating") as progress:
+        frames = gen.generate(flat, labels, progress=progress, **options).view(rows, steps, *gen.image_shape)
     text = {"Software": "aigc", "aigc:run": gen.run.id,
             "aigc:interpolate": ", ".join(f"{k}={v}" for k, v in info.items() if k not in ("run", "family"))}
     written = write_bytes(output, render(frames, kind, fps, text))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from typing import Callable, Iterator
 
 from aigc_cli.cli import common
 from aigc_cli.core.options import format_duration
@@ -75,3 +77,19 @@ class RichProgress:
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
+
+
+@contextlib.contextmanager
+def passes_bar(description: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A transient bar over a generation's network passes (a diffusion sampler's steps, batch by
+    batch), for ``Generator.generate(progress=...)``; None when quiet or stderr is no terminal."""
+    if common.settings.quiet or not common.console().is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TimeRemainingColumn(), console=common.console(), transient=True)
+    task = bar.add_task(description, total=None)
+    with bar:
+        yield lambda done, total: bar.update(task, completed=done, total=total)

@@ -34,6 +34,7 @@ def sample(
     import numpy as np
 
     from aigc_cli.cli.output import is_dir_target, is_stdout, write_bytes
+    from aigc_cli.cli.progress import passes_bar
     from aigc_cli.core.errors import ConfigError
     from aigc_cli.core.images import make_grid, png_bytes, to_uint8
     from aigc_cli.generation import load_generator, load_latents
@@ -55,7 +56,8 @@ def sample(
         z = gen.latents(n, seed, **options)
     labels = gen.labels(n, label)
     start = time.perf_counter()
-    images = to_uint8(gen.generate(z, labels, **options))  # (n, C, H, W)
+    with passes_bar(f"{gen.run.id}: sampling") as progress:
+        images = to_uint8(gen.generate(z, labels, progress=progress, **options))  # (n, C, H, W)
     seconds = time.perf_counter() - start  # the model's cost at these options (diffusion: its steps)
 
     text = {"Software": "aigc", "aigc:run": gen.run.id, "aigc:seed": "" if seed is None else str(seed)}

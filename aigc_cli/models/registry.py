@@ -100,7 +100,10 @@ class Sampler(Protocol):
         """(n, D) latents on the CPU from a seeded generator, D = prod(latent_shape)."""
 
     def decoder(self, **options: Any) -> "nn.Module":
-        """(z (N, D), labels (N,) or None) -> (N, C, H, W) images in [0, 1]; exported as is."""
+        """(z (N, D), labels (N,) or None) -> (N, C, H, W) images in [0, 1]; exported as is. A
+        decoder that runs its network several times per call (a diffusion sampler's steps) says
+        how often in ``passes`` and calls ``on_pass()`` after each when it is set: commands show
+        progress over those passes (``Generator.generate(progress=...)``)."""
 
     def encoder(self, **options: Any) -> "nn.Module | None":
         """(x (N, C, H, W) in [0, 1], labels) -> z (N, D); None unless the spec declares an encoder."""

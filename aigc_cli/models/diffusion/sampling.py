@@ -59,6 +59,11 @@ class DiffusionDecoder(_Denoise):
         super().__init__(unet, alpha_bar, prediction, image_shape, guidance)
         self.ts = timesteps(len(alpha_bar), steps)
         self.sampler, self.eta = sampler, (1.0 if sampler == "ddpm" else eta)
+        self.on_pass = None  # set by Generator.generate: called after each step, for progress
+
+    @property
+    def passes(self) -> int:
+        return len(self.ts)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         x = z.reshape(-1, *self.image_shape)  # x_T: (N, C, H, W)
@@ -76,6 +81,8 @@ class DiffusionDecoder(_Denoise):
                 x, x0_prev, h_prev = self._dpm_step(x, x0, x0_prev, h_prev, ab, ab_next, last=i + 1 == len(self.ts))
             else:
                 x = self._ddim_step(x, x0, eps, ab, ab_next, gen)
+            if self.on_pass is not None:
+                self.on_pass()
         return ((x + 1) / 2).clamp(0, 1)
 
     def _ddim_step(self, x, x0, eps, ab, ab_next, gen):
