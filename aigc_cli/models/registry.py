@@ -133,6 +133,11 @@ class TrainTask(Protocol):
     def previews(self) -> dict[str, "torch.Tensor"]:
         """name -> (B, C, H, W) images in [0, 1] from fixed inputs, saved as samples/<name>_epochNNN.png."""
 
+    # Optional: training state that is neither a module nor an optimizer (fp16's loss scale), as
+    # JSON-able values; the checkpoint keeps it and a resume gives it back.
+    # def extra_state(self) -> dict[str, Any]: ...
+    # def load_extra_state(self, state: dict[str, Any]) -> None: ...
+
 
 class FamilyImpl(Protocol):
     """The torch side of a family: config, training task, modules and sampler."""

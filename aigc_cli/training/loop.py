@@ -116,6 +116,8 @@ class Trainer:
             "step": self.step,
             "elapsed": self.elapsed,
         }
+        if hasattr(self.task, "extra_state"):
+            state["task"] = self.task.extra_state()
         self._sync_inference()
         save_weights(self.run.weights_path, self.task.inference_modules(), {"run": self.run.id, "step": self.step})
         save_checkpoint(
@@ -140,6 +142,12 @@ class Trainer:
             raise WeightsError(f"{self.run.checkpoint_path.name}: the saved progress does not fit this run's epochs")
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.step, self.elapsed = state["step"], float(state.get("elapsed", 0.0))
+        if hasattr(self.task, "load_extra_state"):
+            try:
+                self.task.load_extra_state(state.get("task") or {})
+            except (KeyError, TypeError, ValueError, AttributeError) as e:
+                raise WeightsError(f"{self.run.checkpoint_path.name}: the saved training state is unusable "
+                                   f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
         self.truncate_metrics()
 
     def truncate_metrics(self) -> None:

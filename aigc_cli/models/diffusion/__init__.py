@@ -25,6 +25,10 @@ SPEC = register_family(FamilySpec(
         Option("cond_drop", float, 0.1, "Share of steps trained without the label (classifier-free guidance).",
                minimum=0.0),
         Option("ema_decay", float, 0.999, "Decay of the weight average used for sampling.", minimum=0.0, cli=False),
+        # diffusers' accelerate calls this mixed_precision (no|fp16|bf16); one string option here too.
+        Option("precision", str, "auto", "Training arithmetic: fp32, bf16 or fp16 autocast (fp16 with loss "
+               "scaling); auto: bf16 on CUDA where supported, else fp16 on CUDA, fp32 elsewhere.",
+               choices=("auto", "fp32", "bf16", "fp16")),
     ),
     decode_options=(
         STEPS,

@@ -38,6 +38,19 @@ def build_unet(model: dict[str, Any]) -> UNet:
     return UNet(model["image_shape"][0], model["width"], tuple(model["channel_mult"]), num_classes)
 
 
+AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """auto: bf16 on CUDA where the GPU has it (Ampere on), fp16 on older CUDA GPUs, fp32 elsewhere
+    (CPU autocast is slower than fp32 on most CPUs). An explicit choice is taken on any device."""
+    if precision != "auto":
+        return precision
+    if device.type != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
 class DiffusionTask:
     def __init__(self, config: dict[str, Any], device: torch.device):
         model, train = config["model"], config["train"]
@@ -46,6 +59,10 @@ class DiffusionTask:
         self.ema = EMA(self.net, train["ema_decay"])
         self.modules = {"unet": self.net, "unet_ema": self.ema.shadow}
         self.optimizers = {"unet": torch.optim.AdamW(self.net.parameters(), lr=train["lr"], weight_decay=0.0)}
+        # Runs made before the option trained in fp32. The network runs under autocast, the loss
+        # and the weights stay fp32; fp16's narrow range needs the loss scaled (GradScaler).
+        self.precision = resolve_precision(train.get("precision", "fp32"), device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
         self.ab = alpha_bar(model["schedule"]).float().to(device)  # (T,)
         self.cond_drop = train["cond_drop"] if model["conditional"] else 0.0
         self.num_classes = model["num_classes"] if model["conditional"] else None
@@ -67,15 +84,27 @@ class DiffusionTask:
             labels = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
         else:
             labels = None
-        out = self.net(x_t, t, labels)
+        dtype = AUTOCAST.get(self.precision)
+        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+            out = self.net(x_t, t, labels)
         goal = target(self.model_cfg["prediction"], x0, eps, ab)
-        per_sample = F.mse_loss(out, goal, reduction="none").mean(dim=(1, 2, 3))  # (B,)
+        per_sample = F.mse_loss(out.float(), goal, reduction="none").mean(dim=(1, 2, 3))  # (B,)
         loss = (loss_weight(self.model_cfg["weighting"], self.model_cfg["prediction"], ab) * per_sample).mean()
-        self.optimizers["unet"].zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizers["unet"].step()
+        opt = self.optimizers["unet"]
+        opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()  # disabled (fp32, bf16): loss.backward() and opt.step()
+        self.scaler.step(opt)
+        self.scaler.update()
         self.ema.update(self.net, step)
         return {"loss": loss.detach()}
+
+    def extra_state(self) -> dict[str, Any]:
+        """The loss scale of fp16 training, so that a resume continues with it (TrainTask)."""
+        return {"scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        if self.scaler.is_enabled() and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
 
     def sync_inference(self, images: torch.Tensor, labels: torch.Tensor | None) -> None:
         pass  # no BatchNorm, no prior: the EMA weights are ready as they are
@@ -198,7 +227,7 @@ class DiffusionFamily:
         if options["cond_drop"] >= 1:
             raise OptionError("cond_drop", f"must be below 1, got {options['cond_drop']}")
         train = {"lr": float(options["lr"]), "cond_drop": float(options["cond_drop"]),
-                 "ema_decay": float(options["ema_decay"])}
+                 "ema_decay": float(options["ema_decay"]), "precision": options["precision"]}
         build_unet(model)  # an impossible size fails here, before a run exists
         return model, train
 
