@@ -87,17 +87,19 @@ def accuracy(model, images, labels) -> float:
 
 
 @torch.no_grad()
-def judge(model, images: torch.Tensor) -> dict:
+def judge(model, images: torch.Tensor, asked: torch.Tensor | None = None) -> dict:
     """images: (N, 1, 28, 28) uint8. Mean top-class probability, share of confident (p > 0.9)
     images, the class histogram and its normalised entropy (1.0 = all classes equally often),
     and a blur measure: the share of the ink pixels (value > 31) that are mid-grey (32..223);
-    real digits are near-binary strokes with grey only on their edges, blurry samples are not."""
+    real digits are near-binary strokes with grey only on their edges, blurry samples are not.
+    With ``asked`` (N,), the classes the images were drawn for: the share classified as asked."""
     probs = torch.cat([F.softmax(model(images[i : i + 500]), 1) for i in range(0, len(images), 500)])
     top, cls = probs.max(1)
     hist = torch.bincount(cls, minlength=10)
     p = hist.float() / hist.sum()
     entropy = float(-(p[p > 0] * p[p > 0].log()).sum() / math.log(10))
-    return {
+    report = {} if asked is None else {"asked_share": round(float((cls == asked).float().mean()), 4)}
+    return report | {
         "mean_confidence": round(float(top.mean()), 4),
         "confident_share": round(float((top > 0.9).float().mean()), 4),
         "class_histogram": hist.tolist(),
@@ -122,8 +124,8 @@ def class_diversity(images: torch.Tensor, cls: torch.Tensor) -> float:
 
 
 def real_reference(model) -> dict:
-    images, _ = load_mnist()
-    return judge(model, images[:HELD_OUT])
+    images, labels = load_mnist()
+    return judge(model, images[:HELD_OUT], labels[:HELD_OUT])
 
 
 if __name__ == "__main__":

@@ -291,3 +291,43 @@ def test_updates_option_is_recorded_and_old_runs_resume_alternating(aigc_home, c
     assert _tensors_equal(runs / "run1/model.safetensors", runs / "run2/model.safetensors")
     code, _, err = cli("train", "gan", "--resume", "run2", "--epochs", "3", "--updates", "simultaneous")
     assert code == 1 and "drop --updates" in err
+
+
+def test_per_class_tables_learn_at_their_own_rate():
+    """The conditional BatchNorm tables of G and the projection embedding of D form their own
+    Adam group at class_lr_scale times the learning rate: Adam moves every weight by about its
+    group's rate on its first step, so the tables move that many times further than the rest."""
+    from aigc_cli.models.gan.nets import ConditionalBatchNorm2d
+
+    task = _tiny_task("simultaneous", "hinge")
+    scale = task.optimizers["G"].param_groups[1]["lr"] / task.optimizers["G"].param_groups[0]["lr"]
+    assert scale == pytest.approx(100.0)
+    tables = {id(p) for m in task.G.modules() if isinstance(m, ConditionalBatchNorm2d)
+              for p in (m.scale.weight, m.shift.weight)}
+    assert {id(p) for p in task.optimizers["G"].param_groups[1]["params"]} == tables
+    assert len(task.optimizers["D"].param_groups[1]["params"]) == 1  # the projection's class embedding
+    before = {id(p): p.detach().clone() for p in task.G.parameters()}
+    torch.manual_seed(1)
+    task.train_step(torch.randint(0, 256, (6, 1, 8, 8), dtype=torch.uint8), torch.tensor([0, 1, 2, 0, 1, 2]), 0)
+    moved = {id(p): float((p.detach() - before[id(p)]).abs().max()) for p in task.G.parameters()}
+    lr = task.optimizers["G"].param_groups[0]["lr"]
+    assert max(moved[i] for i in tables) == pytest.approx(100 * lr, rel=0.05)
+    assert max(v for i, v in moved.items() if i not in tables) == pytest.approx(lr, rel=0.05)
+
+
+def test_runs_from_before_the_class_rate_resume_with_one_group(aigc_home, cli, tiny_npz, tiny_gan, monkeypatch):
+    from aigc_cli.models.gan.family import GanFamily
+
+    make_config = GanFamily.make_config
+
+    def old_config(options, info):  # the config a run made before class_lr_scale existed had
+        model, train = make_config(options, info)
+        del train["class_lr_scale"]
+        return model, train
+
+    with monkeypatch.context() as m:
+        m.setattr(GanFamily, "make_config", staticmethod(old_config))
+        assert cli("train", "gan", "--dataset", tiny_npz, *tiny_gan, "--epochs", "1")[0] == 0
+    code, _, err = cli("train", "gan", "--resume", "run1", "--epochs", "2")
+    assert code == 0, err
+    assert "class_lr_scale" not in json.loads((aigc_home / "runs/run1/config.json").read_text())["train"]

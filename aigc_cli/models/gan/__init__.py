@@ -29,6 +29,7 @@ SPEC = register_family(FamilySpec(
         Option("updates", str, "simultaneous", "simultaneous (D and G both step from one scoring of the fakes) "
                "or alternating (D steps, then G against the updated D).", choices=("alternating", "simultaneous")),
         Option("lr_d", float, None, "The discriminator's learning rate.", default_text="lr", above=0.0, cli=False),
+        Option("class_lr_scale", float, 100.0, "Learning-rate multiplier of the per-class tables.", above=0.0, cli=False),
         Option("ema_decay", float, 0.999, "Decay of the generator's weight average.", minimum=0.0, cli=False),
     ),
     draw_options=(TRUNCATION,),

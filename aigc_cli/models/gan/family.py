@@ -27,6 +27,17 @@ class GanSampler(nn.Module):
         return ((self.generator(z, labels) + 1) / 2).clamp(0, 1)
 
 
+def param_groups(net: nn.Module, lr: float, class_scale: float | None) -> list[dict]:
+    """Adam's parameter groups: the per-class tables (nn.Embedding) at ``class_scale`` times the
+    learning rate, the rest at it. None (runs made before the option): one group."""
+    if class_scale is None:
+        return [{"params": list(net.parameters()), "lr": lr}]
+    tables = {id(p) for m in net.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
+    rest = [p for p in net.parameters() if id(p) not in tables]
+    classes = [p for p in net.parameters() if id(p) in tables]
+    return [{"params": rest, "lr": lr}, {"params": classes, "lr": lr * class_scale}]
+
+
 class GanTask:
     def __init__(self, config: dict[str, Any], device: torch.device):
         model, train = config["model"], config["train"]
@@ -41,9 +52,10 @@ class GanTask:
         self.ema = EMA(self.G, train["ema_decay"])
         self.modules = {"G": self.G, "D": self.D, "G_ema": self.ema.shadow}
         betas = tuple(train["betas"])
+        scale = train.get("class_lr_scale")
         self.optimizers = {
-            "G": torch.optim.Adam(self.G.parameters(), lr=train["lr"], betas=betas),
-            "D": torch.optim.Adam(self.D.parameters(), lr=train["lr_d"], betas=betas),
+            "G": torch.optim.Adam(param_groups(self.G, train["lr"], scale), betas=betas),
+            "D": torch.optim.Adam(param_groups(self.D, train["lr_d"], scale), betas=betas),
         }
         self.n_critic = train["n_critic"]
         self.updates = train.get("updates", "alternating")  # runs made before the option: alternating
@@ -172,6 +184,7 @@ class GanFamily:
             "betas": list(loss.betas),
             "n_critic": loss.n_critic,
             "ema_decay": float(options["ema_decay"]),
+            "class_lr_scale": float(options["class_lr_scale"]),
             "updates": options["updates"],
         }
         # Building once here turns an impossible shape into a clean error before a run exists.
