@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aigc_cli.core.errors import DatasetError
 from aigc_cli.core.faults import fault_point
-from aigc_cli.data import named, shapes  # noqa: F401  (register the named and built-in datasets)
+from aigc_cli.data import digits, named, shapes  # noqa: F401  (register the named and built-in datasets)
 from aigc_cli.data.arrays import load_array_file
 from aigc_cli.data.base import DATASETS, SPLITS, ImageDataset, require_regular
 from aigc_cli.data.download import Progress

@@ -8,7 +8,7 @@ from aigc_cli.metrics.registry import FID_N
 
 LOG_EVERY = 20  # steps between two rows of metrics.jsonl (and at the end of every epoch)
 
-DATASET_HELP = "Dataset: a name (shapes, mnist, fashion-mnist, cifar10), an image folder, an IDX or .npy/.npz file."
+DATASET_HELP = "Dataset: a name (shapes, digits, mnist, fashion-mnist, cifar10), an image folder, an IDX or .npy/.npz file."
 
 # Where the data comes from: first in every train command's help.
 DATA_OPTIONS = (
