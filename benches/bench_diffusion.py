@@ -24,14 +24,14 @@ import torch
 
 
 def aigc_side(batch: int):
-    from aigc_cli.models.diffusion.family import DiffusionFamily, DiffusionSampler
+    from aigc_cli.models.diffusion.family import DiffusionSampler
+    from aigc_cli.models.registry import get_family
 
-    model, train = DiffusionFamily.make_config(
-        {"width": 32, "channel_mult": "1,2,2", "schedule": "cosine", "prediction": "v", "weighting": "min-snr",
-         "lr": 5e-4, "conditional": False, "cond_drop": 0.1, "ema_decay": 0.999},
-        {"shape": (1, 32, 32), "classes": None})
+    family = get_family("diffusion")  # the declared defaults, with the sizes below
+    model, train = family.make_config({"width": 32, "channel_mult": "1,2,2", "conditional": False},
+                                      {"shape": (1, 32, 32), "classes": None})
     config = {"model": model, "train": train, "seed": 0}
-    task = DiffusionFamily.make_task(config, torch.device("cpu"))
+    task = family.impl.make_task(config, torch.device("cpu"))
     images = torch.randint(0, 256, (batch, 1, 32, 32), dtype=torch.uint8)
 
     def train_steps(n):

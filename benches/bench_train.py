@@ -35,11 +35,12 @@ MNIST = ROOT.parent / "shared/data/mnist/t10k-images-idx3-ubyte.gz"
 
 
 def make_task(width: int, shape, classes: int | None, updates: str | None = None):
-    from aigc_cli.models.gan.family import GanFamily
+    from aigc_cli.models.registry import get_family
 
+    gan = get_family("gan")
     options = {"width": width, "updates": updates}  # None: the default
-    model, train = GanFamily.make_config(options, {"shape": list(shape), "classes": classes})
-    return GanFamily.make_task({"model": model, "train": train, "seed": 0}, torch.device("cpu"))
+    model, train = gan.make_config(options, {"shape": list(shape), "classes": classes})
+    return gan.impl.make_task({"model": model, "train": train, "seed": 0}, torch.device("cpu"))
 
 
 def aigc_batches(images, labels, batch):
@@ -168,6 +169,9 @@ def main():
     if args.loop:
         print(one_round(args))
         return
+    from aigc_cli.models.registry import get_family
+
+    get_family("gan").spec.defaults()  # fail here, not after the rounds, if the bench is out of date
     common = [sys.executable, __file__, "--steps", str(args.steps), "--batch-size", str(args.batch_size),
               "--width", str(args.width), "--workers", str(args.workers)] + ["--unconditional"] * args.unconditional
     rates: dict[str, list[float]] = {label: [] for label in CONFIGS}
@@ -177,11 +181,12 @@ def main():
             out = subprocess.run(child, check=True,
                                  capture_output=True, text=True).stdout
             rates[label].append(float(out.split()[-1]))
-    from aigc_cli.models.gan.family import DEFAULTS
+    from aigc_cli.models.registry import get_family
 
+    defaults = get_family("gan").spec.defaults()
     kind = "unconditional" if args.unconditional else "class-conditional"
     print(f"threads {torch.get_num_threads()}, {kind} dcgan width {args.width}, batch {args.batch_size}, "
-          f"aigc's default updates {DEFAULTS['updates']}, "
+          f"aigc's default updates {defaults['updates']}, "
           f"{args.rounds} rounds of {args.steps} steps each, interleaved, one process per round; "
           f"a page fault costs {page_fault_us():.1f} µs here now")
     for label, r in rates.items():

@@ -112,11 +112,12 @@ def sliced(images, batch, as_float):
 
 
 def aigc_task(arch, shape):
-    from aigc_cli.models.vae.family import VaeFamily
+    from aigc_cli.models.registry import get_family
 
-    model, train = VaeFamily.make_config({"arch": arch}, {"shape": list(shape), "classes": None})
+    vae = get_family("vae")
+    model, train = vae.make_config({"arch": arch}, {"shape": list(shape), "classes": None})
     config = {"model": model, "train": {**train, "batch_size": 64}, "seed": 0, "dataset": {"size": 10000}}
-    return VaeFamily.make_task(config, torch.device("cpu"))
+    return vae.impl.make_task(config, torch.device("cpu"))
 
 
 def speed(images, steps, workers):

@@ -41,12 +41,12 @@ def main() -> None:
     from aigc_cli.data import load_dataset
     from aigc_cli.data.shapes import SHAPES
     from aigc_cli.models.common import NetSpec
-    from aigc_cli.models.gan.family import DEFAULTS
     from aigc_cli.models.gan.nets import build_nets
+    from aigc_cli.models.registry import get_family
 
     tune_cpu_allocator()
     torch.manual_seed(0)
-    latent = DEFAULTS["latent_dim"]
+    latent = get_family("gan").spec.defaults()["latent_dim"]
     train, test = load_dataset("shapes", "train"), load_dataset("shapes", "test")
     images, labels = train.images, train.labels  # (N, 3, 32, 32) uint8, (N,)
     G, _ = build_nets("dcgan", NetSpec((3, 32, 32), latent, len(SHAPES), args.width), spectral=False)
