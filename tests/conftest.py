@@ -1,6 +1,6 @@
 """Fixtures every test module may use; no test module imports another (or this one).
 
-Suite: about 4.5 minutes (360 tests, 2026-12-04) with ``pytest -n 2`` on the 2-core machine of docs/benchmarks.md.
+Suite: about 4 minutes (371 tests, 2026-12-04) with ``pytest -n 2`` on the 2-core machine of docs/benchmarks.md.
 """
 
 import contextlib
