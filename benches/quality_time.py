@@ -89,8 +89,10 @@ def train_tutorial(seconds: float, seed: int) -> tuple[nn.Module, int]:
 
 @torch.no_grad()
 def tutorial_samples(g: nn.Module, n: int, seed: int) -> torch.Tensor:
+    from aigc_cli.core.images import to_uint8
+
     z = torch.randn(n, NZ, 1, 1, generator=torch.Generator().manual_seed(seed))
-    return ((g(z) + 1) / 2 * 255 + 0.5).floor().clamp(0, 255).to(torch.uint8)  # (n, 1, 28, 28)
+    return to_uint8((g(z) + 1) / 2)  # (n, 1, 28, 28), quantised as aigc's samples are
 
 
 def parse_budget(text: str) -> float:

@@ -18,6 +18,13 @@ def opt(name: str) -> str:
     return f"\x1e{name}\x1f"
 
 
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message, or its type's name when it has none: for
+    one-line errors that wrap another library's exception."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
 class AigcError(Exception):
     """A problem the user can fix; the message is shown as one line."""
 

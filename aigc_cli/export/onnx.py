@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from aigc_cli import __version__
-from aigc_cli.core.errors import AigcError, ConfigError, OptionError, opt
+from aigc_cli.core.errors import AigcError, ConfigError, OptionError, first_line, opt
 from aigc_cli.export import DECODER_FORMATS, DEFAULT_OPSET, FORMATS, MAX_OPSET, MIN_OPSET
 from aigc_cli.models.registry import ExportGraph, GraphInput
 VERIFY_BATCHES = (1, 7, 64)
@@ -206,11 +206,6 @@ def _quiet_exporter() -> Iterator[None]:
             lg.setLevel(level)
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 def trace_to_onnx(graph: ExportGraph, opset: int):
     """The ModelProto of ``graph.module`` for ``opset``, batch axis dynamic (pinned: dynamo exporter)."""
     import onnx  # noqa: F401  (the exporter needs it; a clear ImportError beats one from deep inside)
@@ -238,9 +233,9 @@ def trace_to_onnx(graph: ExportGraph, opset: int):
                 report=False,
             )
     except ImportError as e:
-        raise ExportError(f"the ONNX exporter needs a package that is missing: {_first_line(e)}") from None
+        raise ExportError(f"the ONNX exporter needs a package that is missing: {first_line(e)}") from None
     except Exception as e:
-        raise ExportError(f"the ONNX exporter failed at opset {opset}: {_first_line(e)}") from None
+        raise ExportError(f"the ONNX exporter failed at opset {opset}: {first_line(e)}") from None
     model = program.model_proto
     got = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if got != opset:
@@ -301,7 +296,7 @@ def _check_model(model) -> None:
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as e:
-        raise ExportError(f"the exported graph is not valid ONNX: {_first_line(e)}") from None
+        raise ExportError(f"the exported graph is not valid ONNX: {first_line(e)}") from None
 
 
 # --------------------------------------------------------------------------- verification
@@ -315,7 +310,7 @@ def _session(path: str | os.PathLike):
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as e:
-        raise ExportError(f"ONNX Runtime {ort.__version__} cannot load the exported model: {_first_line(e)}") from None
+        raise ExportError(f"ONNX Runtime {ort.__version__} cannot load the exported model: {first_line(e)}") from None
 
 
 def verify_onnx(path: str | os.PathLike, graph: ExportGraph) -> dict[str, Any]:
@@ -339,7 +334,7 @@ def verify_onnx(path: str | os.PathLike, graph: ExportGraph) -> dict[str, Any]:
         try:
             onnx_out = session.run([graph.output], feed)[0]
         except Exception as e:
-            raise ExportError(f"ONNX Runtime failed on a batch of {n}: {_first_line(e)}") from None
+            raise ExportError(f"ONNX Runtime failed on a batch of {n}: {first_line(e)}") from None
         ref = reference_outputs(module, feed, device)
         want_shape = (n, *graph.output_shape)
         if onnx_out.shape != want_shape or onnx_out.dtype != want_dtype:
@@ -400,7 +395,7 @@ def export_onnx(
     try:
         data = model.SerializeToString()
     except ValueError as e:  # protobuf's 2 GiB limit: far beyond the models aigc trains
-        raise ExportError(f"the model is too large for a single ONNX file: {_first_line(e)}") from None
+        raise ExportError(f"the model is too large for a single ONNX file: {first_line(e)}") from None
 
     try:
         with atomic_path(path, parents=True) as tmp:
@@ -416,7 +411,7 @@ def export_onnx(
                     report,
                 )
     except OSError as e:
-        raise ExportError(f"cannot write {path}: {e.strerror or _first_line(e)}") from None
+        raise ExportError(f"cannot write {path}: {e.strerror or first_line(e)}") from None
     return _report(gen, graph, path, fmt, opset, len(data), verification, started)
 
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Protocol
 
 import torch
 
-from aigc_cli.core.errors import Interrupted, OptionError, TrainingDiverged, WeightsError, opt
+from aigc_cli.core.errors import Interrupted, OptionError, TrainingDiverged, WeightsError, first_line, opt
 from aigc_cli.core import signals
 from aigc_cli.core.faults import fault_point
 from aigc_cli.core.images import make_grid, png_bytes, to_uint8
@@ -133,7 +133,7 @@ class Trainer:
             set_rng_state({k[len("rng."):]: v for k, v in extra.items() if k.startswith("rng.")})
         except (RuntimeError, KeyError, TypeError, ValueError) as e:
             raise WeightsError(f"{self.run.checkpoint_path.name}: the saved random state is unusable "
-                               f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+                               f"({first_line(e)})") from None
         for key in ("epoch", "step_in_epoch", "step"):
             value = state.get(key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -147,7 +147,7 @@ class Trainer:
                 self.task.load_extra_state(state.get("task") or {})
             except (KeyError, TypeError, ValueError, AttributeError) as e:
                 raise WeightsError(f"{self.run.checkpoint_path.name}: the saved training state is unusable "
-                                   f"({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+                                   f"({first_line(e)})") from None
         self.truncate_metrics()
 
     def truncate_metrics(self) -> None:

@@ -22,7 +22,7 @@ import torch
 
 from aigc_cli import __version__
 from aigc_cli.core import signals
-from aigc_cli.core.errors import OptionError, RunError, opt
+from aigc_cli.core.errors import OptionError, RunError, first_line, opt
 from aigc_cli.core.options import resolve
 from aigc_cli.core.seeding import seed_everything
 from aigc_cli.data import load_dataset
@@ -173,6 +173,6 @@ def _fit(run: Run, config: dict, data, loop: LoopConfig, device: torch.device, p
         raise
     except Exception as e:
         if run.read_meta().get("status") == "running":
-            run.update_meta(status="failed", error=str(e).splitlines()[0] if str(e) else type(e).__name__)
+            run.update_meta(status="failed", error=first_line(e))
         raise
     return run
