@@ -18,6 +18,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from aigc_cli.core import distributed
 from aigc_cli.core.errors import ConfigError, RunError, opt
 from aigc_cli.core.faults import fault_point
 from aigc_cli.core.images import to_uint8
@@ -91,11 +92,22 @@ class Generator:
     def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 256,
                  progress: Callable[[int, int], None] | None = None, **options: Any) -> torch.Tensor:
         """(n, latent_dim) -> (n, C, H, W) floats in [0, 1] on the CPU. ``progress(done, total)``
-        hears of every network pass: one per batch, or each of an iterative decoder's steps."""
+        hears of every network pass: one per batch, or each of an iterative decoder's steps.
+        Under a process group of several ranks this is collective: every rank must call it."""
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
             raise ConfigError(
                 f"latents must have shape (N, {self.latent_dim}) for {self.run.id}, got {tuple(z.shape)}"
             )
+        if distributed.active():
+            # Under torchrun every rank calls this: each decodes its own whole batches, and all
+            # get every image, the same as one process gets (core/distributed.py).
+            lo, hi = distributed.shard(len(z), batch_size)
+            mine = self._generate(z[lo:hi], labels[lo:hi] if labels is not None else None, batch_size, progress,
+                                  **options)
+            return distributed.gather_rows(mine)
+        return self._generate(z, labels, batch_size, progress, **options)
+
+    def _generate(self, z, labels, batch_size, progress, **options) -> torch.Tensor:
         module = self.decoder(**options)
         passes = getattr(module, "passes", 1)  # models/registry.py: an iterating decoder says how many
         total, done = -(-len(z) // batch_size) * passes, 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 import warnings
 from typing import Optional
 
@@ -19,6 +20,8 @@ from aigc_cli.cli import reconstruct as reconstruct_cmd
 from aigc_cli.cli import runs as runs_cmd
 from aigc_cli.cli import sample as sample_cmd
 from aigc_cli.cli import train as train_cmd
+
+RANK_GRACE = 2.0  # seconds another rank waits before exiting after rank 0's failure
 
 app = typer.Typer(
     name="aigc",
@@ -66,6 +69,7 @@ app.command("info")(info_cmd.info)
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI and map every outcome to an exit code: 0, 1 (error), 2 (usage), 130/143."""
+    from aigc_cli.core.distributed import RankError
     from aigc_cli.core.errors import AigcError, Interrupted
     from aigc_cli.core.options import flag
     from aigc_cli.core.signals import Signalled, installed
@@ -79,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     shown = warnings.showwarning
     warnings.showwarning = _show_warning  # one line each (PIL's included); -q: none
     common.settings.debug = "--debug" in args
+    common.settings.argv = list(args)  # what --nproc re-launches on each rank
     command = typer.main.get_command(app)
     try:
         with installed():  # SIGINT/SIGTERM raise Signalled anywhere below: 130/143, never 0
@@ -92,10 +97,11 @@ def main(argv: list[str] | None = None) -> None:
         e.show()
         code = e.exit_code
     except Interrupted as e:
-        _error(e.render(flag), prefix="interrupted")
+        if _rank() is None:  # rank 0 says it for all, with the --resume to continue
+            _error(e.render(flag), prefix="interrupted")
         code = e.exit_code
     except Signalled as e:
-        _error(f"{e} (signal {e.signum})", prefix="aborted")
+        _error(_ranked(f"{e} (signal {e.signum})"), prefix="aborted")
         code = e.exit_code
     except (typer.Abort, KeyboardInterrupt):
         _error("interrupted", prefix="aborted")
@@ -103,8 +109,13 @@ def main(argv: list[str] | None = None) -> None:
     except AigcError as e:
         if common.settings.debug:
             raise
-        _error(e.render(flag))  # options named as the flags the user typed
-        code = 1
+        # Options are named as the flags the user typed. Another rank's failure, or a launcher's
+        # whose ranks said why themselves, is not said twice.
+        if _rank() is not None and isinstance(e, RankError):
+            time.sleep(RANK_GRACE)  # rank 0 says it; leave it time to, before the launcher stops it
+        elif not getattr(e, "said", False):
+            _error(_ranked(e.render(flag)))
+        code = getattr(e, "exit_code", 1)  # a launcher's: its ranks' (130/143 after a signal)
     except BrokenPipeError:
         # The reader of our stdout went away (`aigc sample ... -o - | head`): not our error.
         sys.stderr.close()
@@ -112,9 +123,12 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # an unexpected error still gets one line, unless --debug
         if common.settings.debug:
             raise
-        _error(f"{type(e).__name__}: {e} (run with --debug for the traceback)")
+        _error(_ranked(f"{type(e).__name__}: {e} (run with --debug for the traceback)"))
         code = 1
     warnings.showwarning = shown
+    from aigc_cli.core.distributed import shutdown
+
+    shutdown()  # under torchrun: leave the process group (a no-op otherwise)
     sys.exit(code)
 
 
@@ -126,6 +140,21 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     text = str(message).strip().splitlines()
     line = escape(f"{text[0] if text else ''} ({category.__name__})")
     common.console().print(f"[yellow]warning:[/yellow] {line}", soft_wrap=True)  # one line, never wrapped
+
+
+def _rank() -> str | None:
+    """This process's rank when it is one of several other than rank 0 (torchrun's RANK)."""
+    import os
+
+    from aigc_cli.core.distributed import launched
+
+    rank = os.environ.get("RANK", "0")
+    return rank if launched() and rank != "0" else None
+
+
+def _ranked(message: str) -> str:
+    rank = _rank()
+    return f"rank {rank}: {message}" if rank is not None else message
 
 
 def _error(message: str, prefix: str = "error") -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 
@@ -13,6 +13,7 @@ class Settings:
     device: str = "auto"
     debug: bool = False
     quiet: bool = False
+    argv: list[str] = field(default_factory=list)  # the command line after "aigc"
 
 
 settings = Settings()
@@ -41,23 +42,51 @@ def warn(message: str) -> None:
         console().print(f"[yellow]warning:[/yellow] {message}")
 
 
+def _main_rank() -> bool:
+    from aigc_cli.core import distributed
+
+    return distributed.is_main()
+
+
 def print_json(obj: Any) -> None:
+    if not _main_rank():  # under torchrun rank 0 prints the result for all
+        return
     sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
     sys.stdout.flush()
 
 
 def print_result(text: str) -> None:
+    if not _main_rank():
+        return
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
 
 
 def device():
-    """The torch device for a command that computes (its CPU allocator tuned for reuse)."""
+    """The torch device for a command that computes (its CPU allocator tuned for reuse). Under
+    torchrun it joins the other ranks first: its device is then cuda:LOCAL_RANK on CUDA, and
+    every rank but 0 is quiet (rank 0 reports and prints for all)."""
+    from aigc_cli.core import distributed
     from aigc_cli.core.device import resolve_device
     from aigc_cli.core.memory import tune_cpu_allocator
 
     tune_cpu_allocator()
-    return resolve_device(settings.device)
+    device = resolve_device(settings.device)
+    if distributed.launched():
+        distributed.init_from_env(device.type)
+        device = distributed.place(device)
+        if not distributed.is_main():
+            settings.quiet = True
+    return device
+
+
+def random_seed() -> int:
+    """A seed for an option left out; under torchrun rank 0's, so that every rank draws alike."""
+    import secrets
+
+    from aigc_cli.core import distributed
+
+    return distributed.broadcast_object(secrets.randbelow(2**31))
 
 
 def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:

@@ -34,7 +34,6 @@ def interpolate(
     gen_options: Optional[dict] = None,
 ) -> None:
     """Interpolate between two seeds, two images (VAE), a path of latents, or traverse dimensions."""
-    import secrets
 
     import torch
 
@@ -110,8 +109,8 @@ def interpolate(
                 raise ConfigError(f"{latents} holds 1 latent; an interpolation needs 2 or more rows")
             info["latents"] = str(latents)
         else:
-            from_seed = secrets.randbelow(2**31) if from_seed is None else from_seed
-            to_seed = secrets.randbelow(2**31) if to_seed is None else to_seed
+            from_seed = common.random_seed() if from_seed is None else from_seed
+            to_seed = common.random_seed() if to_seed is None else to_seed
             points = torch.cat([gen.latents(1, from_seed), gen.latents(1, to_seed)])
             info.update(from_seed=from_seed, to_seed=to_seed)
         mode = mode or "slerp"

@@ -17,8 +17,13 @@ def is_dir_target(target: str) -> bool:
 
 
 def write_bytes(target: str, data: bytes) -> str:
-    """Write ``data`` atomically to ``target`` (or stdout for '-'); return where it went."""
+    """Write ``data`` atomically to ``target`` (or stdout for '-'); return where it went. Under
+    torchrun rank 0 alone writes."""
+    from aigc_cli.core import distributed
     from aigc_cli.core.io import atomic_write_bytes
+
+    if not distributed.is_main():
+        return target
 
     if is_stdout(target):
         if sys.stdout.isatty():

@@ -67,7 +67,9 @@ def markdown() -> str:
     out += ["## `aigc export onnx`", "",
             f"`--opset` {MIN_OPSET} to {MAX_OPSET}, default {DEFAULT_OPSET}; `--format` one of "
             f"{', '.join(FORMATS)} (default {FORMATS[0]}), as far as the run's family exports it.", "",
-            "## Training loop", "", f"A row of `metrics.jsonl` every {LOG_EVERY} steps and at the end of every epoch.", ""]
+            "## Training loop", "", f"A row of `metrics.jsonl` every {LOG_EVERY} steps (`--log-every`) and at the end of every epoch. "
+            "`--batch-size` is the global batch: with several processes (`--nproc`, torchrun) each takes an "
+            "equal slice of it (docs/distributed.md).", ""]
     return "\n".join(out)
 
 

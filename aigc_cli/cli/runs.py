@@ -46,7 +46,8 @@ def show(
     r = resolve_run(run)
     meta = r.read_meta()
     data = {k: meta.get(k) for k in FIELDS}
-    data.update(path=str(r.path), updated=meta.get("updated"), error=meta.get("error"), stopped=meta.get("stopped"))
+    data.update(path=str(r.path), updated=meta.get("updated"), error=meta.get("error"), stopped=meta.get("stopped"),
+                world_size=meta.get("world_size", 1))  # processes of the last training (runs before it: 1)
     writer = r.writer()
     data["writer"] = writer
     try:
@@ -63,7 +64,7 @@ def show(
         return
     cfg = data["config"]
     items = [[k, data[k]] for k in ("id", "name", "family", "status", "stopped", "epoch", "epochs", "step",
-                                    "created", "updated", "dataset", "path", "error") if data.get(k) is not None]
+                                    "world_size", "created", "updated", "dataset", "path", "error") if data.get(k) is not None]
     if writer:
         items.append(["writer", f"pid {writer.get('pid')} on {writer.get('host')}"])
     items += [[f"model.{k}", v] for k, v in cfg.get("model", {}).items()]

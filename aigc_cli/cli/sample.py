@@ -28,7 +28,6 @@ def sample(
 ) -> None:
     """Sample images from a trained run."""
     import io
-    import secrets
     import time
 
     import numpy as np
@@ -52,7 +51,7 @@ def sample(
         z = load_latents(str(latents), gen.latent_dim)
         n = len(z)
     else:
-        seed = secrets.randbelow(2**31) if seed is None else seed
+        seed = common.random_seed() if seed is None else seed
         z = gen.latents(n, seed, **options)
     labels = gen.labels(n, label)
     start = time.perf_counter()

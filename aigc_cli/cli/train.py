@@ -23,6 +23,12 @@ _RESUME = inspect.Parameter(
     "resume", inspect.Parameter.KEYWORD_ONLY, default=None,
     annotation=Annotated[Optional[str], typer.Option("--resume", help="Continue RUN (id, name or 'last').")],
 )
+_NPROC = inspect.Parameter(
+    "nproc", inspect.Parameter.KEYWORD_ONLY, default=1,
+    annotation=Annotated[int, typer.Option(
+        "--nproc", metavar="<int>", help="Train on N processes of this machine (torchrun's launcher; --batch-size is "
+        "then split over them). See docs/distributed.md.")],
+)
 _JSON = inspect.Parameter(
     "json_out", inspect.Parameter.KEYWORD_ONLY, default=False,
     annotation=Annotated[bool, typer.Option("--json", help="Print the finished run as JSON.")],
@@ -41,20 +47,50 @@ def _flag(option: Option, value: Any) -> str:
 def make_command(spec: FamilySpec):
     options = command_options(spec)
 
-    def command(resume: Optional[str] = None, json_out: bool = False, **given: Any) -> None:
+    def command(resume: Optional[str] = None, nproc: int = 1, json_out: bool = False, **given: Any) -> None:
+        if nproc != 1:
+            launch_ranks(nproc)
+            return
         run_training(spec.name, options, resume, json_out, given)
 
     command.__name__ = spec.name.replace("-", "_")
-    return with_signature(command, [*(parameter(o) for o in options), _RESUME, _JSON], spec.summary)
+    return with_signature(command, [*(parameter(o) for o in options), _RESUME, _NPROC, _JSON], spec.summary)
+
+
+def launch_ranks(nproc: int) -> None:
+    """This very command on ``nproc`` ranks (training/launch.py), without its --nproc."""
+    from aigc_cli.core import distributed
+    from aigc_cli.core.errors import ConfigError
+    from aigc_cli.training.launch import launch
+
+    if nproc < 1:
+        raise ConfigError(f"--nproc must be at least 1, got {nproc}")
+    if distributed.launched():
+        raise ConfigError("--nproc starts processes itself; under torchrun, leave it out (use --nproc-per-node)")
+    launch(nproc, without_nproc(common.settings.argv), debug=common.settings.debug)
+
+
+def without_nproc(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
 
 
 def run_training(family: str, options: list[Option], resume: Optional[str], json_out: bool,
                  given: dict[str, Any]) -> None:
     """Start or resume a run, then print its id (or JSON). ``given`` holds the command's options,
-    None where the user gave none (the declared default applies)."""
+    None where the user gave none (the declared default applies). Under torchrun, each rank runs
+    this; rank 0 alone reports and prints."""
     from aigc_cli import training
     from aigc_cli.cli.datasets import progress_bar
     from aigc_cli.cli.progress import RichProgress
+    from aigc_cli.core import distributed
     from aigc_cli.core.errors import Interrupted
 
     device = common.device()
@@ -76,6 +112,8 @@ def run_training(family: str, options: list[Option], resume: Optional[str], json
             raise
         raise Interrupted(f"{e}; continue with 'aigc train {family} --resume {e.run_id}'",
                           exit_code=e.exit_code, run_id=e.run_id) from None
+    if not distributed.is_main():
+        return  # rank 0 prints the result
     meta = run.read_meta()
     if json_out:
         common.print_json({"id": run.id, "name": meta.get("name"), "path": str(run.path), "status": meta["status"],

@@ -30,8 +30,9 @@ class Signalled(BaseException):
 
 
 class StopRequest:
-    def __init__(self):
+    def __init__(self, hold: bool = False):
         self.signum: int | None = None
+        self.hold = hold  # further signals are only counted (see stop_request)
 
 
 _state = {"depth": 0, "pending": None, "stop": None, "count": 0}
@@ -40,8 +41,8 @@ _state = {"depth": 0, "pending": None, "stop": None, "count": 0}
 def _handle(signum, frame):
     _state["count"] += 1
     stop = _state["stop"]
-    if stop is not None and stop.signum is None:
-        stop.signum = signum  # the loop stops after this step
+    if stop is not None and (stop.signum is None or stop.hold):
+        stop.signum = stop.signum or signum  # the loop stops after this step
         return
     if _state["depth"]:
         _state["pending"] = _state["pending"] or signum  # raised when the save ends
@@ -86,10 +87,14 @@ def deferred() -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def stop_request() -> Iterator[StopRequest]:
+def stop_request(hold: bool = False) -> Iterator[StopRequest]:
     """The first signal inside the block sets ``.signum`` instead of raising. Works without the
-    CLI too (the Python API): the handlers are installed for the block when on the main thread."""
-    stop, outer = StopRequest(), _state["stop"]
+    CLI too (the Python API): the handlers are installed for the block when on the main thread.
+
+    ``hold``: later signals are only counted, not raised. Distributed training holds them: a
+    Ctrl-C reaches every rank and the launcher, which forwards it once more, and a rank that
+    raised would leave the others waiting in a collective instead of saving with them."""
+    stop, outer = StopRequest(hold), _state["stop"]
     _state["stop"] = stop
     try:
         if _main_thread() and signal.getsignal(signal.SIGINT) is not _handle:

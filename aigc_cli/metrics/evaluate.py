@@ -135,8 +135,11 @@ def _extract(side: Side, ctx: EvalContext) -> FeatureSet:
             return ex.extract_tensor(images, advance)
     if side.kind == "stats":
         raise AigcError(f"{side.spec} is a statistics file (mean and covariance only); this metric needs images")
-    with ctx.reporter.progress(f"Inception features: {side.label}", side.n) as advance:
-        feats = ex.extract(iter_side_batches(side, max(ex.batch_size, 256)), side.n, advance)
+    if side.kind == "dataset":
+        with ctx.reporter.progress(f"Inception features: {side.label}", side.n) as advance:
+            feats = ex.extract_tensor(side.images, advance)
+    else:
+        feats = _extract_folder(side, ex, ctx)
     skipped = side.details.get("skipped")
     if skipped:
         ctx.warn(f"{side.label}: {skipped} file(s) could not be read as images and were skipped")
@@ -145,8 +148,30 @@ def _extract(side: Side, ctx: EvalContext) -> FeatureSet:
     return feats
 
 
+def _extract_folder(side: Side, ex, ctx: EvalContext) -> FeatureSet:
+    """A folder's features; under torchrun each rank decodes and extracts its own whole network
+    batches of the sorted files, and every rank gets every feature, in file order."""
+    from aigc_cli.core import distributed
+    from aigc_cli.metrics.features import gather_features
+
+    # Files decoded together (FolderReader's batch): whole network batches, at least 256.
+    read = ex.batch_size * -(-256 // ex.batch_size)
+    if not distributed.active():
+        with ctx.reporter.progress(f"Inception features: {side.label}", side.n) as advance:
+            return ex.extract(iter_side_batches(side, read), side.n, advance)
+    lo, hi = distributed.shard(len(side.files), ex.batch_size)
+    mine = Side(side.spec, side.kind, side.label, n=hi - lo, files=side.files[lo:hi])
+    with ctx.reporter.progress(f"Inception features: {side.label}", hi - lo) as advance:
+        feats = gather_features(ex.extract(iter_side_batches(mine, read), hi - lo, advance))
+    side.details["skipped"] = distributed.all_sum(mine.details.get("skipped", 0))
+    side.n = len(side.files) - side.details["skipped"]
+    return feats
+
+
 def _store(side: Side, key: str | None, feats: FeatureSet, stats: Stats, ctx: EvalContext) -> None:
-    if key is None:
+    from aigc_cli.core import distributed
+
+    if key is None or not distributed.is_main():  # under torchrun rank 0 alone writes the cache
         return
     meta = {
         "source": side.info(),
@@ -168,9 +193,13 @@ def side_features(side: Side, ctx: EvalContext) -> FeatureSet:
 
 def _cached_or_extracted(side: Side, ctx: EvalContext, what: str):
     """A side's "features" or "stats" from the cache when there; else extracted, and both cached."""
+    from aigc_cli.core import distributed
+
     key = _key(side, ctx)
     if key is not None:
-        hit = cache_load(key, what)
+        # Under torchrun the ranks extract together or not at all: rank 0 reads the cache and
+        # hands what it found to the others (one broadcast; the cache needs no shared disk).
+        hit = distributed.broadcast_object(cache_load(key, what) if distributed.is_main() else None)
         if hit is not None:
             side.details["cached"] = True
             return hit

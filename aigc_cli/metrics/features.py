@@ -144,7 +144,24 @@ class Extractor:
         return FeatureSet(torch.cat(feats).numpy(), torch.cat(logits).numpy())
 
     def extract_tensor(self, images: torch.Tensor, advance: Advance | None = None) -> FeatureSet:
-        return self.extract(tensor_batches(images, max(self.batch_size, 256)), len(images), advance)
+        """Features of (N, C, H, W) uint8 images, in network batches from the first image on.
+        Under a process group of several ranks this is collective: each rank extracts its own
+        whole batches, and every rank gets every feature (the same as one process gets)."""
+        from aigc_cli.core import distributed
+
+        if not distributed.active():
+            return self.extract(tensor_batches(images, self.batch_size), len(images), advance)
+        lo, hi = distributed.shard(len(images), self.batch_size)
+        mine = self.extract(tensor_batches(images[lo:hi], self.batch_size), hi - lo, advance)
+        return gather_features(mine)
+
+
+def gather_features(mine: FeatureSet) -> FeatureSet:
+    """Every rank's features, in rank order, on every rank (core/distributed.py)."""
+    from aigc_cli.core import distributed
+
+    return FeatureSet(distributed.gather_rows(torch.from_numpy(mine.features)).numpy(),
+                      distributed.gather_rows(torch.from_numpy(mine.logits)).numpy())
 
 
 def default_batch_size(device: torch.device) -> int:

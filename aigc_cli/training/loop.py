@@ -18,7 +18,8 @@ from typing import Any, Callable, Protocol
 import torch
 
 from aigc_cli.core.errors import Interrupted, OptionError, TrainingDiverged, WeightsError, first_line, opt
-from aigc_cli.core import signals
+from aigc_cli.core import distributed, signals
+from aigc_cli.core.distributed import RankError
 from aigc_cli.core.faults import fault_point
 from aigc_cli.core.images import make_grid, png_bytes, to_uint8
 from aigc_cli.core.io import atomic_write_bytes, atomic_write_text
@@ -30,6 +31,7 @@ from aigc_cli.runs.checkpoint import load_checkpoint, save_checkpoint, save_weig
 from aigc_cli.runs.curves import write_curves
 from aigc_cli.runs.store import Run
 from aigc_cli.training.options import LOG_EVERY
+from aigc_cli.training.parallel import DataParallel, agree, local_batchnorm, lost_rank
 
 
 class ProgressSink(Protocol):
@@ -60,15 +62,19 @@ class LoopConfig:
     time_budget: float | None = None  # seconds of wall clock for this invocation (--time); None: no limit
 
 
-def check_loop(loop: LoopConfig, dataset_size: int) -> None:
-    """Loop settings the data can't satisfy: the one check, made by train() before it creates the
-    run folder (bad input leaves nothing behind) and by the Trainer for every other caller."""
+def check_loop(loop: LoopConfig, dataset_size: int, world: int = 1) -> None:
+    """Loop settings the data (or the ranks) can't satisfy: the one check, made by train() before
+    it creates the run folder (bad input leaves nothing behind) and by the Trainer for every
+    other caller. ``batch_size`` is the global batch, split evenly over ``world`` ranks."""
     if loop.epochs < 1:
         raise OptionError("epochs", f"must be at least 1, got {loop.epochs}")
     if loop.batch_size < 1:
         raise OptionError("batch_size", f"must be at least 1, got {loop.batch_size}")
     if dataset_size < loop.batch_size:
         raise OptionError("batch_size", f"{loop.batch_size} is more than the dataset's {dataset_size} images")
+    if loop.batch_size % world:
+        raise OptionError("batch_size", f"{loop.batch_size} does not split evenly over {world} processes; "
+                          f"use a multiple of {world}")
 
 
 def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
@@ -89,10 +95,15 @@ class Trainer:
         evaluate: Callable[[int], dict[str, float]] | None = None,
         eval_every: int = 0,
     ):
-        check_loop(loop, len(dataset))
+        self.rank, self.world = distributed.rank(), distributed.world()
+        self.main = self.rank == 0  # rank 0 alone writes files and reports progress
+        check_loop(loop, len(dataset), self.world)
         tune_cpu_allocator()  # every step frees and reallocates the same activations
         self.task, self.run, self.loop, self.device = task, run, loop, device
-        self.progress = progress or NoProgress()
+        self.progress = (progress or NoProgress()) if self.main else NoProgress()
+        self.local_batch = loop.batch_size // self.world  # this rank's slice of each global batch
+        # Several ranks: gradients averaged, BatchNorm over the global batch (training/parallel.py).
+        self.parallel = DataParallel(task.modules, task.optimizers) if self.world > 1 else None
         self.evaluate, self.eval_every = evaluate, eval_every
         # The whole dataset lives on the training device; a batch is one indexing op, no workers.
         self.images = dataset.images.to(device)  # (N, C, H, W) uint8
@@ -106,8 +117,15 @@ class Trainer:
     # -- state ---------------------------------------------------------------------------------
     def save(self) -> None:
         # A signal during the save is held until it ends: never a half-saved run (core/signals.py).
-        with signals.deferred():
-            self._save()
+        # Rank 0 writes; the others wait for it, so that nobody reads a checkpoint being written.
+        if self.main:
+            with signals.deferred():
+                self._save()
+        distributed.barrier()
+
+    def _meta(self, **fields) -> None:
+        if self.main:
+            self.run.update_meta(**fields)
 
     def _save(self) -> None:
         state = {
@@ -148,7 +166,8 @@ class Trainer:
             except (KeyError, TypeError, ValueError, AttributeError) as e:
                 raise WeightsError(f"{self.run.checkpoint_path.name}: the saved training state is unusable "
                                    f"({first_line(e)})") from None
-        self.truncate_metrics()
+        if self.main:
+            self.truncate_metrics()
 
     def truncate_metrics(self) -> None:
         # Lines logged after the checkpoint will be logged again by the resumed run.
@@ -159,25 +178,30 @@ class Trainer:
     def fit(self) -> None:
         loop = self.loop
         total = loop.epochs * self.steps_per_epoch
-        self.run.update_meta(status="running", epochs=loop.epochs, stopped=None)
+        self._meta(status="running", epochs=loop.epochs, stopped=None, world_size=self.world)
         # The budget counts from here: loading the data and building the model are not training.
         if loop.time_budget is not None:
             self.deadline = time.monotonic() + loop.time_budget
         self.progress.start(total, self.step, self.run.id, self.deadline)
-        metrics_file = open(self.run.metrics_path, "a", encoding="utf-8")
+        metrics_file = open(self.run.metrics_path, "a", encoding="utf-8") if self.main else _NoFile()
         try:
-            with signals.stop_request() as stop:
+            with signals.stop_request(hold=self.world > 1) as stop:
                 while self.epoch < loop.epochs and not self.out_of_time:
                     self._run_epoch(stop, metrics_file)
                 finished_by = stop.signum  # a signal during the last save: the run is whole anyway
+        except RuntimeError as e:
+            if self.world > 1 and lost_rank(e):
+                raise RankError(f"lost another rank at step {self.step} ({lost_rank(e)}); the checkpoint of "
+                                f"epoch {self.epoch} is kept, continue with --resume") from e
+            raise
         finally:
             metrics_file.close()
             self.progress.close()
-        if self.out_of_time:
+        if self.out_of_time and self.main:
             write_curves(self.run)  # the epoch's end did not come: draw what the budget gave
         # Stopped by --time: as complete as the budget allowed; --resume trains on from here.
-        self.run.update_meta(status="completed", epoch=self.epoch, step=self.step,
-                             stopped="time" if self.out_of_time else None)
+        self._meta(status="completed", epoch=self.epoch, step=self.step,
+                   stopped="time" if self.out_of_time else None)
         if self.out_of_time:
             self.progress.message(f"{self.run.id}: the --time budget ran out at step {self.step} "
                                   f"(epoch {self.epoch} + {self.step_in_epoch} steps); saved")
@@ -187,22 +211,26 @@ class Trainer:
     def _run_epoch(self, stop: signals.StopRequest, metrics_file) -> None:
         loop = self.loop
         order = epoch_permutation(len(self.images), loop.seed, self.epoch).to(self.device)
+        lo = self.rank * self.local_batch  # every rank orders the epoch alike and takes its slice
         window_start, window_images = time.perf_counter(), 0
         while self.step_in_epoch < self.steps_per_epoch:
             t0 = time.perf_counter()
             idx = order[self.step_in_epoch * loop.batch_size : (self.step_in_epoch + 1) * loop.batch_size]
+            idx = idx[lo : lo + self.local_batch]
             labels = self.labels[idx] if self.labels is not None else None
             losses = self.task.train_step(self.images[idx], labels, self.step)
             values = {k: float(v) for k, v in losses.items()}  # one sync per step: cheap at this size
             self.step += 1
             self.step_in_epoch += 1
             fault_point("step")
+            out_of_time = self.deadline is not None and time.monotonic() >= self.deadline
+            # Several ranks: the losses averaged, and a stop that any rank heard (or rank 0's
+            # clock) taken by all after this same step.
+            values, stop_signum, self.out_of_time = agree(values, stop.signum, out_of_time, self.device)
             self.elapsed += time.perf_counter() - t0
             window_images += loop.batch_size
             if not all(math.isfinite(v) for v in values.values()):
                 self._diverged(values)
-            if self.deadline is not None and time.monotonic() >= self.deadline:
-                self.out_of_time = True
             if (self.step % loop.log_every == 0 or self.step_in_epoch == self.steps_per_epoch
                     or self.out_of_time):
                 rate = window_images / max(time.perf_counter() - window_start, 1e-9)
@@ -211,34 +239,36 @@ class Trainer:
                 metrics_file.flush()
                 window_start, window_images = time.perf_counter(), 0
                 self.progress.update(self.step, {**values, "images_per_s": rate})
-            if stop.signum is not None:
+            if stop_signum is not None:
                 metrics_file.flush()
                 try:
                     self.save()
                 except signals.Signalled:
                     pass  # a second signal during this save: the save finished; stop as asked
-                self.run.update_meta(status="interrupted")
-                code = 130 if stop.signum == signal.SIGINT else 143
+                self._meta(status="interrupted")
+                code = 130 if stop_signum == signal.SIGINT else 143
                 raise Interrupted(f"{self.run.id} stopped at step {self.step}", exit_code=code, run_id=self.run.id)
             if self.out_of_time and self.step_in_epoch < self.steps_per_epoch:
                 self.save()  # mid-epoch: the checkpoint holds the place in the epoch's order
                 return
         self.epoch += 1
         self.step_in_epoch = 0
-        previews = self._write_previews()
+        previews = self._write_previews() if self.main else []
         self.save()
         self.progress.epoch_end(self.epoch, loop.epochs, previews)
         if self.evaluate is not None and self.eval_every and self.epoch % self.eval_every == 0:
-            extra = self.evaluate(self.epoch)
+            extra = self.evaluate(self.epoch)  # every rank: sampling and features are split over them
             if extra:
                 metrics_file.write(json.dumps({"step": self.step, "epoch": self.epoch, **extra}) + "\n")
                 metrics_file.flush()
-        write_curves(self.run)  # curves.png: the losses (and FID) so far, for a look while it trains
+        if self.main:
+            write_curves(self.run)  # curves.png: the losses (and FID) so far, for a look while it trains
 
     def _sync_inference(self) -> None:
         # Previews and save() both need it at the end of an epoch: once per step is enough.
         if self._synced_step != self.step:
-            self.task.sync_inference(self.images, self.labels)
+            with local_batchnorm():  # rank 0 alone: no other rank to average statistics with
+                self.task.sync_inference(self.images, self.labels)
             self._synced_step = self.step
 
     def _write_previews(self) -> list[str]:
@@ -255,5 +285,18 @@ class Trainer:
         bad = ", ".join(f"{k}={v}" for k, v in values.items() if not math.isfinite(v))
         kept = f"the weights of epoch {self.epoch} are kept" if self.epoch else "no weights were saved"
         error = TrainingDiverged(f"training diverged at step {self.step} ({bad}); {kept}; try a lower {opt('lr')}")
-        self.run.update_meta(status="failed", error=str(error))
+        self._meta(status="failed", error=str(error))
         raise error
+
+
+class _NoFile:
+    """The metrics file of a rank that writes none."""
+
+    def write(self, text: str) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -23,6 +23,8 @@ RUN_OPTIONS = (
     Option("batch_size", int, 64, "Images per training step.", short="-b", minimum=1),
     Option("seed", int, 0, "Seed of the weights, the data order and the noise."),
     Option("name", str, None, "A name to refer to the run by."),
+    Option("log_every", int, LOG_EVERY, "Steps between two rows of metrics.jsonl (and the last step of "
+           "every epoch).", minimum=1),
     Option("eval_every", int, 0, "Record FID every N epochs (0: never).", minimum=0),
     Option("fid_n", int, FID_N, "Samples for each FID of --eval-every.", minimum=2),
 )

@@ -21,7 +21,7 @@ from typing import Any, Callable
 import torch
 
 from aigc_cli import __version__
-from aigc_cli.core import signals
+from aigc_cli.core import distributed, signals
 from aigc_cli.core.errors import OptionError, RunError, first_line, opt
 from aigc_cli.core.options import resolve
 from aigc_cli.core.seeding import seed_everything
@@ -53,17 +53,46 @@ def train(
     """Train a new model of ``family``; ``options`` are the loop's (epochs, batch_size, seed, name,
     eval_every, fid_n) and the family's (arch, loss, lr, ...). ``on_run`` hears of the run as soon
     as it exists; ``progress`` receives the training's progress and messages."""
+    # Several ranks: rank 0 checks and loads first (a bad option is said once, a download happens
+    # once), then the others do the same work, which then succeeds for them too.
+    values, loop, data, config = distributed.main_first(
+        lambda: _prepare(family, dataset, split, options, progress, dataset_progress), "checking the options and data")
+    info = data.info()
+    device = torch.device(device)
+    # The run appears whole (run.json + config.json) and locked: nobody else writes it from here.
+    # Several ranks: rank 0 creates it, the others follow its id.
+    created: list[Run] = []
+
+    def create() -> str:
+        created.append(create_run(family, name=values["name"], config=config, epochs=loop.epochs,
+                                  dataset=info["name"], device=str(device)))
+        return created[0].id
+
+    run_id = distributed.from_main(create, "creating the run")
+    run = created[0] if created else _follow(run_id)
+    try:
+        if on_run:
+            on_run(run)
+        seed_everything(loop.seed)
+        return _fit(run, config, data, loop, device, progress or NoProgress(), restore=False)
+    finally:
+        run.release()
+
+
+def _prepare(family, dataset, split, options, progress, dataset_progress):
+    """(loop values, LoopConfig, dataset, config) of a new run, every input checked."""
     fam = get_family(family)
     train_options(fam.spec.options)  # a family option may not shadow a loop option
+    options = dict(options)
     loop_given = {o.name: options.pop(o.name, None) for o in LOOP_OPTIONS}
     loop_given.update(dataset=dataset, split=split)
     values = resolve(LOOP_OPTIONS, loop_given, "training")
     resolve(fam.spec.options, options, f"the {family} family")  # bad options fail before the data loads
     loop = LoopConfig(epochs=values["epochs"], batch_size=values["batch_size"], seed=values["seed"],
-                      time_budget=time_budget(values["time"]))
+                      log_every=values["log_every"], time_budget=time_budget(values["time"]))
     data = load_dataset(values["dataset"], values["split"], progress=dataset_progress)
     _say_skipped(data, progress)
-    check_loop(loop, len(data))  # before the run folder exists: bad input leaves nothing behind
+    check_loop(loop, len(data), distributed.world())  # before the run folder exists: bad input leaves nothing behind
     info = data.info()
     model_cfg, train_cfg = fam.make_config(options, info)
     train_cfg.update(epochs=loop.epochs, batch_size=loop.batch_size, log_every=loop.log_every)
@@ -78,17 +107,7 @@ def train(
         "versions": _versions(),
         "created": now_iso(),
     }
-    device = torch.device(device)
-    # The run appears whole (run.json + config.json) and locked: nobody else writes it from here.
-    run = create_run(family, name=values["name"], config=config, epochs=loop.epochs, dataset=info["name"],
-                     device=str(device))
-    try:
-        if on_run:
-            on_run(run)
-        seed_everything(loop.seed)
-        return _fit(run, config, data, loop, device, progress or NoProgress(), restore=False)
-    finally:
-        run.release()
+    return values, loop, data, config
 
 
 def resume(
@@ -107,30 +126,13 @@ def resume(
     if epochs is not None and epochs < 1:
         raise OptionError("epochs", f"must be at least 1, got {epochs}")
     budget = time_budget(time)
-    run = lock_run(run)  # one writer: a second resume, or a run still training, stops here
+    # One writer: a second resume, or a run still training, stops here (rank 0 holds the lock).
+    locked: list[Run] = []
+    distributed.from_main(lambda: locked.append(lock_run(run)), "locking the run")
+    run = locked[0] if locked else _follow(run.id)
     try:
-        meta = run.read_meta()
-        if meta["status"] == "broken":
-            raise RunError(f"{run.id} is broken ({meta['error']}); it cannot be resumed, remove it with 'aigc runs rm {run.id}'")
-        config = run.read_config()
-        train_cfg = dict(config["train"])
-        if epochs is not None:
-            train_cfg["epochs"] = epochs
-        try:
-            loop = LoopConfig(train_cfg["epochs"], train_cfg["batch_size"], config["seed"],
-                              train_cfg.get("log_every", LOG_EVERY), time_budget=budget)
-            spec = config["dataset"]["spec"]
-            spec_name, split = spec["spec"], spec["split"]
-        except (KeyError, TypeError) as e:
-            raise RunError(f"{run.id}: config.json lacks {e}; it cannot be resumed") from None
-        data = load_dataset(spec_name, split, progress=dataset_progress)
-        _say_skipped(data, progress)
-        if data.fingerprint != config["dataset"].get("fingerprint"):
-            raise RunError(
-                f"the dataset {spec_name!r} has changed since {run.id} started (fingerprint differs); "
-                "resuming would not continue the same run"
-            )
-        config = {**config, "train": train_cfg}  # written once the checkpoint has proved usable
+        config, loop, data = distributed.main_first(
+            lambda: _prepare_resume(run, epochs, budget, progress, dataset_progress), "checking the run and its data")
         restore = run.checkpoint_path.exists()
         if not restore:
             seed_everything(loop.seed)
@@ -138,6 +140,45 @@ def resume(
                     new_epochs=epochs is not None)
     finally:
         run.release()
+
+
+def _prepare_resume(run: Run, epochs, budget, progress, dataset_progress):
+    """(config, LoopConfig, dataset) to continue ``run`` with, every input checked."""
+    meta = run.read_meta()
+    if meta["status"] == "broken":
+        raise RunError(f"{run.id} is broken ({meta['error']}); it cannot be resumed, remove it with 'aigc runs rm {run.id}'")
+    config = run.read_config()
+    train_cfg = dict(config["train"])
+    if epochs is not None:
+        train_cfg["epochs"] = epochs
+    try:
+        loop = LoopConfig(train_cfg["epochs"], train_cfg["batch_size"], config["seed"],
+                          train_cfg.get("log_every", LOG_EVERY), time_budget=budget)
+        spec = config["dataset"]["spec"]
+        spec_name, split = spec["spec"], spec["split"]
+    except (KeyError, TypeError) as e:
+        raise RunError(f"{run.id}: config.json lacks {e}; it cannot be resumed") from None
+    data = load_dataset(spec_name, split, progress=dataset_progress)
+    _say_skipped(data, progress)
+    check_loop(loop, len(data), distributed.world())  # the batch may not split over this many ranks
+    if data.fingerprint != config["dataset"].get("fingerprint"):
+        raise RunError(
+            f"the dataset {spec_name!r} has changed since {run.id} started (fingerprint differs); "
+            "resuming would not continue the same run"
+        )
+    config = {**config, "train": train_cfg}  # written once the checkpoint has proved usable
+    return config, loop, data
+
+
+def _follow(run_id: str) -> Run:
+    """The run rank 0 created, as another rank sees it (read-only: it never writes it)."""
+    try:
+        return resolve_run(run_id)
+    except RunError:
+        raise RunError(
+            f"rank {distributed.rank()} on {socket.gethostname()} cannot see run {run_id} that rank 0 created: "
+            "every node needs the same run store (AIGC_HOME on a shared filesystem, docs/distributed.md)"
+        ) from None
 
 
 def _say_skipped(data, progress: ProgressSink | None) -> None:
@@ -152,27 +193,35 @@ def _fit(run: Run, config: dict, data, loop: LoopConfig, device: torch.device, p
     eval_every = config.get("eval", {}).get("every", 0)
     evaluate = make_evaluator(run, config, data, device, say=progress.message) if eval_every else None
     trainer = Trainer(task, data, run, loop, device, progress=progress, evaluate=evaluate, eval_every=eval_every)
+    main = distributed.is_main()  # rank 0 alone writes the run's files
     if restore:
         trainer.restore()
         if trainer.epoch >= loop.epochs:
             if run.read_meta().get("status") != "completed" and not new_epochs:
                 # Killed after its last save: nothing left to train, only the status to say.
-                run.update_meta(status="completed", epoch=trainer.epoch, step=trainer.step, pid=os.getpid(),
-                                host=socket.gethostname())
+                if main:
+                    run.update_meta(status="completed", epoch=trainer.epoch, step=trainer.step, pid=os.getpid(),
+                                    host=socket.gethostname())
                 return run
             raise RunError(f"{run.id} has already trained {trainer.epoch} epochs; pass a larger {opt('epochs')} to continue")
-    elif run.metrics_path.exists():
+    elif run.metrics_path.exists() and main:
         trainer.truncate_metrics()  # a resume from step 0: rows of the lost attempt go
-    if new_epochs:
+    if new_epochs and main:
         run.write_config(config)
-    run.update_meta(pid=os.getpid(), host=socket.gethostname(), epochs=loop.epochs)
+    if main:
+        run.update_meta(pid=os.getpid(), host=socket.gethostname(), epochs=loop.epochs,
+                        world_size=distributed.world())
     try:
         trainer.fit()
     except (KeyboardInterrupt, SystemExit, signals.Signalled):
-        run.update_meta(status="interrupted")
+        if main:
+            run.update_meta(status="interrupted")
         raise
     except Exception as e:
-        if run.read_meta().get("status") == "running":
+        if main and run.read_meta().get("status") == "running":
             run.update_meta(status="failed", error=first_line(e))
         raise
+    finally:
+        if trainer.parallel is not None:
+            trainer.parallel.close()
     return run

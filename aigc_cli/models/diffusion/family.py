@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aigc_cli.core.distributed import batch_rand, batch_randint, batch_randn
 from aigc_cli.core.errors import ConfigError, OptionError
 from aigc_cli.models.common import EMA, resolve_conditional
 from aigc_cli.models.registry import ExportGraph, GraphInput
@@ -74,13 +75,14 @@ class DiffusionTask:
     def train_step(self, batch: torch.Tensor, labels: torch.Tensor | None, step: int) -> dict[str, torch.Tensor]:
         x0 = batch.float().div_(127.5).sub_(1)  # (B, C, H, W) in [-1, 1]
         b = x0.shape[0]
-        t = torch.randint(0, TIMESTEPS, (b,), device=self.device)
+        # Per-sample draws of the global batch (core/distributed.py): the same with any number of ranks.
+        t = batch_randint(TIMESTEPS, b, device=self.device)
         ab = self.ab[t]  # (B,)
-        eps = torch.randn_like(x0)
+        eps = batch_randn(*x0.shape, device=x0.device)
         x_t = ab.sqrt().view(-1, 1, 1, 1) * x0 + (1 - ab).sqrt().view(-1, 1, 1, 1) * eps
         if self.num_classes:
             # Label dropout: some steps learn the unconditional model that guidance needs.
-            drop = torch.rand(b, device=self.device) < self.cond_drop
+            drop = batch_rand(b, device=self.device) < self.cond_drop
             labels = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
         else:
             labels = None

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from aigc_cli.core.distributed import batch_randn
 from aigc_cli.models.common import EMA, FeedForwardSampler, recalibrate_batchnorm, resolve_conditional
 from aigc_cli.models.gan.losses import LOSSES, GanLoss, gradient_penalty
 from aigc_cli.models.gan.nets import ARCHS, NetSpec, build_nets
@@ -79,7 +80,7 @@ class GanTask:
         g_step = (step + 1) % self.n_critic == 0  # every step for bce and hinge
 
         # One generator pass serves both updates.
-        z = torch.randn(real.size(0), self.spec.latent_dim, device=self.device)
+        z = batch_randn(real.size(0), self.spec.latent_dim, device=self.device)  # (B, latent)
         with torch.set_grad_enabled(g_step):
             fake = self.G(z, labels)  # (B, C, H, W)
         if g_step and self.updates == "simultaneous":

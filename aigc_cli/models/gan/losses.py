@@ -13,6 +13,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from aigc_cli.core.distributed import batch_rand
 from aigc_cli.core.registry import Registry
 
 
@@ -59,7 +60,7 @@ register_loss(GanLoss(
 
 def gradient_penalty(discriminator, real, fake, labels) -> torch.Tensor:
     """(||grad D(x_hat)||_2 - 1)^2 on random interpolates of real and fake images."""
-    alpha = torch.rand(real.size(0), 1, 1, 1, device=real.device)
+    alpha = batch_rand(real.size(0), 1, 1, 1, device=real.device)
     x_hat = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
     scores = discriminator(x_hat, labels)
     (grad,) = torch.autograd.grad(scores.sum(), x_hat, create_graph=True)

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from aigc_cli.core.distributed import batch_randn
 from aigc_cli.core.images import interleave_rows
 from aigc_cli.models.common import FeedForwardSampler, resolve_conditional
 from aigc_cli.models.vae.likelihoods import LIKELIHOODS, Likelihood, default_likelihood, gaussian_kl
@@ -121,7 +122,8 @@ class VaeTask:
         self.D.train()
         x = batch.float().div_(255)  # (B, C, H, W) in [0, 1]
         mu, logvar = self.E(x, labels)
-        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()  # the reparameterisation trick
+        eps = batch_randn(*mu.shape, device=mu.device, dtype=mu.dtype)  # (B, latent)
+        z = mu + eps * (0.5 * logvar).exp()  # the reparameterisation trick
         recon = self.likelihood.nll(self.D(z, labels), x).mean()
         kl = gaussian_kl(mu, logvar).mean()
         loss = recon + self.kl_weight(step) * kl

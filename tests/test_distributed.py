@@ -1,0 +1,266 @@
+"""Training on several processes (torch.distributed, gloo on CPU): issue 18, docs/distributed.md.
+
+Real launches: ``aigc train ... --nproc N`` (torchrun's launcher through its API) and two
+``torchrun --nnodes 2`` invocations on 127.0.0.1. The model is a tiny one on 256 8x8 images,
+batch 16: 16 steps an epoch.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+GAN = ["--arch", "dcgan", "--width", "4", "--latent-dim", "8", "--batch-size", "16", "--seed", "3", "--log-every", "1"]
+FAMILIES = {
+    "gan": GAN,  # BatchNorm in G: synchronised across the ranks
+    "vae": ["--arch", "conv", "--width", "4", "--latent-dim", "4", "--batch-size", "16", "--seed", "3", "--log-every", "1"],
+    "diffusion": ["--width", "8", "--batch-size", "16", "--seed", "3", "--log-every", "1"],  # t, noise, label drop
+}
+# Losses of N ranks against one process on the same global batch, relative: float32 sums taken
+# in another order (per-rank partial sums, then the all-reduce) differ in their last bits, about
+# 1e-7 per step here over a whole epoch; 1e-5 leaves room for that and nothing else. Leaving
+# BatchNorm unsynchronised already misses by 1e-4 to 1e-1 (measured when the test was written).
+RTOL, ATOL = 1e-5, 1e-6
+LOSSES = ("d_loss", "g_loss", "recon", "kl", "loss")
+
+
+def _env(home, **extra):
+    env = {**os.environ, "AIGC_HOME": str(home), "OMP_NUM_THREADS": "1", **extra}
+    for key in ("AIGC_TEST_FAULT", "AIGC_TEST_PAUSE", "AIGC_TEST_RANK", "WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        if key not in extra:
+            env.pop(key, None)
+    return env
+
+
+def _aigc(home, *args, timeout=240, **env):
+    return subprocess.run([sys.executable, "-m", "aigc_cli", *map(str, args)], env=_env(home, **env),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _metrics(home, run="run1"):
+    return [json.loads(line) for line in (home / "runs" / run / "metrics.jsonl").read_text().splitlines()]
+
+
+def _meta(home, run="run1"):
+    return json.loads((home / "runs" / run / "run.json").read_text())
+
+
+def _assert_same_losses(one, many):
+    assert [r["step"] for r in one] == [r["step"] for r in many]  # rank 0 alone wrote: each step once
+    for a, b in zip(one, many):
+        for key in LOSSES:
+            if key in a:
+                assert b[key] == pytest.approx(a[key], rel=RTOL, abs=ATOL), (a["step"], key, a[key], b[key])
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_two_processes_compute_what_one_does(family, tmp_path, make_bars):
+    data = make_bars(tmp_path / "bars.npz")
+    args = ["train", family, "--dataset", data, *FAMILIES[family], "--epochs", "1"]
+    one = _aigc(tmp_path / "one", "-q", *args)
+    assert one.returncode == 0, one.stderr
+    two = _aigc(tmp_path / "two", *args, "--nproc", "2")
+    assert two.returncode == 0, two.stderr
+    assert two.stdout == "run1\n"  # rank 0 prints the result; rank 1 nothing
+    assert "Traceback" not in two.stderr
+    _assert_same_losses(_metrics(tmp_path / "one"), _metrics(tmp_path / "two"))
+    meta = _meta(tmp_path / "two")
+    assert meta["status"] == "completed" and meta["world_size"] == 2 and meta["step"] == 16
+    assert [p.name for p in (tmp_path / "two/runs").iterdir() if not p.name.startswith(".")] == ["run1"]
+
+
+def test_checkpoints_resume_across_world_sizes(tmp_path, make_bars):
+    """1 epoch on 2 ranks, the 2nd on 1 process, the 3rd on 4 ranks: the same run as 3 epochs in
+    one process (data order and noise belong to the global batch; the checkpoint holds no rank)."""
+    data = make_bars(tmp_path / "bars.npz")
+    base = ["train", "gan", "--dataset", data, *GAN]
+    whole = _aigc(tmp_path / "whole", "-q", *base, "--epochs", "3")
+    assert whole.returncode == 0, whole.stderr
+    home = tmp_path / "parts"
+    first = _aigc(home, "-q", *base, "--epochs", "1", "--nproc", "2")
+    assert first.returncode == 0, first.stderr
+    second = _aigc(home, "-q", "train", "gan", "--resume", "run1", "--epochs", "2")
+    assert second.returncode == 0, second.stderr
+    assert _meta(home)["world_size"] == 1
+    third = _aigc(home, "-q", "train", "gan", "--resume", "run1", "--epochs", "3", "--nproc", "4")
+    assert third.returncode == 0, third.stderr
+    assert _meta(home)["world_size"] == 4 and _meta(home)["step"] == 48
+    _assert_same_losses(_metrics(tmp_path / "whole"), _metrics(home))
+
+
+def _pid_paused(marker, proc, timeout=120):
+    deadline = time.time() + timeout
+    while not marker.exists() or len(marker.read_text().split()) < 2:
+        if proc.poll() is not None or time.time() > deadline:
+            out, err = proc.communicate()
+            raise AssertionError(f"never paused (exit {proc.returncode}): {err}")
+        time.sleep(0.05)
+    return int(marker.read_text().split()[1])
+
+
+@pytest.mark.parametrize("target,signum,code", [("rank 1", signal.SIGTERM, 143), ("launcher", signal.SIGINT, 130)])
+def test_a_signal_stops_every_rank_after_the_same_step(target, signum, code, tmp_path, make_bars):
+    """Rank 1 waits inside step 5 (a test pause point) while rank 0 waits for it in the step's
+    all-reduce: a signal to rank 1, or to the launcher (which forwards it to both), stops both
+    after step 5; rank 0 saves, the launcher exits 130/143, and --resume trains on."""
+    data = make_bars(tmp_path / "bars.npz")
+    home = tmp_path / "home"
+    env = _env(home, AIGC_TEST_PAUSE="step:5", AIGC_TEST_PAUSE_DIR=str(tmp_path), AIGC_TEST_RANK="1")
+    proc = subprocess.Popen([sys.executable, "-m", "aigc_cli", "train", "gan", "--dataset", str(data), *GAN,
+                             "--epochs", "3", "--nproc", "2"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    rank1 = _pid_paused(tmp_path / "paused-1", proc)
+    os.kill(rank1 if target == "rank 1" else proc.pid, signum)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    lines = [line for line in err.splitlines() if line.startswith("aigc:")]  # not the progress lines
+    assert len(lines) == 1 and "continue with 'aigc train gan --resume run1'" in lines[0], err
+    meta = _meta(home)
+    assert meta["status"] == "interrupted" and meta["step"] == 5, meta
+    assert (home / "runs/run1/checkpoint.safetensors").is_file()
+    resumed = _aigc(home, "-q", "train", "gan", "--resume", "run1", "--epochs", "1")
+    assert resumed.returncode == 0, resumed.stderr
+    assert _meta(home)["status"] == "completed" and _meta(home)["step"] == 16
+
+
+def test_a_killed_rank_ends_the_run_and_leaves_its_checkpoint(tmp_path, make_bars):
+    """Rank 1 is SIGKILLed inside step 20, after the first epoch's checkpoint: the launcher exits
+    non-zero within the process-group timeout, the run is not left 'running', and it resumes."""
+    data = make_bars(tmp_path / "bars.npz")
+    home = tmp_path / "home"
+    start = time.time()
+    result = _aigc(home, "train", "gan", "--dataset", data, *GAN, "--epochs", "3", "--nproc", "2",
+                   AIGC_TEST_FAULT="step:20", AIGC_TEST_RANK="1", AIGC_DIST_TIMEOUT="20")
+    assert result.returncode not in (0, None), result.stderr
+    assert time.time() - start < 90
+    assert "Traceback" not in result.stderr, result.stderr
+    # Rank 0's line (what it saw), then the launcher's (what happened to rank 1).
+    errors = [line for line in result.stderr.splitlines() if line.startswith("aigc:")]
+    assert len(errors) == 2, result.stderr
+    assert "lost another rank at step 20" in errors[0] and errors[1] == "aigc: error: rank 1: killed by signal 9"
+    meta = _meta(home)
+    assert meta["status"] in ("interrupted", "failed") and meta["epoch"] == 1, meta
+    resumed = _aigc(home, "-q", "train", "gan", "--resume", "run1", "--epochs", "2")
+    assert resumed.returncode == 0, resumed.stderr
+    assert _meta(home)["step"] == 32
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes(tmp_path, make_bars):
+    """Two torchrun invocations, one per "node", meeting at 127.0.0.1 (static rendezvous); the
+    run store is shared, as on a cluster's shared filesystem."""
+    data = make_bars(tmp_path / "bars.npz")
+    home = tmp_path / "home"
+    port = _free_port()
+    nodes = [
+        subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node),
+                          "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(port),
+                          "-m", "aigc_cli", "-q", "train", "gan", "--dataset", str(data), *GAN, "--epochs", "1"],
+                         env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for node in (0, 1)
+    ]
+    outs = [n.communicate(timeout=180) for n in nodes]
+    for n, (out, err) in zip(nodes, outs):
+        assert n.returncode == 0, err
+    assert [out for out, _ in outs] == ["run1\n", ""]
+    meta = _meta(home)
+    assert meta["status"] == "completed" and meta["world_size"] == 2 and meta["step"] == 16
+
+
+def _torchrun(home, nproc, *args, **env):
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                           str(nproc), "-m", "aigc_cli", *map(str, args)], env=_env(home, **env),
+                          capture_output=True, text=True, timeout=240)
+
+
+def test_eval_and_sampling_under_torchrun_give_one_process_results(tmp_path, make_bars):
+    """Under torchrun the ranks split the sampling (whole batches of 256) and the Inception
+    features (whole batches of --batch-size, a folder's files too) and gather the results: the same images, and the same FID as one process (to 1e-6; here equal)."""
+    import shutil
+
+    from aigc_cli.metrics.testing import write_random_weights
+
+    weights = write_random_weights(tmp_path / "random.pth", seed=5)
+    data = make_bars(tmp_path / "bars.npz")
+    one, two = tmp_path / "one", tmp_path / "two"
+    trained = _aigc(one, "-q", "train", "gan", "--dataset", data, *GAN, "--epochs", "1")
+    assert trained.returncode == 0, trained.stderr
+    shutil.copytree(one, two)  # the same run in two stores, so that neither finds the other's feature cache
+
+    sample = ["sample", "run1", "-n", "600", "--seed", "1", "-o"]  # 3 batches: rank 0 draws 1, rank 1 2
+    assert _aigc(one, "-q", *sample, tmp_path / "one.png").returncode == 0
+    result = _torchrun(two, 2, "-q", *sample, tmp_path / "two.png")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "one.png").read_bytes() == (tmp_path / "two.png").read_bytes()
+    folder = tmp_path / "folder"
+    assert _aigc(one, "-q", "sample", "run1", "-n", "20", "--seed", "2", "-o", f"{folder}/").returncode == 0
+
+    # 2 batches of 10 on each side (the CPU Inception is slow), one for each rank.
+    fid = ["eval", "fid", "run1", folder, "-n", "20", "--batch-size", "10", "--inception-weights", weights, "--json"]
+    a = _aigc(one, "-q", *fid)
+    b = _torchrun(two, 2, "-q", *fid)
+    assert a.returncode == 0 and b.returncode == 0, (a.stderr, b.stderr)
+    fa, fb = json.loads(a.stdout), json.loads(b.stdout)  # rank 0 alone printed: one JSON document
+    assert fb["n_a"] == 20 and fb["n_b"] == 20
+    assert fb["fid"] == pytest.approx(fa["fid"], rel=1e-6)
+
+
+# -- without processes -------------------------------------------------------------------------
+def test_batch_noise_is_a_slice_of_the_global_batch(monkeypatch):
+    import torch
+
+    from aigc_cli.core import distributed
+
+    torch.manual_seed(0)
+    whole = torch.randn(8, 3)
+    monkeypatch.setattr(distributed, "world", lambda: 4)
+    for r in range(4):
+        monkeypatch.setattr(distributed, "rank", lambda r=r: r)
+        torch.manual_seed(0)
+        assert torch.equal(distributed.batch_randn(2, 3), whole[2 * r : 2 * r + 2])
+
+
+def test_nproc_is_taken_out_of_the_relaunched_command():
+    from aigc_cli.cli.train import without_nproc
+
+    assert without_nproc(["train", "gan", "--nproc", "2", "-e", "3"]) == ["train", "gan", "-e", "3"]
+    assert without_nproc(["train", "gan", "--nproc=4"]) == ["train", "gan"]
+
+
+def test_launcher_exit_code_and_message():
+    from aigc_cli.training.launch import describe_failures, exit_code
+
+    assert exit_code([1, 143]) == 143 and exit_code([130]) == 130 and exit_code([-9, 1]) == 1
+    assert describe_failures({1: -9, 0: 1}) == "rank 0: exit code 1; rank 1: killed by signal 9"
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--nproc", "0"], "--nproc must be at least 1"),
+    (["--batch-size", "15", "--nproc", "2"], "--batch-size 15 does not split evenly over 2 processes"),
+])
+def test_bad_process_counts_are_one_line_errors(args, words, tmp_path, make_bars, clean_error):
+    data = make_bars(tmp_path / "bars.npz")
+    result = _aigc(tmp_path / "home", "train", "gan", "--dataset", data, "--arch", "mlp", *args)
+    clean_error(result.returncode, result.stderr, words)
+    assert not (tmp_path / "home/runs").exists()
+
+
+def test_nproc_under_torchrun_and_bad_timeout_are_refused(cli, clean_error, monkeypatch, tiny_npz, aigc_home):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    code, _, err = cli("train", "gan", "--dataset", tiny_npz, "--nproc", "2")
+    clean_error(code, err, "under torchrun, leave it out")
+    monkeypatch.setenv("AIGC_DIST_TIMEOUT", "soon")
+    for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.setenv(name, "0" if "RANK" in name else ("127.0.0.1" if "ADDR" in name else "1"))
+    code, _, err = cli("train", "gan", "--dataset", tiny_npz)
+    clean_error(code, err, "AIGC_DIST_TIMEOUT must be a number of seconds")
