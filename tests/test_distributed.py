@@ -203,15 +203,15 @@ def test_eval_and_sampling_under_torchrun_give_one_process_results(tmp_path, mak
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "one.png").read_bytes() == (tmp_path / "two.png").read_bytes()
     folder = tmp_path / "folder"
-    assert _aigc(one, "-q", "sample", "run1", "-n", "20", "--seed", "2", "-o", f"{folder}/").returncode == 0
+    assert _aigc(one, "-q", "sample", "run1", "-n", "10", "--seed", "2", "-o", f"{folder}/").returncode == 0
 
-    # 2 batches of 10 on each side (the CPU Inception is slow), one for each rank.
-    fid = ["eval", "fid", "run1", folder, "-n", "20", "--batch-size", "10", "--inception-weights", weights, "--json"]
+    # 2 batches of 5 on each side (the CPU Inception is slow), one for each rank.
+    fid = ["eval", "fid", "run1", folder, "-n", "10", "--batch-size", "5", "--inception-weights", weights, "--json"]
     a = _aigc(one, "-q", *fid)
     b = _torchrun(two, 2, "-q", *fid)
     assert a.returncode == 0 and b.returncode == 0, (a.stderr, b.stderr)
     fa, fb = json.loads(a.stdout), json.loads(b.stdout)  # rank 0 alone printed: one JSON document
-    assert fb["n_a"] == 20 and fb["n_b"] == 20
+    assert fb["n_a"] == 10 and fb["n_b"] == 10
     assert fb["fid"] == pytest.approx(fa["fid"], rel=1e-6)
 
 

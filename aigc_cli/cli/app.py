@@ -69,7 +69,6 @@ app.command("info")(info_cmd.info)
 
 def main(argv: list[str] | None = None) -> None:
     """Run the CLI and map every outcome to an exit code: 0, 1 (error), 2 (usage), 130/143."""
-    from aigc_cli.core.distributed import RankError
     from aigc_cli.core.errors import AigcError, Interrupted
     from aigc_cli.core.options import flag
     from aigc_cli.core.signals import Signalled, installed
@@ -111,8 +110,10 @@ def main(argv: list[str] | None = None) -> None:
             raise
         # Options are named as the flags the user typed. Another rank's failure, or a launcher's
         # whose ranks said why themselves, is not said twice.
-        if _rank() is not None and isinstance(e, RankError):
-            time.sleep(RANK_GRACE)  # rank 0 says it; leave it time to, before the launcher stops it
+        if _rank() is not None and not getattr(e, "rank_local", False):
+            # Every rank met it (a bad option, another rank's failure): rank 0 says it. Leave it
+            # the time to, before the launcher stops it on seeing this rank exit.
+            time.sleep(RANK_GRACE)
         elif not getattr(e, "said", False):
             _error(_ranked(e.render(flag)))
         code = getattr(e, "exit_code", 1)  # a launcher's: its ranks' (130/143 after a signal)

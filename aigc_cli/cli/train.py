@@ -67,6 +67,7 @@ def launch_ranks(nproc: int) -> None:
         raise ConfigError(f"--nproc must be at least 1, got {nproc}")
     if distributed.launched():
         raise ConfigError("--nproc starts processes itself; under torchrun, leave it out (use --nproc-per-node)")
+    distributed.check_device(common.device(), nproc)
     launch(nproc, without_nproc(common.settings.argv), debug=common.settings.debug)
 
 

@@ -36,6 +36,14 @@ class RankError(AigcError):
     """Another rank failed; this one stops with its message."""
 
 
+def own_error(e: BaseException) -> BaseException:
+    """Mark ``e`` as this rank's own: an error the other ranks did not meet (the run store not
+    visible from this node, a dataset missing here). The CLI says those on every rank, and the
+    rest, which every rank meets alike, on rank 0 alone."""
+    e.rank_local = True  # type: ignore[attr-defined]
+    return e
+
+
 def launched() -> bool:
     """True in a process that torchrun (or ``aigc ... --nproc``) started as one of several."""
     try:
@@ -57,6 +65,17 @@ def timeout_seconds() -> float:
     return seconds
 
 
+def check_device(device, nproc: int) -> None:
+    """Refuse a process count the device cannot hold: one GPU per rank on CUDA; MPS not at all."""
+    import torch
+
+    if device.type == "mps":
+        raise ConfigError("several processes need CUDA or the CPU (gloo cannot reach MPS tensors); use --device cpu")
+    if device.type == "cuda" and nproc > torch.cuda.device_count():
+        raise ConfigError(f"{nproc} processes need {nproc} GPUs, and {torch.cuda.device_count()} are visible; "
+                          f"use --nproc {torch.cuda.device_count()} or --device cpu")
+
+
 def init_from_env(device_type: str) -> None:
     """Join the process group torchrun describes (no-op alone, or when already joined)."""
     import torch.distributed as dist
@@ -66,6 +85,8 @@ def init_from_env(device_type: str) -> None:
     for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         if name not in os.environ:
             raise ConfigError(f"WORLD_SIZE is set but {name} is not: launch with torchrun or 'aigc train ... --nproc N'")
+    if device_type == "mps":
+        raise ConfigError("several processes need CUDA or the CPU (gloo cannot reach MPS tensors); use --device cpu")
     backend = "nccl" if device_type == "cuda" else "gloo"
     if backend == "nccl":
         import torch
@@ -169,7 +190,12 @@ def main_first(fn: Callable[[], T], what: str) -> T:
         return fn()
     result: list[T] = []
     from_main(lambda: result.append(fn()), what)
-    return result[0] if result else fn()
+    if result:
+        return result[0]
+    try:
+        return fn()
+    except Exception as e:  # rank 0 succeeded at it: this failure is this rank's own
+        raise own_error(e)
 
 
 # -- work split over the ranks --------------------------------------------------------------

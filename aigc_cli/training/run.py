@@ -175,10 +175,10 @@ def _follow(run_id: str) -> Run:
     try:
         return resolve_run(run_id)
     except RunError:
-        raise RunError(
-            f"rank {distributed.rank()} on {socket.gethostname()} cannot see run {run_id} that rank 0 created: "
+        raise distributed.own_error(RunError(
+            f"cannot see run {run_id} that rank 0 created, on {socket.gethostname()}: "
             "every node needs the same run store (AIGC_HOME on a shared filesystem, docs/distributed.md)"
-        ) from None
+        )) from None
 
 
 def _say_skipped(data, progress: ProgressSink | None) -> None:
