@@ -156,25 +156,45 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_nodes(tmp_path, make_bars):
-    """Two torchrun invocations, one per "node", meeting at 127.0.0.1 (static rendezvous); the
-    run store is shared, as on a cluster's shared filesystem."""
-    data = make_bars(tmp_path / "bars.npz")
-    home = tmp_path / "home"
+def _two_nodes(homes, data):
+    """Two torchrun invocations, one per "node" (node i with AIGC_HOME homes[i]), meeting at
+    127.0.0.1 (static rendezvous): [(exit code, stdout, stderr)] of each."""
     port = _free_port()
     nodes = [
         subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node),
                           "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(port),
                           "-m", "aigc_cli", "-q", "train", "gan", "--dataset", str(data), *GAN, "--epochs", "1"],
-                         env=_env(home), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         env=_env(homes[node]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for node in (0, 1)
     ]
-    outs = [n.communicate(timeout=180) for n in nodes]
-    for n, (out, err) in zip(nodes, outs):
-        assert n.returncode == 0, err
-    assert [out for out, _ in outs] == ["run1\n", ""]
+    results = []
+    for n in nodes:
+        out, err = n.communicate(timeout=180)
+        results.append((n.returncode, out, err))
+    return results
+
+
+def test_two_nodes(tmp_path, make_bars):
+    """The run store shared by both nodes, as on a cluster's shared filesystem."""
+    home = tmp_path / "home"
+    results = _two_nodes([home, home], make_bars(tmp_path / "bars.npz"))
+    for code, out, err in results:
+        assert code == 0, err
+    assert [out for _, out, _ in results] == ["run1\n", ""]
     meta = _meta(home)
     assert meta["status"] == "completed" and meta["world_size"] == 2 and meta["step"] == 16
+
+
+def test_a_node_that_cannot_see_the_run_store_says_so(tmp_path, make_bars):
+    (code0, _, err0), (code1, _, err1) = _two_nodes([tmp_path / "a", tmp_path / "b"], make_bars(tmp_path / "bars.npz"))
+    assert code0 != 0 and code1 != 0
+    # One line from aigc on each node (torchrun adds its own report of the failed worker).
+    ours1 = [line for line in err1.splitlines() if line.startswith("aigc:")]
+    ours0 = [line for line in err0.splitlines() if line.startswith("aigc:")]
+    assert len(ours1) == 1 and ours1[0].startswith("aigc: error: rank 1: cannot see run run1 that rank 0 created")
+    assert "shared filesystem" in ours1[0]
+    assert len(ours0) == 1 and ours0[0].startswith("aigc: error: lost another rank ("), err0
+    assert "[rank" not in err0 + err1  # no Python traceback from a rank
 
 
 def _torchrun(home, nproc, *args, **env):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import warnings
@@ -124,7 +125,11 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:  # an unexpected error still gets one line, unless --debug
         if common.settings.debug:
             raise
-        _error(_ranked(f"{type(e).__name__}: {e} (run with --debug for the traceback)"))
+        from aigc_cli.core.distributed import launched, lost_rank
+
+        lost = lost_rank(e) if launched() else None
+        _error(_ranked(f"lost another rank ({lost})" if lost else
+                       f"{type(e).__name__}: {e} (run with --debug for the traceback)"))
         code = 1
     warnings.showwarning = shown
     from aigc_cli.core.distributed import shutdown
@@ -145,8 +150,6 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 def _rank() -> str | None:
     """This process's rank when it is one of several other than rank 0 (torchrun's RANK)."""
-    import os
-
     from aigc_cli.core.distributed import launched
 
     rank = os.environ.get("RANK", "0")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import sys
 from typing import Any, Callable, TypeVar
 
@@ -42,6 +43,22 @@ def own_error(e: BaseException) -> BaseException:
     rest, which every rank meets alike, on rank 0 alone."""
     e.rank_local = True  # type: ignore[attr-defined]
     return e
+
+
+def lost_rank(e: BaseException) -> str | None:
+    """What a failed collective says, in short, when ``e`` is one (a peer died, timed out or
+    closed its connection); None for any other error."""
+    text = str(e).strip()
+    dist_error = False
+    if "torch" in sys.modules:
+        import torch.distributed as dist
+
+        dist_error = isinstance(e, getattr(dist, "DistError", ()))
+    if not (dist_error or (isinstance(e, RuntimeError) and any(w in text.lower() for w in ("gloo", "nccl", "timed out")))):
+        return None
+    line = text.splitlines()[0] if text else type(e).__name__
+    line = re.sub(r"^\[[^\]]*\]\s*", "", line)  # "[.../pair.cc:545] Read error ..." -> "Read error ..."
+    return line.split(". ")[0].rstrip(".")
 
 
 def launched() -> bool:

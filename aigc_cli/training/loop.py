@@ -19,7 +19,7 @@ import torch
 
 from aigc_cli.core.errors import Interrupted, OptionError, TrainingDiverged, WeightsError, first_line, opt
 from aigc_cli.core import distributed, signals
-from aigc_cli.core.distributed import RankError
+from aigc_cli.core.distributed import RankError, lost_rank
 from aigc_cli.core.faults import fault_point
 from aigc_cli.core.images import make_grid, png_bytes, to_uint8
 from aigc_cli.core.io import atomic_write_bytes, atomic_write_text
@@ -31,7 +31,7 @@ from aigc_cli.runs.checkpoint import load_checkpoint, save_checkpoint, save_weig
 from aigc_cli.runs.curves import write_curves
 from aigc_cli.runs.store import Run
 from aigc_cli.training.options import LOG_EVERY
-from aigc_cli.training.parallel import DataParallel, agree, local_batchnorm, lost_rank
+from aigc_cli.training.parallel import DataParallel, agree, local_batchnorm
 
 
 class ProgressSink(Protocol):

@@ -25,7 +25,6 @@ parameters) one all-reduce per backward costs little (benches/bench_ddp.py).
 from __future__ import annotations
 
 import contextlib
-import re
 import signal
 from typing import Iterable, Iterator
 
@@ -208,13 +207,3 @@ def agree(values: dict[str, float], signum: int | None, out_of_time: bool,
     agreed = signal.SIGTERM if sigterm else signal.SIGINT if sigint else None
     return averaged, agreed, late > 0
 
-
-def lost_rank(e: BaseException) -> str | None:
-    """What a failed collective says, in short, when ``e`` is one (a peer died, timed out, or
-    closed its connection); None for any other error."""
-    text = str(e).strip()
-    if not (isinstance(e, dist.DistError) or any(w in text.lower() for w in ("gloo", "nccl", "timed out"))):
-        return None
-    line = text.splitlines()[0] if text else type(e).__name__
-    line = re.sub(r"^\[[^\]]*\]\s*", "", line)  # "[.../pair.cc:545] Read error ..." -> "Read error ..."
-    return line.split(". ")[0].rstrip(".")
