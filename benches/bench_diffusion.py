@@ -6,12 +6,14 @@ levels, attention only in the middle (lowest resolution), the same threads. diff
 ``DDPMScheduler.add_noise`` and an eps MSE loss in the loop of its unconditional-training example;
 sampling with ``DDIMScheduler`` over the same number of steps. aigc side: the diffusion family's
 ``DiffusionTask.train_step`` (v target, Min-SNR weights, EMA update included) and its DDIM decoder.
-The networks differ in shape: diffusers' up path has layers_per_block + 1 = 2 residual blocks per
-level to aigc's 1, so the parameter counts are printed; the ratios compare what each tool builds
-for the same channel list, not equal FLOPs.
+aigc runs in each ``--layouts`` entry: ``compact`` (its default U-Net: one residual block per level
+each way, 0.79 M parameters here) and ``ddpm`` (the same network as diffusers' UNet2DModel with
+layers_per_block=1: a skip from every block, two blocks per level on the way up; the parameter
+counts are printed and equal), so the ratios show what aigc's default gives for the same channel
+list and what its implementation gives for the very same network.
 
     pip install diffusers   # bench-only
-    python benches/bench_diffusion.py [--rounds 5] [--steps 10] [--sample-steps 10] [--threads 2]
+    python benches/bench_diffusion.py [--rounds 5] [--steps 10] [--sample-steps 10] [--threads 2] [--layouts compact,ddpm]
 """
 
 from __future__ import annotations
@@ -23,12 +25,12 @@ import time
 import torch
 
 
-def aigc_side(batch: int):
+def aigc_side(batch: int, layout: str = "compact"):
     from aigc_cli.models.diffusion.family import DiffusionSampler
     from aigc_cli.models.registry import get_family
 
     family = get_family("diffusion")  # the declared defaults, with the sizes below
-    model, train = family.make_config({"width": 32, "channel_mult": "1,2,2", "conditional": False},
+    model, train = family.make_config({"width": 32, "channel_mult": "1,2,2", "conditional": False, "layout": layout},
                                       {"shape": (1, 32, 32), "classes": None})
     config = {"model": model, "train": train, "seed": 0}
     task = family.impl.make_task(config, torch.device("cpu"))
@@ -90,10 +92,12 @@ def main() -> None:
     p.add_argument("--sample-steps", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--layouts", default="compact,ddpm", help="aigc U-Net layouts to time, comma-separated")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    sides = {"aigc": aigc_side(a.batch_size), "diffusers": diffusers_side(a.batch_size)}
+    sides = {f"aigc-{layout}": aigc_side(a.batch_size, layout) for layout in a.layouts.split(",")}
+    sides["diffusers"] = diffusers_side(a.batch_size)
     for name, (net, _, _) in sides.items():
         print(f"{name}: {sum(p.numel() for p in net.parameters()) / 1e6:.2f} M parameters")
     for _, train_steps, sample in sides.values():  # warm-up
@@ -111,9 +115,12 @@ def main() -> None:
     for k, v in rates.items():
         print(f"{k}: median {statistics.median(v):.1f} images/s")
     for kind in ("train", "sample"):
-        ratios = [x / y for x, y in zip(rates[f"{kind} aigc"], rates[f"{kind} diffusers"])]
-        print(f"{kind}: aigc / diffusers, median of per-round ratios {statistics.median(ratios):.2f} "
-              f"(min {min(ratios):.2f}, max {max(ratios):.2f})")
+        for name in sides:
+            if name == "diffusers":
+                continue
+            ratios = [x / y for x, y in zip(rates[f"{kind} {name}"], rates[f"{kind} diffusers"])]
+            print(f"{kind}: {name} / diffusers, median of per-round ratios {statistics.median(ratios):.2f} "
+                  f"(min {min(ratios):.2f}, max {max(ratios):.2f})")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from aigc_cli.models.diffusion.sampling import DdimInverter, DiffusionDecoder, timesteps
 from aigc_cli.models.diffusion.schedule import alpha_bar, loss_weight, target, to_x0_eps
-from aigc_cli.models.diffusion.unet import UNet
+from aigc_cli.models.diffusion.unet import UNet, timestep_embedding
 
 TINY = ["--width", "8", "--channel-mult", "1,2", "--batch-size", "32"]
 
@@ -236,7 +236,57 @@ def test_bf16_autocast_trains_and_differs_from_fp32(aigc_home, cli, tiny_npz):
     assert any(not torch.equal(a[k], b[k]) for k in a)  # the autocast really ran in bf16
 
 
+def _old_unet_forward(net, x, t, labels):
+    """The compact U-Net as it was written before the layouts (one block per level, one skip per
+    level), run on ``net``'s own weights: the default layout must still be that function."""
+    h = net.conv_in(x)
+    emb = net.time_mlp(timestep_embedding(t, net.width)) + net.label_emb(labels)
+    skips = []
+    for i, block in enumerate(net.down):
+        h = block(h, emb)
+        skips.append(h)
+        if i < net.levels - 1:
+            h = net.downsample[i](h)
+    h = net.mid2(net.attn(net.mid1(h, emb)), emb)
+    for j, block in enumerate(net.up):
+        h = block(torch.cat([h, skips.pop()], dim=1), emb)
+        if j < net.levels - 1:
+            h = net.upsample[j](torch.nn.functional.interpolate(h, scale_factor=2.0, mode="nearest"))
+    return net.conv_out(torch.nn.functional.silu(net.norm_out(h)))
+
+
+def test_the_default_layout_is_the_unet_runs_were_trained_with():
+    torch.manual_seed(0)
+    net = UNet(1, 8, (1, 2, 2), num_classes=3).eval()
+    keys = {k.split(".")[0] + "." + k.split(".")[1] for k in net.state_dict() if k.startswith(("down.", "up."))}
+    assert keys == {"down.0", "down.1", "down.2", "up.0", "up.1", "up.2"}  # old runs' weights load
+    x, t, y = torch.randn(4, 1, 16, 16), torch.tensor([0, 10, 500, 999]), torch.tensor([0, 1, 2, 3])
+    with torch.no_grad():
+        assert torch.allclose(net(x, t, y), _old_unet_forward(net, x, t, y), atol=1e-5)
+
+
+@pytest.mark.parametrize("layout,blocks", [("compact", 2), ("ddpm", 1), ("ddpm", 2)])
+def test_layouts_build_train_and_sample(layout, blocks, aigc_home, cli, tiny_npz, tmp_path):
+    """The ddpm layout with one block is diffusers' UNet2DModel(layers_per_block=1), weight for
+    weight in count (benches/bench_diffusion.py prints both)."""
+    code, out, err = cli("train", "diffusion", "--dataset", tiny_npz, *TINY, "--layout", layout,
+                         "--blocks", blocks, "--epochs", "1", "--json")
+    assert code == 0, err
+    run = json.loads(out)["id"]
+    from aigc_cli.generation import load_generator
+
+    unet = load_generator(run).sampler.unet  # the saved weights loaded strictly into the layout
+    levels = 2  # TINY's --channel-mult 1,2
+    assert len(unet.down) == levels * blocks
+    assert len(unet.up) == levels * (blocks + (layout == "ddpm"))
+    assert sum(unet.up_skips) == (len(unet.up) if layout == "ddpm" else levels)
+    code, _, err = cli("sample", run, "-n", "4", "--steps", "3", "-o", tmp_path / "g.png", "--seed", "1")
+    assert code == 0, err
+
+
 @pytest.mark.parametrize("args,words", [
+    (["--layout", "flat"], ["--layout"]),
+    (["--blocks", "0"], ["--blocks"]),
     (["--channel-mult", "1,x"], ["--channel-mult"]),
     (["--cond-drop", "1"], ["--cond-drop"]),
     (["--schedule", "sqrt"], ["--schedule"]),

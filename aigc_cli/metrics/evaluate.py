@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
+from aigc_cli.core import distributed
 from aigc_cli.core.errors import AigcError
 from aigc_cli.metrics.features import FEATURE_DIM, PREPROCESSING, FeatureSet
 from aigc_cli.metrics.registry import FID_N, get_metric
@@ -151,7 +152,6 @@ def _extract(side: Side, ctx: EvalContext) -> FeatureSet:
 def _extract_folder(side: Side, ex, ctx: EvalContext) -> FeatureSet:
     """A folder's features; under torchrun each rank decodes and extracts its own whole network
     batches of the sorted files, and every rank gets every feature, in file order."""
-    from aigc_cli.core import distributed
     from aigc_cli.metrics.features import gather_features
 
     # Files decoded together (FolderReader's batch): whole network batches, at least 256.
@@ -169,8 +169,6 @@ def _extract_folder(side: Side, ex, ctx: EvalContext) -> FeatureSet:
 
 
 def _store(side: Side, key: str | None, feats: FeatureSet, stats: Stats, ctx: EvalContext) -> None:
-    from aigc_cli.core import distributed
-
     if key is None or not distributed.is_main():  # under torchrun rank 0 alone writes the cache
         return
     meta = {
@@ -193,8 +191,6 @@ def side_features(side: Side, ctx: EvalContext) -> FeatureSet:
 
 def _cached_or_extracted(side: Side, ctx: EvalContext, what: str):
     """A side's "features" or "stats" from the cache when there; else extracted, and both cached."""
-    from aigc_cli.core import distributed
-
     key = _key(side, ctx)
     if key is not None:
         # Under torchrun the ranks extract together or not at all: rank 0 reads the cache and
@@ -286,7 +282,8 @@ def compute_fid(a: Side, b: Side, ctx: EvalContext, save_stats_a: str | None = N
     value = frechet_distance(sa.mu, sa.sigma, sb.mu, sb.sigma)
     if save_stats_a:
         sa.meta = {**sa.meta, "source": a.info(), "weights_sha256": sha, "preprocessing": PREPROCESSING}
-        save_stats(save_stats_a, sa)
+        if distributed.is_main():  # under torchrun rank 0 alone writes
+            save_stats(save_stats_a, sa)
     out = {"metric": "fid", "fid": value}
     out.update(_common(ctx, {"a": a, "b": b}, started, sha))
     if save_stats_a:
@@ -365,7 +362,8 @@ def compute_stats_file(side: Side, out_path: str, ctx: EvalContext) -> dict[str,
     sha = ctx.weights_sha256()
     _small_warning(side, "A", ctx)
     stats.meta = {"source": side.info(), "weights_sha256": sha, "preprocessing": PREPROCESSING}
-    save_stats(out_path, stats)
+    if distributed.is_main():
+        save_stats(out_path, stats)
     out = {"metric": "stats", "path": str(out_path), "n": side.n}
     out.update(_common(ctx, {"a": side}, started, sha))
     return out

@@ -14,6 +14,9 @@ SPEC = register_family(FamilySpec(
         width_option(32),
         Option("channel_mult", str, "1,2,2", "Channel multiplier per U-Net level, comma-separated "
                "(one level per entry; each but the last halves the resolution)."),
+        Option("layout", str, "compact", "U-Net skips: compact (one per level) or ddpm (Ho et al., diffusers' "
+               "UNet2DModel: one per block, a block more on the way up).", choices=("compact", "ddpm")),
+        Option("blocks", int, 1, "Residual blocks per U-Net level on the way down.", minimum=1),
         Option("schedule", str, "cosine", "Noise schedule over the 1,000 training timesteps.", choices=("cosine", "linear")),
         Option("prediction", str, "v", "What the network predicts: eps (the noise), v or x0 (the image).",
                choices=("eps", "v", "x0")),

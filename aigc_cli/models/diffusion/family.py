@@ -36,7 +36,11 @@ def parse_mult(text: str) -> tuple[int, ...]:
 
 def build_unet(model: dict[str, Any]) -> UNet:
     num_classes = model["num_classes"] if model["conditional"] else None
-    return UNet(model["image_shape"][0], model["width"], tuple(model["channel_mult"]), num_classes)
+    # Runs made before the options: the compact layout with one block per level.
+    net = UNet(model["image_shape"][0], model["width"], tuple(model["channel_mult"]), num_classes,
+               model.get("layout", "compact"), model.get("blocks", 1))
+    # Channels-last weights, as the U-Net's activations are (unet.py): same values, faster kernels.
+    return net.to(memory_format=torch.channels_last)
 
 
 AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -218,6 +222,8 @@ class DiffusionFamily:
         model = {
             "width": options["width"],
             "channel_mult": list(mult),
+            "layout": options["layout"],
+            "blocks": options["blocks"],
             "schedule": options["schedule"],
             "prediction": options["prediction"],
             "weighting": options["weighting"],
