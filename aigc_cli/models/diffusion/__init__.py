@@ -5,7 +5,7 @@ implements it; schedule.py and sampling.py hold the mathematics, unet.py the net
 from aigc_cli.core.options import Option
 from aigc_cli.models.registry import STEPS, FamilySpec, conditional_option, register_family, width_option
 
-# Defaults follow the papers; measured on MNIST (docs/diffusion.md), not searched over.
+# Defaults follow the papers, each checked on MNIST against its alternatives (docs/benchmarks.md).
 SPEC = register_family(FamilySpec(
     name="diffusion",
     summary="Train a diffusion model: a U-Net denoiser, cosine or linear schedule, sampled with DDIM or DPM-Solver++.",
