@@ -142,7 +142,9 @@ def test_a_killed_rank_ends_the_run_and_leaves_its_checkpoint(tmp_path, make_bar
     # Rank 0's line (what it saw), then the launcher's (what happened to rank 1).
     errors = [line for line in result.stderr.splitlines() if line.startswith("aigc:")]
     assert len(errors) == 2, result.stderr
-    assert "lost another rank at step 20" in errors[0] and errors[1] == "aigc: error: rank 1: killed by signal 9"
+    # The launcher names rank 1's end; rank 0's own exit code 1 too when it was quicker than the
+    # launcher's SIGTERM (a race the test leaves open).
+    assert "lost another rank at step 20" in errors[0] and "rank 1: killed by signal 9" in errors[1]
     meta = _meta(home)
     assert meta["status"] in ("interrupted", "failed") and meta["epoch"] == 1, meta
     resumed = _aigc(home, "-q", "train", "gan", "--resume", "run1", "--epochs", "2")
