@@ -141,10 +141,11 @@ def test_a_killed_rank_ends_the_run_and_leaves_its_checkpoint(tmp_path, make_bar
     assert "Traceback" not in result.stderr, result.stderr
     # Rank 0's line (what it saw), then the launcher's (what happened to rank 1).
     errors = [line for line in result.stderr.splitlines() if line.startswith("aigc:")]
+    # Rank 0 says what it saw: the lost rank, or (if the launcher's SIGTERM reached it first) the
+    # signal; then the launcher names rank 1's end (and rank 0's exit code when it ended first).
     assert len(errors) == 2, result.stderr
-    # The launcher names rank 1's end; rank 0's own exit code 1 too when it was quicker than the
-    # launcher's SIGTERM (a race the test leaves open).
-    assert "lost another rank at step 20" in errors[0] and "rank 1: killed by signal 9" in errors[1]
+    assert "lost another rank at step 20" in errors[0] or "terminated" in errors[0], result.stderr
+    assert "rank 1: killed by signal 9" in errors[1], result.stderr
     meta = _meta(home)
     assert meta["status"] in ("interrupted", "failed") and meta["epoch"] == 1, meta
     resumed = _aigc(home, "-q", "train", "gan", "--resume", "run1", "--epochs", "2")
