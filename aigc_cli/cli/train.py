@@ -91,7 +91,6 @@ def run_training(family: str, options: list[Option], resume: Optional[str], json
     from aigc_cli import training
     from aigc_cli.cli.datasets import progress_bar
     from aigc_cli.cli.progress import RichProgress
-    from aigc_cli.core import distributed
     from aigc_cli.core.errors import Interrupted
 
     device = common.device()
@@ -113,8 +112,6 @@ def run_training(family: str, options: list[Option], resume: Optional[str], json
             raise
         raise Interrupted(f"{e}; continue with 'aigc train {family} --resume {e.run_id}'",
                           exit_code=e.exit_code, run_id=e.run_id) from None
-    if not distributed.is_main():
-        return  # rank 0 prints the result
     meta = run.read_meta()
     if json_out:
         common.print_json({"id": run.id, "name": meta.get("name"), "path": str(run.path), "status": meta["status"],

@@ -25,12 +25,13 @@ import re
 import sys
 from typing import Any, Callable, TypeVar
 
-from aigc_cli.core.errors import AigcError, ConfigError
+from aigc_cli.core.errors import AigcError, ConfigError, first_line
 
 T = TypeVar("T")
 
 TIMEOUT_ENV = "AIGC_DIST_TIMEOUT"
 DEFAULT_TIMEOUT = 600  # seconds a collective may wait for a missing rank (rank 0 saving, a dead peer)
+NO_MPS = "several processes need CUDA or the CPU (gloo cannot reach MPS tensors); use --device cpu"
 
 
 class RankError(AigcError):
@@ -56,8 +57,7 @@ def lost_rank(e: BaseException) -> str | None:
         dist_error = isinstance(e, getattr(dist, "DistError", ()))
     if not (dist_error or (isinstance(e, RuntimeError) and any(w in text.lower() for w in ("gloo", "nccl", "timed out")))):
         return None
-    line = text.splitlines()[0] if text else type(e).__name__
-    line = re.sub(r"^\[[^\]]*\]\s*", "", line)  # "[.../pair.cc:545] Read error ..." -> "Read error ..."
+    line = re.sub(r"^\[[^\]]*\]\s*", "", first_line(e))  # "[.../pair.cc:545] Read error ..." -> "Read error ..."
     return line.split(". ")[0].rstrip(".")
 
 
@@ -87,7 +87,7 @@ def check_device(device, nproc: int) -> None:
     import torch
 
     if device.type == "mps":
-        raise ConfigError("several processes need CUDA or the CPU (gloo cannot reach MPS tensors); use --device cpu")
+        raise ConfigError(NO_MPS)
     if device.type == "cuda" and nproc > torch.cuda.device_count():
         raise ConfigError(f"{nproc} processes need {nproc} GPUs, and {torch.cuda.device_count()} are visible; "
                           f"use --nproc {torch.cuda.device_count()} or --device cpu")
@@ -103,7 +103,7 @@ def init_from_env(device_type: str) -> None:
         if name not in os.environ:
             raise ConfigError(f"WORLD_SIZE is set but {name} is not: launch with torchrun or 'aigc train ... --nproc N'")
     if device_type == "mps":
-        raise ConfigError("several processes need CUDA or the CPU (gloo cannot reach MPS tensors); use --device cpu")
+        raise ConfigError(NO_MPS)
     backend = "nccl" if device_type == "cuda" else "gloo"
     if backend == "nccl":
         import torch
@@ -224,6 +224,14 @@ def shard(n: int, unit: int) -> tuple[int, int]:
     return min(n, r * units // w * unit), min(n, (r + 1) * units // w * unit)
 
 
+def _collective_device():
+    """Where this rank's collectives take tensors: its GPU for NCCL, the CPU for gloo."""
+    import torch
+    import torch.distributed as dist
+
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
 def gather_rows(t):
     """Every rank's rows of ``t`` (n_r, ...), concatenated in rank order, on every rank. Alone:
     ``t`` itself. The rows of equal shape and dtype; their count may differ (even be 0)."""
@@ -232,8 +240,7 @@ def gather_rows(t):
 
     if not active():
         return t
-    home = t.device
-    dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    home, dev = t.device, _collective_device()
     x = t.to(dev).contiguous()
     counts = [torch.zeros(1, dtype=torch.int64, device=dev) for _ in range(world())]
     dist.all_gather(counts, torch.tensor([x.shape[0]], dtype=torch.int64, device=dev))
@@ -253,8 +260,7 @@ def all_sum(value: int) -> int:
 
     if not active():
         return value
-    dev = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
-    t = torch.tensor([value], dtype=torch.int64, device=dev)
+    t = torch.tensor([value], dtype=torch.int64, device=_collective_device())
     dist.all_reduce(t)
     return int(t)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -123,7 +124,8 @@ class Trainer:
                 self._save()
         distributed.barrier()
 
-    def _meta(self, **fields) -> None:
+    def update_meta(self, **fields) -> None:
+        """run.json's fields, written by rank 0 alone."""
         if self.main:
             self.run.update_meta(**fields)
 
@@ -178,20 +180,22 @@ class Trainer:
     def fit(self) -> None:
         loop = self.loop
         total = loop.epochs * self.steps_per_epoch
-        self._meta(status="running", epochs=loop.epochs, stopped=None, world_size=self.world)
+        self.update_meta(status="running", epochs=loop.epochs, stopped=None, world_size=self.world)
         # The budget counts from here: loading the data and building the model are not training.
         if loop.time_budget is not None:
             self.deadline = time.monotonic() + loop.time_budget
         self.progress.start(total, self.step, self.run.id, self.deadline)
-        metrics_file = open(self.run.metrics_path, "a", encoding="utf-8") if self.main else _NoFile()
+        # Rank 0 alone writes the metrics; the others' rows go nowhere.
+        metrics_file = open(self.run.metrics_path if self.main else os.devnull, "a", encoding="utf-8")
         try:
             with signals.stop_request(hold=self.world > 1) as stop:
                 while self.epoch < loop.epochs and not self.out_of_time:
                     self._run_epoch(stop, metrics_file)
                 finished_by = stop.signum  # a signal during the last save: the run is whole anyway
         except RuntimeError as e:
-            if self.world > 1 and lost_rank(e):
-                raise RankError(f"lost another rank at step {self.step} ({lost_rank(e)}); the checkpoint of "
+            lost = lost_rank(e) if self.world > 1 else None
+            if lost:
+                raise RankError(f"lost another rank at step {self.step} ({lost}); the checkpoint of "
                                 f"epoch {self.epoch} is kept, continue with --resume") from e
             raise
         finally:
@@ -200,7 +204,7 @@ class Trainer:
         if self.out_of_time and self.main:
             write_curves(self.run)  # the epoch's end did not come: draw what the budget gave
         # Stopped by --time: as complete as the budget allowed; --resume trains on from here.
-        self._meta(status="completed", epoch=self.epoch, step=self.step,
+        self.update_meta(status="completed", epoch=self.epoch, step=self.step,
                    stopped="time" if self.out_of_time else None)
         if self.out_of_time:
             self.progress.message(f"{self.run.id}: the --time budget ran out at step {self.step} "
@@ -245,7 +249,7 @@ class Trainer:
                     self.save()
                 except signals.Signalled:
                     pass  # a second signal during this save: the save finished; stop as asked
-                self._meta(status="interrupted")
+                self.update_meta(status="interrupted")
                 code = 130 if stop_signum == signal.SIGINT else 143
                 raise Interrupted(f"{self.run.id} stopped at step {self.step}", exit_code=code, run_id=self.run.id)
             if self.out_of_time and self.step_in_epoch < self.steps_per_epoch:
@@ -285,18 +289,6 @@ class Trainer:
         bad = ", ".join(f"{k}={v}" for k, v in values.items() if not math.isfinite(v))
         kept = f"the weights of epoch {self.epoch} are kept" if self.epoch else "no weights were saved"
         error = TrainingDiverged(f"training diverged at step {self.step} ({bad}); {kept}; try a lower {opt('lr')}")
-        self._meta(status="failed", error=str(error))
+        self.update_meta(status="failed", error=str(error))
         raise error
 
-
-class _NoFile:
-    """The metrics file of a rank that writes none."""
-
-    def write(self, text: str) -> None:
-        pass
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass

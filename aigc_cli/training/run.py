@@ -199,8 +199,7 @@ def _fit(run: Run, config: dict, data, loop: LoopConfig, device: torch.device, p
         if trainer.epoch >= loop.epochs:
             if run.read_meta().get("status") != "completed" and not new_epochs:
                 # Killed after its last save: nothing left to train, only the status to say.
-                if main:
-                    run.update_meta(status="completed", epoch=trainer.epoch, step=trainer.step, pid=os.getpid(),
+                trainer.update_meta(status="completed", epoch=trainer.epoch, step=trainer.step, pid=os.getpid(),
                                     host=socket.gethostname())
                 return run
             raise RunError(f"{run.id} has already trained {trainer.epoch} epochs; pass a larger {opt('epochs')} to continue")
@@ -208,18 +207,15 @@ def _fit(run: Run, config: dict, data, loop: LoopConfig, device: torch.device, p
         trainer.truncate_metrics()  # a resume from step 0: rows of the lost attempt go
     if new_epochs and main:
         run.write_config(config)
-    if main:
-        run.update_meta(pid=os.getpid(), host=socket.gethostname(), epochs=loop.epochs,
-                        world_size=distributed.world())
+    trainer.update_meta(pid=os.getpid(), host=socket.gethostname(), epochs=loop.epochs)
     try:
-        trainer.fit()
+        trainer.fit()  # records the world size with the status
     except (KeyboardInterrupt, SystemExit, signals.Signalled):
-        if main:
-            run.update_meta(status="interrupted")
+        trainer.update_meta(status="interrupted")
         raise
     except Exception as e:
         if main and run.read_meta().get("status") == "running":
-            run.update_meta(status="failed", error=first_line(e))
+            trainer.update_meta(status="failed", error=first_line(e))
         raise
     finally:
         if trainer.parallel is not None:
