@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -159,37 +160,71 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _two_nodes(homes, data):
+def _children(pid: int) -> list[int]:
+    """The live child processes of ``pid`` (torchrun's workers), from /proc."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):  # each thread's children
+        try:
+            found += [int(c) for c in task.read_text().split()]
+        except OSError:
+            pass  # the thread or process ended meanwhile
+    return found
+
+
+def _two_nodes(homes, data, tmp):
     """Two torchrun invocations, one per "node" (node i with AIGC_HOME homes[i]), meeting at
-    127.0.0.1 (static rendezvous): [(exit code, stdout, stderr)] of each."""
+    127.0.0.1 (static rendezvous): [(exit code, stdout, stderr)] of each.
+
+    Output goes to files (a pipe nobody reads could block a node) and both are waited for
+    together. torchrun's agents wait for each other at exit (its "exit barrier", up to 300 s),
+    and that wait can hang after every worker has ended (pytorch/pytorch#69520, seen once under
+    a loaded CI). When only the agents are left, with all of our processes gone, the agents are
+    stopped and the result is judged by what the workers did: exit code None then."""
     port = _free_port()
+    logs = [(open(tmp / f"node{n}.out", "w+"), open(tmp / f"node{n}.err", "w+")) for n in (0, 1)]
     nodes = [
         subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node),
                           "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(port),
                           "-m", "aigc_cli", "-q", "train", "gan", "--dataset", str(data), *GAN, "--epochs", "1"],
-                         env=_env(homes[node]), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         env=_env(homes[node]), stdout=logs[node][0], stderr=logs[node][1], text=True)
         for node in (0, 1)
     ]
+    deadline, workers_gone_since = time.time() + 240, None
+    while any(n.poll() is None for n in nodes) and time.time() < deadline:
+        time.sleep(0.5)
+        if any(_children(n.pid) for n in nodes if n.poll() is None):
+            workers_gone_since = None
+        elif workers_gone_since is None:
+            workers_gone_since = time.time()
+        elif time.time() - workers_gone_since > 30:
+            break  # every worker ended 30 s ago; only torchrun's agents wait on each other
+    hung = [n for n in nodes if n.poll() is None]
+    for n in hung:
+        n.kill()
+        n.wait()
     results = []
-    for n in nodes:
-        out, err = n.communicate(timeout=180)
-        results.append((n.returncode, out, err))
+    for n, (out, err) in zip(nodes, logs):
+        out.seek(0), err.seek(0)
+        results.append((None if n in hung else n.returncode, out.read(), err.read()))
+        out.close(), err.close()
+    assert workers_gone_since is not None or not hung, f"a node's workers still ran after 240 s: {results}"
     return results
 
 
 def test_two_nodes(tmp_path, make_bars):
     """The run store shared by both nodes, as on a cluster's shared filesystem."""
     home = tmp_path / "home"
-    results = _two_nodes([home, home], make_bars(tmp_path / "bars.npz"))
+    results = _two_nodes([home, home], make_bars(tmp_path / "bars.npz"), tmp_path)
     for code, out, err in results:
-        assert code == 0, err
+        assert code in (0, None), err  # None: torchrun's agents hung at their exit barrier (see _two_nodes)
+        assert "aigc:" not in err, err
     assert [out for _, out, _ in results] == ["run1\n", ""]
     meta = _meta(home)
     assert meta["status"] == "completed" and meta["world_size"] == 2 and meta["step"] == 16
 
 
 def test_a_node_that_cannot_see_the_run_store_says_so(tmp_path, make_bars):
-    (code0, _, err0), (code1, _, err1) = _two_nodes([tmp_path / "a", tmp_path / "b"], make_bars(tmp_path / "bars.npz"))
+    (code0, _, err0), (code1, _, err1) = _two_nodes([tmp_path / "a", tmp_path / "b"], make_bars(tmp_path / "bars.npz"), tmp_path)
     assert code0 != 0 and code1 != 0
     # One line from aigc on each node (torchrun adds its own report of the failed worker).
     ours1 = [line for line in err1.splitlines() if line.startswith("aigc:")]
