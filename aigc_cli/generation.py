@@ -22,7 +22,7 @@ from aigc_cli.core import distributed
 from aigc_cli.core.errors import ConfigError, RunError, opt
 from aigc_cli.core.faults import fault_point
 from aigc_cli.core.images import to_uint8
-from aigc_cli.models.registry import Family, Sampler, check_generation_options, get_family
+from aigc_cli.models.registry import Family, Sampler, check_generation_options, get_family, require_command
 from aigc_cli.runs.checkpoint import load_weights
 from aigc_cli.runs.store import Run, resolve_run
 
@@ -173,16 +173,71 @@ def load_latents(path: str, latent_dim: int) -> torch.Tensor:
     return torch.from_numpy(array.astype(np.float32))
 
 
-def load_generator(run_ref: str | Run, device: torch.device | str = "cpu") -> Generator:
+@dataclass
+class TextGenerator:
+    """A trained text run, loaded: its tokenizer and model (models/text/sampling.py does the work).
+
+    ```python
+    gen = load_generator("last", command="sample")    # a TextGenerator for a text run
+    text = gen.complete("ROMEO:", length=200, seed=1)[0]
+    ```
+    """
+
+    run: Run
+    config: dict[str, Any]
+    family: Family
+    sampler: Any  # the family's TextSampler
+    device: torch.device
+
+    @property
+    def tokenizer(self):
+        return self.sampler.tokenizer
+
+    @property
+    def context(self) -> int:
+        return self.sampler.context
+
+    def encode(self, text: str, what: str = "the prompt") -> torch.Tensor:
+        return self.tokenizer.encode(text, what)
+
+    def prompt_ids(self, prompt: str | None) -> tuple[str, torch.Tensor]:
+        """(the text continued, its ids): an empty or absent prompt stands for a newline."""
+        from aigc_cli.models.text.family import start_tokens
+
+        text = prompt if prompt else start_tokens(self.tokenizer)
+        return text, self.encode(text)
+
+    def generate(self, prompt: str | None, n: int = 1, length: int = 500, seed: int = 0,
+                 temperature: float = 0.8, top_k: int | None = None, top_p: float | None = None,
+                 on_tokens: Callable[[torch.Tensor], None] | None = None, cache: bool = True) -> torch.Tensor:
+        """(n, length) token ids after ``prompt``; the same seed and n give the same ids."""
+        if top_p is not None and not 0 < top_p <= 1:
+            raise ConfigError(f"{opt('top_p')} must be in (0, 1], got {top_p}")
+        _, ids = self.prompt_ids(prompt)
+        g = torch.Generator().manual_seed(seed)
+        return self.sampler.generate(ids, n, length, g, temperature=temperature, top_k=top_k, top_p=top_p,
+                                     on_tokens=on_tokens, cache=cache)
+
+    def complete(self, prompt: str | None, n: int = 1, **options: Any) -> list[str]:
+        """The n continuations of ``prompt`` as text (without the prompt)."""
+        return [self.tokenizer.decode(row.tolist()) for row in self.generate(prompt, n, **options)]
+
+
+GENERATORS = {"images": Generator, "text": TextGenerator}  # by what the family produces
+
+
+def load_generator(run_ref: str | Run, device: torch.device | str = "cpu", command: str = "sample"):
+    """A trained run, ready for ``command`` (a name from models/registry.py's COMMANDS): a
+    Generator for image runs, a TextGenerator for text runs; a one-line error when ``command``
+    does not apply to the run."""
     run = run_ref if isinstance(run_ref, Run) else resolve_run(run_ref)
     config = run.read_config()
+    family = get_family(config["family"])
+    require_command(family.spec, command, run.id)
     if not run.weights_path.exists():
         raise RunError(f"{run.id} has no weights yet (model.safetensors); train it for at least one epoch")
-    family = get_family(config["family"])
-    if family.spec.produces != "images":
-        raise ConfigError(f"{run.id} is a {family.name} run, which produces {family.spec.produces}; this works on image runs")
     modules = family.impl.build(config)
     load_weights(run.weights_path, modules)
     fault_point("generator:loaded")  # the signal tests stop sample, interpolate, export, eval here
     device = torch.device(device)
-    return Generator(run, config, family, family.impl.sampler(modules, config, device), device)
+    return GENERATORS[family.spec.produces](run, config, family, family.impl.sampler(modules, config, device), device)

@@ -44,8 +44,8 @@ def test_errors_are_one_line(cli, args, message):
 
 
 def test_subprocess_not_a_dataset(tmp_path):
-    (tmp_path / "notes.txt").write_text("hello")
-    p = subprocess.run([sys.executable, "-m", "aigc_cli", "datasets", "info", str(tmp_path / "notes.txt")],
+    (tmp_path / "notes.dat").write_text("hello")  # (a .txt file is a text corpus: tests/test_text.py)
+    p = subprocess.run([sys.executable, "-m", "aigc_cli", "datasets", "info", str(tmp_path / "notes.dat")],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 1 and p.stdout == ""
     assert p.stderr.startswith("aigc: error: not a dataset") and "Traceback" not in p.stderr

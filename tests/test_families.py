@@ -72,7 +72,7 @@ def test_a_new_family_is_one_folder(tmp_path, make_bars, tiny_gan):
     assert by[4]["code"] == 0 and (out / "i.png").is_file(), by[4]["err"]
     assert by[5]["code"] == 0 and (out / "toy.onnx").is_file(), by[5]["err"]
     # Capabilities the toy family does not declare are refused by reading its flags, in one line.
-    for i, words in ((6, ["no encoder", "vae"]), (7, ["--traverse", "gan, vae"]), (8, ["--format", "images"])):
+    for i, words in ((6, ["'aigc reconstruct' does not apply to run1", "for toy runs use: aigc sample, aigc interpolate"]), (7, ["--traverse", "gan, vae"]), (8, ["--format", "images"])):
         assert by[i]["code"] == 1 and by[i]["err"].startswith("aigc: error:"), by[i]
         assert len(by[i]["err"].strip().splitlines()) == 1 and all(w in by[i]["err"] for w in words), by[i]["err"]
     # The toy family's decode option reached `sample`, but a gan run does not take it.

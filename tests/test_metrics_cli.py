@@ -232,7 +232,7 @@ def test_run_side_samples_on_the_fly(fake, home, tmp_path, cli, monkeypatch):
     from aigc_cli import generation
     from aigc_cli.runs.store import create_run
 
-    run = create_run("gan", name="tiny")
+    run = create_run("gan", name="tiny", config={"family": "gan", "model": {}, "train": {}, "dataset": {}})
     asked = []
 
     class Gen:
@@ -244,7 +244,7 @@ def test_run_side_samples_on_the_fly(fake, home, tmp_path, cli, monkeypatch):
             g = torch.Generator().manual_seed(seed)
             return torch.randint(0, 256, (n, 1, 8, 8), dtype=torch.uint8, generator=g)
 
-    monkeypatch.setattr(generation, "load_generator", lambda ref, device="cpu": asked.append(ref) or Gen())
+    monkeypatch.setattr(generation, "load_generator", lambda ref, device="cpu", command=None: asked.append(ref) or Gen())
     b = _npz(tmp_path / "b.npz", 9, 1)
     code, out, err = cli("eval", "fid", "tiny", b, "-n", "8", "--seed", "3", "--inception-weights", fake.weights, "--json")
     assert code == 0, err

@@ -11,7 +11,8 @@ from aigc_cli.cli import common
 
 app = typer.Typer(help="List and inspect datasets.", no_args_is_help=True)
 
-SPEC_HELP = "A dataset name (see `aigc datasets list`), an image folder, an IDX file, or a .npy/.npz file."
+SPEC_HELP = ("A dataset or text corpus name (see `aigc datasets list`), an image folder, an IDX file, a .npy/.npz "
+             "file, or a .txt file.")
 
 
 @contextlib.contextmanager
@@ -55,19 +56,33 @@ def load(spec: str, split: str = "train"):
 
 @app.command("list")
 def list_datasets(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
-    """List the named datasets and whether they are downloaded."""
-    from aigc_cli.data import DATASETS
+    """List the named datasets (images) and text corpora, and whether they are downloaded."""
+    from aigc_cli.data import CORPORA, DATASETS
     from aigc_cli.data.named import download_status
+    from aigc_cli.data.text import corpus_status
 
     rows = []
     for name in DATASETS.names():
         entry = DATASETS.get(name)
         status = (download_status(name) or "unknown") if entry.needs_download else "built-in"
-        rows.append({"name": name, "description": entry.description, "status": status})
+        rows.append({"name": name, "kind": "images", "description": entry.description, "status": status})
+    for name in CORPORA.names():
+        entry = CORPORA.get(name)
+        status = (corpus_status(name) or "unknown") if entry.needs_download else "built-in"
+        rows.append({"name": name, "kind": "text", "description": entry.description, "status": status})
     if json_out:
         common.print_json(rows)
     else:
-        common.table(None, ["name", "status", "description"], [[r["name"], r["status"], r["description"]] for r in rows])
+        common.table(None, ["name", "kind", "status", "description"],
+                     [[r["name"], r["kind"], r["status"], r["description"]] for r in rows])
+
+
+def _is_text(spec: str) -> bool:
+    from pathlib import Path
+
+    from aigc_cli.data import CORPORA
+
+    return spec in CORPORA or Path(spec).suffix.lower() in (".txt",)
 
 
 @app.command("info")
@@ -76,7 +91,10 @@ def info(
     split: str = typer.Option("train", "--split", help="train or test (named datasets only; ignored for paths)."),
     json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
-    """Load a dataset and show its size, shape, classes and fingerprint."""
+    """Load a dataset and show its size, shape, classes and fingerprint (a text corpus: its
+    characters, held-out part and alphabet)."""
+    if _is_text(spec):
+        return _corpus_info(spec, split, json_out)
     ds = load(spec, split)
     data = ds.info()
     data["skipped"] = ds.skipped
@@ -95,3 +113,18 @@ def info(
         ["fingerprint", ds.fingerprint],
     ]
     common.table(None, ["", ""], [r for r in rows if r[1] != ""])
+
+
+def _corpus_info(spec: str, split: str, json_out: bool) -> None:
+    from aigc_cli.data import load_corpus
+
+    with progress_bar() as progress:
+        corpus = load_corpus(spec, split, progress=progress)
+    data = {k: v for k, v in corpus.info().items() if k not in ("shape", "classes", "class_names")}
+    if json_out:
+        common.print_json(data)
+        return
+    rows = [["name", corpus.name], ["characters", f"{len(corpus.text):,}"], ["held out", f"{len(corpus.held_out):,}"],
+            ["alphabet", f"{len(corpus.alphabet)} characters: {corpus.alphabet!r}"[:120]], ["files", corpus.files],
+            ["fingerprint", corpus.fingerprint]]
+    common.table(None, ["", ""], rows)

@@ -1,7 +1,8 @@
-"""``aigc eval``: metrics (FID and friends) on the FID Inception-v3.
+"""``aigc eval``: metrics (FID and friends) on the FID Inception-v3, and ``ppl`` for text runs.
 
 Each side is a run (sampled on the fly), an image folder, a dataset (as ``train`` takes it) or a
-statistics file; see ``aigc_cli.metrics.sides`` for how one is told from the other.
+statistics file; see ``aigc_cli.metrics.sides`` for how one is told from the other. ``ppl``
+scores a text file with a text run (``aigc_cli.metrics.text``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ with_generation = add_options(generation_options("decode"), into="gen_options")
 KID, IS, PR = get_metric("kid"), get_metric("is"), get_metric("pr")
 
 app = typer.Typer(
-    help="Evaluate models: FID, KID, IS, precision/recall (pytorch-fid / torch-fidelity compatible).",
+    help="Evaluate models: FID, KID, IS, precision/recall (pytorch-fid / torch-fidelity compatible) of image "
+    "runs; bits per character and perplexity (ppl) of text runs.",
     no_args_is_help=True,
 )
 
@@ -277,3 +279,27 @@ def pr(
     result = run_metric("pr", sides, ctx, k=k)
     _emit(result, json_out, "Precision/recall", ["a", "b"],
           [("precision", result["precision"]), ("recall", result["recall"])])  # fmt: skip
+
+
+@app.command("ppl")
+def ppl(
+    run: str = typer.Argument(..., metavar="RUN", help="A text run: id, name or 'last'."),
+    file: str = typer.Argument(..., metavar="FILE", help="A UTF-8 text file, or - for standard input."),
+    json_out: bool = _json_opt(),
+) -> None:
+    """Bits per character, bits per token and perplexity of a text run on FILE (scored as in training)."""
+    from aigc_cli.metrics.text import perplexity
+
+    result = perplexity(run, file, common.device())
+    if json_out:
+        common.print_json(result)
+        return
+    if not common.settings.quiet:
+        rows = [["run", result["run"]], ["file", result["file"]],
+                ["model", f"{result['arch']}, {result['tokenizer']} tokens, context {result['context']}"],
+                ["tokens", result["tokens"]], ["characters", result["characters"]],
+                ["nats/token", _fmt(result["nats_per_token"])], ["seconds", _fmt(result["seconds"])]]
+        common.table("Perplexity", ["", "value"], rows)
+    values = [("bits_per_char", result["bits_per_char"]), ("bits_per_token", result["bits_per_token"]),
+              ("perplexity", result["perplexity"])]
+    common.print_result("  ".join(f"{label} {_fmt(value)}" for label, value in values))

@@ -22,18 +22,21 @@ def onnx(
     opset: Optional[int] = typer.Option(
         None, "--opset", help=f"ONNX opset, {MIN_OPSET} to {MAX_OPSET} (default {DEFAULT_OPSET})."
     ),
-    fmt: str = typer.Option(
-        "images",
+    fmt: Optional[str] = typer.Option(
+        None,
         "--format",
         help="images: float32 [N,C,H,W] in [0,1]; fidelity: uint8 RGB [N,3,H,W] for torch-fidelity's "
-        "--input1; denoiser (diffusion runs): the U-Net alone, (x, t[, label]) -> prediction.",
+        "--input1; denoiser (diffusion runs): the U-Net alone, (x, t[, label]) -> prediction; logits "
+        "(text runs): tokens int64 [N,L] -> next-token logits [N,L,V]. Default: the first its family "
+        "exports (images; logits for text runs).",
+        show_default=False,
     ),
     json_out: bool = typer.Option(False, "--json", help="Print the export and verification report as JSON."),
     gen_options: Optional[dict] = None,
 ) -> None:
-    """Export a run's generator (GAN: EMA generator; VAE: decoder; diffusion: the sampler unrolled, or the U-Net) to ONNX and check it in ONNX Runtime.
+    """Export a run's generator (GAN: EMA generator; VAE: decoder; diffusion: the sampler unrolled, or the U-Net; text: the language model's logits) to ONNX and check it in ONNX Runtime.
 
-    The model is run in ONNX Runtime on CPU for batches of 1, 7 and 64 and compared with PyTorch; if they disagree the command fails and no file is written.
+    The model is run in ONNX Runtime on CPU for batches of 1, 7 and 64 (text: of different lengths too) and compared with PyTorch; if they disagree the command fails and no file is written.
     """
     from aigc_cli.export.onnx import VerificationError, export_onnx, fidelity_command
 
@@ -49,7 +52,7 @@ def onnx(
         common.print_json({**report, "ok": True})
         return
     v = report["verification"]
-    batches = ", ".join(str(b["batch"]) for b in v["batches"])
+    batches = ", ".join(_case(b) for b in v["batches"])
     _say(
         f"wrote {report['output']} ({report['format']}, opset {report['opset']}, "
         f"{report['bytes'] / 1024:.0f} KiB) from {report['run']}"
@@ -61,6 +64,12 @@ def onnx(
     if report["format"] == "fidelity":
         _say(f"torch-fidelity: {fidelity_command(report)}")
     common.print_result(f"max_abs_diff {v['max_abs_diff']:.6g}")
+
+
+def _case(check: dict) -> str:
+    """'7', or '7 (L=1)' for a check that also sized a named axis (a text model's length)."""
+    sizes = check.get("sizes") or {}
+    return str(check["batch"]) + (f" ({', '.join(f'{a}={n}' for a, n in sizes.items())})" if sizes else "")
 
 
 def _say(message: str) -> None:

@@ -65,7 +65,7 @@ def interpolate(
         if given and (from_seed is not None or to_seed is not None):
             raise ConfigError(f"{given[0]} gives the endpoints; drop --from-seed and --to-seed")
 
-    gen = load_generator(run, common.device())
+    gen = load_generator(run, common.device(), command="interpolate")
     options = gen.options(gen_options)
     family = gen.family.spec
     if between is not None and not gen.can_encode:

@@ -1,4 +1,4 @@
-"""Where image results go: a file, a folder of files, or stdout (``-o -``)."""
+"""Where results go: a file, a folder of files, or stdout (``-o -``)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ def is_dir_target(target: str) -> bool:
     return target.endswith(("/", "\\")) or Path(target).is_dir()
 
 
-def write_bytes(target: str, data: bytes) -> str:
+def write_bytes(target: str, data: bytes, binary: bool = True) -> str:
     """Write ``data`` atomically to ``target`` (or stdout for '-'); return where it went. Under
-    torchrun rank 0 alone writes."""
+    torchrun rank 0 alone writes. ``binary``: image bytes, which a terminal is spared."""
     from aigc_cli.core import distributed
     from aigc_cli.core.io import atomic_write_bytes
 
@@ -26,7 +26,7 @@ def write_bytes(target: str, data: bytes) -> str:
         return target
 
     if is_stdout(target):
-        if sys.stdout.isatty():
+        if binary and sys.stdout.isatty():
             raise AigcError("refusing to write image bytes to a terminal; redirect stdout or give -o FILE")
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()

@@ -11,9 +11,11 @@ from aigc_cli.core.options import format_duration
 
 
 def _fmt(metrics: dict[str, float]) -> str:
-    parts = [f"{k} {v:.3f}" for k, v in metrics.items() if k != "images_per_s"]
+    parts = [f"{k} {v:.3f}" for k, v in metrics.items() if not k.endswith("_per_s")]
     if "images_per_s" in metrics:
         parts.append(f"{metrics['images_per_s']:.0f} img/s")
+    if "tokens_per_s" in metrics:
+        parts.append(f"{metrics['tokens_per_s']:.0f} tok/s")
     return "  ".join(parts)
 
 

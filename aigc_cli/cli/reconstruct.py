@@ -34,7 +34,7 @@ def reconstruct(
         raise ConfigError(f"--nrow must be at least 1, got {nrow}")
     if not is_stdout(output) and (is_dir_target(output) or Path(output).suffix.lower() != ".png"):
         raise ConfigError(f"-o {output}: reconstruct writes one PNG; use a .png name or -")
-    gen = load_generator(run, common.device())
+    gen = load_generator(run, common.device(), command="reconstruct")
     options = gen.options(gen_options)
     if not gen.can_encode:
         takers = ", ".join(families_where(lambda s: s.encoder is not None))

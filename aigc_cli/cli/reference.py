@@ -49,7 +49,7 @@ def markdown() -> str:
         "",
     ]
     for spec in family_specs():
-        out += [f"## `aigc train {spec.name}`", "", spec.summary, "", *_rows(train_options(spec.options)), ""]
+        out += [f"## `aigc train {spec.name}`", "", spec.summary, "", *_rows(train_options(spec)), ""]
     out += ["## Generation options", "",
             "Options of a family's sampler: `draw` options change how a seed becomes a latent (`aigc sample`),",
             "`decode` options how latents become images (sample, interpolate, reconstruct, eval, export).", ""]
@@ -66,7 +66,8 @@ def markdown() -> str:
             out += [f"### `aigc eval {name}`", "", *_rows(metric.options), ""]
     out += ["## `aigc export onnx`", "",
             f"`--opset` {MIN_OPSET} to {MAX_OPSET}, default {DEFAULT_OPSET}; `--format` one of "
-            f"{', '.join(FORMATS)} (default {FORMATS[0]}), as far as the run's family exports it.", "",
+            f"{', '.join(FORMATS)}, as far as the run's family exports it (default: the family's first: images for "
+            "image families, logits for text).", "",
             "## Training loop", "", f"A row of `metrics.jsonl` every {LOG_EVERY} steps (`--log-every`) and at the end of every epoch. "
             "`--batch-size` is the global batch: with several processes (`--nproc`, torchrun) each takes an "
             "equal slice of it (docs/distributed.md).", ""]

@@ -1,4 +1,6 @@
-"""``aigc sample``: images from a trained run, as a grid, a folder of PNGs, or PNG on stdout."""
+"""``aigc sample``: images from a trained run (a grid, a folder of PNGs, or PNG on stdout), or
+text from a text run (streamed to stdout as it is generated, or written to a file). What a run's
+family produces picks the renderer (models/registry.py's ``produces``)."""
 
 from __future__ import annotations
 
@@ -15,8 +17,9 @@ from aigc_cli.models.registry import generation_options
 @add_options(generation_options("draw") + generation_options("decode"), into="gen_options")
 def sample(
     run: str = typer.Argument(..., help="Run id, name or 'last'."),
-    n: int = typer.Option(64, "-n", "--num", help="How many images."),
-    output: str = typer.Option(..., "-o", "--output", help="grid.png, a folder (DIR/ or existing) for one PNG each, or - for stdout."),
+    n: Optional[int] = typer.Option(None, "-n", "--num", help="How many images (default 64) or text continuations (default 1)."),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="Images: grid.png, a folder (DIR/ or existing) for "
+                                         "one PNG each, or - for stdout. Text: a file, or - (the default) for stdout."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for the latents (random if omitted; printed with --json)."),
     latents: Optional[Path] = typer.Option(None, "--latents", help="A .npy file of latent vectors, one row per image."),
     label: Optional[int] = typer.Option(None, "--label", help="Class for conditional runs (default: all classes in turn)."),
@@ -26,7 +29,19 @@ def sample(
     json_out: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
     gen_options: Optional[dict] = None,
 ) -> None:
-    """Sample images from a trained run."""
+    """Sample images or text from a trained run."""
+    from aigc_cli.core.errors import ConfigError
+    from aigc_cli.generation import load_generator
+
+    if n is not None and n < 1:
+        raise ConfigError(f"-n must be at least 1, got {n}")
+    gen = load_generator(run, common.device(), command="sample")
+    args = dict(n=n, output=output, seed=seed, latents=latents, label=label, nrow=nrow, save_latents=save_latents,
+                json_out=json_out, gen_options=gen_options)
+    RENDERERS[gen.family.spec.produces](gen, **args)
+
+
+def sample_images(gen, n, output, seed, latents, label, nrow, save_latents, json_out, gen_options) -> None:
     import io
     import time
 
@@ -36,16 +51,16 @@ def sample(
     from aigc_cli.cli.progress import passes_bar
     from aigc_cli.core.errors import ConfigError
     from aigc_cli.core.images import make_grid, png_bytes, to_uint8
-    from aigc_cli.generation import load_generator, load_latents
+    from aigc_cli.generation import load_latents
 
-    if n < 1:
-        raise ConfigError(f"-n must be at least 1, got {n}")
+    n = 64 if n is None else n
+    if output is None:
+        raise ConfigError("sample writes images for this run: give -o grid.png, -o DIR/ or -o -")
     if save_latents is not None and save_latents.suffix.lower() != ".npy":
         raise ConfigError(f"--save-latents {save_latents}: use a .npy name")
     drawn = [o.flag for o in generation_options("draw") if gen_options.get(o.name) is not None]
     if latents is not None and (seed is not None or drawn):
         raise ConfigError(f"--latents gives the latent vectors; drop {' and '.join(['--seed', *drawn])}")
-    gen = load_generator(run, common.device())
     options = gen.options(gen_options)
     if latents is not None:
         z = load_latents(str(latents), gen.latent_dim)
@@ -86,3 +101,60 @@ def sample(
         common.print_json(summary)
     elif not is_stdout(output):
         common.info(f"wrote {n} images from {gen.run.id} (seed {seed}) to {written[0] if len(written) == 1 else output}")
+
+
+TEXT_DEFAULTS = {"length": 500, "temperature": 0.8}
+SEPARATOR = "\n---\n"  # between continuations on stdout (-n 2 and more); --json keeps them apart instead
+
+
+def sample_text(gen, n, output, seed, latents, label, nrow, save_latents, json_out, gen_options) -> None:
+    """Continuations of --prompt: one is streamed to stdout token by token (``| head`` works);
+    several are drawn together and printed one after another, SEPARATOR between them."""
+    import sys
+    import time
+
+    from aigc_cli.cli.output import is_stdout, write_bytes
+    from aigc_cli.core import distributed
+    from aigc_cli.core.errors import ConfigError
+    from aigc_cli.models.registry import check_generation_options
+
+    for given, flag in ((latents, "--latents"), (label, "--label"), (nrow, "--nrow"), (save_latents, "--save-latents")):
+        if given is not None:
+            raise ConfigError(f"{flag} does not apply to {gen.run.id}, a text run")
+    options = {**TEXT_DEFAULTS, **check_generation_options(gen.family.spec, gen_options, gen.run.id)}
+    n = 1 if n is None else n
+    output = "-" if output is None else output
+    prompt = options.pop("prompt", None)
+    if prompt == "-":
+        prompt = sys.stdin.read()
+    seed = common.random_seed() if seed is None else seed
+    text, _ = gen.prompt_ids(prompt)
+    stream = is_stdout(output) and n == 1 and not json_out and distributed.is_main()
+    on_tokens = None
+    if stream:
+        decode = gen.tokenizer.stream()
+        sys.stdout.write(text)
+
+        def on_tokens(ids):
+            sys.stdout.write(decode(ids.tolist()))
+            sys.stdout.flush()
+
+    start = time.perf_counter()
+    ids = gen.generate(prompt, n, seed=seed, on_tokens=on_tokens, **options)  # (n, length)
+    seconds = time.perf_counter() - start
+    continuations = [gen.tokenizer.decode(row.tolist()) for row in ids]
+    if stream:
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+    elif not json_out or not is_stdout(output):
+        body = SEPARATOR.join(text + c for c in continuations) + "\n"
+        written = write_bytes(output, body.encode("utf-8"), binary=False)
+        if not is_stdout(output):
+            common.info(f"wrote {n} continuation(s) from {gen.run.id} (seed {seed}) to {written}")
+    if json_out:
+        common.print_json({"run": gen.run.id, "seed": seed, "n": n, "prompt": text, **options,
+                           "continuations": continuations, "output": None if is_stdout(output) else output,
+                           "seconds": round(seconds, 4), "tokens_per_s": round(ids.numel() / max(seconds, 1e-9), 1)})
+
+
+RENDERERS = {"images": sample_images, "text": sample_text}  # by what the run's family produces

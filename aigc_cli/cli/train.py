@@ -37,7 +37,7 @@ _JSON = inspect.Parameter(
 
 def command_options(spec: FamilySpec) -> list[Option]:
     """The options of ``aigc train <family>``: those of its training that have a flag."""
-    return [o for o in train_options(spec.options) if o.cli]
+    return [o for o in train_options(spec) if o.cli]
 
 
 def _flag(option: Option, value: Any) -> str:

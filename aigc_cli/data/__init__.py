@@ -1,6 +1,17 @@
-"""Datasets: named (downloaded once, checksummed, cached), built-in, and paths on disk."""
+"""Datasets: named (downloaded once, checksummed, cached), built-in, and paths on disk; images
+(``load_dataset``) and text corpora (``load_corpus``), picked by what a family trains on."""
 
 from aigc_cli.data.base import DATASETS, ImageDataset, list_datasets, register_dataset
 from aigc_cli.data.load import load_dataset
+from aigc_cli.data.text import CORPORA, TextCorpus, list_corpora, load_corpus
 
-__all__ = ["DATASETS", "ImageDataset", "list_datasets", "load_dataset", "register_dataset"]
+LOADERS = {"images": load_dataset, "text": load_corpus}  # by models/registry.py's PRODUCTS
+
+
+def load_data(produces: str, spec: str, split: str = "train", progress=None):
+    """The training data of a family that produces ``produces``: an ImageDataset or a TextCorpus."""
+    return LOADERS[produces](spec, split, progress=progress)
+
+
+__all__ = ["CORPORA", "DATASETS", "ImageDataset", "LOADERS", "TextCorpus", "list_corpora", "list_datasets",
+           "load_corpus", "load_data", "load_dataset", "register_dataset"]

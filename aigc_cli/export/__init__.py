@@ -9,9 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 # What the exported graph is: the decoder returning float images or torch-fidelity's uint8 RGB
-# (every family), or a family's own network (diffusion: "denoiser", the U-Net alone). A family
-# lists those it supports in its spec's export_formats.
-FORMATS = ("images", "fidelity", "denoiser")
+# (every image family), or a family's own network (diffusion: "denoiser", the U-Net alone; text:
+# "logits", next-token logits). A family lists those it supports in its spec's export_formats;
+# the first is its default.
+FORMATS = ("images", "fidelity", "denoiser", "logits")
 DECODER_FORMATS = ("images", "fidelity")
 DEFAULT_OPSET = 18  # the exporter's native opset; ONNX Runtime >= 1.14 runs it
 MIN_OPSET = 16  # 16 and 17 come from converting the opset-18 graph down

@@ -9,13 +9,17 @@ EMA weights, the VAE decoder, under the family's decode options) behind a small 
   quantised exactly like ``aigc sample`` (``core.images.to_uint8``): what torch-fidelity's
   ``--input1 model.onnx`` expects from a generator.
 * a family's own formats (diffusion's ``denoiser``: the U-Net alone, ``x``, ``t``[, ``label``] ->
-  ``prediction``), described by the family's ``Sampler.export_graph`` (models/registry.py).
+  ``prediction``; text's ``logits``: ``tokens`` int64 ``[N, L]`` -> ``logits`` ``[N, L, V]``),
+  described by the family's ``Sampler.export_graph`` (models/registry.py).
 
 Every format is an :class:`ExportGraph`: the module, its inputs (each makes its own check values),
-its output and tolerance, so tracing, the ORT check and the report are one path for all.
+its output and tolerance, and its dynamic axes besides the batch (a text model's length), so
+tracing, the ORT check and the report are one path for all. ``--format`` defaults to the first
+format the run's family declares (``images``; ``logits`` for text runs).
 
 Exporter: ``torch.onnx.export(..., dynamo=True)`` (the torch.export-based exporter, the maintained
-one; it needs ``onnxscript``), traced with a batch of 2 so the batch axis stays symbolic.
+one; it needs ``onnxscript``), traced with a batch of 2 so the batch axis stays symbolic (and a
+named axis at a size of its own, checked in ONNX Runtime at other sizes too).
 The file is written through ``core.io.atomic_path`` and checked before it is moved into place:
 a model that ORT cannot load, or whose outputs disagree with PyTorch, never reaches the target path.
 """
@@ -39,12 +43,15 @@ from torch import nn
 from aigc_cli import __version__
 from aigc_cli.core.errors import AigcError, ConfigError, OptionError, first_line, opt
 from aigc_cli.export import DECODER_FORMATS, DEFAULT_OPSET, FORMATS, MAX_OPSET, MIN_OPSET
-from aigc_cli.models.registry import ExportGraph, GraphInput
+from aigc_cli.models.registry import ExportGraph, GraphInput, check_generation_options, family_specs
+
 VERIFY_BATCHES = (1, 7, 64)
 VERIFY_SEED = 0
 RTOL, ATOL = 1e-3, 1e-5  # images format: float outputs
 FIDELITY_ATOL = 1  # fidelity format: uint8 outputs may differ by one grey level at a rounding edge
 EXAMPLE_BATCH = 2  # >= 2: torch.export specialises a batch of 1 into a constant
+EXAMPLE_SIZE = 5  # a named dynamic axis (a text length) is traced at this size, within its bounds
+VERIFY_LONG = 100  # the longest size an unbounded named axis (an RNN's length) is checked at
 
 
 class ExportError(AigcError):
@@ -129,6 +136,14 @@ def decoder_graph(gen, fmt: str = "images", options: dict[str, Any] | None = Non
     )
 
 
+def known_formats() -> tuple[str, ...]:
+    """Every ``--format`` value: the common ones, then those only some families declare."""
+    out = list(FORMATS)
+    for spec in family_specs():
+        out += [f for f in spec.export_formats if f not in out]
+    return tuple(out)
+
+
 def export_graph(gen, fmt: str, options: dict[str, Any]) -> ExportGraph:
     """The graph of ``fmt`` for ``gen``'s run; ``options``: the decode options given (checked)."""
     if fmt in DECODER_FORMATS:
@@ -143,10 +158,41 @@ def input_names(graph: ExportGraph) -> list[str]:
     return [i.name for i in graph.inputs]
 
 
-def verification_inputs(graph: ExportGraph, n: int, seed: int = VERIFY_SEED) -> dict[str, np.ndarray]:
-    """Fixed inputs for a batch of ``n``, made by each input in turn from one seeded generator."""
+def axis_sizes(low: int, high: int | None) -> tuple[int, tuple[int, ...]]:
+    """(the size a named dynamic axis is traced at, the sizes it is checked at: one per batch of
+    VERIFY_BATCHES, the largest, the smallest and one between)."""
+    top = high if high is not None else max(VERIFY_LONG, low)
+    example = min(max(low, EXAMPLE_SIZE), top)
+    return example, (top, low, (low + top) // 2)
+
+
+def make_input(i: GraphInput, n: int, g: torch.Generator, sizes: dict[str, int]) -> torch.Tensor:
+    """``i``'s values for a batch of ``n``, its named axes (if any) at ``sizes``."""
+    return i.make(n, g, **{a: sizes[a] for a in i.shape if isinstance(a, str)})
+
+
+def concrete_shape(shape: tuple[int | str, ...], sizes: dict[str, int]) -> tuple[int, ...]:
+    return tuple(sizes[a] if isinstance(a, str) else a for a in shape)
+
+
+def verification_inputs(graph: ExportGraph, n: int, seed: int = VERIFY_SEED,
+                        sizes: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+    """Fixed inputs for a batch of ``n`` (named axes at ``sizes``), made by each input in turn
+    from one seeded generator."""
     g = torch.Generator().manual_seed(seed + n)
-    return {i.name: i.make(n, g).numpy() for i in graph.inputs}
+    return {i.name: make_input(i, n, g, sizes or {}).numpy() for i in graph.inputs}
+
+
+def verification_cases(graph: ExportGraph) -> list[tuple[int, dict[str, int]]]:
+    """(batch, sizes of the named axes) of every check: each batch of VERIFY_BATCHES with a size
+    of each named axis in turn, so that batch and length both vary."""
+    checks = {a: axis_sizes(*bounds)[1] for a, bounds in graph.dynamic.items()}
+    return [(n, {a: c[k % len(c)] for a, c in checks.items()}) for k, n in enumerate(VERIFY_BATCHES)]
+
+
+def _case(n: int, sizes: dict[str, int]) -> str:
+    """'a batch of 7', or 'a batch of 7 (L=1)' where the graph has named axes."""
+    return f"a batch of {n}" + (f" ({', '.join(f'{a}={v}' for a, v in sizes.items())})" if sizes else "")
 
 
 @torch.inference_mode()
@@ -207,15 +253,21 @@ def _quiet_exporter() -> Iterator[None]:
 
 
 def trace_to_onnx(graph: ExportGraph, opset: int):
-    """The ModelProto of ``graph.module`` for ``opset``, batch axis dynamic (pinned: dynamo exporter)."""
+    """The ModelProto of ``graph.module`` for ``opset``, batch axis (and the graph's named axes)
+    dynamic (pinned: dynamo exporter)."""
     import onnx  # noqa: F401  (the exporter needs it; a clear ImportError beats one from deep inside)
 
     module, names = graph.module, input_names(graph)
     device = next(iter(module.parameters()), torch.empty(0)).device
     g = torch.Generator().manual_seed(VERIFY_SEED)
-    example = [i.make(EXAMPLE_BATCH, g).to(device) for i in graph.inputs]
+    sizes = {a: axis_sizes(*bounds)[0] for a, bounds in graph.dynamic.items()}
+    example = [make_input(i, EXAMPLE_BATCH, g, sizes).to(device) for i in graph.inputs]
     batch = torch.export.Dim("N", min=1)
-    dynamic = {name: {0: batch} for name in names}
+    axes = {a: torch.export.Dim(a, min=lo, max=hi) for a, (lo, hi) in graph.dynamic.items()}
+    dynamic = {
+        i.name: {0: batch, **{k + 1: axes[a] for k, a in enumerate(i.shape) if isinstance(a, str)}}
+        for i in graph.inputs
+    }
     try:
         with _quiet_exporter():
             program = torch.onnx.export(
@@ -243,7 +295,45 @@ def trace_to_onnx(graph: ExportGraph, opset: int):
             f"the exporter could not produce opset {opset} for this model (it gave {got}); "
             f"try {opt('opset')} {DEFAULT_OPSET}"
         )
+    _declare_shapes(model, graph)
     return model
+
+
+def _declare_shapes(model, graph: ExportGraph) -> None:
+    """Write the declared shapes on the graph's inputs and output: "N" for the batch, the named
+    axes by name. The exporter can pin a dynamic axis to its traced size in the shapes it
+    annotates (a GRU's or LSTM's output: [N, 5, V]) although the graph computes every size, and
+    ONNX Runtime then reads the pinned size and warns on every other; where the graph has named
+    axes its annotations of intermediate values are dropped too (ONNX Runtime infers them)."""
+
+    def write(value, dims) -> None:
+        shape = value.type.tensor_type.shape
+        del shape.dim[:]
+        for d in ("N", *dims):
+            if isinstance(d, str):
+                shape.dim.add().dim_param = d
+            else:
+                shape.dim.add().dim_value = d
+
+    values = {v.name: v for v in [*model.graph.input, *model.graph.output]}
+    for name, dims in [*((i.name, i.shape) for i in graph.inputs), (graph.output, graph.output_shape)]:
+        if name in values:
+            write(values[name], dims)
+    if graph.dynamic:
+        del model.graph.value_info[:]
+
+
+def dynamic_axes(graph: ExportGraph) -> dict[str, list[int | None]]:
+    """The axes whose size is the caller's, with their bounds: {"N": [1, None], "L": [1, 64]}."""
+    return {"N": [1, None], **{a: list(bounds) for a, bounds in graph.dynamic.items()}}
+
+
+def _image_facts(gen) -> dict[str, Any]:
+    """Latent size, classes and image shape, which every graph of an image run is about; a run
+    that produces something else (text) describes itself in its graph's own metadata."""
+    if gen.family.spec.produces != "images":
+        return {}
+    return {"latent_dim": gen.latent_dim, "num_classes": gen.num_classes, "image_shape": list(gen.image_shape)}
 
 
 def _metadata(gen, graph: ExportGraph, fmt: str, opset: int) -> dict[str, str]:
@@ -255,10 +345,17 @@ def _metadata(gen, graph: ExportGraph, fmt: str, opset: int) -> dict[str, str]:
         "aigc.run_id": gen.run.id,
         "aigc.family": gen.family.name,
         "aigc.arch": str(gen.config["model"].get("arch", "")),
-        "aigc.num_classes": str(gen.num_classes or 0),
-        "aigc.conditional": "true" if gen.num_classes is not None else "false",
-        "aigc.image_shape": json.dumps(list(gen.image_shape)),
-        "aigc.output_shape": json.dumps(list(graph.output_shape)),
+    }
+    facts = _image_facts(gen)
+    if facts:
+        k = facts["num_classes"]
+        meta["aigc.num_classes"] = str(k or 0)
+        meta["aigc.conditional"] = "true" if k is not None else "false"
+        meta["aigc.image_shape"] = json.dumps(facts["image_shape"])
+    meta["aigc.output_shape"] = json.dumps(list(graph.output_shape))
+    if graph.dynamic:
+        meta["aigc.dynamic_axes"] = json.dumps(dynamic_axes(graph))
+    meta |= {
         "aigc.format": fmt,
         "aigc.inputs": ",".join(input_names(graph)),
         "aigc.output": output,
@@ -314,7 +411,8 @@ def _session(path: str | os.PathLike):
 
 
 def verify_onnx(path: str | os.PathLike, graph: ExportGraph) -> dict[str, Any]:
-    """Run ``path`` in ONNX Runtime (CPU) for batches of 1, 7 and 64 and compare with PyTorch.
+    """Run ``path`` in ONNX Runtime (CPU) for batches of 1, 7 and 64 and compare with PyTorch;
+    a graph's named axes take a different size in each (``verification_cases``).
 
     Returns the comparison; ``ok`` is False when any batch differs beyond the graph's tolerance.
     """
@@ -329,23 +427,23 @@ def verify_onnx(path: str | os.PathLike, graph: ExportGraph) -> dict[str, Any]:
     want_dtype = np.dtype(graph.output_dtype)
     device = next(iter(module.parameters()), torch.empty(0)).device
     batches, worst, ok = [], 0.0, True
-    for n in VERIFY_BATCHES:
-        feed = verification_inputs(graph, n)
+    for n, sizes in verification_cases(graph):
+        feed = verification_inputs(graph, n, sizes=sizes)
         try:
             onnx_out = session.run([graph.output], feed)[0]
         except Exception as e:
-            raise ExportError(f"ONNX Runtime failed on a batch of {n}: {first_line(e)}") from None
+            raise ExportError(f"ONNX Runtime failed on {_case(n, sizes)}: {first_line(e)}") from None
         ref = reference_outputs(module, feed, device)
-        want_shape = (n, *graph.output_shape)
+        want_shape = (n, *concrete_shape(graph.output_shape, sizes))
         if onnx_out.shape != want_shape or onnx_out.dtype != want_dtype:
             raise ExportError(
-                f"ONNX Runtime gave {onnx_out.dtype} {list(onnx_out.shape)} for a batch of {n}, "
+                f"ONNX Runtime gave {onnx_out.dtype} {list(onnx_out.shape)} for {_case(n, sizes)}, "
                 f"expected {want_dtype} {list(want_shape)}"
             )
         a, b = onnx_out.astype(np.float64), ref.astype(np.float64)
         diff = float(np.abs(a - b).max()) if a.size else 0.0
         close = bool(np.allclose(a, b, rtol=graph.rtol, atol=graph.atol)) and a.shape == b.shape
-        batches.append({"batch": n, "max_abs_diff": diff, "ok": close})
+        batches.append({"batch": n, **({"sizes": sizes} if sizes else {}), "max_abs_diff": diff, "ok": close})
         worst = max(worst, diff)
         ok = ok and close
     return {
@@ -366,11 +464,12 @@ def export_onnx(
     run_ref,
     output_path: str | os.PathLike,
     opset: int | None = None,
-    fmt: str = "images",
+    fmt: str | None = None,
     device: torch.device | str = "cpu",
     options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Export ``run_ref``'s generator to ``output_path`` and verify it in ONNX Runtime.
+    ``fmt``: None = the first format the run's family declares (``images``; text: ``logits``).
     ``options``: the family's decode options (None = not given).
 
     Raises ``ConfigError``/``ExportError``/``VerificationError`` (all ``AigcError``); on any error
@@ -379,16 +478,22 @@ def export_onnx(
     from aigc_cli.core.io import atomic_path
     from aigc_cli.generation import load_generator
 
-    if fmt not in FORMATS:
-        raise OptionError("format", f"must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt is not None and fmt not in known_formats():
+        raise OptionError("format", f"must be one of {', '.join(known_formats())}, got {fmt!r}")
     opset = check_opset(opset)
     path = check_output(output_path, fmt)
     started = time.perf_counter()
-    gen = load_generator(run_ref, device)
-    if fmt not in gen.family.spec.export_formats:
-        raise OptionError("format", f"{fmt} is not one that {gen.family.name} runs export to "
-                                    f"({', '.join(gen.family.spec.export_formats)})")
-    graph = export_graph(gen, fmt, gen.options(options or {}))
+    gen = load_generator(run_ref, device, command="export onnx")
+    formats = gen.family.spec.export_formats
+    if not formats:
+        raise ConfigError(f"{gen.family.name} runs have no ONNX export")
+    if fmt is None:
+        fmt = formats[0]
+        path = check_output(output_path, fmt)  # what the format asks of the file name
+    if fmt not in formats:
+        raise OptionError("format", f"{fmt} is not one that {gen.family.name} runs export to ({', '.join(formats)})")
+    # check_generation_options: what Generator.options does, for any run (a text run has no decode options)
+    graph = export_graph(gen, fmt, check_generation_options(gen.family.spec, options or {}, gen.run.id))
     model = trace_to_onnx(graph, opset)
     _annotate(model, gen, graph, fmt, opset)
     _check_model(model)
@@ -420,6 +525,7 @@ def _report(gen, graph: ExportGraph, path, fmt, opset, size, verification, start
     output = {"name": graph.output, "dtype": graph.output_dtype, "shape": ["N", *graph.output_shape]}
     if graph.output_range is not None:
         output["range"] = list(graph.output_range)
+    axes = {"dynamic_axes": dynamic_axes(graph)} if graph.dynamic else {}
     return {
         "run": gen.run.id,
         "family": gen.family.name,
@@ -428,11 +534,10 @@ def _report(gen, graph: ExportGraph, path, fmt, opset, size, verification, start
         "bytes": size,
         "opset": opset,
         "exporter": f"torch.onnx dynamo (torch {torch.__version__})",
-        "latent_dim": gen.latent_dim,
-        "num_classes": gen.num_classes,
-        "image_shape": list(gen.image_shape),
+        **_image_facts(gen),
         "inputs": inputs,
         "outputs": [output],
+        **axes,
         "verification": verification,
         "max_abs_diff": verification["max_abs_diff"],
         "seconds": round(time.perf_counter() - started, 3),
@@ -465,6 +570,7 @@ __all__ = [
     "export_module",
     "export_onnx",
     "fidelity_command",
+    "known_formats",
     "quantise",
     "read_metadata",
     "reference_outputs",

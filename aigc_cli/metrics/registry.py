@@ -1,8 +1,13 @@
-"""The metrics ``aigc eval`` knows, in one registry (names feed the CLI and error messages), with
-their options and defaults: the CLI's flags, the compute functions and docs/eval.md read these.
+"""The image metrics ``aigc eval`` knows, in one registry (names feed the CLI and error messages),
+with their options and defaults: the CLI's flags, the compute functions and docs/eval.md read these.
 
 Each entry names its compute function by ``module:function`` so that listing metrics never
 imports torch.
+
+Every entry compares one or two *sides* (runs, folders, datasets, statistics files) through the
+FID Inception's statistics or features (``needs``), called as ``fn(*sides, ctx, **options)``.
+``aigc eval ppl`` is not one of them: it scores a text file with a text run's own model, with no
+sides, no Inception and no options, so it lives apart, in ``aigc_cli.metrics.text``.
 """
 
 from __future__ import annotations

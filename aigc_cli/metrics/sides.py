@@ -108,6 +108,9 @@ def resolve_side(
         ) from None
     if n < 1:
         raise AigcError("-n must be at least 1")
+    from aigc_cli.models.registry import get_family, require_command
+
+    require_command(get_family(run.read_config()["family"]).spec, "eval fid", run.id)  # before any work
     return Side(spec, "run", f"run {run.id}", n=n, run_ref=run.id, seed=seed, options=dict(options or {}))
 
 
@@ -151,7 +154,7 @@ def sample_run(side: Side, device, batch_size: int = 256) -> torch.Tensor:
     """Draw ``side.n`` images from the run, quantised to uint8 exactly as saved to PNG."""
     from aigc_cli.generation import load_generator
 
-    gen = load_generator(side.run_ref, device)
+    gen = load_generator(side.run_ref, device, command="eval fid")  # the image metrics apply together
     images = gen.sample_uint8(side.n, side.seed, batch_size=batch_size, **gen.options(side.options))
     if images.dtype != torch.uint8 or images.ndim != 4:
         raise AigcError(f"run {side.run_ref} produced {tuple(images.shape)} {images.dtype}, not uint8 images")

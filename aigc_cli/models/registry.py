@@ -31,8 +31,16 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import nn
 
-PRODUCTS = ("images",)  # what a family can produce; commands check it before they start
+PRODUCTS = ("images", "text")  # what a family can produce; commands check it before they start
 ENCODERS = ("encoder", "inversion")  # how a family maps images to latents, if it can
+
+# The commands that work on a run, by what its family produces (``FamilySpec.commands``);
+# reconstruct and interpolate --between also need an encoder. A command outside the list refuses
+# a run with one line naming those that do work (``require_command``).
+COMMANDS = {
+    "images": ("sample", "interpolate", "reconstruct", "eval fid", "eval kid", "eval is", "eval pr", "export onnx"),
+    "text": ("sample", "eval ppl", "export onnx"),
+}
 
 
 @dataclass(frozen=True)
@@ -45,7 +53,7 @@ class FamilySpec:
     options: tuple[Option, ...] = ()  # training options (besides the loop's: epochs, batch size...)
     draw_options: tuple[Option, ...] = ()  # generation: how a seed becomes a latent (sample)
     decode_options: tuple[Option, ...] = ()  # generation: how latents become images (every command)
-    produces: str = "images"
+    produces: str = "images"  # or "text": which data it trains on, and which commands apply (COMMANDS)
     encoder: str | None = None  # "encoder" or "inversion": reconstruct and interpolate --between work
     traverse: bool = False  # latent dimensions are worth varying one at a time (--traverse)
     export_formats: tuple[str, ...] = ("images", "fidelity")  # aigc export onnx --format
@@ -55,6 +63,11 @@ class FamilySpec:
     def generate_options(self) -> tuple[Option, ...]:
         return self.draw_options + self.decode_options
 
+    @property
+    def commands(self) -> tuple[str, ...]:
+        """The commands that work on this family's runs."""
+        return tuple(c for c in COMMANDS[self.produces] if c != "reconstruct" or self.encoder is not None)
+
     def option(self, name: str) -> Option:
         return option_table(self.options)[name]
 
@@ -63,14 +76,33 @@ class FamilySpec:
 
 
 @dataclass(frozen=True)
+class TrainingData:
+    """What the training loop indexes: ``items[idx]`` is a batch (images (N, C, H, W) uint8; a text
+    family's token windows (N, L) int64), ``labels`` (N,) or None. Built by the family's
+    ``training_data`` from the loaded dataset (``Family.training_data``)."""
+
+    items: "torch.Tensor"
+    labels: "torch.Tensor | None"
+    unit: str = "images"  # metrics.jsonl's rate: images_per_s, tokens_per_s
+    per_item: int = 1  # units in one item: 1 image; a text window's trained tokens
+    held_out: "torch.Tensor | None" = None  # scored after every epoch by the task's ``validate``
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+@dataclass(frozen=True)
 class GraphInput:
     """One input of an exported network: ``name``, ``dtype`` ("float32" or "int64"), the shape
-    after the batch axis, and ``make(n, generator)``: (n, *shape) values to check the export on."""
+    after the batch axis, and ``make(n, generator)``: (n, *shape) values to check the export on.
+
+    A string in ``shape`` is a named dynamic axis of the graph (``ExportGraph.dynamic``), e.g. a
+    text model's ``("L",)``; ``make`` is then called with its size as well: ``make(n, g, L=16)``."""
 
     name: str
     dtype: str
-    shape: tuple[int, ...]
-    make: Callable[[int, "torch.Generator"], "torch.Tensor"]
+    shape: tuple[int | str, ...]
+    make: Callable[..., "torch.Tensor"]
     note: dict[str, Any] = field(default_factory=dict)  # shown in the export report, e.g. {"classes": 10}
 
 
@@ -82,12 +114,16 @@ class ExportGraph:
     inputs: tuple[GraphInput, ...]
     output: str
     output_dtype: str
-    output_shape: tuple[int, ...]  # after the batch axis
+    output_shape: tuple[int | str, ...]  # after the batch axis; a string: a named dynamic axis
     summary: str  # the ONNX doc string: what the graph computes
     metadata: dict[str, str] = field(default_factory=dict)  # aigc.* entries beyond the common ones
     output_range: tuple[float, float] | None = None
     rtol: float = 1e-3  # ONNX Runtime against PyTorch
     atol: float = 1e-5
+    # Dynamic axes besides the batch axis (which every graph has): name -> (smallest, largest or
+    # None for no bound), e.g. {"L": (1, 64)} for a sequence length; the names appear in the
+    # inputs' and the output's shapes. The export traces them symbolically and checks several sizes.
+    dynamic: dict[str, tuple[int, int | None]] = field(default_factory=dict)
 
 
 class Sampler(Protocol):
@@ -130,8 +166,9 @@ class TrainTask(Protocol):
         re-estimate BatchNorm statistics of an EMA generator, fit a prior to the encoded data).
         images: the whole training set on the device, (N, C, H, W) uint8; labels (N,) or None."""
 
-    def previews(self) -> dict[str, "torch.Tensor"]:
-        """name -> (B, C, H, W) images in [0, 1] from fixed inputs, saved as samples/<name>_epochNNN.png."""
+    def previews(self) -> dict[str, "torch.Tensor | str"]:
+        """name -> (B, C, H, W) images in [0, 1] from fixed inputs, saved as samples/<name>_epochNNN.png;
+        or text (a text family's continuations of fixed prompts), saved as samples/<name>_epochNNN.txt."""
 
     # Optional: training state that is neither a module nor an optimizer (fp16's loss scale), as
     # JSON-able values; the checkpoint keeps it and a resume gives it back.
@@ -152,7 +189,12 @@ class FamilyImpl(Protocol):
         """The inference modules stored in model.safetensors, untrained."""
 
     def sampler(self, modules: dict[str, "nn.Module"], config: dict[str, Any], device: "torch.device") -> Sampler:
-        """Generation from the loaded inference modules, placed on ``device``."""
+        """Generation from the loaded inference modules, placed on ``device`` (a text family's
+        sampler is a TextSampler: models/text/sampling.py)."""
+
+    # Optional: the loop's items from the loaded dataset, when they are not its images and labels
+    # (a text family tokenizes its corpus into windows).
+    # def training_data(self, data: Any, config: dict[str, Any]) -> TrainingData: ...
 
 
 @dataclass
@@ -177,6 +219,12 @@ class Family:
         """The (model, train) sections of config.json from the options given (None or absent:
         the declared default), each checked against its declaration first."""
         return self.impl.make_config(resolve(self.spec.options, given, f"the {self.name} family"), dataset_info)
+
+    def training_data(self, data: Any, config: dict[str, Any]) -> TrainingData:
+        """What the loop trains on: the family's own ``training_data``, else the images and labels."""
+        if hasattr(self.impl, "training_data"):
+            return self.impl.training_data(data, config)
+        return TrainingData(data.images, data.labels)
 
 
 FAMILIES: Registry[Family] = Registry("model family")
@@ -224,6 +272,14 @@ def list_families() -> list[str]:
 
 def family_specs() -> list[FamilySpec]:
     return [get_family(n).spec for n in list_families()]
+
+
+def require_command(spec: FamilySpec, command: str, run_id: str) -> None:
+    """A one-line error when ``command`` does not work on ``run_id``, a run of ``spec``."""
+    if command not in spec.commands:
+        kind = spec.name if spec.name == spec.produces else f"{spec.name} ({spec.produces})"
+        raise ConfigError(f"'aigc {command}' does not apply to {run_id}, a {kind} run; "
+                          f"for {spec.name} runs use: {', '.join('aigc ' + c for c in spec.commands)}")
 
 
 def families_where(test) -> list[str]:

@@ -10,7 +10,7 @@ from aigc_cli.core.io import atomic_write_bytes
 from aigc_cli.core.plot import line_charts_png
 from aigc_cli.runs.store import Run
 
-NOT_PLOTTED = ("step", "epoch", "images_per_s")  # bookkeeping and speed, not quality
+NOT_PLOTTED = ("step", "epoch", "images_per_s", "tokens_per_s")  # bookkeeping and speed, not quality
 CURVES = "curves.png"
 
 

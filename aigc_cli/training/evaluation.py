@@ -48,7 +48,7 @@ def make_evaluator(
         from aigc_cli.metrics.evaluate import fid_against_dataset
 
         def sampler(n: int):
-            return load_generator(run, device).sample_uint8(n, EVAL_SEED)
+            return load_generator(run, device, command="eval fid").sample_uint8(n, EVAL_SEED)
 
         try:
             value = fid_against_dataset(sampler, data, fid_n, weights_path=weights_path, device=device)

@@ -26,8 +26,7 @@ from aigc_cli.core.images import make_grid, png_bytes, to_uint8
 from aigc_cli.core.io import atomic_write_bytes, atomic_write_text
 from aigc_cli.core.memory import tune_cpu_allocator
 from aigc_cli.core.seeding import get_rng_state, set_rng_state
-from aigc_cli.data.base import ImageDataset
-from aigc_cli.models.registry import TrainTask
+from aigc_cli.models.registry import TrainingData, TrainTask
 from aigc_cli.runs.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from aigc_cli.runs.curves import write_curves
 from aigc_cli.runs.store import Run
@@ -88,7 +87,7 @@ class Trainer:
     def __init__(
         self,
         task: TrainTask,
-        dataset: ImageDataset,
+        data: TrainingData,
         run: Run,
         loop: LoopConfig,
         device: torch.device,
@@ -98,7 +97,7 @@ class Trainer:
     ):
         self.rank, self.world = distributed.rank(), distributed.world()
         self.main = self.rank == 0  # rank 0 alone writes files and reports progress
-        check_loop(loop, len(dataset), self.world)
+        check_loop(loop, len(data), self.world)
         tune_cpu_allocator()  # every step frees and reallocates the same activations
         self.task, self.run, self.loop, self.device = task, run, loop, device
         self.progress = (progress or NoProgress()) if self.main else NoProgress()
@@ -107,9 +106,11 @@ class Trainer:
         self.parallel = DataParallel(task.modules, task.optimizers) if self.world > 1 else None
         self.evaluate, self.eval_every = evaluate, eval_every
         # The whole dataset lives on the training device; a batch is one indexing op, no workers.
-        self.images = dataset.images.to(device)  # (N, C, H, W) uint8
-        self.labels = dataset.labels.to(device) if dataset.labels is not None else None
-        self.steps_per_epoch = len(dataset) // loop.batch_size  # drop the ragged last batch
+        self.items = data.items.to(device)  # (N, C, H, W) uint8 images, or a text family's (N, L) token windows
+        self.labels = data.labels.to(device) if data.labels is not None else None
+        self.held_out = data.held_out  # scored by the task's validate() after every epoch, if it has one
+        self.rate_key, self.per_item = f"{data.unit}_per_s", data.per_item
+        self.steps_per_epoch = len(data) // loop.batch_size  # drop the ragged last batch
         self.epoch, self.step_in_epoch, self.step, self.elapsed = 0, 0, 0, 0.0
         self._synced_step: int | None = None
         self.deadline: float | None = None  # time.monotonic() when the --time budget runs out
@@ -214,7 +215,7 @@ class Trainer:
 
     def _run_epoch(self, stop: signals.StopRequest, metrics_file) -> None:
         loop = self.loop
-        order = epoch_permutation(len(self.images), loop.seed, self.epoch).to(self.device)
+        order = epoch_permutation(len(self.items), loop.seed, self.epoch).to(self.device)
         lo = self.rank * self.local_batch  # every rank orders the epoch alike and takes its slice
         window_start, window_images = time.perf_counter(), 0
         while self.step_in_epoch < self.steps_per_epoch:
@@ -222,7 +223,7 @@ class Trainer:
             idx = order[self.step_in_epoch * loop.batch_size : (self.step_in_epoch + 1) * loop.batch_size]
             idx = idx[lo : lo + self.local_batch]
             labels = self.labels[idx] if self.labels is not None else None
-            losses = self.task.train_step(self.images[idx], labels, self.step)
+            losses = self.task.train_step(self.items[idx], labels, self.step)
             values = {k: float(v) for k, v in losses.items()}  # one sync per step: cheap at this size
             self.step += 1
             self.step_in_epoch += 1
@@ -232,17 +233,17 @@ class Trainer:
             # clock) taken by all after this same step.
             values, stop_signum, self.out_of_time = agree(values, stop.signum, out_of_time, self.device)
             self.elapsed += time.perf_counter() - t0
-            window_images += loop.batch_size
+            window_images += loop.batch_size * self.per_item
             if not all(math.isfinite(v) for v in values.values()):
                 self._diverged(values)
             if (self.step % loop.log_every == 0 or self.step_in_epoch == self.steps_per_epoch
                     or self.out_of_time):
                 rate = window_images / max(time.perf_counter() - window_start, 1e-9)
-                row = {"step": self.step, "epoch": self.epoch + 1, "images_per_s": round(rate, 1), **values}
+                row = {"step": self.step, "epoch": self.epoch + 1, self.rate_key: round(rate, 1), **values}
                 metrics_file.write(json.dumps(row) + "\n")
                 metrics_file.flush()
                 window_start, window_images = time.perf_counter(), 0
-                self.progress.update(self.step, {**values, "images_per_s": rate})
+                self.progress.update(self.step, {**values, self.rate_key: rate})
             if stop_signum is not None:
                 metrics_file.flush()
                 try:
@@ -259,6 +260,12 @@ class Trainer:
         self.step_in_epoch = 0
         previews = self._write_previews() if self.main else []
         self.save()
+        if self.main and self.held_out is not None and hasattr(self.task, "validate"):
+            # The held-out loss of the weights just saved (a text family's), beside the training losses.
+            scores = self.task.validate(self.held_out.to(self.device))
+            metrics_file.write(json.dumps({"step": self.step, "epoch": self.epoch, **scores}) + "\n")
+            metrics_file.flush()
+            self.progress.message(f"epoch {self.epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
         self.progress.epoch_end(self.epoch, loop.epochs, previews)
         if self.evaluate is not None and self.eval_every and self.epoch % self.eval_every == 0:
             extra = self.evaluate(self.epoch)  # every rank: sampling and features are split over them
@@ -272,16 +279,20 @@ class Trainer:
         # Previews and save() both need it at the end of an epoch: once per step is enough.
         if self._synced_step != self.step:
             with local_batchnorm():  # rank 0 alone: no other rank to average statistics with
-                self.task.sync_inference(self.images, self.labels)
+                self.task.sync_inference(self.items, self.labels)
             self._synced_step = self.step
 
     def _write_previews(self) -> list[str]:
         self._sync_inference()
         paths = []
-        for name, images in self.task.previews().items():
-            path = self.run.samples_dir / f"{name}_epoch{self.epoch:03d}.png"
-            grid = make_grid(to_uint8(images))
-            atomic_write_bytes(path, png_bytes(grid, {"aigc:run": self.run.id, "aigc:epoch": str(self.epoch)}))
+        for name, preview in self.task.previews().items():
+            if isinstance(preview, str):  # a text family's continuations
+                path = self.run.samples_dir / f"{name}_epoch{self.epoch:03d}.txt"
+                atomic_write_text(path, preview)
+            else:
+                path = self.run.samples_dir / f"{name}_epoch{self.epoch:03d}.png"
+                grid = make_grid(to_uint8(preview))
+                atomic_write_bytes(path, png_bytes(grid, {"aigc:run": self.run.id, "aigc:epoch": str(self.epoch)}))
             paths.append(str(path))
         return paths
 

@@ -9,11 +9,17 @@ from aigc_cli.metrics.registry import FID_N
 LOG_EVERY = 20  # steps between two rows of metrics.jsonl (and at the end of every epoch)
 
 DATASET_HELP = "Dataset: a name (shapes, digits, mnist, fashion-mnist, cifar10), an image folder, an IDX or .npy/.npz file."
+CORPUS_HELP = ("Text: a name (bard: built in; shakespeare: downloaded once), a UTF-8 text file or a folder of .txt "
+               "files (the first 90% trains, the last 10% validates).")
 
-# Where the data comes from: first in every train command's help.
+# Where the data comes from, by what the family produces: first in every train command's help.
 DATA_OPTIONS = (
     Option("dataset", str, "shapes", DATASET_HELP, short="-d"),
     Option("split", str, "train", "train or test, for named datasets."),
+)
+TEXT_DATA_OPTIONS = (
+    Option("dataset", str, "bard", CORPUS_HELP, short="-d"),
+    Option("split", str, "train", "train (the first 90%, the rest validates) or test (the last 10%, the rest validates)."),
 )
 # How the loop runs: after the family's own options.
 RUN_OPTIONS = (
@@ -29,12 +35,24 @@ RUN_OPTIONS = (
     Option("fid_n", int, FID_N, "Samples for each FID of --eval-every.", minimum=2),
 )
 LOOP_OPTIONS = DATA_OPTIONS + RUN_OPTIONS
+# Text runs: sequences per step, and no FID (their held-out loss is logged every epoch instead).
+TEXT_RUN_OPTIONS = tuple(
+    Option("batch_size", int, 32, "Sequences of --context tokens per training step.", short="-b", minimum=1)
+    if o.name == "batch_size" else o for o in RUN_OPTIONS if o.name not in ("eval_every", "fid_n")
+)
 
 
-def train_options(family_options: tuple[Option, ...]) -> list[Option]:
-    """Every option of one family's training, in the order ``aigc train <family> --help`` lists
-    them; a family option named like a loop option is refused."""
-    options = [*DATA_OPTIONS, *family_options, *RUN_OPTIONS]
+def loop_options(produces: str = "images") -> tuple[Option, ...]:
+    """The loop's options for a family that produces ``produces`` (models/registry.py PRODUCTS)."""
+    return TEXT_DATA_OPTIONS + TEXT_RUN_OPTIONS if produces == "text" else LOOP_OPTIONS
+
+
+def train_options(spec) -> list[Option]:
+    """Every option of one family's training (``spec``: its FamilySpec), in the order ``aigc
+    train <family> --help`` lists them; a family option named like a loop option is refused."""
+    loop = loop_options(spec.produces)
+    data, run = loop[:2], loop[2:]
+    options = [*data, *spec.options, *run]
     option_table(options)
     return options
 

@@ -25,12 +25,12 @@ from aigc_cli.core import distributed, signals
 from aigc_cli.core.errors import OptionError, RunError, first_line, opt
 from aigc_cli.core.options import resolve
 from aigc_cli.core.seeding import seed_everything
-from aigc_cli.data import load_dataset
+from aigc_cli.data import load_data
 from aigc_cli.models.registry import get_family
 from aigc_cli.runs.store import Run, create_run, lock_run, now_iso, resolve_run
 from aigc_cli.training.evaluation import make_evaluator
 from aigc_cli.training.loop import LoopConfig, NoProgress, ProgressSink, Trainer, check_loop
-from aigc_cli.training.options import LOG_EVERY, LOOP_OPTIONS, time_budget, train_options
+from aigc_cli.training.options import LOG_EVERY, loop_options, time_budget, train_options
 
 DatasetProgress = Callable[[str, int, "int | None"], None]
 
@@ -82,20 +82,23 @@ def train(
 def _prepare(family, dataset, split, options, progress, dataset_progress):
     """(loop values, LoopConfig, dataset, config) of a new run, every input checked."""
     fam = get_family(family)
-    train_options(fam.spec.options)  # a family option may not shadow a loop option
+    train_options(fam.spec)  # a family option may not shadow a loop option
     options = dict(options)
-    loop_given = {o.name: options.pop(o.name, None) for o in LOOP_OPTIONS}
+    loop_opts = loop_options(fam.spec.produces)
+    loop_given = {o.name: options.pop(o.name, None) for o in loop_opts}
     loop_given.update(dataset=dataset, split=split)
-    values = resolve(LOOP_OPTIONS, loop_given, "training")
+    values = resolve(loop_opts, loop_given, "training")
     resolve(fam.spec.options, options, f"the {family} family")  # bad options fail before the data loads
     loop = LoopConfig(epochs=values["epochs"], batch_size=values["batch_size"], seed=values["seed"],
                       log_every=values["log_every"], time_budget=time_budget(values["time"]))
-    data = load_dataset(values["dataset"], values["split"], progress=dataset_progress)
+    data = load_data(fam.spec.produces, values["dataset"], values["split"], progress=dataset_progress)
     _say_skipped(data, progress)
-    check_loop(loop, len(data), distributed.world())  # before the run folder exists: bad input leaves nothing behind
     info = data.info()
     model_cfg, train_cfg = fam.make_config(options, info)
     train_cfg.update(epochs=loop.epochs, batch_size=loop.batch_size, log_every=loop.log_every)
+    items = fam.training_data(data, {"model": model_cfg, "train": train_cfg})
+    train_cfg["items"] = len(items)  # what an epoch steps through (a text family sizes its schedule by it)
+    check_loop(loop, len(items), distributed.world())  # before the run folder exists: bad input leaves nothing behind
     config = {
         "format": "aigc-run/1",
         "family": family,
@@ -103,7 +106,7 @@ def _prepare(family, dataset, split, options, progress, dataset_progress):
         "train": train_cfg,
         "dataset": {k: info[k] for k in ("name", "spec", "size", "shape", "classes", "class_names", "fingerprint")},
         "seed": loop.seed,
-        "eval": {"every": values["eval_every"], "fid_n": values["fid_n"]},
+        "eval": {"every": values.get("eval_every", 0), "fid_n": values.get("fid_n")},
         "versions": _versions(),
         "created": now_iso(),
     }
@@ -158,9 +161,9 @@ def _prepare_resume(run: Run, epochs, budget, progress, dataset_progress):
         spec_name, split = spec["spec"], spec["split"]
     except (KeyError, TypeError) as e:
         raise RunError(f"{run.id}: config.json lacks {e}; it cannot be resumed") from None
-    data = load_dataset(spec_name, split, progress=dataset_progress)
+    data = load_data(get_family(config["family"]).spec.produces, spec_name, split, progress=dataset_progress)
     _say_skipped(data, progress)
-    check_loop(loop, len(data), distributed.world())  # the batch may not split over this many ranks
+    check_loop(loop, len(get_family(config["family"]).training_data(data, config)), distributed.world())
     if data.fingerprint != config["dataset"].get("fingerprint"):
         raise RunError(
             f"the dataset {spec_name!r} has changed since {run.id} started (fingerprint differs); "
@@ -189,10 +192,12 @@ def _say_skipped(data, progress: ProgressSink | None) -> None:
 
 def _fit(run: Run, config: dict, data, loop: LoopConfig, device: torch.device, progress: ProgressSink,
          restore: bool, new_epochs: bool = False) -> Run:
-    task = get_family(config["family"]).impl.make_task(config, device)
+    family = get_family(config["family"])
+    task = family.impl.make_task(config, device)
     eval_every = config.get("eval", {}).get("every", 0)
     evaluate = make_evaluator(run, config, data, device, say=progress.message) if eval_every else None
-    trainer = Trainer(task, data, run, loop, device, progress=progress, evaluate=evaluate, eval_every=eval_every)
+    trainer = Trainer(task, family.training_data(data, config), run, loop, device, progress=progress,
+                      evaluate=evaluate, eval_every=eval_every)
     main = distributed.is_main()  # rank 0 alone writes the run's files
     if restore:
         trainer.restore()

@@ -1,0 +1,50 @@
+"""Text family: autoregressive language models over characters or bytes, a GPT (pre-LayerNorm
+decoder blocks) or a GRU/LSTM, trained on a text corpus and sampled with temperature, top-k and
+top-p (family.py implements it; nets.py holds the networks, sampling.py generation and scoring)."""
+
+from aigc_cli.core.options import Option
+from aigc_cli.models.registry import FamilySpec, register_family
+
+# The GPT's sizes default to nanoGPT's character-level Shakespeare configuration for the CPU (4
+# layers, 4 heads, width 128, context 64), the RNNs' to 2 x 256; gru is the default architecture
+# because it learned the most per minute of the three (docs/benchmarks.md).
+SPEC = register_family(FamilySpec(
+    name="text",
+    summary="Train a text model: a GRU, LSTM or small GPT over characters or bytes.",
+    implementation="aigc_cli.models.text.family:TextFamily",
+    produces="text",
+    options=(
+        Option("arch", str, "gru", "gru, lstm or gpt (a decoder-only transformer). gru learns the most per minute "
+               "on a CPU (docs/text.md).", choices=("gru", "lstm", "gpt")),
+        Option("tokenizer", str, "char", "char (the corpus' characters) or byte (UTF-8 bytes: any text).",
+               choices=("char", "byte")),
+        Option("layers", int, None, "Transformer blocks or recurrent layers.", default_text="4 for gpt, 2 for gru "
+               "and lstm", minimum=1),
+        Option("width", int, None, "Embedding and hidden width.", default_text="128 for gpt, 256 for gru and lstm",
+               minimum=1),
+        Option("heads", int, 4, "Attention heads (gpt; --width must be a multiple).", minimum=1),
+        Option("context", int, 64, "Tokens the model sees at once (the GPT's window; the RNNs' training length).",
+               minimum=2),
+        Option("dropout", float, 0.0, "Dropout rate.", minimum=0.0),
+        Option("lr", float, 2e-3, "Peak AdamW learning rate (a linear warm-up, then cosine decay to lr/10).",
+               above=0.0),
+        Option("warmup", int, 100, "Warm-up steps.", minimum=0),
+        Option("weight_decay", float, 0.1, "AdamW weight decay (matrices and embeddings only).", minimum=0.0),
+        Option("grad_clip", float, 1.0, "Clip the gradient's norm to this.", above=0.0),
+        Option("ema_decay", float, 0.0, "Sample from a moving average of the weights with this decay (0: off).",
+               minimum=0.0),
+        Option("precision", str, "auto", "Training arithmetic: fp32 or bf16 autocast; auto: bf16 on CUDA GPUs "
+               "that have it and on CPUs with AMX, fp32 elsewhere.", choices=("auto", "fp32", "bf16")),
+    ),
+    draw_options=(
+        Option("prompt", str, None, "Text to continue (- reads standard input).", default_text="a newline"),
+        Option("length", int, None, "Tokens to generate per continuation.", default_text="500", minimum=1),
+        Option("temperature", float, None, "Sampling temperature (0: always the likeliest token).",
+               default_text="0.8", minimum=0.0),
+        Option("top_k", int, None, "Sample among the k likeliest tokens only.", default_text="all", minimum=1),
+        Option("top_p", float, None, "Sample from the smallest set of tokens holding this probability (nucleus).",
+               default_text="1", above=0.0),
+    ),
+    export_formats=("logits",),
+    docs="docs/text.md",
+))
