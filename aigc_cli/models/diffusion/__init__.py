@@ -30,7 +30,7 @@ SPEC = register_family(FamilySpec(
         Option("ema_decay", float, 0.999, "Decay of the weight average used for sampling.", minimum=0.0, cli=False),
         # diffusers' accelerate calls this mixed_precision (no|fp16|bf16); one string option here too.
         Option("precision", str, "auto", "Training arithmetic: fp32, bf16 or fp16 autocast (fp16 with loss "
-               "scaling); auto: bf16 on CUDA where supported, else fp16 on CUDA, fp32 elsewhere.",
+               "scaling); auto: bf16 on CUDA where supported (else fp16) and on CPUs with AMX, fp32 elsewhere.",
                choices=("auto", "fp32", "bf16", "fp16")),
     ),
     decode_options=(

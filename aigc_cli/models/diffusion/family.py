@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aigc_cli.core.device import auto_precision
 from aigc_cli.core.distributed import batch_rand, batch_randint, batch_randn
 from aigc_cli.core.errors import ConfigError, OptionError
 from aigc_cli.models.common import EMA, resolve_conditional
@@ -47,13 +48,9 @@ AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """auto: bf16 on CUDA where the GPU has it (Ampere on), fp16 on older CUDA GPUs, fp32 elsewhere
-    (CPU autocast is slower than fp32 on most CPUs). An explicit choice is taken on any device."""
-    if precision != "auto":
-        return precision
-    if device.type != "cuda":
-        return "fp32"
-    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    """auto: core.device.auto_precision (bf16 on CUDA GPUs that have it and on CPUs with AMX, fp16
+    on older CUDA GPUs, fp32 elsewhere). An explicit choice is taken on any device."""
+    return auto_precision(device) if precision == "auto" else precision
 
 
 class DiffusionTask:

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aigc_cli.core.device import auto_precision
 from aigc_cli.core.distributed import batch_randint
 from aigc_cli.core.errors import ConfigError, DatasetError, OptionError
 from aigc_cli.models.common import EMA
@@ -37,17 +38,12 @@ def build_model(model: dict[str, Any]) -> nn.Module:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """auto: bf16 autocast where the hardware multiplies bf16 fast (CUDA with bf16; CPUs with AMX,
-    where the GPT measured 1.44x the tokens/s of fp32, and the GRU and LSTM learned more per
-    minute: docs/benchmarks.md), else fp32."""
+    """auto: core.device.auto_precision, except that text never trains in fp16 (its logits and
+    attention scores outrun fp16's range without loss scaling): fp32 there."""
     if precision != "auto":
         return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)  # a private probe: guarded
-    if device.type == "cpu" and amx():
-        return "bf16"
-    return "fp32"
+    chosen = auto_precision(device)
+    return "fp32" if chosen == "fp16" else chosen
 
 
 def start_tokens(tokenizer) -> str:
