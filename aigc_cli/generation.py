@@ -201,10 +201,9 @@ class TextGenerator:
         return self.tokenizer.encode(text, what)
 
     def prompt_ids(self, prompt: str | None) -> tuple[str, torch.Tensor]:
-        """(the text continued, its ids): an empty or absent prompt stands for a newline."""
-        from aigc_cli.models.text.family import start_tokens
-
-        text = prompt if prompt else start_tokens(self.tokenizer)
+        """(the text continued, its ids): an empty or absent prompt stands for the sampler's start
+        text (a newline)."""
+        text = prompt if prompt else self.sampler.start
         return text, self.encode(text)
 
     def generate(self, prompt: str | None, n: int = 1, length: int = 500, seed: int = 0,

@@ -28,17 +28,13 @@ def reconstruct(
     from aigc_cli.core.errors import ConfigError
     from aigc_cli.core.images import image_files, interleave_rows, make_grid, png_bytes, read_images, to_uint8
     from aigc_cli.generation import load_generator
-    from aigc_cli.models.registry import families_where
 
     if nrow < 1:
         raise ConfigError(f"--nrow must be at least 1, got {nrow}")
     if not is_stdout(output) and (is_dir_target(output) or Path(output).suffix.lower() != ".png"):
         raise ConfigError(f"-o {output}: reconstruct writes one PNG; use a .png name or -")
-    gen = load_generator(run, common.device(), command="reconstruct")
+    gen = load_generator(run, common.device(), command="reconstruct")  # a run without an encoder: refused there
     options = gen.options(gen_options)
-    if not gen.can_encode:
-        takers = ", ".join(families_where(lambda s: s.encoder is not None))
-        raise ConfigError(f"{gen.run.id} is a {gen.family.name} run: it has no encoder; reconstruct needs a run of {takers}")
     if gen.num_classes is not None and label is None:
         raise ConfigError(f"{gen.run.id} is class-conditional: pass --label, the class of the images")
     gen.labels(1, label)  # refuses --label on unconditional runs (and out of range), as sample does

@@ -278,8 +278,10 @@ def require_command(spec: FamilySpec, command: str, run_id: str) -> None:
     """A one-line error when ``command`` does not work on ``run_id``, a run of ``spec``."""
     if command not in spec.commands:
         kind = spec.name if spec.name == spec.produces else f"{spec.name} ({spec.produces})"
-        raise ConfigError(f"'aigc {command}' does not apply to {run_id}, a {kind} run; "
-                          f"for {spec.name} runs use: {', '.join('aigc ' + c for c in spec.commands)}")
+        takers = families_where(lambda s: command in s.commands)
+        raise ConfigError(f"'aigc {command}' does not apply to {run_id}, a {kind} run (it does to "
+                          f"{', '.join(takers)} runs); for {spec.name} runs use: "
+                          f"{', '.join('aigc ' + c for c in spec.commands)}")
 
 
 def families_where(test) -> list[str]:

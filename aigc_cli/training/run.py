@@ -26,7 +26,7 @@ from aigc_cli.core.errors import OptionError, RunError, first_line, opt
 from aigc_cli.core.options import resolve
 from aigc_cli.core.seeding import seed_everything
 from aigc_cli.data import load_data
-from aigc_cli.models.registry import get_family
+from aigc_cli.models.registry import TrainingData, get_family
 from aigc_cli.runs.store import Run, create_run, lock_run, now_iso, resolve_run
 from aigc_cli.training.evaluation import make_evaluator
 from aigc_cli.training.loop import LoopConfig, NoProgress, ProgressSink, Trainer, check_loop
@@ -55,7 +55,7 @@ def train(
     as it exists; ``progress`` receives the training's progress and messages."""
     # Several ranks: rank 0 checks and loads first (a bad option is said once, a download happens
     # once), then the others do the same work, which then succeeds for them too.
-    values, loop, data, config = distributed.main_first(
+    values, loop, data, items, config = distributed.main_first(
         lambda: _prepare(family, dataset, split, options, progress, dataset_progress), "checking the options and data")
     info = data.info()
     device = torch.device(device)
@@ -74,13 +74,13 @@ def train(
         if on_run:
             on_run(run)
         seed_everything(loop.seed)
-        return _fit(run, config, data, loop, device, progress or NoProgress(), restore=False)
+        return _fit(run, config, data, items, loop, device, progress or NoProgress(), restore=False)
     finally:
         run.release()
 
 
 def _prepare(family, dataset, split, options, progress, dataset_progress):
-    """(loop values, LoopConfig, dataset, config) of a new run, every input checked."""
+    """(loop values, LoopConfig, dataset, its TrainingData, config) of a new run, every input checked."""
     fam = get_family(family)
     train_options(fam.spec)  # a family option may not shadow a loop option
     options = dict(options)
@@ -110,7 +110,7 @@ def _prepare(family, dataset, split, options, progress, dataset_progress):
         "versions": _versions(),
         "created": now_iso(),
     }
-    return values, loop, data, config
+    return values, loop, data, items, config
 
 
 def resume(
@@ -134,19 +134,19 @@ def resume(
     distributed.from_main(lambda: locked.append(lock_run(run)), "locking the run")
     run = locked[0] if locked else _follow(run.id)
     try:
-        config, loop, data = distributed.main_first(
+        config, loop, data, items = distributed.main_first(
             lambda: _prepare_resume(run, epochs, budget, progress, dataset_progress), "checking the run and its data")
         restore = run.checkpoint_path.exists()
         if not restore:
             seed_everything(loop.seed)
-        return _fit(run, config, data, loop, torch.device(device), progress or NoProgress(), restore=restore,
+        return _fit(run, config, data, items, loop, torch.device(device), progress or NoProgress(), restore=restore,
                     new_epochs=epochs is not None)
     finally:
         run.release()
 
 
 def _prepare_resume(run: Run, epochs, budget, progress, dataset_progress):
-    """(config, LoopConfig, dataset) to continue ``run`` with, every input checked."""
+    """(config, LoopConfig, dataset, its TrainingData) to continue ``run`` with, every input checked."""
     meta = run.read_meta()
     if meta["status"] == "broken":
         raise RunError(f"{run.id} is broken ({meta['error']}); it cannot be resumed, remove it with 'aigc runs rm {run.id}'")
@@ -161,16 +161,18 @@ def _prepare_resume(run: Run, epochs, budget, progress, dataset_progress):
         spec_name, split = spec["spec"], spec["split"]
     except (KeyError, TypeError) as e:
         raise RunError(f"{run.id}: config.json lacks {e}; it cannot be resumed") from None
-    data = load_data(get_family(config["family"]).spec.produces, spec_name, split, progress=dataset_progress)
+    family = get_family(config["family"])
+    data = load_data(family.spec.produces, spec_name, split, progress=dataset_progress)
     _say_skipped(data, progress)
-    check_loop(loop, len(get_family(config["family"]).training_data(data, config)), distributed.world())
+    items = family.training_data(data, config)
+    check_loop(loop, len(items), distributed.world())  # the batch may not split over this many ranks
     if data.fingerprint != config["dataset"].get("fingerprint"):
         raise RunError(
             f"the dataset {spec_name!r} has changed since {run.id} started (fingerprint differs); "
             "resuming would not continue the same run"
         )
     config = {**config, "train": train_cfg}  # written once the checkpoint has proved usable
-    return config, loop, data
+    return config, loop, data, items
 
 
 def _follow(run_id: str) -> Run:
@@ -190,14 +192,14 @@ def _say_skipped(data, progress: ProgressSink | None) -> None:
         progress.message(summary)
 
 
-def _fit(run: Run, config: dict, data, loop: LoopConfig, device: torch.device, progress: ProgressSink,
-         restore: bool, new_epochs: bool = False) -> Run:
-    family = get_family(config["family"])
-    task = family.impl.make_task(config, device)
+def _fit(run: Run, config: dict, data, items: TrainingData, loop: LoopConfig, device: torch.device,
+         progress: ProgressSink, restore: bool, new_epochs: bool = False) -> Run:
+    """Train ``items`` (the family's TrainingData of ``data``, made once by _prepare/_prepare_resume);
+    ``data`` itself serves FID during training."""
+    task = get_family(config["family"]).impl.make_task(config, device)
     eval_every = config.get("eval", {}).get("every", 0)
     evaluate = make_evaluator(run, config, data, device, say=progress.message) if eval_every else None
-    trainer = Trainer(task, family.training_data(data, config), run, loop, device, progress=progress,
-                      evaluate=evaluate, eval_every=eval_every)
+    trainer = Trainer(task, items, run, loop, device, progress=progress, evaluate=evaluate, eval_every=eval_every)
     main = distributed.is_main()  # rank 0 alone writes the run's files
     if restore:
         trainer.restore()

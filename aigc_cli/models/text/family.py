@@ -127,10 +127,7 @@ class TextTask:
         else:
             starts = torch.linspace(0, n - 1, min(n, max(VAL_TOKENS // self.context, 1))).long()
             rows = torch.stack([held_out[s : s + span] for s in starts.tolist()])  # (K, T + 1)
-        total, count = 0.0, 0
-        for i in range(0, len(rows), 64):
-            loss, k = rows_loss(model, rows[i : i + 64])
-            total, count = total + loss, count + k
+        total, count = rows_loss(model, rows)
         model.train(was)
         loss = total / max(count, 1)
         return {"val_loss": loss, "val_bits_per_token": loss / math.log(2)}
@@ -154,6 +151,7 @@ class TextSampler:
         self.config = config["model"]
         self.model = model.to(device).eval()
         self.tokenizer = make_tokenizer(self.config)
+        self.start = start_tokens(self.tokenizer)  # what an empty prompt stands for
         self.context = self.config["context"]
         self.device = device
 

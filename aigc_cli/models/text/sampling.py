@@ -104,27 +104,29 @@ def windows(tokens: torch.Tensor, context: int) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def token_losses(model: nn.Module, tokens: torch.Tensor, context: int, batch_size: int = 64) -> tuple[float, int]:
+def token_losses(model: nn.Module, tokens: torch.Tensor, context: int) -> tuple[float, int]:
     """(sum of the next-token losses in nats, tokens scored) over ``tokens`` (L,): windows of
     ``context`` tokens, each scored from its start as in training (models/text/family.py)."""
     rows = windows(tokens, context)
-    batches = [rows[i : i + batch_size] for i in range(0, len(rows), batch_size)]
-    scored = len(rows) * (rows.shape[1] - 1)
+    total, count = rows_loss(model, rows)
+    scored = len(rows) * context
     if len(tokens) - 1 > scored:  # the tokens after the last whole window: one shorter window
-        batches.append(tokens[scored:][None])
-    total, count = 0.0, 0
-    for x in batches:
-        loss, n = rows_loss(model, x)
-        total, count = total + loss, count + n
+        rest, n = rows_loss(model, tokens[scored:][None])
+        total, count = total + rest, count + n
     return total, count
 
 
 @torch.inference_mode()
-def rows_loss(model: nn.Module, rows: torch.Tensor) -> tuple[float, int]:
-    """(sum of the next-token losses in nats, tokens scored) of (N, T + 1) rows, each scored from its start."""
-    x = rows.to(next(model.parameters()).device)
+def rows_loss(model: nn.Module, rows: torch.Tensor, batch_size: int = 64) -> tuple[float, int]:
+    """(sum of the next-token losses in nats, tokens scored) of (N, T + 1) rows, each scored from
+    its start, ``batch_size`` rows at a time."""
+    device = next(model.parameters()).device
     model.eval()
-    out = model(x[:, :-1])
-    logits = out[0] if isinstance(out, tuple) else out  # (N, T, V)
-    loss = F.cross_entropy(logits.flatten(0, 1).float(), x[:, 1:].flatten(), reduction="sum")
-    return float(loss), x[:, 1:].numel()
+    total, count = 0.0, 0
+    for i in range(0, len(rows), batch_size):
+        x = rows[i : i + batch_size].to(device)
+        out = model(x[:, :-1])
+        logits = out[0] if isinstance(out, tuple) else out  # (B, T, V)
+        total += float(F.cross_entropy(logits.flatten(0, 1).float(), x[:, 1:].flatten(), reduction="sum"))
+        count += x[:, 1:].numel()
+    return total, count
