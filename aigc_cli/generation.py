@@ -1,11 +1,12 @@
 """A trained run, loaded for generation: the one path behind sample, interpolate, reconstruct,
-eval and export, whatever the family (models/registry.py's Sampler does the family's part).
+eval and export, whatever the family (its Sampler, models/protocol.py, does the family's part).
 
 ```python
 from aigc_cli.generation import load_generator
 
 gen = load_generator("last")
-images = gen.sample_uint8(16, seed=1)   # (16, C, H, W) uint8, the pixels 'aigc sample' writes
+images = gen.sample_uint8(16, seed=1)            # (16, C, H, W) uint8, the pixels 'aigc sample' writes
+images = gen.sample_uint8(16, seed=1, label=3)   # a class-conditional run, class 3
 ```
 """
 
@@ -19,21 +20,54 @@ import numpy as np
 import torch
 
 from aigc_cli.core import distributed
-from aigc_cli.core.errors import ConfigError, RunError, opt
+from aigc_cli.core.errors import ConfigError, RunError
 from aigc_cli.core.faults import fault_point
 from aigc_cli.core.images import to_uint8
-from aigc_cli.models.registry import Family, Sampler, check_generation_options, get_family, require_command
+from aigc_cli.models.conditions import Conditioning, build_conditioning
+from aigc_cli.models.protocol import Sampler, TextSampler
+from aigc_cli.models.registry import (Family, check_generation_options, get_family, load_config, require_command,
+                                      resolve_generation)
 from aigc_cli.runs.checkpoint import load_weights
 from aigc_cli.runs.store import Run, resolve_run
 
 
 @dataclass
-class Generator:
+class _Loaded:
+    """A trained run ready to generate: its checked config, family and sampler on ``device``."""
+
     run: Run
     config: dict[str, Any]
     family: Family
-    sampler: Sampler
+    sampler: Any
     device: torch.device
+
+    @property
+    def conditions(self) -> dict[str, Any]:
+        """The condition kinds this run accepts (models/conditions.py): {"label": 10}, {}."""
+        return self.sampler.conditions
+
+    def options(self, given: dict[str, Any]) -> dict[str, Any]:
+        """Generation options given to a command (None = not given), checked for this run's family."""
+        return check_generation_options(self.family.spec, given, self.run.id)
+
+    def resolved(self, kind: str, given: dict[str, Any]) -> dict[str, Any]:
+        """Every ``kind`` option (draw, condition, decode) of the family, defaults filled in;
+        ``given`` may hold options of the other kinds, which are left out here."""
+        names = {o.name for o in getattr(self.family.spec, f"{kind}_options")}
+        return resolve_generation(self.family.spec, {k: v for k, v in given.items() if k in names}, self.run.id, kind)
+
+    def conditioning(self, n: int, single: bool = False, **given: Any) -> Conditioning:
+        """The conditions of ``n`` generations from the condition options given (``label=3``,
+        ``prompt="..."``; absent: each kind's default, e.g. every class in turn); ``single``:
+        one condition for all (an interpolation's frames: class 0 when none is given). A
+        condition the run does not take is an error (an unconditional run and ``label``)."""
+        check_generation_options(self.family.spec, given, self.run.id)  # a kind its family never takes
+        return build_conditioning(n, self.resolved("condition", given), self.conditions, self.run.id, single)
+
+
+@dataclass
+class Generator(_Loaded):
+    """A trained image run: latents from seeds, conditions from the user's options, images."""
 
     @property
     def latent_shape(self) -> tuple[int, ...]:
@@ -46,8 +80,8 @@ class Generator:
 
     @property
     def num_classes(self) -> int | None:
-        m = self.config["model"]
-        return m["num_classes"] if m.get("conditional") else None
+        """The classes of a class-conditional run (None otherwise): its label condition."""
+        return self.conditions.get("label")
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -57,100 +91,75 @@ class Generator:
     def can_encode(self) -> bool:
         return self.family.spec.encoder is not None
 
-    def options(self, given: dict[str, Any]) -> dict[str, Any]:
-        """Generation options given to a command (None = not given), checked for this run's family."""
-        return check_generation_options(self.family.spec, given, self.run.id)
-
-    def _split(self, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-        """(draw options, decode options) of ``options``."""
-        draw = {o.name for o in self.family.spec.draw_options}
-        return ({k: v for k, v in options.items() if k in draw},
-                {k: v for k, v in options.items() if k not in draw})
-
     def latents(self, n: int, seed: int, **options: Any) -> torch.Tensor:
-        """(n, latent_dim) latents from ``seed`` alone (a CPU generator: the same on any device)."""
+        """(n, latent_dim) latents from ``seed`` alone (a CPU generator: the same on any device),
+        under the draw options among ``options`` (truncation)."""
         g = torch.Generator().manual_seed(seed)
-        return self.sampler.draw(n, g, **self._split(options)[0])
-
-    def labels(self, n: int, label: int | None) -> torch.Tensor | None:
-        k = self.num_classes
-        if k is None:
-            if label is not None:
-                raise ConfigError(f"{self.run.id} is not class-conditional; drop {opt('label')}")
-            return None
-        if label is None:
-            return torch.arange(n) % k  # every class in turn
-        if not 0 <= label < k:
-            raise ConfigError(f"{opt('label')} must be in 0..{k - 1} for {self.run.id}, got {label}")
-        return torch.full((n,), label, dtype=torch.int64)
+        return self.sampler.draw(n, g, **self.resolved("draw", options))
 
     def decoder(self, **options: Any) -> torch.nn.Module:
-        """The module that maps (z (N, latent_dim), labels) to images in [0, 1] under ``options``."""
-        return self.sampler.decoder(**self._split(options)[1])
+        """The Decoder (z (N, latent_dim), Conditioning) -> images in [0, 1] under the decode options."""
+        return self.sampler.decoder(**self.resolved("decode", options))
 
     @torch.inference_mode()
-    def generate(self, z: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 256,
+    def generate(self, z: torch.Tensor, cond: Conditioning | None = None, batch_size: int = 256,
                  progress: Callable[[int, int], None] | None = None, **options: Any) -> torch.Tensor:
-        """(n, latent_dim) -> (n, C, H, W) floats in [0, 1] on the CPU. ``progress(done, total)``
-        hears of every network pass: one per batch, or each of an iterative decoder's steps.
-        Under a process group of several ranks this is collective: every rank must call it."""
+        """(n, latent_dim) -> (n, C, H, W) floats in [0, 1] on the CPU, under ``cond`` (None: the
+        conditions' defaults, e.g. every class in turn). ``progress(done, total)`` hears of every
+        network pass: one per batch, or each of an iterating decoder's steps. Under a process
+        group of several ranks this is collective: every rank must call it."""
         if z.ndim != 2 or z.shape[1] != self.latent_dim:
             raise ConfigError(
                 f"latents must have shape (N, {self.latent_dim}) for {self.run.id}, got {tuple(z.shape)}"
             )
+        cond = self.conditioning(len(z)) if cond is None else cond
+        if len(cond) != len(z):
+            raise ConfigError(f"{len(z)} latents but {len(cond)} conditions for {self.run.id}")
         if distributed.active():
             # Under torchrun every rank calls this: each decodes its own whole batches, and all
             # get every image, the same as one process gets (core/distributed.py).
             lo, hi = distributed.shard(len(z), batch_size)
-            mine = self._generate(z[lo:hi], labels[lo:hi] if labels is not None else None, batch_size, progress,
-                                  **options)
-            return distributed.gather_rows(mine)
-        return self._generate(z, labels, batch_size, progress, **options)
+            return distributed.gather_rows(self._generate(z[lo:hi], cond.rows(lo, hi), batch_size, progress, options))
+        return self._generate(z, cond, batch_size, progress, options)
 
-    def _generate(self, z, labels, batch_size, progress, **options) -> torch.Tensor:
+    def _generate(self, z, cond: Conditioning, batch_size, progress, options) -> torch.Tensor:
         module = self.decoder(**options)
-        passes = getattr(module, "passes", 1)  # models/registry.py: an iterating decoder says how many
-        total, done = -(-len(z) // batch_size) * passes, 0
+        total, done = -(-len(z) // batch_size) * module.passes, 0
 
         def one_pass() -> None:
             nonlocal done
             done += 1
             progress(done, total)
 
-        if progress is not None and passes > 1:
-            module.on_pass = one_pass
+        steps = one_pass if progress is not None and module.passes > 1 else None
         out = []
-        try:
-            for i in range(0, len(z), batch_size):
-                zb = z[i : i + batch_size].to(self.device, torch.float32)
-                yb = labels[i : i + batch_size].to(self.device) if labels is not None else None
-                out.append(module(zb, yb).float().cpu())
-                if progress is not None and passes == 1:
-                    one_pass()
-        finally:
-            if passes > 1:
-                module.on_pass = None
+        for i in range(0, len(z), batch_size):
+            zb = z[i : i + batch_size].to(self.device, torch.float32)
+            out.append(module(zb, cond.rows(i, i + batch_size).to(self.device), on_pass=steps).float().cpu())
+            if progress is not None and module.passes == 1:
+                one_pass()
         return torch.cat(out) if out else torch.empty(0, *self.image_shape)
 
     @torch.inference_mode()
-    def encode(self, images: torch.Tensor, labels: torch.Tensor | None = None, batch_size: int = 256,
+    def encode(self, images: torch.Tensor, cond: Conditioning | None = None, batch_size: int = 256,
                **options: Any) -> torch.Tensor:
-        """(n, C, H, W) uint8 images of the run's shape -> (n, latent_dim) latents on the CPU."""
-        encoder = self.sampler.encoder(**self._split(options)[1]) if self.can_encode else None
+        """(n, C, H, W) uint8 images of the run's shape -> (n, latent_dim) latents on the CPU,
+        under ``cond`` (None: one condition for all, class 0 of a class-conditional run)."""
+        encoder = self.sampler.encoder(**self.resolved("decode", options)) if self.can_encode else None
         if encoder is None:
             raise ConfigError(f"{self.run.id} is a {self.family.name} run: it has no encoder to map images to latents")
+        cond = self.conditioning(len(images), single=True) if cond is None else cond
         out = []
         for i in range(0, len(images), batch_size):
             xb = images[i : i + batch_size].to(self.device).float() / 255
-            yb = labels[i : i + batch_size].to(self.device) if labels is not None else None
-            out.append(encoder(xb, yb).float().cpu())
+            out.append(encoder(xb, cond.rows(i, i + batch_size).to(self.device)).float().cpu())
         return torch.cat(out) if out else torch.empty(0, self.latent_dim)
 
-    def sample_uint8(self, n: int, seed: int, batch_size: int = 256, label: int | None = None,
-                     **options: Any) -> torch.Tensor:
-        """(n, C, H, W) uint8, exactly the pixels ``aigc sample`` would write to PNG."""
+    def sample_uint8(self, n: int, seed: int, batch_size: int = 256, **options: Any) -> torch.Tensor:
+        """(n, C, H, W) uint8, exactly the pixels ``aigc sample`` would write to PNG; ``options``:
+        the family's generation options (``truncation=``, ``label=``, ``steps=``...)."""
         z = self.latents(n, seed, **options)
-        return to_uint8(self.generate(z, self.labels(n, label), batch_size, **options))
+        return to_uint8(self.generate(z, self.conditioning(n, **options), batch_size, **options))
 
 
 def load_latents(path: str, latent_dim: int) -> torch.Tensor:
@@ -174,7 +183,7 @@ def load_latents(path: str, latent_dim: int) -> torch.Tensor:
 
 
 @dataclass
-class TextGenerator:
+class TextGenerator(_Loaded):
     """A trained text run, loaded: its tokenizer and model (models/text/sampling.py does the work).
 
     ```python
@@ -182,12 +191,6 @@ class TextGenerator:
     text = gen.complete("ROMEO:", length=200, seed=1)[0]
     ```
     """
-
-    run: Run
-    config: dict[str, Any]
-    family: Family
-    sampler: Any  # the family's TextSampler
-    device: torch.device
 
     @property
     def tokenizer(self):
@@ -203,26 +206,45 @@ class TextGenerator:
     def prompt_ids(self, prompt: str | None) -> tuple[str, torch.Tensor]:
         """(the text continued, its ids): an empty or absent prompt stands for the sampler's start
         text (a newline)."""
-        text = prompt if prompt else self.sampler.start
+        text = self.conditioning(1, prompt=prompt).prompts[0]
         return text, self.encode(text)
 
-    def generate(self, prompt: str | None, n: int = 1, length: int = 500, seed: int = 0,
-                 temperature: float = 0.8, top_k: int | None = None, top_p: float | None = None,
-                 on_tokens: Callable[[torch.Tensor], None] | None = None, cache: bool = True) -> torch.Tensor:
-        """(n, length) token ids after ``prompt``; the same seed and n give the same ids."""
-        if top_p is not None and not 0 < top_p <= 1:
-            raise ConfigError(f"{opt('top_p')} must be in (0, 1], got {top_p}")
+    def generate(self, prompt: str | None = None, n: int = 1, seed: int = 0,
+                 on_tokens: Callable[[torch.Tensor], None] | None = None, cache: bool = True,
+                 **options: Any) -> torch.Tensor:
+        """(n, length) token ids after ``prompt`` under the family's decode options (``length``,
+        ``temperature``, ``top_k``, ``top_p``; absent: their declared defaults); the same seed
+        and n give the same ids."""
+        decode = self.resolved("decode", options)
         _, ids = self.prompt_ids(prompt)
         g = torch.Generator().manual_seed(seed)
-        return self.sampler.generate(ids, n, length, g, temperature=temperature, top_k=top_k, top_p=top_p,
-                                     on_tokens=on_tokens, cache=cache)
+        length = decode.pop("length")
+        return self.sampler.generate(ids, n, length, g, on_tokens=on_tokens, cache=cache, **decode)
 
-    def complete(self, prompt: str | None, n: int = 1, **options: Any) -> list[str]:
+    def complete(self, prompt: str | None = None, n: int = 1, **options: Any) -> list[str]:
         """The n continuations of ``prompt`` as text (without the prompt)."""
         return [self.tokenizer.decode(row.tolist()) for row in self.generate(prompt, n, **options)]
 
 
-GENERATORS = {"images": Generator, "text": TextGenerator}  # by what the family produces
+GENERATORS = {"images": (Generator, Sampler), "text": (TextGenerator, TextSampler)}  # by what a family produces
+
+
+def load_modules(run: Run, names: list[str] | None = None,
+                 config: dict[str, Any] | None = None) -> dict[str, torch.nn.Module]:
+    """The inference modules ``names`` of ``run`` (all when None), built by its family and filled
+    from model.safetensors alone (not its checkpoint): what generation loads, and what a run
+    started from another's weights will. A name the run lacks is an error naming those it has."""
+    config = load_config(run) if config is None else config
+    modules = get_family(config["family"]).impl.build(config)
+    if names is not None:
+        unknown = [n for n in names if n not in modules]
+        if unknown:
+            raise RunError(f"{run.id} has no module {', '.join(map(repr, unknown))}; it has {', '.join(modules)}")
+        modules = {n: modules[n] for n in names}
+    if not run.weights_path.exists():
+        raise RunError(f"{run.id} has no weights yet (model.safetensors); train it for at least one epoch")
+    load_weights(run.weights_path, modules)
+    return modules
 
 
 def load_generator(run_ref: str | Run, device: torch.device | str = "cpu", command: str = "sample"):
@@ -230,13 +252,14 @@ def load_generator(run_ref: str | Run, device: torch.device | str = "cpu", comma
     Generator for image runs, a TextGenerator for text runs; a one-line error when ``command``
     does not apply to the run."""
     run = run_ref if isinstance(run_ref, Run) else resolve_run(run_ref)
-    config = run.read_config()
+    config = load_config(run)
     family = get_family(config["family"])
     require_command(family.spec, command, run.id)
-    if not run.weights_path.exists():
-        raise RunError(f"{run.id} has no weights yet (model.safetensors); train it for at least one epoch")
-    modules = family.impl.build(config)
-    load_weights(run.weights_path, modules)
+    modules = load_modules(run, config=config)
     fault_point("generator:loaded")  # the signal tests stop sample, interpolate, export, eval here
     device = torch.device(device)
-    return GENERATORS[family.spec.produces](run, config, family, family.impl.sampler(modules, config, device), device)
+    cls, protocol = GENERATORS[family.spec.produces]
+    sampler = family.impl.sampler(modules, config, device)
+    if not isinstance(sampler, protocol):
+        raise TypeError(f"the {family.name} family's sampler must be a {protocol.__name__}")
+    return cls(run, config, family, sampler, device)

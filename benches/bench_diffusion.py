@@ -33,19 +33,19 @@ def aigc_side(batch: int, layout: str = "compact"):
     model, train = family.make_config({"width": 32, "channel_mult": "1,2,2", "conditional": False, "layout": layout},
                                       {"shape": (1, 32, 32), "classes": None})
     config = {"model": model, "train": train, "seed": 0}
-    task = family.impl.make_task(config, torch.device("cpu"))
+    task = family.training_task(config, torch.device("cpu"))
     images = torch.randint(0, 256, (batch, 1, 32, 32), dtype=torch.uint8)
 
     def train_steps(n):
         for i in range(n):
             task.train_step(images, None, i)
 
-    decoder_of = DiffusionSampler(task.ema.shadow, config, torch.device("cpu"))
+    decoder_of = DiffusionSampler(task.modules["unet_ema"], config, torch.device("cpu"))
 
     def sample(steps):
         z = torch.randn(batch, 32 * 32)
         with torch.inference_mode():
-            decoder_of.decoder(steps=steps, sampler="ddim")(z)
+            decoder_of.decoder(steps=steps, sampler="ddim", eta=0.0, guidance=None)(z)
 
     return task.net, train_steps, sample
 

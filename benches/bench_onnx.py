@@ -37,15 +37,17 @@ CONFIGS = [
 
 
 def build(arch: str, shape: list[int], classes: int | None, latent: int = 64, width: int = 32):
-    """A LoadedGenerator look-alike (what export_module and trace_to_onnx use) with initial weights."""
+    """A Generator of a GAN with initial weights (what export_module and trace_to_onnx use), no run."""
+    from aigc_cli.generation import Generator
     from aigc_cli.models.registry import get_family
 
     family = get_family("gan")
-    config = {"family": "gan", "model": {"arch": arch, "latent_dim": latent, "width": width, "image_shape": shape,
-                                         "num_classes": classes, "conditional": classes is not None, "loss": "hinge"}}
-    module = family.sampler(family.build(config), config).eval()
-    return SimpleNamespace(module=module, latent_dim=latent, num_classes=classes, image_shape=tuple(shape),
-                           family="gan", config=config)
+    model, train = family.make_config({"arch": arch, "latent_dim": latent, "width": width},
+                                      {"shape": list(shape), "classes": classes})
+    config = {"family": "gan", "model": model, "train": train, "seed": 0}
+    device = torch.device("cpu")
+    sampler = family.impl.sampler(family.impl.build(config), config, device)
+    return Generator(SimpleNamespace(id=f"{arch}-untrained"), config, family, sampler, device)
 
 
 def from_run(ref: str):

@@ -146,7 +146,7 @@ def aigc_trainer(text_path, arch="gpt", batch=None, epochs=1, seed=0, **options)
     data = fam.training_data(corpus, {"model": model_cfg, "train": train_cfg})
     train_cfg["items"] = len(data)
     seed_everything(seed)
-    task = fam.impl.make_task({"model": model_cfg, "train": train_cfg, "seed": seed}, torch.device("cpu"))
+    task = fam.training_task({"model": model_cfg, "train": train_cfg, "seed": seed}, torch.device("cpu"))
     state = {"epoch": 0, "pos": 0, "step": 0, "order": epoch_permutation(len(data), seed, 0)}
 
     def step():

@@ -40,7 +40,7 @@ def make_task(width: int, shape, classes: int | None, updates: str | None = None
     gan = get_family("gan")
     options = {"width": width, "updates": updates}  # None: the default
     model, train = gan.make_config(options, {"shape": list(shape), "classes": classes})
-    return gan.impl.make_task({"model": model, "train": train, "seed": 0}, torch.device("cpu"))
+    return gan.training_task({"model": model, "train": train, "seed": 0}, torch.device("cpu"))
 
 
 def aigc_batches(images, labels, batch):
@@ -91,7 +91,7 @@ def tutorial_step(task, real, labels, step):
     D on the real batch and on the fake batch in two passes, then G on the same fake batch
     (conditional: the fake batch drawn with the real batch's labels, as aigc's step does)."""
     G, D, loss = task.G, task.D, task.loss
-    opt_g, opt_d = task.optimizers["G"], task.optimizers["D"]
+    opt_g, opt_d = task.optim["G"].optimizer, task.optim["D"].optimizer
     opt_d.zero_grad()
     real_scores = D(real, labels)
     fake = G(torch.randn(real.size(0), task.spec.latent_dim), labels)
@@ -101,7 +101,7 @@ def tutorial_step(task, real, labels, step):
     opt_g.zero_grad()
     loss.g_loss(D(fake, labels)).backward()
     opt_g.step()
-    task.ema.update(G, step)  # the same averaging work as aigc's step
+    task.optim["G"].emas[0].update(step)  # the same averaging work as aigc's step
 
 
 CONFIGS = {  # label -> (loop, allocator, aigc's --updates; "default": the default's)

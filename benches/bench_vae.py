@@ -117,7 +117,7 @@ def aigc_task(arch, shape):
     vae = get_family("vae")
     model, train = vae.make_config({"arch": arch}, {"shape": list(shape), "classes": None})
     config = {"model": model, "train": {**train, "batch_size": 64}, "seed": 0, "dataset": {"size": 10000}}
-    return vae.impl.make_task(config, torch.device("cpu"))
+    return vae.training_task(config, torch.device("cpu"))
 
 
 def speed(images, steps, workers):

@@ -39,7 +39,7 @@ def main() -> None:
         "config": {k: gen.config["model"].get(k) for k in ("arch", "loss", "latent_dim", "width", "beta")},
         "epochs": gen.run.read_meta().get("epoch"),
         **options,
-        "samples": judge(model, samples, gen.labels(args.n, None)),
+        "samples": judge(model, samples, gen.conditioning(args.n).labels),
         "real": real_reference(model),
     }
     print(json.dumps(report, indent=2))

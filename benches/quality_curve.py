@@ -64,7 +64,7 @@ class Judge:
             from aigc_cli.generation import load_generator
 
             gen = load_generator(self.run_id)
-            labels = gen.labels(self.n, None)
+            labels = gen.conditioning(self.n).labels
             for steps in self.steps:
                 options = {} if steps is None else {"steps": steps}
                 t0 = time.perf_counter()

@@ -117,7 +117,7 @@ def main() -> None:
         seconds = parse_budget(budget)
         run = train("gan", str(MNIST), epochs=1000, time=budget, seed=args.seed)
         gen = load_generator(run.id)
-        ours = judge(model, gen.sample_uint8(args.n, seed=args.seed), gen.labels(args.n, None))
+        ours = judge(model, gen.sample_uint8(args.n, seed=args.seed), gen.conditioning(args.n).labels)
         steps = run.read_meta()["step"]
         g, t_steps = train_tutorial(seconds, args.seed)
         theirs = judge(model, tutorial_samples(g, args.n, args.seed))

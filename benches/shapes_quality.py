@@ -58,7 +58,7 @@ def main():
     asked = range(gen.num_classes) if gen.num_classes else [None]
     with torch.no_grad():
         for k in asked:
-            images = gen.generate(gen.latents(args.n, args.seed), gen.labels(args.n, k))  # (n, 3, 32, 32) in [0, 1]
+            images = gen.generate(gen.latents(args.n, args.seed), gen.conditioning(args.n, label=k))  # (n, 3, 32, 32) in [0, 1]
             p = F.softmax(judge(images), 1)
             share = p.argmax(1).bincount(minlength=3).float() / args.n
             what = f"asked {SHAPES[k]:8s}" if k is not None else "unconditional  "

@@ -126,3 +126,57 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+class FakeExtractor:
+    """A cheap deterministic stand-in for the FID Inception network: 64-d features from pooled
+    pixels, 1008 logits from them; ``calls`` records the batch sizes it was asked for."""
+
+    DIM = 64
+
+    def __init__(self):
+        import torch
+
+        self.device = torch.device("cpu")
+        self.batch_size = 64
+        self.on_batch_halved = None
+        self.calls: list[int] = []
+        g = torch.Generator().manual_seed(0)
+        self.proj = torch.randn(3 * 4 * 4, self.DIM, generator=g)
+        self.cls = torch.randn(self.DIM, 1008, generator=g) * 0.5
+
+    def _features(self, images):
+        import torch
+        import torch.nn.functional as F
+
+        from aigc_cli.metrics.features import to_rgb
+
+        x = F.adaptive_avg_pool2d(to_rgb(images).float() / 255, 4).flatten(1)
+        return torch.relu(x @ self.proj)
+
+    def extract(self, batches, total=None, advance=None):
+        import torch
+
+        from aigc_cli.metrics.features import FeatureSet
+
+        feats = torch.cat([self._features(b) for b in batches])
+        self.calls.append(len(feats))
+        return FeatureSet(feats.numpy(), (feats @ self.cls).numpy())
+
+    def extract_tensor(self, images, advance=None):
+        return self.extract([images])
+
+
+@pytest.fixture
+def fake_inception(tmp_path, monkeypatch):
+    """Metrics computed on FakeExtractor instead of the Inception network (its weights are not on
+    this machine): the plumbing tested in milliseconds. ``.weights``: a dummy file to name."""
+    from aigc_cli.metrics import evaluate
+
+    ex = FakeExtractor()
+    monkeypatch.setattr(evaluate, "get_extractor", lambda *a, **k: ex)
+    monkeypatch.setattr(evaluate, "FEATURE_DIM", FakeExtractor.DIM)
+    weights = tmp_path / "dummy.pth"
+    weights.write_bytes(b"dummy weights")
+    ex.weights = str(weights)
+    return ex

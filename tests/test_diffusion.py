@@ -195,7 +195,10 @@ def test_denoiser_export_drives_a_users_own_sampler_loop(trained, cli, clean_err
         x = (np.sqrt(a_next) * x0 + np.sqrt(1 - a_next) * eps).astype(np.float32)
     mine = np.clip((x + 1) / 2, 0, 1)
     gen = load_generator("run1")
-    theirs = gen.generate(z, torch.from_numpy(labels), steps=4, sampler="ddim", guidance=1.0).numpy()
+    from aigc_cli.models.conditions import Conditioning
+
+    theirs = gen.generate(z, Conditioning(5, labels=torch.from_numpy(labels)), steps=4, sampler="ddim",
+                          guidance=1.0).numpy()
     np.testing.assert_allclose(mine, theirs, atol=1e-4)
 
     code, _, err = cli("export", "onnx", "run1", "--format", "denoiser", "--steps", "4", "-o", str(tmp_path / "b.onnx"))
@@ -213,9 +216,9 @@ def test_resume_is_bit_identical(aigc_home, cli, tiny_npz, precision):
     assert cli(*args, "--epochs", "1")[0] == 0
     with safe_open(str(aigc_home / "runs/run1/checkpoint.safetensors"), "pt") as f:
         state = json.loads(f.metadata()["state"])
-    assert ("scaler" in state["task"]) == (precision == "fp16")
+    assert ("scaler" in state["optim"]["unet"]) == (precision == "fp16")  # the optimizer's loss scale
     if precision == "fp16":
-        assert state["task"]["scaler"]["scale"] > 0
+        assert state["optim"]["unet"]["scaler"]["scale"] > 0
     assert cli("train", "diffusion", "--resume", "run1", "--epochs", "2")[0] == 0
     assert cli(*args, "--epochs", "2")[0] == 0
     a = load_file(str(aigc_home / "runs/run1/model.safetensors"))

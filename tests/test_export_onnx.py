@@ -58,8 +58,11 @@ def exported(home, cli_captured):
 def pytorch_images(run, z, labels=None):
     from aigc_cli.generation import load_generator
 
+    from aigc_cli.models.conditions import Conditioning
+
     gen = load_generator(run)
-    return gen.generate(torch.from_numpy(z), None if labels is None else torch.from_numpy(labels)).numpy()
+    cond = Conditioning(len(z), labels=None if labels is None else torch.from_numpy(labels))
+    return gen.generate(torch.from_numpy(z), cond).numpy()
 
 
 # --------------------------------------------------------------------------- success

@@ -52,7 +52,7 @@ def test_a_new_family_is_one_folder(tmp_path, make_bars, tiny_gan):
         ["train", "toy", "--help"],
         ["-q", "train", "toy", "--dataset", data, "--epochs", "1", "--batch-size", "16", "--latent-dim", "3"],
         ["sample", "run1", "-n", "4", "-o", out / "a.png", "--seed", "1", "--steps", "3", "--json"],
-        ["interpolate", "run1", "--from-seed", "1", "--to-seed", "2", "--steps", "4", "--sample-steps", "2", "-o", out / "i.png"],
+        ["interpolate", "run1", "--from-seed", "1", "--to-seed", "2", "--frames", "4", "--steps", "2", "-o", out / "i.png"],
         ["-q", "export", "onnx", "run1", "-o", out / "toy.onnx", "--steps", "2"],
         ["reconstruct", "run1", out / "a.png", "-o", out / "r.png"],
         ["interpolate", "run1", "--traverse", "0", "-o", out / "t.png"],

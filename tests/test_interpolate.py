@@ -131,14 +131,14 @@ def test_render_png_and_gif_exact_frames():
 # -- the command ------------------------------------------------------------------------------------
 
 def test_interpolate_seeds_png_and_gif(cli, home, tmp_path):
-    code, out, err = cli("interpolate", "v", "--from-seed", "1", "--to-seed", "2", "--steps", "5",
+    code, out, err = cli("interpolate", "v", "--from-seed", "1", "--to-seed", "2", "--frames", "5",
                          "-o", tmp_path / "i.png", "--json")
     assert code == 0, err
     info = json.loads(out)
     assert info["frames"] == 5 and info["from_seed"] == 1 and info["mode"] == "slerp"
     assert Image.open(tmp_path / "i.png").size == (5 * 10 + 2, 10 + 2)  # one strip of 5 frames
 
-    code, _, err = cli("interpolate", "v", "--from-seed", "1", "--to-seed", "2", "--steps", "7", "--fps", "4",
+    code, _, err = cli("interpolate", "v", "--from-seed", "1", "--to-seed", "2", "--frames", "7", "--fps", "4",
                        "--mode", "lerp", "-o", tmp_path / "i.gif")
     assert code == 0, err
     frames = gif_frames((tmp_path / "i.gif").read_bytes())
@@ -150,17 +150,17 @@ def test_interpolate_seeds_png_and_gif(cli, home, tmp_path):
     assert np.array_equal(strip, np.asarray(Image.open(tmp_path / "s.png"))[2:10, 2:10])
 
     # Same seed at both ends: all frames equal, still exactly N GIF frames.
-    code, _, err = cli("interpolate", "v", "--from-seed", "3", "--to-seed", "3", "--steps", "4", "-o", tmp_path / "same.gif")
+    code, _, err = cli("interpolate", "v", "--from-seed", "3", "--to-seed", "3", "--frames", "4", "-o", tmp_path / "same.gif")
     assert code == 0 and len(gif_frames((tmp_path / "same.gif").read_bytes())) == 4
 
-    code, png, err = cli("interpolate", "v", "--steps", "3", "-o", "-")
+    code, png, err = cli("interpolate", "v", "--frames", "3", "-o", "-")
     assert code == 0 and png.startswith(b"\x89PNG")
-    code, gif, err = cli("interpolate", "v", "--steps", "3", "-o", "-", "--format", "gif")
+    code, gif, err = cli("interpolate", "v", "--frames", "3", "-o", "-", "--format", "gif")
     assert code == 0 and gif.startswith(b"GIF89a") and len(gif_frames(gif)) == 3
 
 
 def test_interpolate_gan_run(cli, home, tmp_path, clean_error):
-    code, _, err = cli("interpolate", "g", "--steps", "6", "-o", tmp_path / "g.gif")
+    code, _, err = cli("interpolate", "g", "--frames", "6", "-o", tmp_path / "g.gif")
     assert code == 0, err
     assert len(gif_frames((tmp_path / "g.gif").read_bytes())) == 6
     code, _, err = cli("interpolate", "g", "--between", home / "a.png", home / "b.png", "-o", tmp_path / "x.png")
@@ -171,7 +171,7 @@ def test_interpolate_gan_run(cli, home, tmp_path, clean_error):
 
 
 def test_interpolate_between_images(cli, home, tmp_path, clean_error):
-    code, out, err = cli("interpolate", "v", "--between", home / "a.png", home / "b.png", "--steps", "4",
+    code, out, err = cli("interpolate", "v", "--between", home / "a.png", home / "b.png", "--frames", "4",
                          "-o", tmp_path / "b.png", "--json")
     assert code == 0, err
     assert "converted b.png: 16x16 -> 8x8" in err  # resized and made grey for the 8x8 grey run
@@ -191,28 +191,28 @@ def test_interpolate_between_images(cli, home, tmp_path, clean_error):
 
 
 def test_quiet_hides_conversion_warnings(cli, home, tmp_path):
-    code, out, err = cli("-q", "interpolate", "v", "--between", home / "a.png", home / "b.png", "--steps", "3",
+    code, out, err = cli("-q", "interpolate", "v", "--between", home / "a.png", home / "b.png", "--frames", "3",
                          "-o", tmp_path / "b.png", "--json")
     assert code == 0 and err == "", err
     assert json.loads(out)["converted"] == ["b.png: 16x16 -> 8x8"]  # still reported, on stdout
 
 
 def test_json_reports_the_label_used(cli, home, tmp_path):
-    code, out, err = cli("interpolate", "c", "--steps", "3", "-o", tmp_path / "c.png", "--json")
+    code, out, err = cli("interpolate", "c", "--frames", "3", "-o", tmp_path / "c.png", "--json")
     assert code == 0, err
     assert json.loads(out)["label"] == 0  # omitted on a conditional run: class 0 is drawn
     assert "label=0" in Image.open(tmp_path / "c.png").text["aigc:interpolate"]
-    code, out, err = cli("interpolate", "c", "--steps", "3", "--label", "2", "-o", tmp_path / "c.png", "--json")
+    code, out, err = cli("interpolate", "c", "--frames", "3", "--label", "2", "-o", tmp_path / "c.png", "--json")
     assert code == 0 and json.loads(out)["label"] == 2, err
-    code, out, err = cli("interpolate", "v", "--steps", "3", "-o", tmp_path / "v.png", "--json")
+    code, out, err = cli("interpolate", "v", "--frames", "3", "-o", tmp_path / "v.png", "--json")
     assert code == 0 and json.loads(out)["label"] is None, err  # unconditional: no class
 
 
 def test_default_class_is_said(cli, home, tmp_path):
-    code, _, err = cli("interpolate", "c", "--steps", "3", "-o", tmp_path / "c.png")
+    code, _, err = cli("interpolate", "c", "--frames", "3", "-o", tmp_path / "c.png")
     said = " ".join(err.split())  # rich wraps lines at the terminal's width
     assert code == 0 and "class 0 of" in said and "--label K" in said, err
-    code, _, err = cli("interpolate", "c", "--steps", "3", "--label", "1", "-o", tmp_path / "c.png")
+    code, _, err = cli("interpolate", "c", "--frames", "3", "--label", "1", "-o", tmp_path / "c.png")
     said = " ".join(err.split())
     assert code == 0 and "wrote 3 frames" in said and "class 0" not in said, err
 
@@ -220,19 +220,19 @@ def test_default_class_is_said(cli, home, tmp_path):
 def test_interpolate_latents_and_traverse(cli, home, tmp_path, clean_error):
     z = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
     np.save(tmp_path / "z.npy", z)
-    code, out, err = cli("interpolate", "v", "--latents", tmp_path / "z.npy", "--steps", "5", "-o", tmp_path / "p.gif")
+    code, out, err = cli("interpolate", "v", "--latents", tmp_path / "z.npy", "--frames", "5", "-o", tmp_path / "p.gif")
     assert code == 0, err
     assert len(gif_frames((tmp_path / "p.gif").read_bytes())) == 5
     np.save(tmp_path / "one.npy", z[:1])
     code, _, err = cli("interpolate", "v", "--latents", tmp_path / "one.npy", "-o", tmp_path / "x.png")
     clean_error(code, err, "2 or more")
 
-    code, out, err = cli("interpolate", "v", "--traverse", "all", "--steps", "6", "--range", "2",
+    code, out, err = cli("interpolate", "v", "--traverse", "all", "--frames", "6", "--range", "2",
                          "-o", tmp_path / "t.png", "--json")
     assert code == 0, err
     assert json.loads(out)["rows"] == 4
     assert Image.open(tmp_path / "t.png").size == (6 * 10 + 2, 4 * 10 + 2)  # a row per dimension
-    code, out, err = cli("interpolate", "v", "--traverse", "1,2", "--latents", tmp_path / "one.npy", "--steps", "3",
+    code, out, err = cli("interpolate", "v", "--traverse", "1,2", "--latents", tmp_path / "one.npy", "--frames", "3",
                          "-o", tmp_path / "t.gif", "--json")
     assert code == 0, err
     info = json.loads(out)
@@ -243,8 +243,8 @@ def test_interpolate_latents_and_traverse(cli, home, tmp_path, clean_error):
 
 
 @pytest.mark.parametrize("args, words", [
-    (["--steps", "1"], ["--steps", "at least 2"]),
-    (["--steps", "0"], ["--steps"]),
+    (["--frames", "1"], ["--frames", "at least 2"]),
+    (["--frames", "0"], ["--frames"]),
     (["-o", "out.jpg"], [".png", ".gif"]),
     (["-o", "out.png", "--format", "gif"], ["--format"]),
     (["-o", "-", "--format", "webp"], ["--format"]),
@@ -267,7 +267,7 @@ def test_fps_above_50_refused(cli, home, tmp_path, clean_error, fps):
     from aigc_cli.core.errors import ConfigError
     from aigc_cli.core.images import render
 
-    code, _, err = cli("interpolate", "v", "--steps", "3", "--fps", fps, "-o", tmp_path / "x.gif")
+    code, _, err = cli("interpolate", "v", "--frames", "3", "--fps", fps, "-o", tmp_path / "x.gif")
     clean_error(code, err, "--fps must be in (0, 50]")
     assert not (tmp_path / "x.gif").exists()
     with pytest.raises(ConfigError, match="50"):

@@ -23,29 +23,6 @@ DIM = 64
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-class FakeExtractor:
-    def __init__(self):
-        self.device = torch.device("cpu")
-        self.batch_size = 64
-        self.on_batch_halved = None
-        self.calls: list[int] = []
-        g = torch.Generator().manual_seed(0)
-        self.proj = torch.randn(3 * 4 * 4, DIM, generator=g)
-        self.cls = torch.randn(DIM, 1008, generator=g) * 0.5
-
-    def _features(self, images):
-        x = F.adaptive_avg_pool2d(to_rgb(images).float() / 255, 4).flatten(1)
-        return torch.relu(x @ self.proj)
-
-    def extract(self, batches, total=None, advance=None):
-        feats = torch.cat([self._features(b) for b in batches])
-        self.calls.append(len(feats))
-        return FeatureSet(feats.numpy(), (feats @ self.cls).numpy())
-
-    def extract_tensor(self, images, advance=None):
-        return self.extract([images])
-
-
 @pytest.fixture
 def home(tmp_path, monkeypatch):
     monkeypatch.setenv("AIGC_HOME", str(tmp_path / "home"))
@@ -60,15 +37,9 @@ def home(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def fake(home, tmp_path, monkeypatch):
-    """The stand-in network, and a dummy weights file to name (never loaded)."""
-    ex = FakeExtractor()
-    monkeypatch.setattr(evaluate, "get_extractor", lambda *a, **k: ex)
-    monkeypatch.setattr(evaluate, "FEATURE_DIM", DIM)
-    weights = tmp_path / "dummy.pth"
-    weights.write_bytes(b"dummy weights")
-    ex.weights = str(weights)
-    return ex
+def fake(home, fake_inception):
+    """The stand-in network (conftest.py), and a dummy weights file to name (never loaded)."""
+    return fake_inception
 
 
 def _folder(path, count, seed, size=16, grey=False):

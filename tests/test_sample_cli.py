@@ -73,7 +73,7 @@ def test_latents_file_decides_the_images(home, cli, tmp_path):
     from aigc_cli.generation import load_generator
 
     gen = load_generator("tiny")
-    want = to_uint8(gen.generate(torch.from_numpy(z), torch.full((3,), 1))).numpy()[:, 0]
+    want = to_uint8(gen.generate(torch.from_numpy(z), gen.conditioning(3, label=1))).numpy()[:, 0]
     assert np.array_equal(got, want)
 
 

@@ -121,7 +121,7 @@ def test_a_signal_during_an_epoch_save_stops_after_it(tmp_path, data):
 
 COMMANDS = {
     "sample": ["sample", "run1", "-n", "4", "-o", "{out}/grid.png"],
-    "interpolate": ["interpolate", "run1", "--from-seed", "1", "--to-seed", "2", "--steps", "3", "-o", "{out}/i.png"],
+    "interpolate": ["interpolate", "run1", "--from-seed", "1", "--to-seed", "2", "--frames", "3", "-o", "{out}/i.png"],
     "export": ["export", "onnx", "run1", "-o", "{out}/m.onnx"],
 }
 

@@ -243,7 +243,7 @@ def _tiny_task(updates, loss):
     model, train = gan.make_config({"updates": updates, "loss": loss, "width": 4, "latent_dim": 8},
                                    {"shape": [1, 8, 8], "classes": 3})
     torch.manual_seed(0)
-    return gan.impl.make_task({"model": model, "train": train, "seed": 0}, torch.device("cpu"))
+    return gan.training_task({"model": model, "train": train, "seed": 0}, torch.device("cpu"))
 
 
 @pytest.mark.parametrize("loss", ["hinge", "bce", "wgan-gp"])
@@ -285,7 +285,7 @@ def test_updates_option_is_recorded_and_old_runs_resume_alternating(aigc_home, c
     # A run made before the option has no "updates" in its config: it resumes as it was trained.
     config = json.loads((runs / "run2/config.json").read_text())
     del config["train"]["updates"]
-    (runs / "run2/config.json").write_text(json.dumps(config))
+    (runs / "run2/config.json").write_text(json.dumps({**config, "format": "aigc-run/1"}))
     code, _, err = cli("train", "gan", "--resume", "run2", "--epochs", "2")
     assert code == 0, err
     assert _tensors_equal(runs / "run1/model.safetensors", runs / "run2/model.safetensors")
@@ -300,34 +300,38 @@ def test_per_class_tables_learn_at_their_own_rate():
     from aigc_cli.models.gan.nets import ConditionalBatchNorm2d
 
     task = _tiny_task("simultaneous", "hinge")
-    scale = task.optimizers["G"].param_groups[1]["lr"] / task.optimizers["G"].param_groups[0]["lr"]
+    opt_g, opt_d = task.optim["G"].optimizer, task.optim["D"].optimizer
+    scale = opt_g.param_groups[1]["lr"] / opt_g.param_groups[0]["lr"]
     assert scale == pytest.approx(100.0)
     tables = {id(p) for m in task.G.modules() if isinstance(m, ConditionalBatchNorm2d)
               for p in (m.scale.weight, m.shift.weight)}
-    assert {id(p) for p in task.optimizers["G"].param_groups[1]["params"]} == tables
-    assert len(task.optimizers["D"].param_groups[1]["params"]) == 1  # the projection's class embedding
+    assert {id(p) for p in opt_g.param_groups[1]["params"]} == tables
+    assert len(opt_d.param_groups[1]["params"]) == 1  # the projection's class embedding
     before = {id(p): p.detach().clone() for p in task.G.parameters()}
     torch.manual_seed(1)
     task.train_step(torch.randint(0, 256, (6, 1, 8, 8), dtype=torch.uint8), torch.tensor([0, 1, 2, 0, 1, 2]), 0)
     moved = {id(p): float((p.detach() - before[id(p)]).abs().max()) for p in task.G.parameters()}
-    lr = task.optimizers["G"].param_groups[0]["lr"]
+    lr = opt_g.param_groups[0]["lr"]
     assert max(moved[i] for i in tables) == pytest.approx(100 * lr, rel=0.05)
     assert max(v for i, v in moved.items() if i not in tables) == pytest.approx(lr, rel=0.05)
 
 
-def test_runs_from_before_the_class_rate_resume_with_one_group(aigc_home, cli, tiny_npz, tiny_gan, monkeypatch):
-    from aigc_cli.models.gan.family import GanFamily
+def test_runs_from_before_the_class_rate_resume_with_one_group(aigc_home, cli, tiny_npz, tiny_gan):
+    """A run of format 1 without class_lr_scale trained one Adam group per network: its family's
+    upgrade_config says so (None), and it trains and resumes that way."""
+    from safetensors import safe_open
 
-    make_config = GanFamily.make_config
-
-    def old_config(options, info):  # the config a run made before class_lr_scale existed had
-        model, train = make_config(options, info)
-        del train["class_lr_scale"]
-        return model, train
-
-    with monkeypatch.context() as m:
-        m.setattr(GanFamily, "make_config", staticmethod(old_config))
-        assert cli("train", "gan", "--dataset", tiny_npz, *tiny_gan, "--epochs", "1")[0] == 0
-    code, _, err = cli("train", "gan", "--resume", "run1", "--epochs", "2")
-    assert code == 0, err
-    assert "class_lr_scale" not in json.loads((aigc_home / "runs/run1/config.json").read_text())["train"]
+    assert cli("train", "gan", "--dataset", tiny_npz, *tiny_gan, "--epochs", "1")[0] == 0
+    run = aigc_home / "runs/run1"
+    config = json.loads((run / "config.json").read_text())
+    del config["train"]["class_lr_scale"]
+    (run / "config.json").write_text(json.dumps({**config, "format": "aigc-run/1"}))
+    (run / "checkpoint.safetensors").unlink()  # as if killed before its first save: it starts over, as such a run
+    for epochs in ("2", "3"):  # from step 0, then from its own one-group checkpoint
+        code, _, err = cli("train", "gan", "--resume", "run1", "--epochs", epochs)
+        assert code == 0, err
+        with safe_open(str(run / "checkpoint.safetensors"), "pt") as f:
+            optim = json.loads(f.metadata()["optim"])
+        assert len(optim["G"]["param_groups"]) == len(optim["D"]["param_groups"]) == 1
+    written = json.loads((run / "config.json").read_text())
+    assert written["format"] == "aigc-run/2" and written["train"]["class_lr_scale"] is None  # said explicitly now

@@ -98,7 +98,8 @@ def test_kl_warmup_ramps_to_beta():
 
     config = {
         "model": {"arch": "mlp", "likelihood": "bernoulli", "latent_dim": 2, "width": 1, "beta": 2.0,
-                  "image_shape": [1, 4, 4], "num_classes": None, "conditional": False},
+                  "image_shape": [1, 4, 4], "num_classes": None, "conditional": False, "prior": "standard",
+                  "prior_components": 0},
         "train": {"lr": 1e-3, "betas": [0.9, 0.999], "kl_warmup": 1.0, "batch_size": 10},
         "dataset": {"size": 100}, "seed": 0,
     }

@@ -163,7 +163,7 @@ def test_runs_from_before_priors_sample_from_the_standard_normal(cli, bars, tmp_
     path = aigc_home / "runs" / "run1" / "config.json"
     config = json.loads(path.read_text())
     del config["model"]["prior"], config["model"]["prior_components"]
-    path.write_text(json.dumps(config))
+    path.write_text(json.dumps({**config, "format": "aigc-run/1"}))  # a run from before priors
     gen = load_generator("run1")
     assert gen.sampler.prior is None and gen.sampler.latent_distribution == "normal"
     assert torch.equal(gen.latents(5, seed=2), torch.randn(5, 4, generator=torch.Generator().manual_seed(2)))

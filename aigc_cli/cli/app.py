@@ -26,7 +26,7 @@ RANK_GRACE = 2.0  # seconds another rank waits before exiting after rank 0's fai
 
 app = typer.Typer(
     name="aigc",
-    help="Train, sample, evaluate and export small generative image models.",
+    help="Train, sample, evaluate and export small generative image and text models.",
     no_args_is_help=True,
     add_completion=True,
     pretty_exceptions_enable=False,

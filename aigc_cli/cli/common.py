@@ -82,11 +82,9 @@ def device():
 
 def random_seed() -> int:
     """A seed for an option left out; under torchrun rank 0's, so that every rank draws alike."""
-    import secrets
+    from aigc_cli.core.seeding import fresh_seed
 
-    from aigc_cli.core import distributed
-
-    return distributed.broadcast_object(secrets.randbelow(2**31))
+    return fresh_seed()
 
 
 def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:

@@ -8,18 +8,18 @@ scores a text file with a text run (``aigc_cli.metrics.text``).
 from __future__ import annotations
 
 import contextlib
+import inspect
 from typing import Any, Optional
 
 import typer
 
 from aigc_cli.cli import common
 from aigc_cli.cli.options import add_options
-from aigc_cli.metrics.registry import SAMPLE_N, get_metric
+from aigc_cli.metrics.registry import METRICS, SAMPLE_N
 from aigc_cli.models.registry import generation_options
 
 # A run side is sampled with its family's decode options (diffusion's steps, ...), if any.
-with_generation = add_options(generation_options("decode"), into="gen_options")
-KID, IS, PR = get_metric("kid"), get_metric("is"), get_metric("pr")
+with_generation = add_options(generation_options("decode", "eval fid"), into="gen_options")
 
 app = typer.Typer(
     help="Evaluate models: FID, KID, IS, precision/recall (pytorch-fid / torch-fidelity compatible) of image "
@@ -152,30 +152,6 @@ def _emit(result: dict[str, Any], json_out: bool, title: str, names: list[str], 
     common.print_result("  ".join(f"{label} {_fmt(value)}" for label, value in values))
 
 
-@app.command("fid")
-@with_generation
-def fid(
-    a: str = typer.Argument(..., metavar="A", help=_SIDE_HELP),
-    b: str = typer.Argument(..., metavar="B", help=_SIDE_HELP),
-    n: int = _n_opt(),
-    seed: int = _seed_opt(),
-    ref_n: Optional[int] = _ref_n_opt(),
-    split: str = _split_opt(),
-    inception_weights: Optional[str] = _weights_opt(),
-    batch_size: Optional[int] = _batch_opt(),
-    save_stats: Optional[str] = typer.Option(None, "--save-stats", help="Also save side A's statistics to this .npz."),
-    json_out: bool = _json_opt(),
-    gen_options: Optional[dict] = None,
-) -> None:
-    """Frechet Inception Distance between A and B (pytorch-fid's network, weights and preprocessing)."""
-    from aigc_cli.metrics import run_metric
-
-    ctx = _context(inception_weights, batch_size)
-    sides = _sides([a, b], split, n, seed, ref_n, gen_options)
-    result = run_metric("fid", sides, ctx, save_stats_a=save_stats)
-    _emit(result, json_out, "FID", ["a", "b"], [("fid", result["fid"])])
-
-
 @app.command("stats")
 @with_generation
 def stats(
@@ -202,83 +178,48 @@ def stats(
         common.print_result(f"{output}  ({result['n']} images)")
 
 
-@app.command("kid")
-@with_generation
-def kid(
-    a: str = typer.Argument(..., metavar="A", help=_SIDE_HELP),
-    b: str = typer.Argument(..., metavar="B", help=_SIDE_HELP),
-    n: int = _n_opt(),
-    seed: int = _seed_opt(),
-    ref_n: Optional[int] = _ref_n_opt(),
-    split: str = _split_opt(),
-    subsets: int = typer.Option(KID.default("subsets"), "--subsets", min=1, help=KID.option("subsets").help),
-    subset_size: int = typer.Option(KID.default("subset_size"), "--subset-size", min=2,
-                                    help=KID.option("subset_size").help),
-    degree: int = typer.Option(KID.default("degree"), "--degree", min=1, help=KID.option("degree").help),
-    gamma: Optional[float] = typer.Option(None, "--gamma", help=KID.option("gamma").help_text()),
-    coef0: float = typer.Option(KID.default("coef0"), "--coef0", help=KID.option("coef0").help),
-    kid_seed: int = typer.Option(KID.default("seed"), "--kid-seed", help=KID.option("seed").help),
-    inception_weights: Optional[str] = _weights_opt(),
-    batch_size: Optional[int] = _batch_opt(),
-    json_out: bool = _json_opt(),
-    gen_options: Optional[dict] = None,
-) -> None:
-    """Kernel Inception Distance between A and B (torch-fidelity's defaults)."""
-    from aigc_cli.metrics import run_metric
+def _metric_command(metric):
+    """``aigc eval <metric>``, generated from its registry entry (metrics/registry.py): its sides
+    as arguments, the options every side takes, the metric's own options (a ``seed`` of its own
+    becomes ``--<metric>-seed``: ``--seed`` seeds the sampling), the run side's decode options."""
+    from aigc_cli.cli.options import parameter, with_signature
 
-    ctx = _context(inception_weights, batch_size)
-    sides = _sides([a, b], split, n, seed, ref_n, gen_options)
-    result = run_metric("kid", sides, ctx, subsets=subsets, subset_size=subset_size, degree=degree, gamma=gamma,
-                        coef0=coef0, seed=kid_seed)  # fmt: skip
-    _emit(result, json_out, "KID", ["a", "b"], [("kid", result["kid"]), ("kid_std", result["kid_std"])])
+    rename = {"seed": f"{metric.name}_seed"}
+    sides = [_param(f"side{i}", str, typer.Argument(
+        ..., metavar=name, help=(f"{name.capitalize()} side: " if name not in ("A", "B") else "") + _SIDE_HELP))
+        for i, name in enumerate(metric.side_names)]
+    common_options = [
+        _param("n", int, _n_opt()), _param("seed", int, _seed_opt()), _param("ref_n", Optional[int], _ref_n_opt()),
+        _param("split", str, _split_opt()), _param("inception_weights", Optional[str], _weights_opt()),
+        _param("batch_size", Optional[int], _batch_opt()),
+    ]
+    own = [parameter(o, rename.get(o.name)) for o in metric.options]
+    keywords = {rename.get(o.name, o.name): o.name for o in metric.options}
 
+    def command(n, seed, ref_n, split, inception_weights, batch_size, json_out, gen_options, **given):
+        from aigc_cli.metrics import measure
 
-@app.command("is")
-@with_generation
-def inception_score(
-    a: str = typer.Argument(..., metavar="A", help=_SIDE_HELP),
-    n: int = _n_opt(),
-    seed: int = _seed_opt(),
-    ref_n: Optional[int] = _ref_n_opt(),
-    split: str = _split_opt(),
-    splits: int = typer.Option(IS.default("splits"), "--splits", min=1, help=IS.option("splits").help),
-    inception_weights: Optional[str] = _weights_opt(),
-    batch_size: Optional[int] = _batch_opt(),
-    json_out: bool = _json_opt(),
-    gen_options: Optional[dict] = None,
-) -> None:
-    """Inception Score of A (the FID Inception's 1008-class logits, as torch-fidelity)."""
-    from aigc_cli.metrics import run_metric
+        specs = [given.pop(f"side{i}") for i in range(len(metric.side_names))]
+        options = {keywords[k]: v for k, v in given.items()}
+        result = measure(metric.name, *specs, n=n, seed=seed, ref_n=ref_n, split=split, weights=inception_weights,
+                         device=common.device(), batch_size=batch_size, reporter=_CliReporter(),
+                         generation=gen_options, options=options)
+        _emit(result, json_out, metric.title, ["a", "b"][: metric.sides], [(k, result[k]) for k in metric.results])
 
-    ctx = _context(inception_weights, batch_size)
-    sides = _sides([a], split, n, seed, ref_n, gen_options)
-    result = run_metric("is", sides, ctx, splits=splits)
-    _emit(result, json_out, "Inception Score", ["a"], [("is", result["is"]), ("is_std", result["is_std"])])
+    command.__name__ = f"eval_{metric.name}"
+    params = [*sides, *common_options, *own, _param("json_out", bool, _json_opt()),
+              inspect.Parameter("gen_options", inspect.Parameter.KEYWORD_ONLY, default=None,
+                                annotation=Optional[dict])]
+    return with_generation(with_signature(command, params, metric.description))
 
 
-@app.command("pr")
-@with_generation
-def pr(
-    a: str = typer.Argument(..., metavar="GENERATED", help="Generated side: " + _SIDE_HELP),
-    b: str = typer.Argument(..., metavar="REAL", help="Real side: " + _SIDE_HELP),
-    n: int = _n_opt(),
-    seed: int = _seed_opt(),
-    ref_n: Optional[int] = _ref_n_opt(),
-    split: str = _split_opt(),
-    k: int = typer.Option(PR.default("k"), "-k", min=1, help=PR.option("k").help),
-    inception_weights: Optional[str] = _weights_opt(),
-    batch_size: Optional[int] = _batch_opt(),
-    json_out: bool = _json_opt(),
-    gen_options: Optional[dict] = None,
-) -> None:
-    """Precision and recall of A (generated) against B (real), Kynkaanniemi et al. 2019."""
-    from aigc_cli.metrics import run_metric
+def _param(name: str, annotation, info) -> inspect.Parameter:
+    """A typer parameter declared the classic way: its ``typer.Option``/``Argument`` as the default."""
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=annotation)
 
-    ctx = _context(inception_weights, batch_size)
-    sides = _sides([a, b], split, n, seed, ref_n, gen_options)
-    result = run_metric("pr", sides, ctx, k=k)
-    _emit(result, json_out, "Precision/recall", ["a", "b"],
-          [("precision", result["precision"]), ("recall", result["recall"])])  # fmt: skip
+
+for _name in METRICS.names():
+    app.command(_name)(_metric_command(METRICS.get(_name)))
 
 
 @app.command("ppl")

@@ -13,12 +13,11 @@ from aigc_cli.cli.options import add_options
 from aigc_cli.models.registry import generation_options
 
 
-@add_options(generation_options("decode"), into="gen_options")
+@add_options([*generation_options("condition", "reconstruct"), *generation_options("decode", "reconstruct")], into="gen_options")
 def reconstruct(
-    run: str = typer.Argument(..., help="Run id, name or 'last' (a run with an encoder: VAE)."),
+    run: str = typer.Argument(..., help="Run id, name or 'last' (a run with an encoder: VAE, or diffusion's inversion)."),
     images: List[Path] = typer.Argument(..., help="Image files (PNG, JPEG, ...) or folders of them."),
     output: str = typer.Option(..., "-o", "--output", help="out.png or - for stdout."),
-    label: Optional[int] = typer.Option(None, "--label", help="Class of the images, for conditional runs."),
     nrow: int = typer.Option(8, "--nrow", help="Images per row: a row of originals, then the row of their reconstructions."),
     json_out: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
     gen_options: Optional[dict] = None,
@@ -35,13 +34,13 @@ def reconstruct(
         raise ConfigError(f"-o {output}: reconstruct writes one PNG; use a .png name or -")
     gen = load_generator(run, common.device(), command="reconstruct")  # a run without an encoder: refused there
     options = gen.options(gen_options)
-    if gen.num_classes is not None and label is None:
+    if gen.num_classes is not None and options.get("label") is None:
         raise ConfigError(f"{gen.run.id} is class-conditional: pass --label, the class of the images")
-    gen.labels(1, label)  # refuses --label on unconditional runs (and out of range), as sample does
+    gen.conditioning(1, **options)  # refuses --label on unconditional runs (and out of range), as sample does
     files, in_folders = image_files(images)
     real, notes = read_images(files, gen.image_shape, optional=in_folders)
-    labels = gen.labels(len(real), label)
-    recon = gen.generate(gen.encode(real, labels, **options), labels, **options)  # (n, C, H, W) in [0, 1]
+    cond = gen.conditioning(len(real), single=True, **options)
+    recon = gen.generate(gen.encode(real, cond, **options), cond, **options)  # (n, C, H, W) in [0, 1]
     originals = real.float() / 255
     per_row = min(nrow, len(real))
     grid = make_grid(to_uint8(interleave_rows(originals, recon, per_row)), nrow=per_row)

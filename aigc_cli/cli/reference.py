@@ -51,12 +51,23 @@ def markdown() -> str:
     for spec in family_specs():
         out += [f"## `aigc train {spec.name}`", "", spec.summary, "", *_rows(train_options(spec)), ""]
     out += ["## Generation options", "",
-            "Options of a family's sampler: `draw` options change how a seed becomes a latent (`aigc sample`),",
-            "`decode` options how latents become images (sample, interpolate, reconstruct, eval, export).", ""]
+            "Options of a family's sampler, by what they act on: `draw` options change how a seed becomes a latent",
+            "(`aigc sample`), `decode` options how latents (or a prompt) become the output (sample, interpolate,",
+            "reconstruct, eval, export).", ""]
     for spec in family_specs():
         for kind, options in (("draw", spec.draw_options), ("decode", spec.decode_options)):
             if options:
                 out += [f"### {spec.name}: {kind}", "", *_rows(options), ""]
+    out += ["## Conditions", "",
+            "What steers a generation: each condition kind has one flag, which every command that generates takes",
+            "(docs/architecture.md). A family says which kinds its runs may accept; a run accepts those its data gave",
+            "it (a class label only when it is class-conditional).", ""]
+    from aigc_cli.models.conditions import CONDITIONS
+
+    kinds = [CONDITIONS.get(name) for name in CONDITIONS.names()]
+    out += [*_rows([k.option for k in kinds]), ""]
+    out += [f"- `{k.name}`: {', '.join(s.name for s in family_specs() if k.name in s.conditions)} runs "
+            f"({k.help})" for k in kinds] + [""]
     out += ["## `aigc eval`", "",
             f"Images sampled from a run side (`-n`): {SAMPLE_N}. FID during training (`--fid-n`): {FID_N}; "
             f"fewer than {FID_N} images on a side give a warning (a biased FID).", ""]

@@ -55,6 +55,11 @@ def show(
     except RunError as e:  # a damaged run is still shown, with what is wrong
         data["config"] = {}
         data["error"] = data["error"] or str(e)
+    data["parent"] = data["config"].get("parent")  # the run this one descends from (lineage)
+    if isinstance(data["parent"], dict):
+        from aigc_cli.runs.lineage import parent_status
+
+        data["parent"] = {**data["parent"], "state": parent_status(data["parent"])}
     rows = r.read_metrics()
     data["last_metrics"] = next((m for m in reversed(rows) if "fid" not in m), None)
     fids = [m for m in rows if "fid" in m]
@@ -67,6 +72,9 @@ def show(
                                     "world_size", "created", "updated", "dataset", "path", "error") if data.get(k) is not None]
     if writer:
         items.append(["writer", f"pid {writer.get('pid')} on {writer.get('host')}"])
+    if data["parent"]:
+        p = data["parent"]
+        items.append(["parent", f"{p.get('run')} (weights sha256 {str(p.get('weights_sha256'))[:12]}...; {p['state']})"])
     items += [[f"model.{k}", v] for k, v in cfg.get("model", {}).items()]
     items += [[f"train.{k}", v] for k, v in cfg.get("train", {}).items()]
     items.append(["seed", cfg.get("seed")])

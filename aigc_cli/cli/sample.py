@@ -14,7 +14,8 @@ from aigc_cli.cli.options import add_options
 from aigc_cli.models.registry import generation_options
 
 
-@add_options(generation_options("draw") + generation_options("decode"), into="gen_options")
+@add_options([*generation_options("draw"), *generation_options("condition"), *generation_options("decode")],
+             into="gen_options")
 def sample(
     run: str = typer.Argument(..., help="Run id, name or 'last'."),
     n: Optional[int] = typer.Option(None, "-n", "--num", help="How many images (default 64) or text continuations (default 1)."),
@@ -22,7 +23,6 @@ def sample(
                                          "one PNG each, or - for stdout. Text: a file, or - (the default) for stdout."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed for the latents (random if omitted; printed with --json)."),
     latents: Optional[Path] = typer.Option(None, "--latents", help="A .npy file of latent vectors, one row per image."),
-    label: Optional[int] = typer.Option(None, "--label", help="Class for conditional runs (default: all classes in turn)."),
     nrow: Optional[int] = typer.Option(None, "--nrow", help="Images per grid row (default: square)."),
     save_latents: Optional[Path] = typer.Option(
         None, "--save-latents", help="Also write the latents used to FILE.npy, one row per image (input for --latents)."),
@@ -36,12 +36,12 @@ def sample(
     if n is not None and n < 1:
         raise ConfigError(f"-n must be at least 1, got {n}")
     gen = load_generator(run, common.device(), command="sample")
-    args = dict(n=n, output=output, seed=seed, latents=latents, label=label, nrow=nrow, save_latents=save_latents,
+    args = dict(n=n, output=output, seed=seed, latents=latents, nrow=nrow, save_latents=save_latents,
                 json_out=json_out, gen_options=gen_options)
     RENDERERS[gen.family.spec.produces](gen, **args)
 
 
-def sample_images(gen, n, output, seed, latents, label, nrow, save_latents, json_out, gen_options) -> None:
+def sample_images(gen, n, output, seed, latents, nrow, save_latents, json_out, gen_options) -> None:
     import io
     import time
 
@@ -68,10 +68,10 @@ def sample_images(gen, n, output, seed, latents, label, nrow, save_latents, json
     else:
         seed = common.random_seed() if seed is None else seed
         z = gen.latents(n, seed, **options)
-    labels = gen.labels(n, label)
+    cond = gen.conditioning(n, **options)
     start = time.perf_counter()
     with passes_bar(f"{gen.run.id}: sampling") as progress:
-        images = to_uint8(gen.generate(z, labels, progress=progress, **options))  # (n, C, H, W)
+        images = to_uint8(gen.generate(z, cond, progress=progress, **options))  # (n, C, H, W)
     seconds = time.perf_counter() - start  # the model's cost at these options (diffusion: its steps)
 
     text = {"Software": "aigc", "aigc:run": gen.run.id, "aigc:seed": "" if seed is None else str(seed)}
@@ -93,7 +93,7 @@ def sample_images(gen, n, output, seed, latents, label, nrow, save_latents, json
         np.save(buffer, z.numpy().astype(np.float32), allow_pickle=False)
         write_bytes(str(save_latents), buffer.getvalue())
 
-    summary = {"run": gen.run.id, "seed": seed, "n": n, "label": label, **options, "outputs": written,
+    summary = {"run": gen.run.id, "seed": seed, "n": n, "label": options.get("label"), **options, "outputs": written,
                "seconds": round(seconds, 4), "images_per_s": round(n / max(seconds, 1e-9), 1)}
     if save_latents is not None:
         summary["latents"] = str(save_latents)
@@ -103,11 +103,10 @@ def sample_images(gen, n, output, seed, latents, label, nrow, save_latents, json
         common.info(f"wrote {n} images from {gen.run.id} (seed {seed}) to {written[0] if len(written) == 1 else output}")
 
 
-TEXT_DEFAULTS = {"length": 500, "temperature": 0.8}
 SEPARATOR = "\n---\n"  # between continuations on stdout (-n 2 and more); --json keeps them apart instead
 
 
-def sample_text(gen, n, output, seed, latents, label, nrow, save_latents, json_out, gen_options) -> None:
+def sample_text(gen, n, output, seed, latents, nrow, save_latents, json_out, gen_options) -> None:
     """Continuations of --prompt: one is streamed to stdout token by token (``| head`` works);
     several are drawn together and printed one after another, SEPARATOR between them."""
     import sys
@@ -116,12 +115,11 @@ def sample_text(gen, n, output, seed, latents, label, nrow, save_latents, json_o
     from aigc_cli.cli.output import is_stdout, write_bytes
     from aigc_cli.core import distributed
     from aigc_cli.core.errors import ConfigError
-    from aigc_cli.models.registry import check_generation_options
 
-    for given, flag in ((latents, "--latents"), (label, "--label"), (nrow, "--nrow"), (save_latents, "--save-latents")):
+    for given, flag in ((latents, "--latents"), (nrow, "--nrow"), (save_latents, "--save-latents")):
         if given is not None:
             raise ConfigError(f"{flag} does not apply to {gen.run.id}, a text run")
-    options = {**TEXT_DEFAULTS, **check_generation_options(gen.family.spec, gen_options, gen.run.id)}
+    options = gen.options(gen_options)
     n = 1 if n is None else n
     output = "-" if output is None else output
     prompt = options.pop("prompt", None)
@@ -152,7 +150,8 @@ def sample_text(gen, n, output, seed, latents, label, nrow, save_latents, json_o
         if not is_stdout(output):
             common.info(f"wrote {n} continuation(s) from {gen.run.id} (seed {seed}) to {written}")
     if json_out:
-        common.print_json({"run": gen.run.id, "seed": seed, "n": n, "prompt": text, **options,
+        shown = {**gen.resolved("decode", options), **options}  # the decode options in effect, defaults too
+        common.print_json({"run": gen.run.id, "seed": seed, "n": n, "prompt": text, **shown,
                            "continuations": continuations, "output": None if is_stdout(output) else output,
                            "seconds": round(seconds, 4), "tokens_per_s": round(ids.numel() / max(seconds, 1e-9), 1)})
 

@@ -45,3 +45,25 @@ def auto_precision(device) -> str:
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)  # a private probe: guarded
     return "bf16" if device.type == "cpu" and amx() else "fp32"
+
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+AUTOCAST = {"bf16": "bfloat16", "fp16": "float16"}  # torch dtype names of the autocast precisions
+
+
+def resolve_precision(precision: str, device, fp16: bool = True) -> str:
+    """The arithmetic a ``--precision`` trains in on ``device``: an explicit choice as it is;
+    auto: ``auto_precision``, with fp32 instead of fp16 for a model that cannot train in fp16
+    (``fp16=False``: a text model's logits and attention scores outrun its range)."""
+    if precision != "auto":
+        return precision
+    chosen = auto_precision(device)
+    return "fp32" if chosen == "fp16" and not fp16 else chosen
+
+
+def autocast(device, precision: str):
+    """The autocast context of a resolved precision (fp32: one that does nothing)."""
+    import torch
+
+    name = AUTOCAST.get(precision)
+    return torch.autocast(device.type, dtype=getattr(torch, name) if name else None, enabled=name is not None)

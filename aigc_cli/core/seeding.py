@@ -8,6 +8,15 @@ import numpy as np
 import torch
 
 
+def fresh_seed() -> int:
+    """A random seed for an option left out; under torchrun rank 0's, so that every rank draws alike."""
+    import secrets
+
+    from aigc_cli.core import distributed
+
+    return distributed.broadcast_object(secrets.randbelow(2**31))
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)

@@ -27,6 +27,7 @@ a model that ORT cannot load, or whose outputs disagree with PyTorch, never reac
 from __future__ import annotations
 
 import contextlib
+import inspect
 import io
 import json
 import logging
@@ -43,7 +44,9 @@ from torch import nn
 from aigc_cli import __version__
 from aigc_cli.core.errors import AigcError, ConfigError, OptionError, first_line, opt
 from aigc_cli.export import DECODER_FORMATS, DEFAULT_OPSET, FORMATS, MAX_OPSET, MIN_OPSET
-from aigc_cli.models.registry import ExportGraph, GraphInput, check_generation_options, family_specs
+from aigc_cli.models.conditions import CONDITIONS, Conditioning
+from aigc_cli.models.protocol import ExportGraph, GraphInput
+from aigc_cli.models.registry import check_generation_options, family_specs
 
 VERIFY_BATCHES = (1, 7, 64)
 VERIFY_SEED = 0
@@ -92,29 +95,40 @@ class _Head(nn.Module):
         return out.repeat(1, 3, 1, 1) if self.gray else out
 
 
-class UnconditionalExport(_Head):
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.finish(self.sampler(z, None))
+class DecoderExport(_Head):
+    """(z, *the inputs of the run's condition kinds) -> images: the run's decoder under one
+    Conditioning built from the graph's inputs (models/conditions.py ``from_graph``)."""
+
+    def __init__(self, sampler: nn.Module, fmt: str, channels: int, kinds: list[tuple[str, int]]):
+        super().__init__(sampler, fmt, channels)
+        self.kinds = kinds  # (condition kind, how many graph inputs it takes), in input order
+
+    def forward(self, z: torch.Tensor, *inputs: torch.Tensor) -> torch.Tensor:
+        fields, i = {}, 0
+        for name, count in self.kinds:
+            fields.update(CONDITIONS.get(name).from_graph(*inputs[i : i + count]))
+            i += count
+        return self.finish(self.sampler(z, Conditioning(z.shape[0], **fields)))
 
 
-class ConditionalExport(_Head):
-    def forward(self, z: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
-        return self.finish(self.sampler(z, label))
+def condition_inputs(gen) -> list[tuple[str, list[GraphInput]]]:
+    """(kind, its graph inputs) for every condition kind the run accepts, in a fixed order."""
+    return [(name, CONDITIONS.get(name).graph_inputs(accepts)) for name, accepts in sorted(gen.conditions.items())]
 
 
 def export_module(gen, fmt: str = "images", options: dict[str, Any] | None = None) -> nn.Module:
-    """The wrapper that is exported: ``forward(z)`` or ``forward(z, label)`` -> images."""
-    cls = ConditionalExport if gen.num_classes is not None else UnconditionalExport
-    return cls(gen.decoder(**(options or {})), fmt, gen.image_shape[0]).eval()
+    """The wrapper that is exported: ``forward(z[, label])`` -> images."""
+    kinds = [(name, len(inputs)) for name, inputs in condition_inputs(gen)]
+    return DecoderExport(gen.decoder(**(options or {})), fmt, gen.image_shape[0], kinds).eval()
 
 
 def decoder_graph(gen, fmt: str = "images", options: dict[str, Any] | None = None) -> ExportGraph:
     """The ``images`` and ``fidelity`` formats of any family: its decoder, (z[, label]) -> images."""
-    d, k = gen.latent_dim, gen.num_classes
+    d = gen.latent_dim
     c, h, w = gen.image_shape
     inputs = [GraphInput("z", "float32", (d,), lambda n, g: torch.randn(n, d, generator=g))]
-    if k is not None:
-        inputs.append(GraphInput("label", "int64", (), lambda n, g: torch.arange(n) % k, {"classes": k}))
+    for _, kind_inputs in condition_inputs(gen):
+        inputs += kind_inputs
     fidelity = fmt == "fidelity"
     kind = "uint8 RGB for torch-fidelity" if fidelity else "float images in [0, 1]"
     return ExportGraph(
@@ -264,10 +278,9 @@ def trace_to_onnx(graph: ExportGraph, opset: int):
     example = [make_input(i, EXAMPLE_BATCH, g, sizes).to(device) for i in graph.inputs]
     batch = torch.export.Dim("N", min=1)
     axes = {a: torch.export.Dim(a, min=lo, max=hi) for a, (lo, hi) in graph.dynamic.items()}
-    dynamic = {
-        i.name: {0: batch, **{k + 1: axes[a] for k, a in enumerate(i.shape) if isinstance(a, str)}}
-        for i in graph.inputs
-    }
+    dynamic = _by_argument(module, [
+        {0: batch, **{k + 1: axes[a] for k, a in enumerate(i.shape) if isinstance(a, str)}} for i in graph.inputs
+    ])
     try:
         with _quiet_exporter():
             program = torch.onnx.export(
@@ -297,6 +310,22 @@ def trace_to_onnx(graph: ExportGraph, opset: int):
         )
     _declare_shapes(model, graph)
     return model
+
+
+def _by_argument(module: nn.Module, specs: list[dict]) -> dict[str, Any]:
+    """The inputs' dynamic-shape specs keyed as torch.export wants them: by the names of
+    ``module.forward``'s arguments, the inputs a ``*args`` takes (DecoderExport's conditions)
+    nested under its name."""
+    out: dict[str, Any] = {}
+    params = list(inspect.signature(module.forward).parameters.values())
+    for i, p in enumerate(params):
+        if i >= len(specs):
+            break
+        if p.kind is inspect.Parameter.VAR_POSITIONAL:
+            out[p.name] = tuple(specs[i:])
+            break
+        out[p.name] = specs[i]
+    return out
 
 
 def _declare_shapes(model, graph: ExportGraph) -> None:

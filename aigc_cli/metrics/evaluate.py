@@ -259,9 +259,10 @@ def _common(ctx: EvalContext, sides: dict[str, Side], started: float, sha: str |
 # The metrics
 
 
-def compute_fid(a: Side, b: Side, ctx: EvalContext, save_stats_a: str | None = None) -> dict[str, Any]:
+def compute_fid(a: Side, b: Side, ctx: EvalContext, save_stats: str | None = None) -> dict[str, Any]:
+    """FID of A against B; ``save_stats``: also write side A's statistics to this .npz."""
     from aigc_cli.metrics.frechet import frechet_distance
-    from aigc_cli.metrics.stats import save_stats
+    from aigc_cli.metrics.stats import save_stats as write_stats
 
     started = time.perf_counter()
     need_net = a.kind != "stats" or b.kind != "stats"
@@ -280,14 +281,14 @@ def compute_fid(a: Side, b: Side, ctx: EvalContext, save_stats_a: str | None = N
     _small_warning(a, "A", ctx)
     _small_warning(b, "B", ctx)
     value = frechet_distance(sa.mu, sa.sigma, sb.mu, sb.sigma)
-    if save_stats_a:
+    if save_stats:
         sa.meta = {**sa.meta, "source": a.info(), "weights_sha256": sha, "preprocessing": PREPROCESSING}
         if distributed.is_main():  # under torchrun rank 0 alone writes
-            save_stats(save_stats_a, sa)
+            write_stats(save_stats, sa)
     out = {"metric": "fid", "fid": value}
     out.update(_common(ctx, {"a": a, "b": b}, started, sha))
-    if save_stats_a:
-        out["saved_stats"] = str(save_stats_a)
+    if save_stats:
+        out["saved_stats"] = str(save_stats)
     return out
 
 

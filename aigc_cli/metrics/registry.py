@@ -32,7 +32,9 @@ class Metric:
     needs: str  # "stats" (mean/covariance: statistics files work) or "features"
     description: str
     compute: str  # "module:function", called as fn(*sides, ctx, **options) -> dict
+    results: tuple[str, ...] = ()  # the result's values, in the order ``aigc eval`` prints them
     options: tuple[Option, ...] = ()
+    side_names: tuple[str, ...] = ("A", "B")  # what ``aigc eval <name> --help`` calls the sides
 
     def function(self):
         module, name = self.compute.split(":")
@@ -57,9 +59,14 @@ def get_metric(name: str) -> Metric:
 
 
 _EVAL = "aigc_cli.metrics.evaluate"
-register_metric(Metric("fid", "FID", 2, "stats", "Frechet Inception Distance (pytorch-fid compatible)", f"{_EVAL}:compute_fid"))
 register_metric(Metric(
-    "kid", "KID", 2, "features", "Kernel Inception Distance (torch-fidelity compatible)", f"{_EVAL}:compute_kid",
+    "fid", "FID", 2, "stats", "Frechet Inception Distance between A and B (pytorch-fid's network, weights and "
+    "preprocessing).", f"{_EVAL}:compute_fid", results=("fid",),
+    options=(Option("save_stats", str, None, "Also save side A's statistics to this .npz."),),
+))
+register_metric(Metric(
+    "kid", "KID", 2, "features", "Kernel Inception Distance between A and B (torch-fidelity's defaults).",
+    f"{_EVAL}:compute_kid", results=("kid", "kid_std"),
     options=(
         Option("subsets", int, 100, "Random subsets averaged.", minimum=1),
         Option("subset_size", int, 1000, "Images per subset (lowered to the smaller side).", minimum=2),
@@ -70,16 +77,18 @@ register_metric(Metric(
     ),
 ))
 register_metric(Metric(
-    "is", "IS", 1, "features", "Inception Score (torch-fidelity compatible)", f"{_EVAL}:compute_is",
+    "is", "IS", 1, "features", "Inception Score of A (the FID Inception's 1008-class logits, as torch-fidelity).",
+    f"{_EVAL}:compute_is", results=("is", "is_std"), side_names=("A",),
     options=(
         Option("splits", int, 10, "Parts the images are split into.", minimum=1),
         Option("seed", int, TORCH_FIDELITY_SEED, "Seed of the shuffle before the split (torch-fidelity's)."),
     ),
 ))
 register_metric(Metric(
-    "pr", "Precision/recall", 2, "features", "improved precision and recall, k=3 (Kynkaanniemi et al.)",
-    f"{_EVAL}:compute_pr",
-    options=(Option("k", int, 3, "Neighbourhood size (k-th nearest neighbour radius).", minimum=1),),
+    "pr", "Precision/recall", 2, "features", "Precision and recall of GENERATED against REAL (improved precision "
+    "and recall, Kynkaanniemi et al. 2019).", f"{_EVAL}:compute_pr", results=("precision", "recall"),
+    options=(Option("k", int, 3, "Neighbourhood size (k-th nearest neighbour radius).", short="-k", minimum=1),),
+    side_names=("GENERATED", "REAL"),
 ))
 
 

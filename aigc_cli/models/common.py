@@ -1,9 +1,9 @@
-"""Building blocks shared by the families: label embeddings, EMA, init, BatchNorm re-estimation,
-and the Sampler of one-pass families (a decoder call per batch)."""
+"""Building blocks shared by the families: the image fields of a config, fixed preview inputs,
+label embeddings, init, BatchNorm re-estimation, and the Sampler of one-pass families (a decoder
+call per batch)."""
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +11,50 @@ import torch
 from torch import nn
 
 from aigc_cli.core.errors import ConfigError, OptionError
+from aigc_cli.core.schema import Field
+from aigc_cli.models.conditions import Conditioning
+from aigc_cli.models.protocol import Decoder, Sampler
+
+PREVIEW_COUNT = 64  # images in an image family's per-epoch preview grids
+PREVIEW_SEED_OFFSET = 7  # the preview latents' seed: the run's seed plus this
+
+
+def image_fields(dataset_info: dict[str, Any], conditional: bool | None) -> dict[str, Any]:
+    """The ``model`` fields every image family records: what it draws and what it is conditioned on."""
+    return {
+        "image_shape": list(dataset_info["shape"]),
+        "num_classes": dataset_info.get("classes"),
+        "conditional": resolve_conditional(conditional, dataset_info),
+    }
+
+
+# The declarations of those fields, for checking a run's config.json (FamilyImpl.model_fields).
+IMAGE_FIELDS = (
+    Field("image_shape", list, items=int, length=(3, 3), minimum=1),
+    Field("num_classes", int, minimum=1, optional=True),
+    Field("conditional", bool),
+)
+
+
+def num_classes(model: dict[str, Any]) -> int | None:
+    """The classes a run is conditioned on, or None when it is unconditional."""
+    return model["num_classes"] if model["conditional"] else None
+
+
+def class_conditions(model: dict[str, Any]) -> dict[str, Any]:
+    """``Sampler.conditions`` of an image run: a class label when it is class-conditional."""
+    k = num_classes(model)
+    return {"label": k} if k is not None else {}
+
+
+def preview_inputs(seed: int, latent_dim: int, model: dict[str, Any], device: torch.device,
+                   n: int = PREVIEW_COUNT) -> tuple[torch.Tensor, Conditioning]:
+    """Fixed inputs of the per-epoch previews: (n, latent_dim) latents from the run's seed and
+    every class in turn, so that each epoch's grid shows the same draws getting better."""
+    g = torch.Generator().manual_seed(seed + PREVIEW_SEED_OFFSET)
+    z = torch.randn(n, latent_dim, generator=g).to(device)
+    k = num_classes(model)
+    return z, Conditioning(n, labels=(torch.arange(n) % k).to(device) if k else None)
 
 
 @dataclass(frozen=True)
@@ -64,23 +108,6 @@ def check_square(image_shape: tuple[int, int, int]) -> int:
     if h != w:
         raise ConfigError(f"convolutional models need square images, got {h}x{w}; use --arch mlp")
     return conv_stages(h)
-
-
-class EMA:
-    """Exponential moving average of a module's weights, with a warm-up so short runs benefit.
-
-    Buffers (BatchNorm statistics) are not averaged; see ``recalibrate_batchnorm``.
-    """
-
-    def __init__(self, module: nn.Module, decay: float):
-        self.decay = decay
-        self.shadow = copy.deepcopy(module).eval().requires_grad_(False)
-
-    @torch.no_grad()
-    def update(self, module: nn.Module, step: int) -> None:
-        d = min(self.decay, (1 + step) / (10 + step))
-        for s, p in zip(self.shadow.parameters(), module.parameters()):
-            s.lerp_(p.detach(), 1 - d)
 
 
 @torch.no_grad()
@@ -142,17 +169,18 @@ def truncate(z: torch.Tensor, psi: float, generator: torch.Generator) -> torch.T
     return z.clamp_(-psi, psi)
 
 
-class FeedForwardSampler:
-    """The Sampler (models/registry.py) of families that draw in one pass: GAN and VAE.
+class FeedForwardSampler(Sampler):
+    """The Sampler of families that draw in one pass: GAN and VAE.
 
     Latents are standard normal draws from the seed, truncated first when asked; for a run with
     a fitted prior (VAE ``--prior gmm``) the prior then maps them, with one uniform draw per
     sample picking its component. The prior stays on the CPU, where latents are drawn.
     """
 
-    def __init__(self, latent_dim: int, decoder: nn.Module, device: torch.device,
+    def __init__(self, latent_dim: int, decoder: nn.Module, device: torch.device, model: dict[str, Any],
                  encoder: nn.Module | None = None, prior: nn.Module | None = None):
         self.latent_shape = (latent_dim,)
+        self.conditions = class_conditions(model)
         self._decoder = decoder.to(device).eval()
         self._encoder = encoder.to(device).eval() if encoder is not None else None
         self.prior = prior  # (eps (n, D), u (n,)) -> codes (n, D); None: N(0, I)
@@ -171,3 +199,11 @@ class FeedForwardSampler:
 
     def encoder(self) -> nn.Module | None:
         return self._encoder
+
+
+class OnePassDecoder(nn.Module, Decoder):
+    """A decoder that maps (z, conditioning) to images in one network pass: ``image(z, labels)``.
+    No conditioning: an unconditional draw."""
+
+    def forward(self, z: torch.Tensor, cond: Conditioning | None = None, on_pass=None) -> torch.Tensor:
+        return self.image(z, cond.labels if cond is not None else None)

@@ -44,33 +44,33 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return out.to(a.dtype)
 
 
-def check_steps(steps: int) -> None:
-    if steps < 2:
-        raise OptionError("steps", f"must be at least 2 (the two endpoints), got {steps}")
+def check_frames(frames: int) -> None:
+    if frames < 2:
+        raise OptionError("frames", f"must be at least 2 (the two endpoints), got {frames}")
 
 
-def latent_path(points: torch.Tensor, steps: int, mode: str = "slerp") -> torch.Tensor:
-    """(K >= 2, D) latents -> (steps, D) frames through all of them, evenly spaced per segment.
+def latent_path(points: torch.Tensor, frames: int, mode: str = "slerp") -> torch.Tensor:
+    """(K >= 2, D) latents -> (frames, D) frames through all of them, evenly spaced per segment.
 
     The first and last frames are exactly the first and last points; a frame that falls on an
     inner point is exactly that point.
     """
-    check_steps(steps)
+    check_frames(frames)
     if mode not in MODES:
         raise OptionError("mode", f"{mode!r} is not one of: {', '.join(MODES)}")
     if points.ndim != 2 or len(points) < 2:
         raise ConfigError(f"an interpolation needs at least 2 latents, got {len(points) if points.ndim == 2 else 0}")
     fn = slerp if mode == "slerp" else lerp
     k = len(points)
-    s = torch.linspace(0, k - 1, steps, dtype=torch.float64)
+    s = torch.linspace(0, k - 1, frames, dtype=torch.float64)
     seg = torch.clamp(s.floor().long(), max=k - 2)
     t = s - seg
-    out = torch.empty(steps, points.shape[1], dtype=points.dtype)
+    out = torch.empty(frames, points.shape[1], dtype=points.dtype)
     for i in range(k - 1):
         sel = seg == i
         if sel.any():
             out[sel] = fn(points[i], points[i + 1], t[sel])
-    for j in range(steps):  # frames on a point are that point, bit for bit
+    for j in range(frames):  # frames on a point are that point, bit for bit
         if float(s[j]) == round(float(s[j])):
             out[j] = points[int(round(float(s[j])))]
     return out
@@ -98,14 +98,14 @@ def parse_dims(spec: str, latent_dim: int) -> list[int]:
     return sorted(dims)
 
 
-def traversal(base: torch.Tensor, dims: Sequence[int], steps: int, span: float) -> torch.Tensor:
-    """(D,) base latent -> (len(dims), steps, D): row r sets dimension dims[r] to each of
-    ``steps`` values evenly spaced in [-span, span]; the other dimensions keep the base values."""
-    check_steps(steps)
+def traversal(base: torch.Tensor, dims: Sequence[int], frames: int, span: float) -> torch.Tensor:
+    """(D,) base latent -> (len(dims), frames, D): row r sets dimension dims[r] to each of
+    ``frames`` values evenly spaced in [-span, span]; the other dimensions keep the base values."""
+    check_frames(frames)
     if not span > 0:
         raise OptionError("range", f"must be positive, got {span}")
-    values = torch.linspace(-span, span, steps, dtype=base.dtype)
-    out = base[None, None].repeat(len(dims), steps, 1)
+    values = torch.linspace(-span, span, frames, dtype=base.dtype)
+    out = base[None, None].repeat(len(dims), frames, 1)
     for r, d in enumerate(dims):
         out[r, :, d] = values
     return out

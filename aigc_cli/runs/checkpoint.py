@@ -202,3 +202,4 @@ def _checkpoint_metadata(path: Path, metadata: dict[str, str]) -> tuple[dict[str
                 and isinstance(meta.get("scalars"), dict)):
             raise WeightsError(f"{path.name}: the checkpoint's optimizer {name!r} metadata is malformed")
     return parsed["state"], parsed["optim"]
+

@@ -152,9 +152,10 @@ class Run:
             raise RunError(f"{what} cannot be read ({e.strerror})") from None
         if not isinstance(config, dict):
             raise RunError(f"{what} holds {type(config).__name__}, not an object")
-        for key, kind in (("family", str), ("model", dict), ("train", dict), ("dataset", dict)):
-            if not isinstance(config.get(key), kind):
-                raise RunError(f"{what} lacks a valid {key!r} ({kind.__name__} expected)")
+        for key, kind in (("family", str), ("model", dict), ("train", dict), ("dataset", (dict, type(None)))):
+            if not isinstance(config.get(key, ...), kind):
+                expected = "object" if key != "family" else "string"
+                raise RunError(f"{what} lacks a valid {key!r} ({expected} expected)")
         return config
 
     def write_config(self, config: dict[str, Any]) -> None:

@@ -1,9 +1,11 @@
 """The training loop shared by every family (behind ``train()``/``resume()`` in run.py).
 
-A family supplies a *task* (models, optimizers and one ``train_step``); the loop owns the data
-order, logging, previews, checkpoints, signals and resume. Data order is a pure function of
-(seed, epoch), and the checkpoint carries the RNG state, so a resumed run on CPU continues
-bit-for-bit like one that was never stopped.
+A family supplies a *task* (modules, parameter groups and one ``train_step``); the loop owns the
+optimizers (built from the task's parameter groups: models/optim.py), the data (a
+:class:`DataSource`: a dataset's epochs, or batches the task makes itself), logging, previews,
+checkpoints, signals and resume. Data order is a pure function of (seed, epoch), and the
+checkpoint carries the RNG state, so a resumed run on CPU continues bit-for-bit like one that
+was never stopped.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import math
 import os
 import signal
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
@@ -26,7 +29,7 @@ from aigc_cli.core.images import make_grid, png_bytes, to_uint8
 from aigc_cli.core.io import atomic_write_bytes, atomic_write_text
 from aigc_cli.core.memory import tune_cpu_allocator
 from aigc_cli.core.seeding import get_rng_state, set_rng_state
-from aigc_cli.models.registry import TrainingData, TrainTask
+from aigc_cli.models.protocol import TrainingData, TrainTask
 from aigc_cli.runs.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from aigc_cli.runs.curves import write_curves
 from aigc_cli.runs.store import Run
@@ -62,15 +65,16 @@ class LoopConfig:
     time_budget: float | None = None  # seconds of wall clock for this invocation (--time); None: no limit
 
 
-def check_loop(loop: LoopConfig, dataset_size: int, world: int = 1) -> None:
+def check_loop(loop: LoopConfig, dataset_size: int | None, world: int = 1) -> None:
     """Loop settings the data (or the ranks) can't satisfy: the one check, made by train() before
     it creates the run folder (bad input leaves nothing behind) and by the Trainer for every
-    other caller. ``batch_size`` is the global batch, split evenly over ``world`` ranks."""
+    other caller. ``batch_size`` is the global batch, split evenly over ``world`` ranks;
+    ``dataset_size`` None: the task makes its own batches."""
     if loop.epochs < 1:
         raise OptionError("epochs", f"must be at least 1, got {loop.epochs}")
     if loop.batch_size < 1:
         raise OptionError("batch_size", f"must be at least 1, got {loop.batch_size}")
-    if dataset_size < loop.batch_size:
+    if dataset_size is not None and dataset_size < loop.batch_size:
         raise OptionError("batch_size", f"{loop.batch_size} is more than the dataset's {dataset_size} images")
     if loop.batch_size % world:
         raise OptionError("batch_size", f"{loop.batch_size} does not split evenly over {world} processes; "
@@ -83,7 +87,58 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
+class DataSource(ABC):
+    """Where the loop's batches come from: ``batch(epoch, index, step)`` is this rank's slice of
+    the global batch ``index`` of ``epoch`` (the loop's ``step`` counts over epochs)."""
+
+    steps_per_epoch: int
+    items: "torch.Tensor | None" = None  # the whole training set on the device, when there is one
+    labels: "torch.Tensor | None" = None
+
+    @abstractmethod
+    def batch(self, epoch: int, index: int, step: int) -> tuple[torch.Tensor, "torch.Tensor | None"]: ...
+
+
+class DatasetEpochs(DataSource):
+    """A dataset on the training device, in a seeded order per epoch; a batch is one indexing op,
+    no workers. Every rank orders the epoch alike and takes its slice of each global batch."""
+
+    def __init__(self, data: TrainingData, loop: LoopConfig, device: torch.device, rank: int, local_batch: int):
+        self.items = data.items.to(device)  # (N, C, H, W) uint8 images, or a text family's (N, L) token windows
+        self.labels = data.labels.to(device) if data.labels is not None else None
+        self.seed, self.batch_size, self.device = loop.seed, loop.batch_size, device
+        self.lo, self.local_batch = rank * local_batch, local_batch
+        self.steps_per_epoch = len(data) // loop.batch_size  # drop the ragged last batch
+        self._order: tuple[int, torch.Tensor] | None = None
+
+    def batch(self, epoch: int, index: int, step: int):
+        if self._order is None or self._order[0] != epoch:
+            self._order = (epoch, epoch_permutation(len(self.items), self.seed, epoch).to(self.device))
+        idx = self._order[1][index * self.batch_size : (index + 1) * self.batch_size]
+        idx = idx[self.lo : self.lo + self.local_batch]
+        return self.items[idx], (self.labels[idx] if self.labels is not None else None)
+
+
+class TaskBatches(DataSource):
+    """Batches the task makes itself (``TrainTask.make_batch``: from its own samples, say), from
+    the seeded random state the checkpoint carries; an epoch is ``steps_per_epoch`` of them."""
+
+    def __init__(self, task: TrainTask, steps_per_epoch: int, local_batch: int):
+        if not steps_per_epoch or steps_per_epoch < 1:
+            raise ValueError("a task that makes its own batches must say how many make an epoch")
+        self.task, self.steps_per_epoch, self.local_batch = task, steps_per_epoch, local_batch
+
+    def batch(self, epoch: int, index: int, step: int):
+        return self.task.make_batch(self.local_batch, step)
+
+
+HORIZON_AFTER = 20  # steps of an invocation with --time before its schedule's end is estimated
+
+
 class Trainer:
+    """Trains ``task`` (a family's TrainTask with its optimizers: ``Family.training_task``) on
+    ``data`` into ``run``."""
+
     def __init__(
         self,
         task: TrainTask,
@@ -97,24 +152,44 @@ class Trainer:
     ):
         self.rank, self.world = distributed.rank(), distributed.world()
         self.main = self.rank == 0  # rank 0 alone writes files and reports progress
-        check_loop(loop, len(data), self.world)
+        own_batches = data.items is None
+        check_loop(loop, None if own_batches else len(data), self.world)
         tune_cpu_allocator()  # every step frees and reallocates the same activations
         self.task, self.run, self.loop, self.device = task, run, loop, device
         self.progress = (progress or NoProgress()) if self.main else NoProgress()
         self.local_batch = loop.batch_size // self.world  # this rank's slice of each global batch
+        # The loop owns optimization: the task comes with the optimizers its parameter groups
+        # asked for (Family.training_task, models/optim.py); the loop sets where schedules end.
+        self.optim = task.optim
         # Several ranks: gradients averaged, BatchNorm over the global batch (training/parallel.py).
-        self.parallel = DataParallel(task.modules, task.optimizers) if self.world > 1 else None
+        self.parallel = (DataParallel(task.modules, {n: o.optimizer for n, o in self.optim.items()})
+                         if self.world > 1 else None)
         self.evaluate, self.eval_every = evaluate, eval_every
-        # The whole dataset lives on the training device; a batch is one indexing op, no workers.
-        self.items = data.items.to(device)  # (N, C, H, W) uint8 images, or a text family's (N, L) token windows
-        self.labels = data.labels.to(device) if data.labels is not None else None
-        self.held_out = data.held_out  # scored by the task's validate() after every epoch, if it has one
+        self.source: DataSource = (TaskBatches(task, data.steps_per_epoch, self.local_batch) if own_batches
+                                   else DatasetEpochs(data, loop, device, self.rank, self.local_batch))
+        self.held_out = data.held_out  # scored by the task's validate() after every epoch
         self.rate_key, self.per_item = f"{data.unit}_per_s", data.per_item
-        self.steps_per_epoch = len(data) // loop.batch_size  # drop the ragged last batch
+        self.steps_per_epoch = self.source.steps_per_epoch
         self.epoch, self.step_in_epoch, self.step, self.elapsed = 0, 0, 0, 0.0
         self._synced_step: int | None = None
         self.deadline: float | None = None  # time.monotonic() when the --time budget runs out
         self.out_of_time = False
+        self.horizon = loop.epochs * self.steps_per_epoch  # where learning-rate schedules end
+        self._set_horizon(self.horizon)
+
+    def _set_horizon(self, horizon: int) -> None:
+        self.horizon = max(int(horizon), 1)
+        for o in self.optim.values():
+            o.horizon = self.horizon
+
+    def _estimate_horizon(self, started: float, steps: int) -> None:
+        """With --time: the schedules end where the budget is expected to, at the rate measured
+        so far in this invocation (epoch ends included), never past the last epoch."""
+        if self.deadline is None or steps < 1:
+            return
+        per_step = (time.monotonic() - started) / steps
+        left = max(self.deadline - time.monotonic(), 0.0)
+        self._set_horizon(min(self.loop.epochs * self.steps_per_epoch, self.step + int(left / max(per_step, 1e-9))))
 
     # -- state ---------------------------------------------------------------------------------
     def save(self) -> None:
@@ -136,20 +211,21 @@ class Trainer:
             "step_in_epoch": self.step_in_epoch,
             "step": self.step,
             "elapsed": self.elapsed,
+            "task": self.task.extra_state(),
+            "optim": {name: o.state() for name, o in self.optim.items()},
         }
-        if hasattr(self.task, "extra_state"):
-            state["task"] = self.task.extra_state()
         self._sync_inference()
         save_weights(self.run.weights_path, self.task.inference_modules(), {"run": self.run.id, "step": self.step})
         save_checkpoint(
-            self.run.checkpoint_path, self.task.modules, self.task.optimizers, {
+            self.run.checkpoint_path, self.task.modules, {n: o.optimizer for n, o in self.optim.items()}, {
                 f"rng.{k}": v for k, v in get_rng_state().items()
             }, state,
         )
         self.run.update_meta(epoch=self.epoch, step=self.step)
 
     def restore(self) -> None:
-        extra, state = load_checkpoint(self.run.checkpoint_path, self.task.modules, self.task.optimizers)
+        extra, state = load_checkpoint(self.run.checkpoint_path, self.task.modules,
+                                       {n: o.optimizer for n, o in self.optim.items()})
         try:
             set_rng_state({k[len("rng."):]: v for k, v in extra.items() if k.startswith("rng.")})
         except (RuntimeError, KeyError, TypeError, ValueError) as e:
@@ -163,12 +239,17 @@ class Trainer:
             raise WeightsError(f"{self.run.checkpoint_path.name}: the saved progress does not fit this run's epochs")
         self.epoch, self.step_in_epoch = state["epoch"], state["step_in_epoch"]
         self.step, self.elapsed = state["step"], float(state.get("elapsed", 0.0))
-        if hasattr(self.task, "load_extra_state"):
-            try:
-                self.task.load_extra_state(state.get("task") or {})
-            except (KeyError, TypeError, ValueError, AttributeError) as e:
-                raise WeightsError(f"{self.run.checkpoint_path.name}: the saved training state is unusable "
-                                   f"({first_line(e)})") from None
+        try:
+            task_state = state.get("task") or {}
+            optim_state = state.get("optim") or {}
+            if "scaler" in task_state and len(self.optim) == 1:  # format 1: the task kept its one loss scale
+                optim_state = {next(iter(self.optim)): {"scaler": task_state.pop("scaler")}}
+            for name, o in self.optim.items():
+                o.load_state(optim_state.get(name) or {})
+            self.task.load_extra_state(task_state)
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise WeightsError(f"{self.run.checkpoint_path.name}: the saved training state is unusable "
+                               f"({first_line(e)})") from None
         if self.main:
             self.truncate_metrics()
 
@@ -185,6 +266,7 @@ class Trainer:
         # The budget counts from here: loading the data and building the model are not training.
         if loop.time_budget is not None:
             self.deadline = time.monotonic() + loop.time_budget
+        self.started, self.first_step = time.monotonic(), self.step
         self.progress.start(total, self.step, self.run.id, self.deadline)
         # Rank 0 alone writes the metrics; the others' rows go nowhere.
         metrics_file = open(self.run.metrics_path if self.main else os.devnull, "a", encoding="utf-8")
@@ -215,19 +297,17 @@ class Trainer:
 
     def _run_epoch(self, stop: signals.StopRequest, metrics_file) -> None:
         loop = self.loop
-        order = epoch_permutation(len(self.items), loop.seed, self.epoch).to(self.device)
-        lo = self.rank * self.local_batch  # every rank orders the epoch alike and takes its slice
         window_start, window_images = time.perf_counter(), 0
         while self.step_in_epoch < self.steps_per_epoch:
             t0 = time.perf_counter()
-            idx = order[self.step_in_epoch * loop.batch_size : (self.step_in_epoch + 1) * loop.batch_size]
-            idx = idx[lo : lo + self.local_batch]
-            labels = self.labels[idx] if self.labels is not None else None
-            losses = self.task.train_step(self.items[idx], labels, self.step)
+            batch, labels = self.source.batch(self.epoch, self.step_in_epoch, self.step)
+            losses = self.task.train_step(batch, labels, self.step)
             values = {k: float(v) for k, v in losses.items()}  # one sync per step: cheap at this size
             self.step += 1
             self.step_in_epoch += 1
             fault_point("step")
+            if self.step - self.first_step == HORIZON_AFTER:
+                self._estimate_horizon(self.started, HORIZON_AFTER)
             out_of_time = self.deadline is not None and time.monotonic() >= self.deadline
             # Several ranks: the losses averaged, and a stop that any rank heard (or rank 0's
             # clock) taken by all after this same step.
@@ -239,7 +319,8 @@ class Trainer:
             if (self.step % loop.log_every == 0 or self.step_in_epoch == self.steps_per_epoch
                     or self.out_of_time):
                 rate = window_images / max(time.perf_counter() - window_start, 1e-9)
-                row = {"step": self.step, "epoch": self.epoch + 1, self.rate_key: round(rate, 1), **values}
+                row = {"step": self.step, "epoch": self.epoch + 1, self.rate_key: round(rate, 1), **values,
+                       **self._rates()}
                 metrics_file.write(json.dumps(row) + "\n")
                 metrics_file.flush()
                 window_start, window_images = time.perf_counter(), 0
@@ -255,17 +336,14 @@ class Trainer:
                 raise Interrupted(f"{self.run.id} stopped at step {self.step}", exit_code=code, run_id=self.run.id)
             if self.out_of_time and self.step_in_epoch < self.steps_per_epoch:
                 self.save()  # mid-epoch: the checkpoint holds the place in the epoch's order
+                self._validate(metrics_file)  # what the budget gave, scored as an epoch's end is
                 return
         self.epoch += 1
         self.step_in_epoch = 0
-        previews = self._write_previews() if self.main else []
+        # The checkpoint first: a preview that cannot be written costs a warning, never the epoch.
         self.save()
-        if self.main and self.held_out is not None and hasattr(self.task, "validate"):
-            # The held-out loss of the weights just saved (a text family's), beside the training losses.
-            scores = self.task.validate(self.held_out.to(self.device))
-            metrics_file.write(json.dumps({"step": self.step, "epoch": self.epoch, **scores}) + "\n")
-            metrics_file.flush()
-            self.progress.message(f"epoch {self.epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
+        previews = self._write_previews() if self.main else []
+        self._validate(metrics_file)
         self.progress.epoch_end(self.epoch, loop.epochs, previews)
         if self.evaluate is not None and self.eval_every and self.epoch % self.eval_every == 0:
             extra = self.evaluate(self.epoch)  # every rank: sampling and features are split over them
@@ -274,26 +352,51 @@ class Trainer:
                 metrics_file.flush()
         if self.main:
             write_curves(self.run)  # curves.png: the losses (and FID) so far, for a look while it trains
+        self._estimate_horizon(self.started, self.step - self.first_step)
+
+    def _rates(self) -> dict[str, float]:
+        """The learning rate of each optimizer with a schedule, as it stepped last (``lr``, or
+        ``lr_<name>`` when there are several), for metrics.jsonl."""
+        scheduled = {n: o for n, o in self.optim.items() if o.spec.schedule is not None}
+        return {("lr" if len(scheduled) == 1 else f"lr_{n}"): o.optimizer.param_groups[0]["lr"]
+                for n, o in scheduled.items()}
+
+    def _validate(self, metrics_file) -> None:
+        """The held-out scores of the weights just saved (a text family's loss), beside the
+        training losses; rank 0 alone."""
+        if not self.main or self.held_out is None:
+            return
+        scores = self.task.validate(self.held_out.to(self.device))
+        if scores:
+            metrics_file.write(json.dumps({"step": self.step, "epoch": self.epoch, **scores}) + "\n")
+            metrics_file.flush()
+            self.progress.message(f"epoch {self.epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in scores.items()))
 
     def _sync_inference(self) -> None:
         # Previews and save() both need it at the end of an epoch: once per step is enough.
         if self._synced_step != self.step:
             with local_batchnorm():  # rank 0 alone: no other rank to average statistics with
-                self.task.sync_inference(self.items, self.labels)
+                self.task.sync_inference(self.source.items, self.source.labels)
             self._synced_step = self.step
 
     def _write_previews(self) -> list[str]:
         self._sync_inference()
         paths = []
-        for name, preview in self.task.previews().items():
-            if isinstance(preview, str):  # a text family's continuations
-                path = self.run.samples_dir / f"{name}_epoch{self.epoch:03d}.txt"
-                atomic_write_text(path, preview)
-            else:
-                path = self.run.samples_dir / f"{name}_epoch{self.epoch:03d}.png"
-                grid = make_grid(to_uint8(preview))
-                atomic_write_bytes(path, png_bytes(grid, {"aigc:run": self.run.id, "aigc:epoch": str(self.epoch)}))
-            paths.append(str(path))
+        try:
+            for name, preview in self.task.previews().items():
+                if isinstance(preview, str):  # a text family's continuations
+                    path = self.run.samples_dir / f"{name}_epoch{self.epoch:03d}.txt"
+                    atomic_write_text(path, preview)
+                else:
+                    path = self.run.samples_dir / f"{name}_epoch{self.epoch:03d}.png"
+                    grid = make_grid(to_uint8(preview))
+                    atomic_write_bytes(path, png_bytes(grid, {"aigc:run": self.run.id, "aigc:epoch": str(self.epoch)}))
+                paths.append(str(path))
+        except OSError as e:
+            where = self.run.samples_dir
+            why = "it is not a folder" if where.exists() and not where.is_dir() else (e.strerror or first_line(e))
+            self.progress.message(f"warning: previews of epoch {self.epoch} not written to {where} ({why}); "
+                                  "the epoch is saved and training goes on")
         return paths
 
     def _diverged(self, values: dict[str, float]) -> None:

@@ -4,17 +4,19 @@
 from __future__ import annotations
 
 from aigc_cli.core.options import Option, option_table, parse_duration
+from aigc_cli.core.schema import Field
 from aigc_cli.metrics.registry import FID_N
 
 LOG_EVERY = 20  # steps between two rows of metrics.jsonl (and at the end of every epoch)
 
-DATASET_HELP = "Dataset: a name (shapes, digits, mnist, fashion-mnist, cifar10), an image folder, an IDX or .npy/.npz file."
+DATASET_HELP = ("Dataset: a name (digits: built in, the MNIST test digits; shapes: built in; mnist, fashion-mnist, "
+                "cifar10: downloaded once), an image folder, an IDX or .npy/.npz file.")
 CORPUS_HELP = ("Text: a name (bard: built in; shakespeare: downloaded once), a UTF-8 text file or a folder of .txt "
                "files (the first 90% trains, the last 10% validates).")
 
 # Where the data comes from, by what the family produces: first in every train command's help.
 DATA_OPTIONS = (
-    Option("dataset", str, "shapes", DATASET_HELP, short="-d"),
+    Option("dataset", str, "digits", DATASET_HELP, short="-d"),
     Option("split", str, "train", "train or test, for named datasets."),
 )
 TEXT_DATA_OPTIONS = (
@@ -34,7 +36,6 @@ RUN_OPTIONS = (
     Option("eval_every", int, 0, "Record FID every N epochs (0: never).", minimum=0),
     Option("fid_n", int, FID_N, "Samples for each FID of --eval-every.", minimum=2),
 )
-LOOP_OPTIONS = DATA_OPTIONS + RUN_OPTIONS
 # Text runs: sequences per step, and no FID (their held-out loss is logged every epoch instead).
 TEXT_RUN_OPTIONS = tuple(
     Option("batch_size", int, 32, "Sequences of --context tokens per training step.", short="-b", minimum=1)
@@ -42,19 +43,44 @@ TEXT_RUN_OPTIONS = tuple(
 )
 
 
-def loop_options(produces: str = "images") -> tuple[Option, ...]:
-    """The loop's options for a family that produces ``produces`` (models/registry.py PRODUCTS)."""
-    return TEXT_DATA_OPTIONS + TEXT_RUN_OPTIONS if produces == "text" else LOOP_OPTIONS
+# A family whose task makes its own batches: no data, no FID against it.
+OWN_RUN_OPTIONS = tuple(o for o in RUN_OPTIONS if o.name not in ("eval_every", "fid_n"))
+
+# By what a family trains on (models/registry.py TRAINS_ON): (data options, run options).
+OPTIONS_BY_DATA = {
+    "images": (DATA_OPTIONS, RUN_OPTIONS),
+    "text": (TEXT_DATA_OPTIONS, TEXT_RUN_OPTIONS),
+    "none": ((), OWN_RUN_OPTIONS),
+}
+
+
+def loop_options(trains_on: str = "images") -> tuple[Option, ...]:
+    """The loop's options for a family that trains on ``trains_on``."""
+    data, run = OPTIONS_BY_DATA[trains_on]
+    return data + run
 
 
 def train_options(spec) -> list[Option]:
     """Every option of one family's training (``spec``: its FamilySpec), in the order ``aigc
     train <family> --help`` lists them; a family option named like a loop option is refused."""
-    loop = loop_options(spec.produces)
-    data, run = loop[:2], loop[2:]
+    data, run = OPTIONS_BY_DATA[spec.trains_on]
     options = [*data, *spec.options, *run]
     option_table(options)
     return options
+
+
+# The loop's fields in a run's config.json 'train' section, checked when a run is resumed.
+LOOP_FIELDS = (
+    Field("epochs", int, minimum=1),
+    Field("batch_size", int, minimum=1),
+    Field("log_every", int, minimum=1),
+)
+
+
+def loop_section(train: dict) -> dict:
+    """A config's 'train' section with the loop's fields of the current run format (runs of
+    format 1 could lack log_every: they logged every LOG_EVERY steps)."""
+    return {"log_every": LOG_EVERY, **train}
 
 
 def time_budget(value: str | None) -> float | None:

@@ -22,15 +22,18 @@ import torch
 
 from aigc_cli import __version__
 from aigc_cli.core import distributed, signals
-from aigc_cli.core.errors import OptionError, RunError, first_line, opt
+from aigc_cli.core.errors import ConfigError, OptionError, RunError, first_line, opt
 from aigc_cli.core.options import resolve
+from aigc_cli.core.schema import check_fields
 from aigc_cli.core.seeding import seed_everything
 from aigc_cli.data import load_data
-from aigc_cli.models.registry import TrainingData, get_family
+from aigc_cli.models.protocol import TrainingData
+from aigc_cli.models.registry import RUN_FORMAT, get_family, load_config
+from aigc_cli.runs.lineage import check_parent, parent_record
 from aigc_cli.runs.store import Run, create_run, lock_run, now_iso, resolve_run
 from aigc_cli.training.evaluation import make_evaluator
 from aigc_cli.training.loop import LoopConfig, NoProgress, ProgressSink, Trainer, check_loop
-from aigc_cli.training.options import LOG_EVERY, loop_options, time_budget, train_options
+from aigc_cli.training.options import LOOP_FIELDS, loop_options, loop_section, time_budget, train_options
 
 DatasetProgress = Callable[[str, int, "int | None"], None]
 
@@ -48,16 +51,19 @@ def train(
     progress: ProgressSink | None = None,
     on_run: Callable[[Run], None] | None = None,
     dataset_progress: DatasetProgress | None = None,
+    parent: Run | None = None,
     **options: Any,
 ) -> Run:
     """Train a new model of ``family``; ``options`` are the loop's (epochs, batch_size, seed, name,
     eval_every, fid_n) and the family's (arch, loss, lr, ...). ``on_run`` hears of the run as soon
-    as it exists; ``progress`` receives the training's progress and messages."""
+    as it exists; ``progress`` receives the training's progress and messages. ``parent``: the
+    run this one descends from, recorded in its config.json (its id and weights' digest)."""
     # Several ranks: rank 0 checks and loads first (a bad option is said once, a download happens
     # once), then the others do the same work, which then succeeds for them too.
     values, loop, data, items, config = distributed.main_first(
-        lambda: _prepare(family, dataset, split, options, progress, dataset_progress), "checking the options and data")
-    info = data.info()
+        lambda: _prepare(family, dataset, split, options, progress, dataset_progress, parent),
+        "checking the options and data")
+    info = data.info() if data is not None else {"name": None}
     device = torch.device(device)
     # The run appears whole (run.json + config.json) and locked: nobody else writes it from here.
     # Several ranks: rank 0 creates it, the others follow its id.
@@ -79,37 +85,46 @@ def train(
         run.release()
 
 
-def _prepare(family, dataset, split, options, progress, dataset_progress):
+def _prepare(family, dataset, split, options, progress, dataset_progress, parent=None):
     """(loop values, LoopConfig, dataset, its TrainingData, config) of a new run, every input checked."""
     fam = get_family(family)
     train_options(fam.spec)  # a family option may not shadow a loop option
     options = dict(options)
-    loop_opts = loop_options(fam.spec.produces)
+    loop_opts = loop_options(fam.spec.trains_on)
     loop_given = {o.name: options.pop(o.name, None) for o in loop_opts}
-    loop_given.update(dataset=dataset, split=split)
+    if fam.spec.trains_on != "none":
+        loop_given.update(dataset=dataset, split=split)
+    elif dataset is not None:
+        raise ConfigError(f"the {family} family makes its own training data; it takes no dataset")
     values = resolve(loop_opts, loop_given, "training")
     resolve(fam.spec.options, options, f"the {family} family")  # bad options fail before the data loads
     loop = LoopConfig(epochs=values["epochs"], batch_size=values["batch_size"], seed=values["seed"],
                       log_every=values["log_every"], time_budget=time_budget(values["time"]))
-    data = load_data(fam.spec.produces, values["dataset"], values["split"], progress=dataset_progress)
-    _say_skipped(data, progress)
-    info = data.info()
+    data = None
+    if fam.spec.trains_on != "none":
+        data = load_data(fam.spec.trains_on, values["dataset"], values["split"], progress=dataset_progress)
+        _say_skipped(data, progress)
+    info = data.info() if data is not None else {}
     model_cfg, train_cfg = fam.make_config(options, info)
     train_cfg.update(epochs=loop.epochs, batch_size=loop.batch_size, log_every=loop.log_every)
-    items = fam.training_data(data, {"model": model_cfg, "train": train_cfg})
-    train_cfg["items"] = len(items)  # what an epoch steps through (a text family sizes its schedule by it)
-    check_loop(loop, len(items), distributed.world())  # before the run folder exists: bad input leaves nothing behind
+    items = fam.training_data(data, {"model": model_cfg, "train": train_cfg, "seed": loop.seed})
+    train_cfg["items"] = len(items)  # what an epoch steps through (0: the task makes its batches)
+    # before the run folder exists: bad input leaves nothing behind
+    check_loop(loop, len(items) if items.items is not None else None, distributed.world())
     config = {
-        "format": "aigc-run/1",
+        "format": f"aigc-run/{RUN_FORMAT}",
         "family": family,
         "model": model_cfg,
         "train": train_cfg,
-        "dataset": {k: info[k] for k in ("name", "spec", "size", "shape", "classes", "class_names", "fingerprint")},
+        "dataset": {k: info[k] for k in ("name", "spec", "size", "shape", "classes", "class_names", "fingerprint")}
+        if data is not None else None,
         "seed": loop.seed,
         "eval": {"every": values.get("eval_every", 0), "fid_n": values.get("fid_n")},
         "versions": _versions(),
         "created": now_iso(),
     }
+    if parent is not None:
+        config["parent"] = parent_record(parent)
     return values, loop, data, items, config
 
 
@@ -150,27 +165,32 @@ def _prepare_resume(run: Run, epochs, budget, progress, dataset_progress):
     meta = run.read_meta()
     if meta["status"] == "broken":
         raise RunError(f"{run.id} is broken ({meta['error']}); it cannot be resumed, remove it with 'aigc runs rm {run.id}'")
-    config = run.read_config()
-    train_cfg = dict(config["train"])
+    config = load_config(run)
+    where = f"{run.id}'s config.json"
+    train_cfg = loop_section(config["train"])
+    check_fields(train_cfg, LOOP_FIELDS, f"{where} 'train'")
     if epochs is not None:
         train_cfg["epochs"] = epochs
-    try:
-        loop = LoopConfig(train_cfg["epochs"], train_cfg["batch_size"], config["seed"],
-                          train_cfg.get("log_every", LOG_EVERY), time_budget=budget)
-        spec = config["dataset"]["spec"]
-        spec_name, split = spec["spec"], spec["split"]
-    except (KeyError, TypeError) as e:
-        raise RunError(f"{run.id}: config.json lacks {e}; it cannot be resumed") from None
+    loop = LoopConfig(train_cfg["epochs"], train_cfg["batch_size"], config["seed"], train_cfg["log_every"],
+                      time_budget=budget)
     family = get_family(config["family"])
-    data = load_data(family.spec.produces, spec_name, split, progress=dataset_progress)
-    _say_skipped(data, progress)
+    data = None
+    if family.spec.trains_on != "none":
+        try:
+            spec = config["dataset"]["spec"]
+            spec_name, split = spec["spec"], spec["split"]
+        except (KeyError, TypeError) as e:
+            raise RunError(f"{where} lacks the dataset's {e}; it cannot be resumed") from None
+        data = load_data(family.spec.trains_on, spec_name, split, progress=dataset_progress)
+        _say_skipped(data, progress)
     items = family.training_data(data, config)
-    check_loop(loop, len(items), distributed.world())  # the batch may not split over this many ranks
-    if data.fingerprint != config["dataset"].get("fingerprint"):
+    check_loop(loop, len(items) if items.items is not None else None, distributed.world())
+    if data is not None and data.fingerprint != config["dataset"].get("fingerprint"):
         raise RunError(
             f"the dataset {spec_name!r} has changed since {run.id} started (fingerprint differs); "
             "resuming would not continue the same run"
         )
+    check_parent(config, where)
     config = {**config, "train": train_cfg}  # written once the checkpoint has proved usable
     return config, loop, data, items
 
@@ -187,7 +207,7 @@ def _follow(run_id: str) -> Run:
 
 
 def _say_skipped(data, progress: ProgressSink | None) -> None:
-    summary = data.skip_summary()  # "bars: skipped 3 of 120 files: 2 unreadable, ..."
+    summary = data.skip_summary() if data is not None else None  # "bars: skipped 3 of 120 files: 2 unreadable, ..."
     if summary and progress is not None:
         progress.message(summary)
 
@@ -196,7 +216,7 @@ def _fit(run: Run, config: dict, data, items: TrainingData, loop: LoopConfig, de
          progress: ProgressSink, restore: bool, new_epochs: bool = False) -> Run:
     """Train ``items`` (the family's TrainingData of ``data``, made once by _prepare/_prepare_resume);
     ``data`` itself serves FID during training."""
-    task = get_family(config["family"]).impl.make_task(config, device)
+    task = get_family(config["family"]).training_task(config, device)
     eval_every = config.get("eval", {}).get("every", 0)
     evaluate = make_evaluator(run, config, data, device, say=progress.message) if eval_every else None
     trainer = Trainer(task, items, run, loop, device, progress=progress, evaluate=evaluate, eval_every=eval_every)

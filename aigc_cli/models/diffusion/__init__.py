@@ -2,8 +2,16 @@
 DDIM, DDPM or DPM-Solver++ and classifier-free guidance, inverted with DDIM (family.py
 implements it; schedule.py and sampling.py hold the mathematics, unet.py the network)."""
 
+from aigc_cli.core.device import PRECISIONS
 from aigc_cli.core.options import Option
 from aigc_cli.models.registry import STEPS, FamilySpec, conditional_option, register_family, width_option
+
+SAMPLERS = ("ddim", "ddpm", "dpm++")
+LAYOUTS = ("compact", "ddpm")
+SCHEDULES = ("cosine", "linear")
+PREDICTIONS = ("eps", "v", "x0")
+WEIGHTINGS = ("min-snr", "none")
+DEFAULT_GUIDANCE = 2.0  # class-conditional runs; an unconditional run has no guidance (1)
 
 # Defaults follow the papers, each checked on MNIST against its alternatives (docs/benchmarks.md).
 SPEC = register_family(FamilySpec(
@@ -15,13 +23,13 @@ SPEC = register_family(FamilySpec(
         Option("channel_mult", str, "1,2,2", "Channel multiplier per U-Net level, comma-separated "
                "(one level per entry; each but the last halves the resolution)."),
         Option("layout", str, "compact", "U-Net skips: compact (one per level) or ddpm (Ho et al., diffusers' "
-               "UNet2DModel: one per block, a block more on the way up).", choices=("compact", "ddpm")),
+               "UNet2DModel: one per block, a block more on the way up).", choices=LAYOUTS),
         Option("blocks", int, 1, "Residual blocks per U-Net level on the way down.", minimum=1),
-        Option("schedule", str, "cosine", "Noise schedule over the 1,000 training timesteps.", choices=("cosine", "linear")),
+        Option("schedule", str, "cosine", "Noise schedule over the 1,000 training timesteps.", choices=SCHEDULES),
         Option("prediction", str, "v", "What the network predicts: eps (the noise), v or x0 (the image).",
-               choices=("eps", "v", "x0")),
+               choices=PREDICTIONS),
         Option("weighting", str, "min-snr", "Loss weight per timestep: none or min-snr (Min-SNR-5, Hang et al. 2023).",
-               choices=("min-snr", "none")),
+               choices=WEIGHTINGS),
         Option("lr", float, 5e-4, "AdamW learning rate.", above=0.0),
         conditional_option("Class-conditional (needs labels), with label dropout for guidance.",
                            "conditional when the dataset has labels"),
@@ -31,15 +39,15 @@ SPEC = register_family(FamilySpec(
         # diffusers' accelerate calls this mixed_precision (no|fp16|bf16); one string option here too.
         Option("precision", str, "auto", "Training arithmetic: fp32, bf16 or fp16 autocast (fp16 with loss "
                "scaling); auto: bf16 on CUDA where supported (else fp16) and on CPUs with AMX, fp32 elsewhere.",
-               choices=("auto", "fp32", "bf16", "fp16")),
+               choices=PRECISIONS),
     ),
+    conditions=("label",),
     decode_options=(
         STEPS,
-        Option("sampler", str, None, "ddim, ddpm (ancestral) or dpm++ (DPM-Solver++ 2M).",
-               default_text="dpm++", choices=("ddim", "ddpm", "dpm++")),
-        Option("eta", float, None, "DDIM noise: 0 deterministic, 1 like DDPM.", default_text="0", minimum=0.0),
-        Option("guidance", float, None, "Classifier-free guidance scale (1: none).", default_text="2 for "
-               "class-conditional runs", minimum=0.0),
+        Option("sampler", str, "dpm++", "ddim, ddpm (ancestral) or dpm++ (DPM-Solver++ 2M).", choices=SAMPLERS),
+        Option("eta", float, 0.0, "DDIM noise: 0 deterministic, 1 like DDPM.", minimum=0.0),
+        Option("guidance", float, None, "Classifier-free guidance scale (1: none).",
+               default_text=f"{DEFAULT_GUIDANCE:g} for class-conditional runs, else 1", minimum=0.0),
     ),
     encoder="inversion",
     export_formats=("images", "fidelity", "denoiser"),

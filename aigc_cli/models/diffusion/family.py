@@ -11,18 +11,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aigc_cli.core.device import auto_precision
+from aigc_cli.core.device import autocast, resolve_precision
 from aigc_cli.core.distributed import batch_rand, batch_randint, batch_randn
 from aigc_cli.core.errors import ConfigError, OptionError
-from aigc_cli.models.common import EMA, resolve_conditional
-from aigc_cli.models.registry import ExportGraph, GraphInput
+from aigc_cli.core.schema import Field
+from aigc_cli.models.common import IMAGE_FIELDS, class_conditions, image_fields, num_classes, preview_inputs
+from aigc_cli.models.diffusion import DEFAULT_GUIDANCE, LAYOUTS, PREDICTIONS, SCHEDULES, WEIGHTINGS
 from aigc_cli.models.diffusion.sampling import DdimInverter, DiffusionDecoder
 from aigc_cli.models.diffusion.schedule import TIMESTEPS, alpha_bar, loss_weight, target
 from aigc_cli.models.diffusion.unet import UNet
+from aigc_cli.models.optim import OptimizerSpec
+from aigc_cli.models.protocol import ExportGraph, FamilyImpl, GraphInput, Sampler, TrainTask
 
-PREVIEW_COUNT = 64
 PREVIEW_STEPS = 20
-DEFAULT_GUIDANCE = 2.0
 
 
 def parse_mult(text: str) -> tuple[int, ...]:
@@ -36,42 +37,34 @@ def parse_mult(text: str) -> tuple[int, ...]:
 
 
 def build_unet(model: dict[str, Any]) -> UNet:
-    num_classes = model["num_classes"] if model["conditional"] else None
-    # Runs made before the options: the compact layout with one block per level.
-    net = UNet(model["image_shape"][0], model["width"], tuple(model["channel_mult"]), num_classes,
-               model.get("layout", "compact"), model.get("blocks", 1))
+    net = UNet(model["image_shape"][0], model["width"], tuple(model["channel_mult"]), num_classes(model),
+               model["layout"], model["blocks"])
     # Channels-last weights, as the U-Net's activations are (unet.py): same values, faster kernels.
     return net.to(memory_format=torch.channels_last)
 
 
-AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """auto: core.device.auto_precision (bf16 on CUDA GPUs that have it and on CPUs with AMX, fp16
-    on older CUDA GPUs, fp32 elsewhere). An explicit choice is taken on any device."""
-    return auto_precision(device) if precision == "auto" else precision
-
-
-class DiffusionTask:
+class DiffusionTask(TrainTask):
     def __init__(self, config: dict[str, Any], device: torch.device):
-        model, train = config["model"], config["train"]
+        model, self.train = config["model"], config["train"]
         self.model_cfg, self.device = model, device
         self.net = build_unet(model).to(device)
-        self.ema = EMA(self.net, train["ema_decay"])
-        self.modules = {"unet": self.net, "unet_ema": self.ema.shadow}
-        self.optimizers = {"unet": torch.optim.AdamW(self.net.parameters(), lr=train["lr"], weight_decay=0.0)}
-        # Runs made before the option trained in fp32. The network runs under autocast, the loss
-        # and the weights stay fp32; fp16's narrow range needs the loss scaled (GradScaler).
-        self.precision = resolve_precision(train.get("precision", "fp32"), device)
-        self.scaler = torch.amp.GradScaler(device.type, enabled=self.precision == "fp16")
+        self.modules = {"unet": self.net}  # the loop adds unet_ema (param_groups)
+        # The network runs under autocast, the loss and the weights stay fp32; fp16's narrow
+        # range needs the loss scaled (the optimizer's GradScaler, models/optim.py).
+        self.precision = resolve_precision(self.train["precision"], device)
         self.ab = alpha_bar(model["schedule"]).float().to(device)  # (T,)
-        self.cond_drop = train["cond_drop"] if model["conditional"] else 0.0
-        self.num_classes = model["num_classes"] if model["conditional"] else None
-        g = torch.Generator().manual_seed(config["seed"] + 7)
+        self.cond_drop = self.train["cond_drop"] if model["conditional"] else 0.0
+        self.num_classes = num_classes(model)
         c, h, w = model["image_shape"]
-        self.preview_z = torch.randn(PREVIEW_COUNT, c * h * w, generator=g).to(device)
-        self.preview_labels = (torch.arange(PREVIEW_COUNT) % self.num_classes).to(device) if self.num_classes else None
+        self.preview_z, self.preview_cond = preview_inputs(config["seed"], c * h * w, model, device)
+
+    def param_groups(self) -> dict[str, OptimizerSpec]:
+        return {"unet": OptimizerSpec([{"params": list(self.net.parameters()), "lr": self.train["lr"],
+                                        "weight_decay": 0.0}], kind="adamw",
+                                      loss_scaling=self.precision == "fp16", ema={"unet": self.train["ema_decay"]})}
+
+    def inference_names(self) -> dict[str, str]:
+        return {"unet": "unet_ema"}  # sampling uses the weight average
 
     def train_step(self, batch: torch.Tensor, labels: torch.Tensor | None, step: int) -> dict[str, torch.Tensor]:
         x0 = batch.float().div_(127.5).sub_(1)  # (B, C, H, W) in [-1, 1]
@@ -87,53 +80,35 @@ class DiffusionTask:
             labels = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
         else:
             labels = None
-        dtype = AUTOCAST.get(self.precision)
-        with torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None):
+        with autocast(self.device, self.precision):
             out = self.net(x_t, t, labels)
         goal = target(self.model_cfg["prediction"], x0, eps, ab)
         per_sample = F.mse_loss(out.float(), goal, reduction="none").mean(dim=(1, 2, 3))  # (B,)
         loss = (loss_weight(self.model_cfg["weighting"], self.model_cfg["prediction"], ab) * per_sample).mean()
-        opt = self.optimizers["unet"]
-        opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()  # disabled (fp32, bf16): loss.backward() and opt.step()
-        self.scaler.step(opt)
-        self.scaler.update()
-        self.ema.update(self.net, step)
+        opt = self.optim["unet"]
+        opt.zero_grad()
+        opt.backward(loss)  # scaled under fp16
+        opt.step(step)  # and the weight average
         return {"loss": loss.detach()}
-
-    def extra_state(self) -> dict[str, Any]:
-        """The loss scale of fp16 training, so that a resume continues with it (TrainTask)."""
-        return {"scaler": self.scaler.state_dict()} if self.scaler.is_enabled() else {}
-
-    def load_extra_state(self, state: dict[str, Any]) -> None:
-        if self.scaler.is_enabled() and "scaler" in state:
-            self.scaler.load_state_dict(state["scaler"])
-
-    def sync_inference(self, images: torch.Tensor, labels: torch.Tensor | None) -> None:
-        pass  # no BatchNorm, no prior: the EMA weights are ready as they are
-
-    def inference_modules(self) -> dict[str, nn.Module]:
-        return {"unet": self.ema.shadow}
 
     @torch.no_grad()
     def previews(self) -> dict[str, torch.Tensor]:
         guidance = DEFAULT_GUIDANCE if self.num_classes else 1.0
-        decoder = DiffusionDecoder(self.ema.shadow, self.ab, self.model_cfg["prediction"],
+        decoder = DiffusionDecoder(self.modules["unet_ema"], self.ab, self.model_cfg["prediction"],
                                    self.model_cfg["image_shape"], steps=PREVIEW_STEPS, guidance=guidance)
-        return {"samples": decoder(self.preview_z, self.preview_labels)}
+        return {"samples": decoder(self.preview_z, self.preview_cond)}
 
 
-class DiffusionSampler:
-    """The Sampler (models/registry.py): the latent is the initial noise x_T, (C, H, W)."""
-
-    latent_distribution = "normal"
+class DiffusionSampler(Sampler):
+    """The latent is the initial noise x_T, (C, H, W)."""
 
     def __init__(self, unet: nn.Module, config: dict[str, Any], device: torch.device):
         self.model = config["model"]
         self.unet = unet.to(device).eval()
         self.ab = alpha_bar(self.model["schedule"]).float().to(device)
         self.latent_shape = tuple(self.model["image_shape"])
-        self.conditional = bool(self.model["conditional"])
+        self.conditions = class_conditions(self.model)
+        self.conditional = bool(self.conditions)
 
     def draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
         return torch.randn(n, math.prod(self.latent_shape), generator=generator)  # (n, C*H*W)
@@ -145,18 +120,15 @@ class DiffusionSampler:
             raise ConfigError("--guidance needs a class-conditional run; this one is unconditional")
         return guidance
 
-    def decoder(self, steps: int | None = None, sampler: str | None = None, eta: float | None = None,
-                guidance: float | None = None) -> nn.Module:
-        sampler = sampler or "dpm++"
-        if eta is not None and sampler != "ddim":
+    def decoder(self, steps: int, sampler: str, eta: float, guidance: float | None) -> nn.Module:
+        if eta and sampler != "ddim":
             raise ConfigError(f"--eta applies to --sampler ddim, not {sampler}")
-        return DiffusionDecoder(self.unet, self.ab, self.model["prediction"], self.latent_shape, steps=steps or 25,
-                                sampler=sampler, eta=eta or 0.0, guidance=self._guidance(guidance)).eval()
+        return DiffusionDecoder(self.unet, self.ab, self.model["prediction"], self.latent_shape, steps=steps,
+                                sampler=sampler, eta=eta, guidance=self._guidance(guidance)).eval()
 
-    def encoder(self, steps: int | None = None, sampler: str | None = None, eta: float | None = None,
-                guidance: float | None = None) -> nn.Module:
+    def encoder(self, steps: int, sampler: str, eta: float, guidance: float | None) -> nn.Module:
         # Inversion is exact only without guidance and noise: it ignores those decode options.
-        return DdimInverter(self.unet, self.ab, self.model["prediction"], self.latent_shape, steps=steps or 25).eval()
+        return DdimInverter(self.unet, self.ab, self.model["prediction"], self.latent_shape, steps=steps).eval()
 
     def export_graph(self, fmt: str) -> ExportGraph:
         if fmt != "denoiser":
@@ -166,6 +138,7 @@ class DiffusionSampler:
 
 class DenoiserExport(nn.Module):
     """The U-Net alone, as ``--format denoiser`` exports it: (x_t, t[, label]) -> the prediction."""
+
 
     def __init__(self, unet: nn.Module, conditional: bool):
         super().__init__()
@@ -212,9 +185,26 @@ def denoiser_graph(unet: nn.Module, model: dict[str, Any], ab: torch.Tensor) -> 
     )
 
 
-class DiffusionFamily:
-    @staticmethod
-    def make_config(options: dict[str, Any], dataset_info: dict[str, Any]) -> tuple[dict, dict]:
+class DiffusionFamily(FamilyImpl):
+    model_fields = (
+        Field("width", int, minimum=1),
+        Field("channel_mult", list, items=int, length=(1, 5), minimum=1),
+        Field("layout", str, choices=LAYOUTS),
+        Field("blocks", int, minimum=1),
+        Field("schedule", str, choices=SCHEDULES),
+        Field("prediction", str, choices=PREDICTIONS),
+        Field("weighting", str, choices=WEIGHTINGS),
+        Field("timesteps", int, choices=(TIMESTEPS,)),
+        *IMAGE_FIELDS,
+    )
+    train_fields = (
+        Field("lr", float, minimum=0.0),
+        Field("cond_drop", float, minimum=0.0, below=1.0),
+        Field("ema_decay", float, minimum=0.0, below=1.0),
+        Field("precision", str, choices=("auto", "fp32", "bf16", "fp16")),
+    )
+
+    def make_config(self, options: dict[str, Any], dataset_info: dict[str, Any]) -> tuple[dict, dict]:
         mult = parse_mult(options["channel_mult"])
         model = {
             "width": options["width"],
@@ -224,9 +214,7 @@ class DiffusionFamily:
             "schedule": options["schedule"],
             "prediction": options["prediction"],
             "weighting": options["weighting"],
-            "image_shape": list(dataset_info["shape"]),
-            "num_classes": dataset_info.get("classes"),
-            "conditional": resolve_conditional(options["conditional"], dataset_info),
+            **image_fields(dataset_info, options["conditional"]),
             "timesteps": TIMESTEPS,
         }
         if options["cond_drop"] >= 1:
@@ -236,14 +224,17 @@ class DiffusionFamily:
         build_unet(model)  # an impossible size fails here, before a run exists
         return model, train
 
-    @staticmethod
-    def make_task(config: dict[str, Any], device: torch.device) -> DiffusionTask:
+    def upgrade_config(self, config: dict[str, Any], version: int) -> dict[str, Any]:
+        # Format 1 runs made before the options: the compact layout, one block per level, fp32.
+        model = {"layout": "compact", "blocks": 1, **config["model"]}
+        train = {"precision": "fp32", **config["train"]}
+        return {**config, "model": model, "train": train}
+
+    def make_task(self, config: dict[str, Any], device: torch.device) -> DiffusionTask:
         return DiffusionTask(config, device)
 
-    @staticmethod
-    def build(config: dict[str, Any]) -> dict[str, nn.Module]:
+    def build(self, config: dict[str, Any]) -> dict[str, nn.Module]:
         return {"unet": build_unet(config["model"])}
 
-    @staticmethod
-    def sampler(modules: dict[str, nn.Module], config: dict[str, Any], device: torch.device) -> DiffusionSampler:
+    def sampler(self, modules: dict[str, nn.Module], config: dict[str, Any], device: torch.device) -> DiffusionSampler:
         return DiffusionSampler(modules["unet"], config, device)

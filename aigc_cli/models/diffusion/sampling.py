@@ -1,4 +1,4 @@
-"""Samplers and DDIM inversion as modules: (z, labels) -> images, (images, labels) -> z.
+"""Samplers and DDIM inversion as modules: (z, conditioning) -> images, (images, conditioning) -> z.
 
 Each runs a fixed list of timesteps in a Python loop, so ``torch.onnx.export`` unrolls it into one
 graph. z is the initial noise x_T, flattened: (N, C*H*W).
@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from aigc_cli.models.conditions import Conditioning
 from aigc_cli.models.diffusion.schedule import to_x0_eps
-
-SAMPLERS = ("ddim", "ddpm", "dpm++")
+from aigc_cli.models.protocol import Decoder
 
 
 def timesteps(total: int, steps: int) -> list[int]:
@@ -51,21 +51,21 @@ class _Denoise(nn.Module):
         return x0, eps
 
 
-class DiffusionDecoder(_Denoise):
-    """(z (N, C*H*W), labels (N,) or None) -> (N, C, H, W) images in [0, 1]."""
+class DiffusionDecoder(_Denoise, Decoder):
+    """(z (N, C*H*W), Conditioning) -> (N, C, H, W) images in [0, 1]; ``on_pass()`` after each step."""
 
     def __init__(self, unet, alpha_bar, prediction, image_shape, steps: int = 25, sampler: str = "dpm++",
                  eta: float = 0.0, guidance: float = 1.0):
         super().__init__(unet, alpha_bar, prediction, image_shape, guidance)
         self.ts = timesteps(len(alpha_bar), steps)
         self.sampler, self.eta = sampler, (1.0 if sampler == "ddpm" else eta)
-        self.on_pass = None  # set by Generator.generate: called after each step, for progress
 
     @property
     def passes(self) -> int:
         return len(self.ts)
 
-    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, z: torch.Tensor, cond: Conditioning | None = None, on_pass=None) -> torch.Tensor:
+        labels = cond.labels if cond is not None else None
         x = z.reshape(-1, *self.image_shape)  # x_T: (N, C, H, W)
         # DDPM/DDIM noise is drawn from a generator seeded by the first latent value's bits, so a
         # seed still gives one image on a given machine.
@@ -81,8 +81,8 @@ class DiffusionDecoder(_Denoise):
                 x, x0_prev, h_prev = self._dpm_step(x, x0, x0_prev, h_prev, ab, ab_next, last=i + 1 == len(self.ts))
             else:
                 x = self._ddim_step(x, x0, eps, ab, ab_next, gen)
-            if self.on_pass is not None:
-                self.on_pass()
+            if on_pass is not None:
+                on_pass()
         return ((x + 1) / 2).clamp(0, 1)
 
     def _ddim_step(self, x, x0, eps, ab, ab_next, gen):
@@ -117,7 +117,8 @@ class DdimInverter(_Denoise):
         super().__init__(unet, alpha_bar, prediction, image_shape, guidance)
         self.ts = timesteps(len(alpha_bar), steps)[::-1]  # 0 ... T-1
 
-    def forward(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, cond: Conditioning | None = None) -> torch.Tensor:
+        labels = cond.labels if cond is not None else None
         x = images * 2 - 1
         ab = torch.ones((), device=x.device)
         for t in self.ts:

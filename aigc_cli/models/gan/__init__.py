@@ -32,6 +32,7 @@ SPEC = register_family(FamilySpec(
         Option("class_lr_scale", float, 100.0, "Learning-rate multiplier of the per-class tables.", above=0.0, cli=False),
         Option("ema_decay", float, 0.999, "Decay of the generator's weight average.", minimum=0.0, cli=False),
     ),
+    conditions=("label",),
     draw_options=(TRUNCATION,),
     traverse=True,
     docs="docs/train.md",

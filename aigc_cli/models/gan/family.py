@@ -10,25 +10,26 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from aigc_cli.core.distributed import batch_randn
-from aigc_cli.models.common import EMA, FeedForwardSampler, recalibrate_batchnorm, resolve_conditional
+from aigc_cli.core.schema import Field
+from aigc_cli.models.common import IMAGE_FIELDS, FeedForwardSampler, OnePassDecoder, image_fields, preview_inputs, recalibrate_batchnorm
 from aigc_cli.models.gan.losses import LOSSES, GanLoss, gradient_penalty
 from aigc_cli.models.gan.nets import ARCHS, NetSpec, build_nets
+from aigc_cli.models.optim import OptimizerSpec
+from aigc_cli.models.protocol import FamilyImpl, TrainTask
 
-PREVIEW_COUNT = 64
 
-
-class GanSampler(nn.Module):
-    """(z, labels) -> images in [0, 1]: the contract shared by sample, interpolate, eval, export."""
+class GanSampler(OnePassDecoder):
+    """(z, conditioning) -> images in [0, 1]: the contract shared by sample, interpolate, eval, export."""
 
     def __init__(self, generator: nn.Module):
         super().__init__()
         self.generator = generator
 
-    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def image(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         return ((self.generator(z, labels) + 1) / 2).clamp(0, 1)
 
 
-def param_groups(net: nn.Module, lr: float, class_scale: float | None) -> list[dict]:
+def adam_groups(net: nn.Module, lr: float, class_scale: float | None) -> list[dict]:
     """Adam's parameter groups: the per-class tables (nn.Embedding) at ``class_scale`` times the
     learning rate, the rest at it. None (runs made before the option): one group."""
     if class_scale is None:
@@ -39,9 +40,9 @@ def param_groups(net: nn.Module, lr: float, class_scale: float | None) -> list[d
     return [{"params": rest, "lr": lr}, {"params": classes, "lr": lr * class_scale}]
 
 
-class GanTask:
+class GanTask(TrainTask):
     def __init__(self, config: dict[str, Any], device: torch.device):
-        model, train = config["model"], config["train"]
+        model, self.train = config["model"], config["train"]
         self.loss: GanLoss = LOSSES.get(model["loss"])
         self.spec = NetSpec.from_model(model)
         g, d = build_nets(model["arch"], self.spec, spectral=self.loss.spectral_norm)
@@ -50,25 +51,25 @@ class GanTask:
         self.memory_format = torch.channels_last if model["arch"] == "dcgan" else torch.contiguous_format
         self.G = g.to(device, memory_format=self.memory_format)
         self.D = d.to(device, memory_format=self.memory_format)
-        self.ema = EMA(self.G, train["ema_decay"])
-        self.modules = {"G": self.G, "D": self.D, "G_ema": self.ema.shadow}
-        betas = tuple(train["betas"])
-        scale = train.get("class_lr_scale")
-        self.optimizers = {
-            "G": torch.optim.Adam(param_groups(self.G, train["lr"], scale), betas=betas),
-            "D": torch.optim.Adam(param_groups(self.D, train["lr_d"], scale), betas=betas),
-        }
-        self.n_critic = train["n_critic"]
-        self.updates = train.get("updates", "alternating")  # runs made before the option: alternating
+        self.modules = {"G": self.G, "D": self.D}  # the loop adds G_ema (param_groups)
+        self.n_critic = self.train["n_critic"]
+        self.updates = self.train["updates"]
         self.device = device
         self.seed = config["seed"]
         self.last_g: torch.Tensor = torch.zeros((), device=device)
         # Fixed inputs for the per-epoch preview grid: progress on the same latents is easy to watch.
-        g_fixed = torch.Generator().manual_seed(self.seed + 7)
-        self.preview_z = torch.randn(PREVIEW_COUNT, self.spec.latent_dim, generator=g_fixed).to(device)
-        self.preview_labels = (
-            (torch.arange(PREVIEW_COUNT) % self.spec.num_classes).to(device) if self.spec.num_classes else None
-        )
+        self.preview_z, self.preview_cond = preview_inputs(self.seed, self.spec.latent_dim, model, device)
+
+    def param_groups(self) -> dict[str, OptimizerSpec]:
+        t, betas = self.train, tuple(self.train["betas"])
+        return {
+            "G": OptimizerSpec(adam_groups(self.G, t["lr"], t["class_lr_scale"]), betas=betas,
+                               ema={"G": t["ema_decay"]}),
+            "D": OptimizerSpec(adam_groups(self.D, t["lr_d"], t["class_lr_scale"]), betas=betas),
+        }
+
+    def inference_names(self) -> dict[str, str]:
+        return {"G": "G_ema"}  # sampling uses the weight average
 
     def _fake_labels(self, labels):
         return labels if self.spec.num_classes else None
@@ -87,18 +88,18 @@ class GanTask:
             return self._simultaneous_step(real, fake, labels, step)
 
         d_loss, out = self._d_loss(real, fake.detach(), labels)
-        self.optimizers["D"].zero_grad(set_to_none=True)
-        d_loss.backward()
-        self.optimizers["D"].step()
+        self.optim["D"].zero_grad()
+        self.optim["D"].backward(d_loss)
+        self.optim["D"].step(step)
 
         if g_step:
             self.D.requires_grad_(False)
             g_loss = self.loss.g_loss(self.D(fake, labels))  # scored by the updated D
-            self.optimizers["G"].zero_grad(set_to_none=True)
-            g_loss.backward()
-            self.optimizers["G"].step()
+            self.optim["G"].zero_grad()
+            self.optim["G"].backward(g_loss)
+            self.optim["G"].step(step // self.n_critic)  # G's own step count: its weight average's warm-up
             self.D.requires_grad_(True)
-            self._after_g_step(g_loss, step)
+            self.last_g = g_loss.detach()
         out["g_loss"] = self.last_g
         return out
 
@@ -130,19 +131,17 @@ class GanTask:
             real_scores, fake_scores = self.D(real, labels), self.D(fake, labels)  # (B,), (B,)
         d_loss, out = self._d_objective(real_scores, fake_scores, real, fake, labels)
         g_loss = self.loss.g_loss(fake_scores)
-        self.optimizers["D"].zero_grad(set_to_none=True)
-        self.optimizers["G"].zero_grad(set_to_none=True)
-        d_loss.backward(inputs=list(self.D.parameters()), retain_graph=True)  # D's weights only
-        g_loss.backward(inputs=list(self.G.parameters()))  # through D's input gradients, not its weights
-        self.optimizers["D"].step()
-        self.optimizers["G"].step()
-        self._after_g_step(g_loss, step)
+        self.optim["D"].zero_grad()
+        self.optim["G"].zero_grad()
+        d_params = [p for p in self.D.parameters() if p.requires_grad]
+        g_params = [p for p in self.G.parameters() if p.requires_grad]
+        self.optim["D"].backward(d_loss, inputs=d_params, retain_graph=True)  # D's weights only
+        self.optim["G"].backward(g_loss, inputs=g_params)  # through D's input gradients, not its weights
+        self.optim["D"].step(step)
+        self.optim["G"].step(step // self.n_critic)
+        self.last_g = g_loss.detach()
         out["g_loss"] = self.last_g
         return out
-
-    def _after_g_step(self, g_loss, step) -> None:
-        self.ema.update(self.G, step // self.n_critic)
-        self.last_g = g_loss.detach()
 
     def sync_inference(self, images: torch.Tensor, labels: torch.Tensor | None) -> None:
         # BatchNorm statistics that fit the averaged weights, from a fixed stream of latents.
@@ -154,19 +153,32 @@ class GanTask:
             y = (torch.arange(256) % k).to(self.device) if k else None
             return z, y
 
-        recalibrate_batchnorm(self.ema.shadow, batch)
-
-    def inference_modules(self) -> dict[str, nn.Module]:
-        return {"G": self.ema.shadow}
+        recalibrate_batchnorm(self.modules["G_ema"], batch)
 
     @torch.no_grad()
     def previews(self) -> dict[str, torch.Tensor]:
-        return {"samples": GanSampler(self.ema.shadow)(self.preview_z, self.preview_labels)}
+        return {"samples": GanSampler(self.modules["G_ema"])(self.preview_z, self.preview_cond)}
 
 
-class GanFamily:
-    @staticmethod
-    def make_config(options: dict[str, Any], dataset_info: dict[str, Any]) -> tuple[dict, dict]:
+class GanFamily(FamilyImpl):
+    model_fields = (
+        Field("arch", str, choices=tuple(ARCHS.names())),
+        Field("loss", str, choices=tuple(LOSSES.names())),
+        Field("latent_dim", int, minimum=1),
+        Field("width", int, minimum=1),
+        *IMAGE_FIELDS,
+    )
+    train_fields = (
+        Field("lr", float, minimum=0.0),
+        Field("lr_d", float, minimum=0.0),
+        Field("betas", list, items=float, length=(2, 2), minimum=0.0, maximum=1.0),
+        Field("n_critic", int, minimum=1),
+        Field("ema_decay", float, minimum=0.0, below=1.0),
+        Field("class_lr_scale", float, minimum=0.0, optional=True),
+        Field("updates", str, choices=("alternating", "simultaneous")),
+    )
+
+    def make_config(self, options: dict[str, Any], dataset_info: dict[str, Any]) -> tuple[dict, dict]:
         """The (model, train) sections of config.json from the resolved options."""
         loss = LOSSES.get(options["loss"])
         lr = options["lr"] if options["lr"] is not None else loss.lr
@@ -175,9 +187,7 @@ class GanFamily:
             "loss": loss.name,
             "latent_dim": options["latent_dim"],
             "width": options["width"],
-            "image_shape": list(dataset_info["shape"]),
-            "num_classes": dataset_info.get("classes"),
-            "conditional": resolve_conditional(options["conditional"], dataset_info),
+            **image_fields(dataset_info, options["conditional"]),
         }
         train = {
             "lr": float(lr),
@@ -192,15 +202,17 @@ class GanFamily:
         build_nets(model["arch"], NetSpec.from_model(model), spectral=False)
         return model, train
 
-    @staticmethod
-    def make_task(config: dict[str, Any], device: torch.device) -> GanTask:
+    def upgrade_config(self, config: dict[str, Any], version: int) -> dict[str, Any]:
+        # Format 1 runs made before the options: alternating updates, one Adam group per network.
+        train = {"updates": "alternating", "class_lr_scale": None, **config["train"]}
+        return {**config, "train": train}
+
+    def make_task(self, config: dict[str, Any], device: torch.device) -> GanTask:
         return GanTask(config, device)
 
-    @staticmethod
-    def build(config: dict[str, Any]) -> dict[str, nn.Module]:
+    def build(self, config: dict[str, Any]) -> dict[str, nn.Module]:
         g, _ = ARCHS.get(config["model"]["arch"])(NetSpec.from_model(config["model"]))
         return {"G": g}
 
-    @staticmethod
-    def sampler(modules: dict[str, nn.Module], config: dict[str, Any], device: torch.device) -> FeedForwardSampler:
-        return FeedForwardSampler(config["model"]["latent_dim"], GanSampler(modules["G"]), device)
+    def sampler(self, modules: dict[str, nn.Module], config: dict[str, Any], device: torch.device) -> FeedForwardSampler:
+        return FeedForwardSampler(config["model"]["latent_dim"], GanSampler(modules["G"]), device, config["model"])

@@ -5,6 +5,10 @@ top-p (family.py implements it; nets.py holds the networks, sampling.py generati
 from aigc_cli.core.options import Option
 from aigc_cli.models.registry import FamilySpec, register_family
 
+ARCHS = ("gru", "lstm", "gpt")
+TOKENIZERS = ("char", "byte")
+TEXT_PRECISIONS = ("auto", "fp32", "bf16")  # no fp16: logits and attention scores outrun its range
+
 # The GPT's sizes default to nanoGPT's character-level Shakespeare configuration for the CPU (4
 # layers, 4 heads, width 128, context 64), the RNNs' to 2 x 256; gru is the default architecture
 # because it learned the most per minute of the three (docs/benchmarks.md).
@@ -15,9 +19,9 @@ SPEC = register_family(FamilySpec(
     produces="text",
     options=(
         Option("arch", str, "gru", "gru, lstm or gpt (a decoder-only transformer). gru learns the most per minute "
-               "on a CPU (docs/text.md).", choices=("gru", "lstm", "gpt")),
+               "on a CPU (docs/text.md).", choices=ARCHS),
         Option("tokenizer", str, "char", "char (the corpus' characters) or byte (UTF-8 bytes: any text).",
-               choices=("char", "byte")),
+               choices=TOKENIZERS),
         Option("layers", int, None, "Transformer blocks or recurrent layers.", default_text="4 for gpt, 2 for gru "
                "and lstm", minimum=1),
         Option("width", int, None, "Embedding and hidden width.", default_text="128 for gpt, 256 for gru and lstm",
@@ -34,16 +38,16 @@ SPEC = register_family(FamilySpec(
         Option("ema_decay", float, 0.0, "Sample from a moving average of the weights with this decay (0: off).",
                minimum=0.0),
         Option("precision", str, "auto", "Training arithmetic: fp32 or bf16 autocast; auto: bf16 on CUDA GPUs "
-               "that have it and on CPUs with AMX, fp32 elsewhere.", choices=("auto", "fp32", "bf16")),
+               "that have it and on CPUs with AMX, fp32 elsewhere.", choices=TEXT_PRECISIONS),
     ),
-    draw_options=(
-        Option("prompt", str, None, "Text to continue (- reads standard input).", default_text="a newline"),
-        Option("length", int, None, "Tokens to generate per continuation.", default_text="500", minimum=1),
-        Option("temperature", float, None, "Sampling temperature (0: always the likeliest token).",
-               default_text="0.8", minimum=0.0),
+    trains_on="text",
+    conditions=("prompt",),
+    decode_options=(
+        Option("length", int, 500, "Tokens to generate per continuation.", minimum=1),
+        Option("temperature", float, 0.8, "Sampling temperature (0: always the likeliest token).", minimum=0.0),
         Option("top_k", int, None, "Sample among the k likeliest tokens only.", default_text="all", minimum=1),
-        Option("top_p", float, None, "Sample from the smallest set of tokens holding this probability (nucleus).",
-               default_text="1", above=0.0),
+        Option("top_p", float, 1.0, "Sample from the smallest set of tokens holding this probability (nucleus).",
+               above=0.0),
     ),
     export_formats=("logits",),
     docs="docs/text.md",

@@ -11,11 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aigc_cli.core.device import auto_precision
+from aigc_cli.core.device import autocast, resolve_precision
 from aigc_cli.core.distributed import batch_randint
-from aigc_cli.core.errors import ConfigError, DatasetError, OptionError
-from aigc_cli.models.common import EMA
-from aigc_cli.models.registry import ExportGraph, GraphInput, TrainingData
+from aigc_cli.core.errors import ConfigError, DatasetError, OptionError, RunError
+from aigc_cli.core.schema import Field
+from aigc_cli.models.optim import OptimizerSpec, WarmupCosine
+from aigc_cli.models.protocol import ExportGraph, FamilyImpl, GraphInput, TextSampler, TrainingData, TrainTask
+from aigc_cli.models.text import ARCHS, TEXT_PRECISIONS, TOKENIZERS
 from aigc_cli.models.text.nets import GPT, RNNLM
 from aigc_cli.models.text.sampling import generate, rows_loss, token_losses
 from aigc_cli.models.text.tokenizer import make_tokenizer
@@ -37,15 +39,6 @@ def build_model(model: dict[str, Any]) -> nn.Module:
     return RNNLM(model["vocab_size"], model["width"], model["layers"], model["arch"], model["dropout"])
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """auto: core.device.auto_precision, except that text never trains in fp16 (its logits and
-    attention scores outrun fp16's range without loss scaling): fp32 there."""
-    if precision != "auto":
-        return precision
-    chosen = auto_precision(device)
-    return "fp32" if chosen == "fp16" else chosen
-
-
 def start_tokens(tokenizer) -> str:
     """The text an empty prompt stands for: a newline, where the vocabulary has one."""
     return "\n" if tokenizer.kind == "byte" or "\n" in tokenizer.alphabet else tokenizer.alphabet[0]
@@ -57,36 +50,36 @@ def corpus_tokens(data, model: dict[str, Any]) -> tuple[torch.Tensor, torch.Tens
     return tokenizer.encode(data.text, data.name), tokenizer.encode(data.held_out, f"{data.name}'s held-out part")
 
 
-class TextTask:
+class TextTask(TrainTask):
     """GPT/GRU/LSTM training: next-token cross-entropy on windows of ``context`` tokens, AdamW
-    with weight decay on matrices only, a linear warm-up then cosine decay to lr/10, the gradient
-    norm clipped."""
+    with weight decay on matrices only, a linear warm-up then cosine decay to lr/10 (over the
+    run's steps: models/optim.py), the gradient norm clipped."""
 
     def __init__(self, config: dict[str, Any], device: torch.device):
         model, train = config["model"], config["train"]
         self.model_cfg, self.train_cfg, self.device = model, train, device
         self.context = model["context"]
         self.net = build_model(model).to(device)
-        self.ema = EMA(self.net, train["ema_decay"]) if train["ema_decay"] > 0 else None
-        self.modules = {"model": self.net} | ({"model_ema": self.ema.shadow} if self.ema else {})
+        self.modules = {"model": self.net}  # the loop adds model_ema when --ema-decay asks for one
+        self.tokenizer = make_tokenizer(model)
+        # The network runs under autocast; weights, optimizer state and the loss stay fp32.
+        self.precision = resolve_precision(train["precision"], device, fp16=False)
+
+    def param_groups(self) -> dict[str, OptimizerSpec]:
+        t = self.train_cfg
         decay = [p for p in self.net.parameters() if p.ndim >= 2]  # matrices and embeddings
         rest = [p for p in self.net.parameters() if p.ndim < 2]  # LayerNorm scales, RNN biases
         # Fused AdamW: one kernel for all parameters instead of a dozen ops per tensor, which is
         # most of an optimizer step's time for a model this small (CPU and CUDA have it).
-        self.optimizers = {"model": torch.optim.AdamW(
-            [{"params": decay, "weight_decay": train["weight_decay"]}, {"params": rest, "weight_decay": 0.0}],
-            lr=train["lr"], betas=(0.9, 0.99), fused=device.type in ("cpu", "cuda"))}
-        self.total_steps = max(train["epochs"] * (train["items"] // train["batch_size"]), 1)
-        self.tokenizer = make_tokenizer(model)
-        # The network runs under autocast; weights, optimizer state and the loss stay fp32.
-        self.precision = resolve_precision(train.get("precision", "fp32"), device)
+        return {"model": OptimizerSpec(
+            [{"params": decay, "lr": t["lr"], "weight_decay": t["weight_decay"]},
+             {"params": rest, "lr": t["lr"], "weight_decay": 0.0}],
+            kind="adamw", betas=(0.9, 0.99), fused=True, grad_clip=t["grad_clip"],
+            schedule=WarmupCosine(t["warmup"], floor=0.1),
+            ema={"model": t["ema_decay"]} if t["ema_decay"] > 0 else {})}
 
-    def learning_rate(self, step: int) -> float:
-        lr, warmup = self.train_cfg["lr"], self.train_cfg["warmup"]
-        if step < warmup:
-            return lr * (step + 1) / warmup
-        progress = min((step - warmup) / max(self.total_steps - warmup, 1), 1.0)
-        return lr / 10 + (lr - lr / 10) * 0.5 * (1 + math.cos(math.pi * progress))
+    def inference_names(self) -> dict[str, str]:
+        return {"model": "model_ema" if "model_ema" in self.modules else "model"}
 
     def train_step(self, batch: torch.Tensor, labels: torch.Tensor | None, step: int) -> dict[str, torch.Tensor]:
         # batch: (B, 2T) ids; each row trains on T + 1 of them from a random offset, so that an
@@ -94,26 +87,15 @@ class TextTask:
         b, t = batch.shape[0], self.context
         offsets = batch_randint(t, b, device=batch.device)  # (B,)
         x = batch.gather(1, offsets[:, None] + torch.arange(t + 1, device=batch.device))  # (B, T + 1)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+        with autocast(self.device, self.precision):
             out = self.net(x[:, :-1])
         logits = out[0] if isinstance(out, tuple) else out  # (B, T, V)
         loss = F.cross_entropy(logits.float().flatten(0, 1), x[:, 1:].flatten())
-        opt = self.optimizers["model"]
-        for group in opt.param_groups:
-            group["lr"] = self.learning_rate(step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.train_cfg["grad_clip"])
-        opt.step()
-        if self.ema is not None:
-            self.ema.update(self.net, step)
+        opt = self.optim["model"]
+        opt.zero_grad()
+        opt.backward(loss)
+        norm = opt.step(step)  # the schedule's learning rate, clipping, the weight average
         return {"loss": loss.detach(), "grad_norm": norm.detach()}
-
-    def sync_inference(self, items: torch.Tensor, labels: torch.Tensor | None) -> None:
-        pass  # no BatchNorm, no prior
-
-    def inference_modules(self) -> dict[str, nn.Module]:
-        return {"model": self.ema.shadow if self.ema else self.net}
 
     def validate(self, held_out: torch.Tensor) -> dict[str, float]:
         """The loss per token on the held-out text: at most VAL_TOKENS of it, in windows of
@@ -144,7 +126,7 @@ class TextTask:
         return {"samples": "\n\n---\n\n".join(start + self.tokenizer.decode(row.tolist()) for row in ids) + "\n"}
 
 
-class TextSampler:
+class LanguageModelSampler(TextSampler):
     """A trained text model on ``device``, its tokenizer, and what generation and scoring need."""
 
     def __init__(self, model: nn.Module, config: dict[str, Any], device: torch.device):
@@ -155,8 +137,11 @@ class TextSampler:
         self.context = self.config["context"]
         self.device = device
 
-    def generate(self, prompt: torch.Tensor, n: int, length: int, generator: torch.Generator, **options):
-        return generate(self.model, prompt, n, length, generator, **options)
+    def generate(self, prompt: torch.Tensor, n: int, length: int, generator: torch.Generator, *, on_tokens=None,
+                 temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+                 cache: bool = True) -> torch.Tensor:
+        return generate(self.model, prompt, n, length, generator, temperature=temperature, top_k=top_k,
+                        top_p=top_p, on_tokens=on_tokens, cache=cache)
 
     def token_losses(self, tokens: torch.Tensor) -> tuple[float, int]:
         return token_losses(self.model, tokens, self.context)
@@ -204,9 +189,49 @@ class LogitsExport(nn.Module):
         return logits.float()
 
 
-class TextFamily:
-    @staticmethod
-    def make_config(options: dict[str, Any], info: dict[str, Any]) -> tuple[dict, dict]:
+class TextFamily(FamilyImpl):
+    model_fields = (
+        Field("arch", str, choices=ARCHS),
+        Field("tokenizer", str, choices=TOKENIZERS),
+        Field("alphabet", str, optional=True),
+        Field("vocab_size", int, minimum=1),
+        Field("layers", int, minimum=1),
+        Field("width", int, minimum=1),
+        Field("heads", int, minimum=1, optional=True),
+        Field("context", int, minimum=2),
+        Field("dropout", float, minimum=0.0, below=1.0),
+    )
+    train_fields = (
+        Field("lr", float, minimum=0.0),
+        Field("warmup", int, minimum=0),
+        Field("weight_decay", float, minimum=0.0),
+        Field("grad_clip", float, minimum=0.0),
+        Field("ema_decay", float, minimum=0.0, below=1.0),
+        Field("precision", str, choices=TEXT_PRECISIONS),
+    )
+
+    def check_config(self, config: dict[str, Any], where: str) -> None:
+        super().check_config(config, where)
+        m = config["model"]
+        if m["tokenizer"] == "char":
+            alphabet = m["alphabet"]
+            if not alphabet:
+                raise RunError(f"{where} 'model' field 'alphabet' is missing: a char run needs its alphabet")
+            if len(set(alphabet)) != len(alphabet):
+                twice = next(c for c in alphabet if alphabet.count(c) > 1)
+                raise RunError(f"{where} 'model' field 'alphabet' holds {twice!r} twice")
+            if len(alphabet) != m["vocab_size"]:
+                raise RunError(f"{where} 'model' field 'alphabet' has {len(alphabet)} characters, "
+                               f"but 'vocab_size' is {m['vocab_size']}")
+        elif m["vocab_size"] != 256:
+            raise RunError(f"{where} 'model' field 'vocab_size' must be 256 for byte tokens, got {m['vocab_size']}")
+        if m["arch"] == "gpt" and (m["heads"] is None or m["width"] % m["heads"]):
+            raise RunError(f"{where} 'model' field 'width' ({m['width']}) must be a multiple of 'heads' ({m['heads']})")
+
+    def upgrade_config(self, config: dict[str, Any], version: int) -> dict[str, Any]:
+        return {**config, "train": {"precision": "fp32", **config["train"]}}
+
+    def make_config(self, options: dict[str, Any], info: dict[str, Any]) -> tuple[dict, dict]:
         if info.get("alphabet") is None:
             raise ConfigError("the text family trains on text: give --dataset a text file, a folder of .txt files or "
                               "a corpus name (bard, shakespeare)")
@@ -235,12 +260,9 @@ class TextFamily:
         build_model(model)  # an impossible size fails here, before a run exists
         return model, train
 
-    @staticmethod
-    def training_data(data, config: dict[str, Any]) -> TrainingData:
+    def training_data(self, data, config: dict[str, Any]) -> TrainingData:
         """Windows of 2 * context tokens every context tokens: (N, 2T); a step trains on T + 1
         of each from a random offset (TextTask.train_step)."""
-        if not hasattr(data, "held_out"):
-            raise DatasetError("the text family trains on text, not images")
         t = config["model"]["context"]
         tokens, held_out = corpus_tokens(data, config["model"])
         n = (len(tokens) - 2 * t) // t + 1
@@ -250,14 +272,11 @@ class TextFamily:
         items = tokens[: (n + 1) * t].unfold(0, 2 * t, t).contiguous()  # (N, 2T)
         return TrainingData(items, None, unit="tokens", per_item=t, held_out=held_out)
 
-    @staticmethod
-    def make_task(config: dict[str, Any], device: torch.device) -> TextTask:
+    def make_task(self, config: dict[str, Any], device: torch.device) -> TextTask:
         return TextTask(config, device)
 
-    @staticmethod
-    def build(config: dict[str, Any]) -> dict[str, nn.Module]:
+    def build(self, config: dict[str, Any]) -> dict[str, nn.Module]:
         return {"model": build_model(config["model"])}
 
-    @staticmethod
-    def sampler(modules: dict[str, nn.Module], config: dict[str, Any], device: torch.device) -> TextSampler:
-        return TextSampler(modules["model"], config, device)
+    def sampler(self, modules: dict[str, nn.Module], config: dict[str, Any], device: torch.device) -> LanguageModelSampler:
+        return LanguageModelSampler(modules["model"], config, device)

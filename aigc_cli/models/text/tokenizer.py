@@ -15,8 +15,6 @@ import torch
 
 from aigc_cli.core.errors import ConfigError
 
-TOKENIZERS = ("char", "byte")
-
 
 class CharTokenizer:
     """One token per character of ``alphabet``; a character outside it is an error."""

@@ -32,6 +32,7 @@ SPEC = register_family(FamilySpec(
         # (docs/vae.md), and reconstruct/--between would need every image's class.
         conditional_option("Class-conditional (a CVAE; needs labels).", "unconditional"),
     ),
+    conditions=("label",),
     draw_options=(TRUNCATION,),
     encoder="encoder",
     traverse=True,

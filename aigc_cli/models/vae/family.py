@@ -12,35 +12,37 @@ from torch import nn
 
 from aigc_cli.core.distributed import batch_randn
 from aigc_cli.core.images import interleave_rows
-from aigc_cli.models.common import FeedForwardSampler, resolve_conditional
+from aigc_cli.core.schema import Field
+from aigc_cli.models.common import IMAGE_FIELDS, FeedForwardSampler, OnePassDecoder, image_fields, preview_inputs
+from aigc_cli.models.conditions import Conditioning
+from aigc_cli.models.optim import OptimizerSpec
+from aigc_cli.models.protocol import FamilyImpl, TrainTask
 from aigc_cli.models.vae.likelihoods import LIKELIHOODS, Likelihood, default_likelihood, gaussian_kl
 from aigc_cli.models.vae.nets import ARCHS, VaeSpec, build_nets
 from aigc_cli.models.vae.prior import MAX_FIT_POINTS, GmmPrior, components_for, fit_subset
 
-PREVIEW_COUNT = 64
 
-
-class VaeSampler(nn.Module):
-    """(z, labels) -> the decoder's mean image in [0, 1]: the contract of sample and interpolate."""
+class VaeSampler(OnePassDecoder):
+    """(z, conditioning) -> the decoder's mean image in [0, 1]: the contract of sample and interpolate."""
 
     def __init__(self, decoder: nn.Module, likelihood: Likelihood):
         super().__init__()
         self.decoder = decoder
         self.likelihood = likelihood
 
-    def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    def image(self, z: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
         return self.likelihood.mean(self.decoder(z, labels)).clamp(0, 1)
 
 
 class VaeEncoder(nn.Module):
-    """(x (B, C, H, W) in [0, 1], labels) -> the posterior mean (B, latent): a point to decode."""
+    """(x (B, C, H, W) in [0, 1], conditioning) -> the posterior mean (B, latent): a point to decode."""
 
     def __init__(self, encoder: nn.Module):
         super().__init__()
         self.encoder = encoder
 
-    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        mu, _ = self.encoder(x, labels)
+    def forward(self, x: torch.Tensor, cond: Conditioning | None = None) -> torch.Tensor:
+        mu, _ = self.encoder(x, cond.labels if cond is not None else None)
         return mu
 
 
@@ -77,15 +79,15 @@ def reconstruction_rows(batch_size: int) -> tuple[int, int]:
 
 
 def build_prior(model: dict[str, Any]) -> GmmPrior | None:
-    """Runs made before priors existed (no "prior" key) sample from N(0, I), as they always did."""
-    if model.get("prior", "standard") != "gmm":
+    if model["prior"] != "gmm":
         return None
     return GmmPrior(int(model["prior_components"]), int(model["latent_dim"]))
 
 
-class VaeTask:
+class VaeTask(TrainTask):
     def __init__(self, config: dict[str, Any], device: torch.device):
         model, train = config["model"], config["train"]
+        self.lr, self.betas = train["lr"], tuple(train["betas"])
         self.spec = VaeSpec.from_model(model)
         self.likelihood: Likelihood = LIKELIHOODS.get(model["likelihood"])
         self.beta = float(model["beta"])
@@ -99,16 +101,21 @@ class VaeTask:
         if self.prior is not None:
             self.prior.to(device)
         self.seed = config["seed"]
-        params = list(self.E.parameters()) + list(self.D.parameters())
-        self.optimizers = {"vae": torch.optim.Adam(params, lr=train["lr"], betas=tuple(train["betas"]))}
         steps_per_epoch = max(1, config["dataset"]["size"] // train["batch_size"])
         self.warmup_steps = int(math.ceil(train["kl_warmup"] * steps_per_epoch))
         self.device = device
-        g_fixed = torch.Generator().manual_seed(config["seed"] + 7)
-        self.preview_z = torch.randn(PREVIEW_COUNT, self.spec.latent_dim, generator=g_fixed).to(device)
-        self.preview_u = torch.rand(PREVIEW_COUNT, generator=g_fixed)  # mixture components
-        k = self.spec.num_classes
-        self.preview_labels = (torch.arange(PREVIEW_COUNT) % k).to(device) if k else None
+        self.preview_z, self.preview_cond = preview_inputs(self.seed, self.spec.latent_dim, model, device)
+        # The mixture components of the preview draws: the next draws of the same generator.
+        g = torch.Generator().manual_seed(self.seed + 7)
+        torch.randn(len(self.preview_z), self.spec.latent_dim, generator=g)
+        self.preview_u = torch.rand(len(self.preview_z), generator=g)
+
+    def param_groups(self) -> dict[str, OptimizerSpec]:
+        params = list(self.E.parameters()) + list(self.D.parameters())
+        return {"vae": OptimizerSpec([{"params": params, "lr": self.lr}], betas=self.betas)}
+
+    def inference_names(self) -> dict[str, str]:
+        return {"encoder": "encoder", "decoder": "decoder"}
 
     def kl_weight(self, step: int) -> float:
         if self.warmup_steps and step < self.warmup_steps:
@@ -127,10 +134,10 @@ class VaeTask:
         recon = self.likelihood.nll(self.D(z, labels), x).mean()
         kl = gaussian_kl(mu, logvar).mean()
         loss = recon + self.kl_weight(step) * kl
-        opt = self.optimizers["vae"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        opt = self.optim["vae"]
+        opt.zero_grad()
+        opt.backward(loss)
+        opt.step(step)
         # "loss" is the negative ELBO (nats per image) whatever beta: comparable across runs.
         return {"recon": recon.detach(), "kl": kl.detach(), "loss": (recon + kl).detach()}
 
@@ -147,15 +154,16 @@ class VaeTask:
         self.E.eval()
         encode = VaeEncoder(self.E)
         codes = torch.cat([
-            encode(images[i : i + 500].float() / 255, labels[i : i + 500] if labels is not None else None)
+            encode(images[i : i + 500].float() / 255,
+                   Conditioning(len(images[i : i + 500]), labels=labels[i : i + 500] if labels is not None else None))
             for i in range(0, len(images), 500)
         ])  # (N, latent)
         self.prior.fit(codes, self.seed)
 
     def inference_modules(self) -> dict[str, nn.Module]:
-        modules = {"encoder": self.E, "decoder": self.D}
+        modules = super().inference_modules()
         if self.prior is not None:
-            modules["prior"] = self.prior
+            modules["prior"] = self.prior  # fitted at every save, not trained: no training module
         return modules
 
     @torch.no_grad()
@@ -163,16 +171,31 @@ class VaeTask:
         self.E.eval()
         self.D.eval()
         z = self.prior.codes(self.preview_z, self.preview_u) if self.prior is not None else self.preview_z
-        samples = VaeSampler(self.D, self.likelihood)(z, self.preview_labels)
+        samples = VaeSampler(self.D, self.likelihood)(z, self.preview_cond)
         real = self.bank.images.float() / 255
-        labels = self.bank.labels if self.spec.num_classes else None
-        recon = VaeSampler(self.D, self.likelihood)(VaeEncoder(self.E)(real, labels), labels)
+        cond = Conditioning(len(real), labels=self.bank.labels if self.spec.num_classes else None)
+        recon = VaeSampler(self.D, self.likelihood)(VaeEncoder(self.E)(real, cond), cond)
         return {"samples": samples, "reconstructions": interleave_rows(real, recon, self.per_row)}
 
 
-class VaeFamily:
-    @staticmethod
-    def make_config(options: dict[str, Any], dataset_info: dict[str, Any]) -> tuple[dict, dict]:
+class VaeFamily(FamilyImpl):
+    model_fields = (
+        Field("arch", str, choices=tuple(ARCHS.names())),
+        Field("likelihood", str, choices=tuple(LIKELIHOODS.names())),
+        Field("latent_dim", int, minimum=1),
+        Field("width", int, minimum=1),
+        Field("beta", float, minimum=0.0),
+        Field("prior", str, choices=("gmm", "standard")),
+        Field("prior_components", int, minimum=0),
+        *IMAGE_FIELDS,
+    )
+    train_fields = (
+        Field("lr", float, minimum=0.0),
+        Field("betas", list, items=float, length=(2, 2), minimum=0.0, maximum=1.0),
+        Field("kl_warmup", float, minimum=0.0),
+    )
+
+    def make_config(self, options: dict[str, Any], dataset_info: dict[str, Any]) -> tuple[dict, dict]:
         """The (model, train) sections of config.json from the resolved options."""
         likelihood = options["likelihood"]
         if likelihood == "auto":
@@ -184,9 +207,7 @@ class VaeFamily:
             "latent_dim": options["latent_dim"],
             "width": options["width"],
             "beta": float(options["beta"]),
-            "image_shape": list(dataset_info["shape"]),
-            "num_classes": dataset_info.get("classes"),
-            "conditional": resolve_conditional(bool(options["conditional"]), dataset_info),
+            **image_fields(dataset_info, bool(options["conditional"])),
             "prior": prior,
             "prior_components": components_for(int(dataset_info.get("size", MAX_FIT_POINTS))) if prior == "gmm" else 0,
         }
@@ -195,12 +216,15 @@ class VaeFamily:
         build_nets(model["arch"], VaeSpec.from_model(model))
         return model, train
 
-    @staticmethod
-    def make_task(config: dict[str, Any], device: torch.device) -> VaeTask:
+    def upgrade_config(self, config: dict[str, Any], version: int) -> dict[str, Any]:
+        # Format 1 runs made before priors existed sample from N(0, I), as they always did.
+        model = {"prior": "standard", "prior_components": 0, **config["model"]}
+        return {**config, "model": model}
+
+    def make_task(self, config: dict[str, Any], device: torch.device) -> VaeTask:
         return VaeTask(config, device)
 
-    @staticmethod
-    def build(config: dict[str, Any]) -> dict[str, nn.Module]:
+    def build(self, config: dict[str, Any]) -> dict[str, nn.Module]:
         enc, dec = build_nets(config["model"]["arch"], VaeSpec.from_model(config["model"]))
         modules = {"encoder": enc, "decoder": dec}
         prior = build_prior(config["model"])
@@ -208,10 +232,9 @@ class VaeFamily:
             modules["prior"] = prior
         return modules
 
-    @staticmethod
-    def sampler(modules: dict[str, nn.Module], config: dict[str, Any], device: torch.device) -> FeedForwardSampler:
+    def sampler(self, modules: dict[str, nn.Module], config: dict[str, Any], device: torch.device) -> FeedForwardSampler:
         """Prior latents -> the decoder's mean images; the encoder's posterior means map images back.
-        Runs with a fitted prior draw from it; None (runs from before priors): N(0, I)."""
+        Runs with a fitted prior draw from it; without one (--prior standard): N(0, I)."""
         decoder = VaeSampler(modules["decoder"], LIKELIHOODS.get(config["model"]["likelihood"]))
-        return FeedForwardSampler(config["model"]["latent_dim"], decoder, device,
+        return FeedForwardSampler(config["model"]["latent_dim"], decoder, device, config["model"],
                                   encoder=VaeEncoder(modules["encoder"]), prior=modules.get("prior"))

@@ -1,0 +1,194 @@
+"""What a generation is conditioned on: one ``Conditioning`` object from the command line to the
+decoder, whatever the kind of condition.
+
+A *condition kind* is a way a user steers a generation: a class label (``--label``), a text
+prompt (``--prompt``). A family declares the kinds its runs may accept (``FamilySpec.conditions``);
+a run says which it does accept and with what (``Sampler.conditions``: ``{"label": 10}`` for a
+class-conditional run on 10 classes, ``{}`` for an unconditional one). The kind builds the
+per-sample values from what the user gave (``ConditionKind.build``), and every path that
+generates (``Generator.generate``, interpolation, previews, FID sampling, the ONNX export) carries
+them in one :class:`Conditioning`. Adding a kind is a class here and a registration
+(docs/architecture.md, "Adding a conditioning kind").
+
+Light to import (no torch at import time): ``aigc sample --help`` reads the kinds' options.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, fields, replace
+from typing import TYPE_CHECKING, Any
+
+from aigc_cli.core.errors import ConfigError, opt
+from aigc_cli.core.options import Option
+from aigc_cli.core.registry import Registry
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """The conditions of ``n`` generations, one row each; a field the run does not use is None.
+
+    ``labels``: (n,) int64 class ids. ``prompts``: n texts. Rows travel together: slicing,
+    moving to a device and repeating act on every field alike, so a batch of latents and its
+    conditions never part.
+    """
+
+    n: int
+    labels: "torch.Tensor | None" = None
+    prompts: tuple[str, ...] | None = None
+
+    def _values(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "n"}
+
+    def __len__(self) -> int:
+        return self.n
+
+    def rows(self, lo: int, hi: int) -> "Conditioning":
+        """Rows ``lo:hi``, as a batch of latents is sliced."""
+        hi = min(hi, self.n)
+        lo = min(lo, hi)
+        return replace(self, n=hi - lo, **{k: v[lo:hi] for k, v in self._values().items() if v is not None})
+
+    def to(self, device) -> "Conditioning":
+        return replace(self, **{k: v.to(device) for k, v in self._values().items() if hasattr(v, "to")})
+
+    def repeat(self, k: int) -> "Conditioning":
+        """Each row ``k`` times in a row: the conditions of ``k`` frames per row of an interpolation."""
+        out = {}
+        for name, v in self._values().items():
+            if v is None:
+                continue
+            out[name] = v.repeat_interleave(k) if hasattr(v, "repeat_interleave") else tuple(x for x in v for _ in range(k))
+        return replace(self, n=self.n * k, **out)
+
+    @property
+    def empty(self) -> bool:
+        """True when no field is set: an unconditional generation."""
+        return all(v is None for v in self._values().values())
+
+
+def gather(parts: list[Conditioning]) -> Conditioning:
+    """One Conditioning of the rows of ``parts``, in order (each part of the same kinds)."""
+    import torch
+
+    first = parts[0]
+    out: dict[str, Any] = {}
+    for name, v in first._values().items():
+        if v is None:
+            continue
+        values = [getattr(p, name) for p in parts]
+        out[name] = torch.cat(values) if hasattr(v, "to") else tuple(x for part in values for x in part)
+    return replace(first, n=sum(p.n for p in parts), **out)
+
+
+class ConditionKind(ABC):
+    """One way to steer a generation. ``option`` is the user's flag for it (every command that
+    generates takes it); ``build`` turns its value into Conditioning fields for ``n`` rows."""
+
+    name: str  # "label": the key of Sampler.conditions
+    option: Option  # the flag: --label
+    needs: str  # what a run must be to take it, for messages: "class-conditional"
+    help: str  # which runs of the families that declare it accept it, for docs/options.md
+
+    @abstractmethod
+    def build(self, n: int, value: Any, accepts: Any, run_id: str) -> dict[str, Any]:
+        """Conditioning fields for ``n`` rows from the user's ``value`` (None: not given, the
+        kind's default for every row) for a run that accepts the kind with ``accepts``."""
+
+    def single(self, value: Any) -> Any:
+        """The value one path of frames uses when the user gave none (interpolate): the default
+        when ``build`` would vary it row by row."""
+        return value
+
+    def graph_inputs(self, accepts: Any) -> list:
+        """The inputs an exported decoder takes for this kind (models/protocol.py GraphInput)."""
+        raise ConfigError(f"runs conditioned on a {self.name} cannot be exported to ONNX yet")
+
+    def from_graph(self, *tensors: "torch.Tensor") -> dict[str, Any]:
+        """Conditioning fields from the values of ``graph_inputs``, inside the exported graph."""
+        raise NotImplementedError
+
+
+class LabelCondition(ConditionKind):
+    """A class label; a run accepts it with its number of classes."""
+
+    name = "label"
+    option = Option("label", int, None, "Class of a class-conditional run.",
+                    default_text="every class in turn; interpolate: 0", minimum=0)
+    needs = "class-conditional"
+    help = "when class-conditional"
+
+    def build(self, n: int, value: int | None, accepts: int, run_id: str) -> dict[str, Any]:
+        import torch
+
+        if value is None:
+            return {"labels": torch.arange(n) % accepts}  # every class in turn
+        if not 0 <= value < accepts:
+            raise ConfigError(f"{opt('label')} must be in 0..{accepts - 1} for {run_id}, got {value}")
+        return {"labels": torch.full((n,), value, dtype=torch.int64)}
+
+    def single(self, value: int | None) -> int:
+        return 0 if value is None else value
+
+    def graph_inputs(self, accepts: int) -> list:
+        import torch
+
+        from aigc_cli.models.protocol import GraphInput
+
+        return [GraphInput("label", "int64", (), lambda n, g: torch.arange(n) % accepts, {"classes": accepts})]
+
+    def from_graph(self, label: "torch.Tensor") -> dict[str, Any]:
+        return {"labels": label}
+
+
+class PromptCondition(ConditionKind):
+    """A text to continue (text runs); a run accepts it with the text its empty prompt stands for."""
+
+    name = "prompt"
+    option = Option("prompt", str, None, "Text to continue (- reads standard input).", default_text="a newline")
+    needs = "a text run"
+    help = "every text run"
+
+    def build(self, n: int, value: str | None, accepts: str, run_id: str) -> dict[str, Any]:
+        text = value if value else accepts  # an empty or absent prompt: the run's start text
+        return {"prompts": (text,) * n}
+
+
+CONDITIONS: Registry[ConditionKind] = Registry("condition kind")
+
+
+def register_condition(kind: ConditionKind) -> ConditionKind:
+    return CONDITIONS.register(kind.name)(kind)
+
+
+register_condition(LabelCondition())
+register_condition(PromptCondition())
+
+
+def condition_options(names: tuple[str, ...] | None = None) -> list[Option]:
+    """The flags of the condition kinds ``names`` (all when None), for the commands that generate."""
+    return [CONDITIONS.get(n).option for n in (CONDITIONS.names() if names is None else names)]
+
+
+def build_conditioning(n: int, given: dict[str, Any], accepts: dict[str, Any], run_id: str,
+                       single: bool = False) -> Conditioning:
+    """The Conditioning of ``n`` rows for a run that ``accepts`` these kinds, from the options the
+    user ``given`` (kind name -> value, None: not given). A kind given that the run does not
+    accept is an error naming what the run would need; ``single``: one condition for every row
+    (an interpolation's frames), the kind's single default where nothing was given."""
+    out: dict[str, Any] = {}
+    for name, value in given.items():
+        if value is None:
+            continue
+        if name not in accepts:
+            raise ConfigError(f"{run_id} is not {CONDITIONS.get(name).needs}; drop {opt(name)}")
+    for name, spec in accepts.items():
+        kind = CONDITIONS.get(name)
+        value = kind.option.check(given.get(name))
+        if single:
+            value = kind.single(value)
+        out.update(kind.build(n, value, spec, run_id))
+    return Conditioning(n, **out)

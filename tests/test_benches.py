@@ -1,0 +1,66 @@
+"""The benches (run by hand, benches/) still fit the engine: every module imports, and every
+bench that builds a family's task builds it and steps it once at a tiny size. Speed and quality
+are the benches' business, not this test's: it only keeps them from rotting unseen."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+BENCHES = Path(__file__).resolve().parents[1] / "benches"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCHES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in BENCHES.glob("*.py")))
+def test_every_bench_imports(name):
+    assert hasattr(_load(name), "__doc__")
+
+
+def test_gan_bench_tasks_step(one_torch_thread):
+    bench = _load("bench_train")
+    for updates in (None, "alternating"):
+        task = bench.make_task(4, (1, 8, 8), 10, updates)
+        images = torch.randint(0, 256, (4, 1, 8, 8), dtype=torch.uint8)
+        labels = torch.arange(4)
+        losses = task.train_step(images, labels, 0)
+        assert {"d_loss", "g_loss"} <= set(losses)
+    bench.tutorial_step(task, images.float() / 127.5 - 1, labels, 0)
+
+
+def test_vae_bench_task_steps(one_torch_thread):
+    task = _load("bench_vae").aigc_task("conv", (1, 8, 8))  # its batch: 64, as the bench steps it
+    assert "loss" in task.train_step(torch.randint(0, 256, (64, 1, 8, 8), dtype=torch.uint8), None, 0)
+
+
+def test_diffusion_bench_side_steps_and_samples(one_torch_thread):
+    net, train_steps, sample = _load("bench_diffusion").aigc_side(2)
+    train_steps(1)
+    sample(2)
+    assert sum(p.numel() for p in net.parameters()) > 0
+
+
+def test_text_bench_trainer_steps(tmp_path, one_torch_thread):
+    from aigc_cli.data.text import CORPORA
+
+    path = tmp_path / "plays.txt"
+    path.write_text(CORPORA.get("bard").read(None)[:5_000], encoding="utf-8")
+    out = _load("bench_text").aigc_trainer(path, arch="gpt", layers=1, width=16, heads=2, context=16)
+    step = out[1] if isinstance(out, tuple) else out
+    assert step() == 32 * 16  # tokens trained: the default batch of windows
+
+
+def test_onnx_bench_builds_an_exportable_generator(one_torch_thread):
+    from aigc_cli.export import onnx as ox
+
+    gen = _load("bench_onnx").build("mlp", [1, 8, 8], 3, latent=4, width=4)
+    graph = ox.decoder_graph(gen, "images")
+    assert [i.name for i in graph.inputs] == ["z", "label"]
