@@ -2,7 +2,7 @@
 
     .venv/bin/python benches/bench_onnx.py                 # default-size GANs, random weights
     .venv/bin/python benches/bench_onnx.py --run run3      # a trained run (AIGC_HOME)
-    .venv/bin/python benches/bench_onnx.py --markdown      # the table for docs/benchmarks.md
+    .venv/bin/python benches/bench_onnx.py --markdown      # the table for docs/benchmarks/export.md
 
 Speed does not depend on the weights, so by default the generators are built at the sizes that
 ``aigc train gan`` uses by default (width 32, latent 64) with their initial weights. Each model is

@@ -1,6 +1,6 @@
 """Fixtures every test module may use; no test module imports another (or this one).
 
-Suite: about 6 minutes (424 tests, 2026-12-04, on the Intel Xeon of docs/benchmarks.md's text section; tests/test_distributed.py is about 2.5 minutes of test time, spread over the two workers) with ``pytest -n 2`` on the 2-core machine of docs/benchmarks.md.
+Suite: about 6 minutes (424 tests, 2026-12-04, on the Intel Xeon with AMX of docs/benchmarks/README.md; tests/test_distributed.py is about 2.5 minutes of test time, spread over the two workers) with ``pytest -n 2`` on that 2-core machine.
 """
 
 import contextlib
