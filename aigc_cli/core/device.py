@@ -37,7 +37,7 @@ def resolve_device(spec: str = "auto"):
 def auto_precision(device) -> str:
     """What ``--precision auto`` trains in: bf16 autocast where the hardware multiplies bf16 fast
     (a CUDA GPU that has it; a CPU with AMX), fp16 on older CUDA GPUs, fp32 elsewhere (CPU
-    autocast without AMX is slower than fp32). Measured on an AMX CPU (docs/benchmarks.md): the
+    autocast without AMX is slower than fp32). Measured on an AMX CPU (docs/benchmarks/README.md): the
     GPT 1.4x tokens/s, the diffusion U-Net 1.29x steps, each as good or better at equal time."""
     import torch
 

@@ -4,7 +4,7 @@ PyTorch takes CPU tensor memory from malloc. glibc serves big blocks (one (128, 
 float activation of the default GAN is 12.8 MB) with fresh mmap()s or trims them off its heap
 when they are freed, so each training step faults many of its activations in again, page by
 page: about 10,000 page faults a step for the default GAN on MNIST, 5 to 20% of its time on the
-2-core machine of docs/benchmarks.md. Raising glibc's mmap and trim thresholds keeps freed
+2-core machine of docs/benchmarks/README.md. Raising glibc's mmap and trim thresholds keeps freed
 blocks in the heap for the next step to reuse, as jemalloc or tcmalloc would. The cost: the
 process keeps its peak memory until it exits instead of handing it back between steps.
 

@@ -13,7 +13,7 @@ PREDICTIONS = ("eps", "v", "x0")
 WEIGHTINGS = ("min-snr", "none")
 DEFAULT_GUIDANCE = 2.0  # class-conditional runs; an unconditional run has no guidance (1)
 
-# Defaults follow the papers, each checked on MNIST against its alternatives (docs/benchmarks.md).
+# Defaults follow the papers, each checked on MNIST against its alternatives (docs/benchmarks/diffusion.md).
 SPEC = register_family(FamilySpec(
     name="diffusion",
     summary="Train a diffusion model: a U-Net denoiser, cosine or linear schedule, sampled with DDIM or DPM-Solver++.",

@@ -117,7 +117,7 @@ class UNet(nn.Module):
         """x (B, C, H, W), t (B,) timesteps, labels (B,) with ``null_label`` for "none" -> (B, C, H, W)."""
         height, width = x.shape[-2:]
         # Channels-last activations let oneDNN (and cuDNN) pick their faster convolution kernels:
-        # 1.14x per training step on the CPU here (docs/benchmarks.md); the same function.
+        # 1.14x per training step on the CPU here (docs/benchmarks/diffusion.md); the same function.
         x = x.contiguous(memory_format=torch.channels_last)
         k = 2 ** (self.levels - 1)
         pad_h, pad_w = -height % k, -width % k

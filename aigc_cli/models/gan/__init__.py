@@ -24,7 +24,7 @@ SPEC = register_family(FamilySpec(
         conditional_option("Class-conditional training (needs labels).", "conditional when the dataset has labels"),
         # How D and G take turns. simultaneous: both step from one scoring of the fake batch (one
         # D pass over the fakes fewer per step: 8 to 13% faster on the CPU here, with samples as
-        # good on MNIST; docs/benchmarks.md). alternating: D steps, then G steps against the
+        # good on MNIST; docs/benchmarks/gan.md). alternating: D steps, then G steps against the
         # updated D (the DCGAN tutorial's order).
         Option("updates", str, "simultaneous", "simultaneous (D and G both step from one scoring of the fakes) "
                "or alternating (D steps, then G against the updated D).", choices=("alternating", "simultaneous")),

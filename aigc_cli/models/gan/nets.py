@@ -130,7 +130,7 @@ class ConditionalDCGANGenerator(nn.Module):
 
     Joining a label embedding to z at the input instead (as the MLP generator does) made this
     generator ignore z and draw about one prototype per class on MNIST (class diversity 1.7
-    against 8.7 for real digits; with conditional BatchNorm 8.7: docs/benchmarks.md).
+    against 8.7 for real digits; with conditional BatchNorm 8.7: docs/benchmarks/gan.md).
     """
 
     def __init__(self, spec: NetSpec):

@@ -11,7 +11,7 @@ TEXT_PRECISIONS = ("auto", "fp32", "bf16")  # no fp16: logits and attention scor
 
 # The GPT's sizes default to nanoGPT's character-level Shakespeare configuration for the CPU (4
 # layers, 4 heads, width 128, context 64), the RNNs' to 2 x 256; gru is the default architecture
-# because it learned the most per minute of the three (docs/benchmarks.md).
+# because it learned the most per minute of the three (docs/benchmarks/text.md).
 SPEC = register_family(FamilySpec(
     name="text",
     summary="Train a text model: a GRU, LSTM or small GPT over characters or bytes.",

@@ -23,7 +23,7 @@ from aigc_cli.models.text.sampling import generate, rows_loss, token_losses
 from aigc_cli.models.text.tokenizer import make_tokenizer
 
 # Sizes by architecture when --width/--layers are not given: nanoGPT's CPU configuration for the
-# GPT; for the RNNs the best of 4x128, 3x128, 2x128 and 2x256 at equal time (docs/benchmarks.md).
+# GPT; for the RNNs the best of 4x128, 3x128, 2x128 and 2x256 at equal time (docs/benchmarks/text.md).
 DEFAULT_WIDTH = {"gpt": 128, "gru": 256, "lstm": 256}
 DEFAULT_LAYERS = {"gpt": 4, "gru": 2, "lstm": 2}
 VAL_TOKENS = 32_768  # held-out tokens scored after every epoch (evenly spread windows)

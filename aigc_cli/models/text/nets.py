@@ -121,7 +121,7 @@ class RNNLM(nn.Module):
     """Embedding, a GRU or LSTM stack, and a linear output layer (with a bias).
 
     Not tied, unlike the GPT: with the embedding as the output layer the RNNs learned several
-    times slower at equal wall time (docs/benchmarks.md), as char-rnn's untied layers suggest.
+    times slower at equal wall time (docs/benchmarks/text.md), as char-rnn's untied layers suggest.
     """
 
     def __init__(self, vocab: int, width: int, layers: int, arch: str, dropout: float):

@@ -5,7 +5,7 @@ aggregate posterior) leave holes, and prior samples that land in them decode to 
 a density to the codes after training and sampling from it instead ("ex-post density
 estimation", Ghosh et al., 2020; the two-stage idea of Dai & Wipf, 2019) keeps samples where the
 decoder has learned to draw. On MNIST a 30-component mixture lifts the share of samples that a
-classifier recognises with p > 0.9 from 25% to 79% (docs/benchmarks.md).
+classifier recognises with p > 0.9 from 25% to 79% (docs/benchmarks/vae.md).
 
 Registered choices (config ``model.prior``): ``gmm`` and ``standard`` (the textbook N(0, I)).
 
