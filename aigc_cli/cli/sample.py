@@ -116,6 +116,7 @@ def sample_text(gen, n, output, seed, latents, label, nrow, save_latents, json_o
     from aigc_cli.cli.output import is_stdout, write_bytes
     from aigc_cli.core import distributed
     from aigc_cli.core.errors import ConfigError
+    from aigc_cli.core.threads import used as used_threads
     from aigc_cli.models.registry import check_generation_options
 
     for given, flag in ((latents, "--latents"), (label, "--label"), (nrow, "--nrow"), (save_latents, "--save-latents")):
@@ -154,7 +155,8 @@ def sample_text(gen, n, output, seed, latents, label, nrow, save_latents, json_o
     if json_out:
         common.print_json({"run": gen.run.id, "seed": seed, "n": n, "prompt": text, **options,
                            "continuations": continuations, "output": None if is_stdout(output) else output,
-                           "seconds": round(seconds, 4), "tokens_per_s": round(ids.numel() / max(seconds, 1e-9), 1)})
+                           "seconds": round(seconds, 4), "tokens_per_s": round(ids.numel() / max(seconds, 1e-9), 1),
+                           "threads": used_threads()})
 
 
 RENDERERS = {"images": sample_images, "text": sample_text}  # by what the run's family produces
