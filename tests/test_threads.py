@@ -183,3 +183,13 @@ def test_a_bad_count_is_a_usage_error(cli):
         assert code == 2 and "--threads" in err
     with pytest.raises(OptionError, match="at least 1"):
         threads.set_threads(0)  # the Python API's own check
+
+
+def test_info_says_who_chose_the_count(cli):
+    code, out, err = cli("--threads", "1", "info", "--json")
+    assert code == 0, err
+    info = json.loads(out)
+    assert info["threads"] == 1 and info["threads_policy"] == "set by --threads"
+    code, out, err = cli("info", "--json")  # without it: automatic again, torch's count back
+    info = json.loads(out)
+    assert info["threads"] == DEFAULT and info["threads_policy"].startswith("automatic")
