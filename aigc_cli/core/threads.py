@@ -4,9 +4,11 @@ torch splits each CPU op over its intra-op pool (one thread per core by default)
 meet at the op's end. A split saves microseconds on a small op; but when another job holds one of
 the cores, the thread on that core waits for the scheduler's next slice (milliseconds) and every
 op waits with it. Token-by-token generation runs hundreds of tiny ops per token: on the 2-core
-machine of docs/benchmarks.md ("Threads"), with one other job, the GPT generated 27 tokens/s on 2
-threads and 2,198 on one. Large steps (a training batch, diffusion at batch 64) are split into
-ops long enough for a second core to pay off on an idle machine, so they keep torch's count.
+machine of docs/benchmarks.md ("Threads"), shared with other jobs, the default GPT generated 225
+tokens/s on one thread and 9 on two. Large steps (a training batch, diffusion at batch 64) are
+made of ops long enough for more cores to pay off on an idle machine, so they keep torch's count;
+on a busy machine one thread won there too (``--threads 1``), which the size of a step cannot
+tell. SMALL_STEP is still to be set from an idle machine's sweep (see below).
 
 Who decides, the first that applies:
 
@@ -26,8 +28,13 @@ from contextlib import contextmanager
 from typing import Iterator
 
 # FLOPs of one sequential step (one token of n continuations, one time step of an RNN over a
-# batch, one forward of a GPT over B x T tokens) under which one thread wins. Measured with
-# benches/bench_threads.py --part sweep (docs/benchmarks.md, "Threads").
+# batch, one forward of a GPT over B x T tokens) under which one thread runs it. On the shared
+# 2-core machine of docs/benchmarks.md ("Threads") two threads lost at every size swept (1.6
+# MFLOPs to 6.7 GFLOPs): that sweep cannot place the crossover. Until an idle machine's sweep
+# does (benches/bench_threads.py --part sweep prints it), it lies between the two kinds of work:
+# above every default-size generation step (1.6 MFLOPs a token, 100 MFLOPs for 64 continuations)
+# and RNN scoring step (105 MFLOPs at batch 64), below a GPT scoring batch (6.6 GFLOPs) and
+# training steps.
 SMALL_STEP = 1e9
 
 _fixed: int | None = None  # set_threads(n): the user's count
