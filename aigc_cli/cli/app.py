@@ -46,6 +46,10 @@ def root(
     device: str = typer.Option(
         "auto", "--device", envvar="AIGC_DEVICE", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N or mps."
     ),
+    threads: Optional[int] = typer.Option(
+        None, "--threads", envvar="AIGC_THREADS", min=1, show_default=False,
+        help="CPU threads for all work. Default: 1 for small steps (token-by-token generation, scoring a small "
+             "model), torch's count (OMP_NUM_THREADS, else one per core) for the rest."),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars or messages on stderr."),
     version: Optional[bool] = typer.Option(
@@ -53,6 +57,7 @@ def root(
     ),
 ) -> None:
     common.settings.device = device
+    common.settings.threads = threads
     common.settings.debug = debug
     common.settings.quiet = quiet
 

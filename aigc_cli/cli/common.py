@@ -11,6 +11,7 @@ from typing import Any
 @dataclass
 class Settings:
     device: str = "auto"
+    threads: int | None = None  # --threads: None lets core/threads.py choose per region
     debug: bool = False
     quiet: bool = False
     argv: list[str] = field(default_factory=list)  # the command line after "aigc"
@@ -63,14 +64,17 @@ def print_result(text: str) -> None:
 
 
 def device():
-    """The torch device for a command that computes (its CPU allocator tuned for reuse). Under
-    torchrun it joins the other ranks first: its device is then cuda:LOCAL_RANK on CUDA, and
-    every rank but 0 is quiet (rank 0 reports and prints for all)."""
+    """The torch device for a command that computes (its CPU allocator tuned for reuse, its CPU
+    threads fixed when --threads is given). Under torchrun it joins the other ranks first: its
+    device is then cuda:LOCAL_RANK on CUDA, and every rank but 0 is quiet (rank 0 reports and
+    prints for all)."""
     from aigc_cli.core import distributed
     from aigc_cli.core.device import resolve_device
     from aigc_cli.core.memory import tune_cpu_allocator
+    from aigc_cli.core.threads import set_threads
 
     tune_cpu_allocator()
+    set_threads(settings.threads)
     device = resolve_device(settings.device)
     if distributed.launched():
         distributed.init_from_env(device.type)

@@ -16,6 +16,7 @@ def info(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) 
     from aigc_cli import __version__
     from aigc_cli.core.memory import tune_cpu_allocator
     from aigc_cli.core.paths import cache_dir, home, runs_root
+    from aigc_cli.core.threads import describe as describe_threads
 
     dev = common.device()
     data = {
@@ -26,6 +27,7 @@ def info(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) 
         "device": str(dev),
         "cuda_available": torch.cuda.is_available(),
         "threads": torch.get_num_threads(),
+        "threads_policy": describe_threads(),
         "cpu_allocator": tune_cpu_allocator(),
         "home": str(home()),
         "runs": str(runs_root()),

@@ -115,6 +115,7 @@ def sample_text(gen, n, output, seed, latents, nrow, save_latents, json_out, gen
     from aigc_cli.cli.output import is_stdout, write_bytes
     from aigc_cli.core import distributed
     from aigc_cli.core.errors import ConfigError
+    from aigc_cli.core.threads import used as used_threads
 
     for given, flag in ((latents, "--latents"), (nrow, "--nrow"), (save_latents, "--save-latents")):
         if given is not None:
@@ -153,7 +154,8 @@ def sample_text(gen, n, output, seed, latents, nrow, save_latents, json_out, gen
         shown = {**gen.resolved("decode", options), **options}  # the decode options in effect, defaults too
         common.print_json({"run": gen.run.id, "seed": seed, "n": n, "prompt": text, **shown,
                            "continuations": continuations, "output": None if is_stdout(output) else output,
-                           "seconds": round(seconds, 4), "tokens_per_s": round(ids.numel() / max(seconds, 1e-9), 1)})
+                           "seconds": round(seconds, 4), "tokens_per_s": round(ids.numel() / max(seconds, 1e-9), 1),
+                           "threads": used_threads()})
 
 
 RENDERERS = {"images": sample_images, "text": sample_text}  # by what the run's family produces

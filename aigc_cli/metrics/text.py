@@ -97,11 +97,12 @@ def perplexity(run: Any, file: str | Path, device: Any = "cpu") -> dict[str, Any
     a Run) on ``file`` (a UTF-8 text file, or ``-`` for standard input), as JSON-ready values
     (module docstring). One-line errors: an image run, a run without weights, a missing or
     non-UTF-8 file, fewer than two characters, characters outside a char run's alphabet."""
+    from aigc_cli.core.threads import used as used_threads
     from aigc_cli.generation import load_generator
 
     started = time.perf_counter()
     gen = load_generator(run, device, command="eval ppl")  # an image run: "does not apply", one line
     text = read_text(file)
     result = score_text(gen, text, str(file))
-    return {"run": gen.run.id, **result, "device": str(gen.device),
+    return {"run": gen.run.id, **result, "device": str(gen.device), "threads": used_threads(),
             "seconds": round(time.perf_counter() - started, 3)}

@@ -4,6 +4,10 @@ RNN's hidden state), and the loss per token over a text.
 
 Randomness comes from one CPU generator seeded by ``--seed``: the logits are moved to the CPU
 before a token is drawn, so a seed gives the same text on any device's logits of equal value.
+
+Both run on the CPU threads that core/threads.py chooses for the size of their steps: one token
+of n continuations, or one scoring batch (an RNN's: one time step of it), is small enough for one
+thread at the default sizes, which keeps them fast when another job shares the cores.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aigc_cli.core.threads import cpu_threads, step_flops
 from aigc_cli.models.text.nets import GPT
 
 
@@ -35,6 +40,9 @@ def pick(logits: torch.Tensor, generator: torch.Generator, temperature: float = 
         sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
         logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
     return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
+
+
+SCORE_BATCH = 64  # rows of context + 1 tokens scored at once
 
 
 class Stepper:
@@ -81,16 +89,17 @@ def generate(model: nn.Module, prompt: torch.Tensor, n: int, length: int, genera
              on_tokens: Callable[[torch.Tensor], None] | None = None, cache: bool = True) -> torch.Tensor:
     """(n, length) new token ids after ``prompt`` (P,) ids; ``on_tokens((n,) ids)`` hears each step."""
     device = next(model.parameters()).device
-    stepper = Stepper(model.eval(), cache)
-    logits = stepper.start(prompt.to(device).expand(n, -1))
-    out = []
-    for i in range(length):
-        ids = pick(logits, generator, temperature, top_k, top_p)  # (n,)
-        out.append(ids)
-        if on_tokens is not None:
-            on_tokens(ids)
-        if i + 1 < length:
-            logits = stepper.step(ids.to(device))
+    with cpu_threads(step_flops(model, n), device):  # a step: one token of each of the n rows
+        stepper = Stepper(model.eval(), cache)
+        logits = stepper.start(prompt.to(device).expand(n, -1))
+        out = []
+        for i in range(length):
+            ids = pick(logits, generator, temperature, top_k, top_p)  # (n,)
+            out.append(ids)
+            if on_tokens is not None:
+                on_tokens(ids)
+            if i + 1 < length:
+                logits = stepper.step(ids.to(device))
     return torch.stack(out, dim=1) if out else torch.empty(n, 0, dtype=torch.int64)
 
 
@@ -108,16 +117,20 @@ def token_losses(model: nn.Module, tokens: torch.Tensor, context: int) -> tuple[
     """(sum of the next-token losses in nats, tokens scored) over ``tokens`` (L,): windows of
     ``context`` tokens, each scored from its start as in training (models/text/family.py)."""
     rows = windows(tokens, context)
-    total, count = rows_loss(model, rows)
-    scored = len(rows) * context
-    if len(tokens) - 1 > scored:  # the tokens after the last whole window: one shorter window
-        rest, n = rows_loss(model, tokens[scored:][None])
-        total, count = total + rest, count + n
+    batch = max(min(len(rows), SCORE_BATCH), 1)
+    # A step: a GPT scores a batch's B x T tokens at once, an RNN one time step of B rows.
+    parallel = batch * context if isinstance(model, GPT) else batch
+    with cpu_threads(step_flops(model, parallel), next(model.parameters()).device):
+        total, count = rows_loss(model, rows, SCORE_BATCH)
+        scored = len(rows) * context
+        if len(tokens) - 1 > scored:  # the tokens after the last whole window: one shorter window
+            rest, n = rows_loss(model, tokens[scored:][None])
+            total, count = total + rest, count + n
     return total, count
 
 
 @torch.inference_mode()
-def rows_loss(model: nn.Module, rows: torch.Tensor, batch_size: int = 64) -> tuple[float, int]:
+def rows_loss(model: nn.Module, rows: torch.Tensor, batch_size: int = SCORE_BATCH) -> tuple[float, int]:
     """(sum of the next-token losses in nats, tokens scored) of (N, T + 1) rows, each scored from
     its start, ``batch_size`` rows at a time."""
     device = next(model.parameters()).device
