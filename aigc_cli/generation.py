@@ -163,13 +163,15 @@ class Generator(_Loaded):
 
 
 def load_latents(path: str, latent_dim: int) -> torch.Tensor:
-    """An (N, latent_dim) float32 tensor from a .npy file (one row: N = 1); rows of any shape
-    whose size is latent_dim, such as (N, C, H, W) noise, are flattened."""
+    """An (N, latent_dim) float32 tensor, N >= 1, from a .npy file (one row: N = 1); rows of any
+    shape whose size is latent_dim, such as (N, C, H, W) noise, are flattened. The file is checked
+    before it is opened (core.io.open_input: a FIFO or a device is refused, never read)."""
+    from aigc_cli.core.io import open_input
+
     try:
-        array = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise ConfigError(f"no latents file {path}") from None
-    except (ValueError, OSError) as e:
+        with open_input(path, "a .npy file of latent vectors", error=ConfigError) as f:
+            array = np.load(f, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:  # EOFError: an empty file
         raise ConfigError(f"cannot read latents from {path}: {str(e).splitlines()[0]}") from None
     if array.ndim == 1:
         array = array[None]
@@ -177,6 +179,8 @@ def load_latents(path: str, latent_dim: int) -> torch.Tensor:
         array = array.reshape(len(array), latent_dim)
     if array.ndim != 2 or array.shape[1] != latent_dim or not np.issubdtype(array.dtype, np.number):
         raise ConfigError(f"{path} must hold an (N, {latent_dim}) numeric array, got shape {array.shape}")
+    if len(array) == 0:
+        raise ConfigError(f"{path} holds no latent vectors (shape {array.shape}); give at least one row")
     if not np.isfinite(array).all():
         raise ConfigError(f"{path} holds non-finite values")
     return torch.from_numpy(array.astype(np.float32))

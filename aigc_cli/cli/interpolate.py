@@ -31,13 +31,14 @@ def interpolate(
     gen_options: Optional[dict] = None,
 ) -> None:
     """Interpolate between two seeds, two images (VAE, diffusion), a path of latents, or traverse dimensions."""
-    from aigc_cli.cli.output import is_stdout, write_bytes
+    from aigc_cli.cli.output import check_target, is_stdout, write_bytes
     from aigc_cli.cli.progress import passes_bar
     from aigc_cli.core.images import check_fps, render
     from aigc_cli.generation import load_generator
     from aigc_cli.interpolation import check_request, interpolate as run_interpolation
 
-    kind = output_format(output, fmt)
+    target = check_target(output, "out.png")  # before any work
+    kind = output_format(output, fmt, stream=target is not None and target.stream)
     if kind == "gif":
         check_fps(fps)
     request = dict(frames=frames, from_seed=from_seed, to_seed=to_seed, between=between, latents=latents,
@@ -69,8 +70,9 @@ def interpolate(
         common.info(f"wrote {what} from {gen.run.id} to {written}{which}")
 
 
-def output_format(output: str, fmt: str | None) -> str:
-    """png or gif, from --format or the -o suffix; '-' (stdout) is PNG unless --format gif."""
+def output_format(output: str, fmt: str | None, stream: bool = False) -> str:
+    """png or gif, from --format or the -o suffix; '-' (stdout) and a device or FIFO (``stream``:
+    -o /dev/null) are PNG unless --format gif."""
     from aigc_cli.core.errors import ConfigError
     from aigc_cli.core.images import FRAME_FORMATS
 
@@ -78,8 +80,9 @@ def output_format(output: str, fmt: str | None) -> str:
         fmt = fmt.lower()
         if fmt not in FRAME_FORMATS:
             raise ConfigError(f"unknown --format {fmt!r}; choose png or gif")
-    suffix = Path(output).suffix.lower().lstrip(".") if output != "-" else ""
-    if output != "-" and suffix not in FRAME_FORMATS:
+    named = output != "-" and not stream
+    suffix = Path(output).suffix.lower().lstrip(".") if named else ""
+    if named and suffix not in FRAME_FORMATS:
         raise ConfigError(f"-o {output}: write a .png (one strip or grid) or a .gif (an animation), or - for stdout")
     if fmt is not None and suffix and fmt != suffix:
         raise ConfigError(f"--format {fmt} does not match -o {output}")

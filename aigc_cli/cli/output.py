@@ -1,4 +1,6 @@
-"""Where results go: a file, a folder of files, or stdout (``-o -``)."""
+"""Where results go: a file, a folder of files, or stdout (``-o -``). Files go through the one
+output function (core/io.py ``check_output``/``write_output``): written atomically, or streamed
+into a device, FIFO or socket (``-o /dev/null``), never replacing what is there."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import sys
 from pathlib import Path
 
 from aigc_cli.core.errors import AigcError
+from aigc_cli.core.io import Output, check_output, write_output
 
 
 def is_stdout(target: str) -> bool:
@@ -13,14 +16,19 @@ def is_stdout(target: str) -> bool:
 
 
 def is_dir_target(target: str) -> bool:
-    return target.endswith(("/", "\\")) or Path(target).is_dir()
+    return target.endswith(("/", "\\")) or Path(target).expanduser().is_dir()
+
+
+def check_target(target: str, example: str = "out.png") -> Output | None:
+    """Before any work: where ``target`` will be written (None: stdout), or a one-line error
+    (a folder, a block device, a link loop, a folder that cannot be written)."""
+    return None if is_stdout(target) else check_output(target, example)
 
 
 def write_bytes(target: str, data: bytes, binary: bool = True) -> str:
-    """Write ``data`` atomically to ``target`` (or stdout for '-'); return where it went. Under
-    torchrun rank 0 alone writes. ``binary``: image bytes, which a terminal is spared."""
+    """Write ``data`` to ``target`` (or stdout for '-'); return where it went. Under torchrun
+    rank 0 alone writes. ``binary``: image bytes, which a terminal is spared."""
     from aigc_cli.core import distributed
-    from aigc_cli.core.io import atomic_write_bytes
 
     if not distributed.is_main():
         return target
@@ -31,21 +39,4 @@ def write_bytes(target: str, data: bytes, binary: bool = True) -> str:
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return "-"
-    path = Path(target).expanduser()
-    _check_parent(path)
-    atomic_write_bytes(path, data)
-    return str(path)
-
-
-def _check_parent(path: Path) -> None:
-    parent = path.parent if str(path.parent) else Path(".")
-    if parent.exists() and not parent.is_dir():
-        raise AigcError(f"cannot write {path}: {parent} is not a folder")
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise AigcError(f"cannot create folder {parent}: {e.strerror}") from None
-    import os
-
-    if not os.access(parent, os.W_OK):
-        raise AigcError(f"cannot write to {parent}: permission denied")
+    return write_output(target, data).given

@@ -23,14 +23,15 @@ def reconstruct(
     gen_options: Optional[dict] = None,
 ) -> None:
     """Encode and decode images: originals and reconstructions in alternating rows of one PNG."""
-    from aigc_cli.cli.output import is_dir_target, is_stdout, write_bytes
+    from aigc_cli.cli.output import check_target, is_stdout, write_bytes
     from aigc_cli.core.errors import ConfigError
     from aigc_cli.core.images import image_files, interleave_rows, make_grid, png_bytes, read_images, to_uint8
     from aigc_cli.generation import load_generator
 
     if nrow < 1:
         raise ConfigError(f"--nrow must be at least 1, got {nrow}")
-    if not is_stdout(output) and (is_dir_target(output) or Path(output).suffix.lower() != ".png"):
+    target = check_target(output, "out.png")  # before any work: a folder, a link loop... are refused
+    if target is not None and not target.stream and target.suffix != ".png":
         raise ConfigError(f"-o {output}: reconstruct writes one PNG; use a .png name or -")
     gen = load_generator(run, common.device(), command="reconstruct")  # a run without an encoder: refused there
     options = gen.options(gen_options)

@@ -88,11 +88,11 @@ def show(
 @app.command("plot")
 def plot(
     runs: list[str] = typer.Argument(..., help="Run ids, names or 'last'; several are drawn on one figure."),
-    output: str = typer.Option(None, "--output", "-o", help="PNG file to write ('-': stdout)."),
+    output: str = typer.Option(None, "--output", "-o", help="PNG file to write (a .png name; '-': stdout)."),
     json_out: bool = typer.Option(False, "--json", help="Print the series as JSON instead."),
 ) -> None:
     """Plot training curves: losses and evaluation metrics over steps, one panel each."""
-    from aigc_cli.cli.output import write_bytes
+    from aigc_cli.cli.output import check_target, write_bytes
     from aigc_cli.core.errors import ConfigError
     from aigc_cli.runs.curves import curves_png, run_series
     from aigc_cli.runs.store import resolve_run
@@ -103,6 +103,10 @@ def plot(
         return
     if output is None:
         raise ConfigError("say where the figure goes: -o curves.png (or -o - for stdout), or pass --json")
+    target = check_target(output, "curves.png")
+    if target is not None and not target.stream and target.suffix != ".png":
+        # Line art is what PNG is for (JPEG would blur the lines and text): one format, named as such.
+        raise ConfigError(f"-o {output}: runs plot writes PNG; use a .png name, or - for stdout")
     written = write_bytes(output, curves_png(resolved))
     common.info(f"curves of {', '.join(r.id for r in resolved)} in {written}")
 

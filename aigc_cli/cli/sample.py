@@ -47,7 +47,7 @@ def sample_images(gen, n, output, seed, latents, nrow, save_latents, json_out, g
 
     import numpy as np
 
-    from aigc_cli.cli.output import is_dir_target, is_stdout, write_bytes
+    from aigc_cli.cli.output import check_target, is_dir_target, is_stdout, write_bytes
     from aigc_cli.cli.progress import passes_bar
     from aigc_cli.core.errors import ConfigError
     from aigc_cli.core.images import make_grid, png_bytes, to_uint8
@@ -56,8 +56,15 @@ def sample_images(gen, n, output, seed, latents, nrow, save_latents, json_out, g
     n = 64 if n is None else n
     if output is None:
         raise ConfigError("sample writes images for this run: give -o grid.png, -o DIR/ or -o -")
-    if save_latents is not None and save_latents.suffix.lower() != ".npy":
-        raise ConfigError(f"--save-latents {save_latents}: use a .npy name")
+    # Every target checked before any work; a device or FIFO (-o /dev/null) has no name to check.
+    folder = not is_stdout(output) and is_dir_target(output)
+    target = check_target(str(Path(output) / "00000.png") if folder else output, "grid.png")
+    if not folder and target is not None and not target.stream and target.suffix != ".png":
+        raise ConfigError(f"-o {output}: sample writes PNG; use a .png name, a folder (DIR/) or -")
+    if save_latents is not None:
+        saved = check_target(str(save_latents), "latents.npy")
+        if saved is None or not saved.stream and saved.suffix != ".npy":
+            raise ConfigError(f"--save-latents {save_latents}: use a .npy name")
     drawn = [o.flag for o in generation_options("draw") if gen_options.get(o.name) is not None]
     if latents is not None and (seed is not None or drawn):
         raise ConfigError(f"--latents gives the latent vectors; drop {' and '.join(['--seed', *drawn])}")
@@ -78,13 +85,11 @@ def sample_images(gen, n, output, seed, latents, nrow, save_latents, json_out, g
     if latents is not None:
         text["aigc:latents"] = str(latents)
     written: list[str] = []
-    if not is_stdout(output) and is_dir_target(output):
-        folder = Path(output).expanduser()
+    if folder:
         for i, image in enumerate(images):
-            written.append(write_bytes(str(folder / f"{i:05d}.png"), png_bytes(image, {**text, "aigc:index": str(i)})))
+            written.append(write_bytes(str(Path(output).expanduser() / f"{i:05d}.png"),
+                                       png_bytes(image, {**text, "aigc:index": str(i)})))
     else:
-        if not is_stdout(output) and Path(output).suffix.lower() != ".png":
-            raise ConfigError(f"-o {output}: sample writes PNG; use a .png name, a folder (DIR/) or -")
         grid = make_grid(images, nrow=nrow)
         written.append(write_bytes(output, png_bytes(grid, {**text, "aigc:index": f"0-{n - 1}"})))
 
@@ -103,6 +108,9 @@ def sample_images(gen, n, output, seed, latents, nrow, save_latents, json_out, g
         common.info(f"wrote {n} images from {gen.run.id} (seed {seed}) to {written[0] if len(written) == 1 else output}")
 
 
+# Names that promise binary contents: text written under them would mislead whatever opens them.
+BINARY_SUFFIXES = (".png", ".jpg", ".jpeg", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".npy", ".npz", ".onnx",
+                   ".safetensors")
 SEPARATOR = "\n---\n"  # between continuations on stdout (-n 2 and more); --json keeps them apart instead
 
 
@@ -112,7 +120,7 @@ def sample_text(gen, n, output, seed, latents, nrow, save_latents, json_out, gen
     import sys
     import time
 
-    from aigc_cli.cli.output import is_stdout, write_bytes
+    from aigc_cli.cli.output import check_target, is_stdout, write_bytes
     from aigc_cli.core import distributed
     from aigc_cli.core.errors import ConfigError
     from aigc_cli.core.threads import used as used_threads
@@ -123,6 +131,10 @@ def sample_text(gen, n, output, seed, latents, nrow, save_latents, json_out, gen
     options = gen.options(gen_options)
     n = 1 if n is None else n
     output = "-" if output is None else output
+    target = check_target(output, "samples.txt")  # before any work
+    if target is not None and target.suffix in BINARY_SUFFIXES:
+        raise ConfigError(f"-o {output}: a text run's samples are text; use a .txt name (or any name that is not "
+                          "an image's, an array's or a model's), or - for stdout")
     prompt = options.pop("prompt", None)
     if prompt == "-":
         prompt = sys.stdin.read()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import stat
 from pathlib import Path
 from typing import Sequence
 
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 
 from aigc_cli.core.errors import ConfigError, OptionError
+from aigc_cli.core.io import check_input, open_input
 
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
@@ -98,8 +100,8 @@ def decode_image(path: Path, size: tuple[int, int] | None = None) -> np.ndarray 
     """(H, W, C) uint8 with C in 1, 3, scaled and centre-cropped to ``size`` (w, h); None if unreadable."""
     from PIL import Image, ImageOps
 
-    try:
-        with Image.open(path) as im:
+    try:  # open_input: a FIFO or a device is never opened for reading (it would block, or never end)
+        with open_input(path, "an image file") as f, Image.open(f) as im:
             im.load()  # first frame of animations
             im = _plain(im)
             if size is not None and im.size != size:
@@ -110,24 +112,23 @@ def decode_image(path: Path, size: tuple[int, int] | None = None) -> np.ndarray 
 
 
 def image_files(args: Sequence[str | Path]) -> tuple[list[Path], set[Path]]:
-    """(files in order, the subset found inside folders). A folder stands for the files inside
-    it (recursively, sorted, hidden ones skipped); ``read_images`` skips those that are not
-    images, while a file named on its own must be one."""
+    """(files in order, the subset found inside folders). A folder stands for the regular files
+    inside it (recursively, sorted, hidden ones skipped); ``read_images`` skips those that are not
+    images, while a path named on its own must be an image file: anything else (no such file, a
+    FIFO, a device, a link loop) is a one-line error before anything opens it."""
     out: list[Path] = []
     found_in_folders: set[Path] = set()
     for a in args:
         p = Path(a).expanduser()
-        if p.is_dir():
+        if stat.S_ISDIR(check_input(p, "an image file or a folder of them", folder=True, error=ConfigError).st_mode):
             found = sorted(f for f in p.rglob("*")
                            if f.is_file() and not any(x.startswith(".") for x in f.relative_to(p).parts))
             if not found:
                 raise ConfigError(f"{a}: the folder holds no files")
             out += found
             found_in_folders.update(found)
-        elif p.exists():
-            out.append(p)
         else:
-            raise ConfigError(f"no such file: {a}")
+            out.append(p)
     return out, found_in_folders
 
 

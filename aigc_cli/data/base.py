@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -12,6 +10,7 @@ from typing import Any, Callable
 import torch
 
 from aigc_cli.core.errors import DatasetError
+from aigc_cli.core.io import check_input
 from aigc_cli.core.registry import Registry
 
 SPLITS = ("train", "test")
@@ -20,25 +19,10 @@ SPLITS = ("train", "test")
 # (IDX dims, .npy shape) or a .gz must not make us allocate or inflate more than this.
 MAX_BYTES = 8 << 30
 
-_KINDS = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-          (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder"))
-
-
-def not_regular(path: Path) -> str | None:
-    """What ``path`` is when it is not a regular file ("a FIFO", ...), else None. Checked with
-    stat before any open: opening a FIFO blocks, reading a device never ends."""
-    mode = os.stat(path).st_mode
-    if stat.S_ISREG(mode):
-        return None
-    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
-
-
-def require_regular(path: Path) -> int:
-    """The size of ``path``, a regular file; a one-line DatasetError otherwise."""
-    kind = not_regular(path)
-    if kind is not None:
-        raise DatasetError(f"{path} is {kind}, not a regular file; pass a dataset file or folder")
-    return os.stat(path).st_size
+def require_regular(path: Path, what: str = "a dataset file or folder") -> int:
+    """The size of ``path``, a regular file, found by stat before any open (core.io.check_input:
+    opening a FIFO blocks, reading a device never ends); a one-line DatasetError otherwise."""
+    return check_input(path, what, error=DatasetError).st_size
 
 
 def check_declared(path: Path, declared: int, what: str) -> None:

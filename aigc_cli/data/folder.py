@@ -23,21 +23,19 @@ import torch
 
 from aigc_cli.core.errors import DatasetError
 from aigc_cli.core.images import decode_image
-from aigc_cli.data.base import ImageDataset, not_regular
+from aigc_cli.core.io import open_input, probe
+from aigc_cli.data.base import ImageDataset
 from aigc_cli.data.download import Progress
 
 
 def _files(root: Path) -> tuple[list[Path], int]:
-    """(regular files, how many other entries were passed over). A FIFO would block Image.open."""
+    """(regular files, how many other entries were passed over: FIFOs, devices, sockets, broken
+    links, link loops). A FIFO would block Image.open."""
     out, other = [], 0
     for folder, dirs, names in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for path in (Path(folder) / n for n in sorted(names) if not n.startswith(".")):
-            try:
-                regular = not_regular(path) is None
-            except OSError:  # a dangling link, a file gone meanwhile
-                regular = False
-            if regular:
+            if probe(path)[1] == "a regular file":
                 out.append(path)
             else:
                 other += 1
@@ -49,7 +47,7 @@ def _size(path: Path) -> tuple[int, int] | None:
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
+        with open_input(path, "an image file") as f, Image.open(f) as im:
             return im.size
     except Exception:  # not an image, unknown format, damaged header
         return None

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from aigc_cli.core.errors import DatasetError
 from aigc_cli.core.faults import fault_point
+from aigc_cli.core.io import MISSING, probe
 from aigc_cli.data import digits, named, shapes  # noqa: F401  (register the named and built-in datasets)
 from aigc_cli.data.arrays import load_array_file
 from aigc_cli.data.base import DATASETS, SPLITS, ImageDataset, require_regular
@@ -31,11 +32,14 @@ def load_dataset(spec: str, split: str = "train", progress: Progress | None = No
         # Only datasets that download take a progress callback; ``load(split)`` stays the contract.
         return entry.load(split, progress=progress) if entry.needs_download else entry.load(split)
     path = Path(spec).expanduser()
-    if not path.exists():
+    found, kind = probe(path)
+    if kind == MISSING:
         raise DatasetError(
             f"no dataset {spec!r}: not a built-in name ({', '.join(DATASETS.names())}) "
             "and no such file or folder"
         )
+    if found is None:  # a link loop, a broken link: said as such, not as "no such file"
+        raise DatasetError(f"{spec} is {kind}; pass a dataset name, file or folder")
     try:
         ds = _load_path(path, split, progress)
     except OSError as e:  # permissions, I/O errors: still a one-line message

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -18,7 +19,8 @@ from typing import Any, Callable
 
 from aigc_cli.core.errors import DatasetError
 from aigc_cli.core.registry import Registry
-from aigc_cli.data.base import SPLITS, require_regular
+from aigc_cli.core.io import MISSING, open_input, probe
+from aigc_cli.data.base import SPLITS
 from aigc_cli.data.download import Progress, fetch, missing
 
 TRAIN_SHARE = 0.9
@@ -36,6 +38,7 @@ class TextCorpus:
     spec: dict[str, Any]  # what load_corpus needs to load it again: {"spec": ..., "split": ...}
     alphabet: str  # every character of the whole corpus, sorted
     files: int = 1
+    skipped_why: dict[str, int] = field(default_factory=dict)  # a folder's .txt entries not read: kind -> count
     _fingerprint: str | None = field(default=None, repr=False)
 
     def __len__(self) -> int:
@@ -49,11 +52,19 @@ class TextCorpus:
         return self._fingerprint
 
     def skip_summary(self) -> str | None:
-        return None  # a file that is not UTF-8 is an error, never skipped
+        """"notes (train): skipped 2 of 5 .txt entries: 1 a FIFO, 1 a symbolic link loop", or None.
+        Only a folder's entries that are not regular files are skipped (never opened); a file that
+        is not UTF-8 is an error."""
+        if not self.skipped_why:
+            return None
+        skipped = sum(self.skipped_why.values())
+        why = ", ".join(f"{n} {kind}" for kind, n in sorted(self.skipped_why.items()))
+        return f"{self.name}: skipped {skipped} of {self.files + skipped} .txt entries: {why}"
 
     def info(self) -> dict[str, Any]:
+        extra = {"skipped_why": dict(self.skipped_why)} if self.skipped_why else {}
         return {"name": self.name, "spec": self.spec, "size": len(self.text), "held_out": len(self.held_out),
-                "alphabet": self.alphabet, "files": self.files, "fingerprint": self.fingerprint,
+                "alphabet": self.alphabet, "files": self.files, **extra, "fingerprint": self.fingerprint,
                 # The image fields every run's config.json carries, empty for text.
                 "shape": None, "classes": None, "class_names": None}
 
@@ -105,13 +116,16 @@ def corpus_status(name: str) -> str | None:
     return None
 
 
-def read_text_file(path: Path) -> str:
+def read_text_file(path: Path, what: str = "a UTF-8 text file") -> str:
     """The UTF-8 text of the regular file ``path`` (a byte-order mark dropped); a one-line
-    DatasetError when it is not one, is too big, is not UTF-8 or holds NUL bytes."""
-    size = require_regular(path)
-    if size > MAX_CHARS * 4:
-        raise DatasetError(f"{path} is {size:,} bytes, more than a text corpus may be ({MAX_CHARS:,} characters)")
-    return decode_text(path.read_bytes(), str(path))
+    DatasetError asking for ``what`` when it is not one (core.io.open_input: a FIFO or device is
+    never read), and when it is too big, is not UTF-8 or holds NUL bytes."""
+    with open_input(path, what, error=DatasetError) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_CHARS * 4:
+            raise DatasetError(f"{path} is {size:,} bytes, more than a text corpus may be ({MAX_CHARS:,} characters)")
+        data = f.read()
+    return decode_text(data, str(path))
 
 
 def decode_text(data: bytes, label: str) -> str:
@@ -127,28 +141,41 @@ def decode_text(data: bytes, label: str) -> str:
     return text.removeprefix("\ufeff")  # a byte-order mark is not text
 
 
-def _read_folder(path: Path) -> tuple[str, int]:
-    files = sorted(p for p in path.rglob("*") if p.suffix.lower() in TEXT_SUFFIXES and p.is_file())
+def _read_folder(path: Path) -> tuple[str, int, dict[str, int]]:
+    """(the text of the folder's .txt files, how many, its .txt entries that are not regular files
+    (FIFOs, devices, sockets, link loops, broken links: never opened) by kind)."""
+    files, skipped = [], {}
+    for p in sorted(p for p in path.rglob("*") if p.suffix.lower() in TEXT_SUFFIXES):
+        kind = probe(p)[1].split(" (")[0]  # "a broken symbolic link (to x)": one reason for all
+        if kind == "a regular file":
+            files.append(p)
+        elif kind != "a folder":  # a folder named x.txt is searched, not skipped
+            skipped[kind] = skipped.get(kind, 0) + 1
     if not files:
-        raise DatasetError(f"{path} holds no .txt files")
+        raise DatasetError(f"{path} holds no .txt files" + (f" that are regular files ({sum(skipped.values())} "
+                                                              "skipped)" if skipped else ""))
     # One document after another, a blank line between: a file's end is not glued to the next's start.
-    return "\n\n".join(read_text_file(p).rstrip("\n") for p in files) + "\n", len(files)
+    return "\n\n".join(read_text_file(p).rstrip("\n") for p in files) + "\n", len(files), skipped
 
 
 def load_corpus(spec: str, split: str = "train", progress: Progress | None = None) -> TextCorpus:
     """A corpus by name or path; ``split`` picks the training part, the other is held out."""
     if split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}; use one of: {', '.join(SPLITS)}")
-    files = 1
+    files, skipped = 1, {}
     if spec in CORPORA:
         text, label = CORPORA.get(spec).read(progress), f"{spec} ({split})"
     else:
         path = Path(spec).expanduser()
-        if not path.exists():
+        kind = probe(path)[1]
+        if kind == MISSING:
             raise DatasetError(f"no text corpus {spec!r}: not a built-in name ({', '.join(list_corpora())}) "
                                "and no such file or folder")
         try:
-            text, files = _read_folder(path) if path.is_dir() else (read_text_file(path), 1)
+            if kind == "a folder":
+                text, files, skipped = _read_folder(path)
+            else:  # a FIFO, a link loop...: one line from read_text_file, before any open
+                text = read_text_file(path, "a UTF-8 text file, a folder of .txt files or a corpus name")
         except OSError as e:
             raise DatasetError(f"cannot read {spec}: {e.strerror or e}") from None
         label = f"{path.name} ({split})"
@@ -159,4 +186,4 @@ def load_corpus(spec: str, split: str = "train", progress: Progress | None = Non
     if len(test) < 2:
         raise DatasetError(f"{spec} is too short to split ({len(text)} characters); give it at least a few lines")
     chosen, other = (train, test) if split == "train" else (test, train)
-    return TextCorpus(chosen, other, label, {"spec": spec, "split": split}, "".join(sorted(set(text))), files)
+    return TextCorpus(chosen, other, label, {"spec": spec, "split": split}, "".join(sorted(set(text))), files, skipped)

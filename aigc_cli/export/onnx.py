@@ -20,8 +20,10 @@ format the run's family declares (``images``; ``logits`` for text runs).
 Exporter: ``torch.onnx.export(..., dynamo=True)`` (the torch.export-based exporter, the maintained
 one; it needs ``onnxscript``), traced with a batch of 2 so the batch axis stays symbolic (and a
 named axis at a size of its own, checked in ONNX Runtime at other sizes too).
-The file is written through ``core.io.atomic_path`` and checked before it is moved into place:
-a model that ORT cannot load, or whose outputs disagree with PyTorch, never reaches the target path.
+The model is checked in ONNX Runtime from its bytes before anything is written, then written
+through ``core.io.write_output`` (atomically; a device or FIFO is written to directly): a model
+that ORT cannot load, or whose outputs disagree with PyTorch, never reaches the target path. The
+target is checked (``core.io.check_output``) before the export starts.
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ from torch import nn
 
 from aigc_cli import __version__
 from aigc_cli.core.errors import AigcError, ConfigError, OptionError, first_line, opt
+from aigc_cli.core.io import check_output as io_check_output
+from aigc_cli.core.io import write_output
 from aigc_cli.export import DECODER_FORMATS, DEFAULT_OPSET, FORMATS, MAX_OPSET, MIN_OPSET
 from aigc_cli.models.conditions import CONDITIONS, Conditioning
 from aigc_cli.models.protocol import ExportGraph, GraphInput
@@ -227,24 +231,15 @@ def check_opset(opset: int | None) -> int:
     return opset
 
 
-def check_output(output_path: str | os.PathLike, fmt: str) -> Path:
-    """Refuse targets that cannot be written before any work is done."""
+def check_output(output_path: str | os.PathLike, fmt: str | None) -> Path:
+    """Refuse targets that cannot be written before any work is done (core.io.check_output: a
+    folder, a block device, a link loop, a folder that cannot be written)."""
     if str(output_path) == "-":
         raise ConfigError("an ONNX model cannot go to stdout; give -o FILE.onnx")
-    path = Path(output_path).expanduser()
-    if path.is_dir():
-        raise ExportError(f"cannot write {path}: it is a folder; give a file name such as {path / 'model.onnx'}")
-    if fmt == "fidelity" and path.suffix.lower() != ".onnx":
-        raise ConfigError(f"-o {path}: torch-fidelity only loads generators from files ending in .onnx")
-    parent = path.parent
-    existing = parent
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ExportError(f"cannot write {path}: {existing} is not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ExportError(f"cannot write {path}: {existing} is not writable")
-    return path
+    target = io_check_output(output_path, "model.onnx")
+    if fmt == "fidelity" and not target.stream and target.suffix != ".onnx":
+        raise ConfigError(f"-o {target.given}: torch-fidelity only loads generators from files ending in .onnx")
+    return Path(target.given)
 
 
 # --------------------------------------------------------------------------- export
@@ -428,27 +423,29 @@ def _check_model(model) -> None:
 # --------------------------------------------------------------------------- verification
 
 
-def _session(path: str | os.PathLike):
+def _session(model: str | os.PathLike | bytes):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # errors only
+    source = model if isinstance(model, bytes) else str(model)
     try:
-        return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(source, sess_options=options, providers=["CPUExecutionProvider"])
     except Exception as e:
         raise ExportError(f"ONNX Runtime {ort.__version__} cannot load the exported model: {first_line(e)}") from None
 
 
-def verify_onnx(path: str | os.PathLike, graph: ExportGraph) -> dict[str, Any]:
-    """Run ``path`` in ONNX Runtime (CPU) for batches of 1, 7 and 64 and compare with PyTorch;
-    a graph's named axes take a different size in each (``verification_cases``).
+def verify_onnx(model: str | os.PathLike | bytes, graph: ExportGraph) -> dict[str, Any]:
+    """Run ``model`` (a file, or the model's bytes) in ONNX Runtime (CPU) for batches of 1, 7 and
+    64 and compare with PyTorch; a graph's named axes take a different size in each
+    (``verification_cases``).
 
     Returns the comparison; ``ok`` is False when any batch differs beyond the graph's tolerance.
     """
     import onnxruntime as ort
 
     module = graph.module
-    session = _session(path)
+    session = _session(model)
     names = input_names(graph)
     got_names = [i.name for i in session.get_inputs()]
     if got_names != names:
@@ -501,10 +498,10 @@ def export_onnx(
     ``fmt``: None = the first format the run's family declares (``images``; text: ``logits``).
     ``options``: the family's decode options (None = not given).
 
-    Raises ``ConfigError``/``ExportError``/``VerificationError`` (all ``AigcError``); on any error
+    Raises ``ConfigError``/``ExportError``/``VerificationError``/``core.io.PathError`` (all
+    ``AigcError``); on any error
     nothing is left at ``output_path`` (a file already there is kept as it was).
     """
-    from aigc_cli.core.io import atomic_path
     from aigc_cli.generation import load_generator
 
     if fmt is not None and fmt not in known_formats():
@@ -531,21 +528,17 @@ def export_onnx(
     except ValueError as e:  # protobuf's 2 GiB limit: far beyond the models aigc trains
         raise ExportError(f"the model is too large for a single ONNX file: {first_line(e)}") from None
 
-    try:
-        with atomic_path(path, parents=True) as tmp:
-            tmp.write_bytes(data)
-            verification = verify_onnx(tmp, graph)
-            if not verification["ok"]:
-                report = _report(gen, graph, path, fmt, opset, len(data), verification, started)
-                bad = [b["batch"] for b in verification["batches"] if not b["ok"]]
-                raise VerificationError(
-                    f"ONNX Runtime disagrees with PyTorch (largest difference {verification['max_abs_diff']:.3g}, "
-                    f"batches {bad}; allowed rtol {verification['rtol']:g}, atol {verification['atol']:g}); "
-                    f"{path} not written",
-                    report,
-                )
-    except OSError as e:
-        raise ExportError(f"cannot write {path}: {e.strerror or first_line(e)}") from None
+    verification = verify_onnx(data, graph)  # before anything is written: a bad model never lands
+    if not verification["ok"]:
+        report = _report(gen, graph, path, fmt, opset, len(data), verification, started)
+        bad = [b["batch"] for b in verification["batches"] if not b["ok"]]
+        raise VerificationError(
+            f"ONNX Runtime disagrees with PyTorch (largest difference {verification['max_abs_diff']:.3g}, "
+            f"batches {bad}; allowed rtol {verification['rtol']:g}, atol {verification['atol']:g}); "
+            f"{path} not written",
+            report,
+        )
+    write_output(path, data)  # atomically; a device or FIFO (-o /dev/null) is written to directly
     return _report(gen, graph, path, fmt, opset, len(data), verification, started)
 
 

@@ -261,9 +261,12 @@ def _common(ctx: EvalContext, sides: dict[str, Side], started: float, sha: str |
 
 def compute_fid(a: Side, b: Side, ctx: EvalContext, save_stats: str | None = None) -> dict[str, Any]:
     """FID of A against B; ``save_stats``: also write side A's statistics to this .npz."""
+    from aigc_cli.core.io import check_output
     from aigc_cli.metrics.frechet import frechet_distance
     from aigc_cli.metrics.stats import save_stats as write_stats
 
+    if save_stats:
+        check_output(save_stats, "stats.npz")  # before any work: a folder, an unwritable place...
     started = time.perf_counter()
     need_net = a.kind != "stats" or b.kind != "stats"
     sha = ctx.weights_sha256() if need_net else None
@@ -354,11 +357,13 @@ def compute_pr(a: Side, b: Side, ctx: EvalContext, **options: Any) -> dict[str, 
 
 
 def compute_stats_file(side: Side, out_path: str, ctx: EvalContext) -> dict[str, Any]:
+    from aigc_cli.core.io import check_output
     from aigc_cli.metrics.stats import save_stats
 
     started = time.perf_counter()
     if side.kind == "stats":
         raise AigcError(f"{side.spec} is already a statistics file")
+    check_output(out_path, "stats.npz")  # before any work: a folder, an unwritable place...
     stats = side_stats(side, ctx)
     sha = ctx.weights_sha256()
     _small_warning(side, "A", ctx)

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from aigc_cli.core.errors import AigcError, DatasetError
+from aigc_cli.core.io import open_input
 from aigc_cli.metrics.inception import FEATURE_DIM, INPUT_SIZE, NUM_CLASSES
 
 PREPROCESSING = (
@@ -198,8 +199,8 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
 def _decode(path: Path) -> np.ndarray | None:
     from PIL import Image
 
-    try:
-        with Image.open(path) as im:
+    try:  # open_input: a FIFO named x.png is never opened (it would block); it counts as unreadable
+        with open_input(path, "an image file") as f, Image.open(f) as im:
             return np.asarray(im.convert("RGB"))  # exactly pytorch-fid's decoding
     except Exception:  # unreadable or not an image
         return None

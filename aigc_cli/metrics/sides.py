@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -22,6 +23,7 @@ from typing import Any, Iterator
 import torch
 
 from aigc_cli.core.errors import AigcError, DatasetError, RunError
+from aigc_cli.core.io import MISSING, probe
 
 SUBSET_SEED = 0  # which reference images --ref-n keeps: fixed, so caches and results repeat
 
@@ -80,7 +82,10 @@ def resolve_side(
     if not spec or not spec.strip():
         raise AigcError("an empty side was given; use a run, a folder, a dataset or a statistics file")
     path = Path(spec).expanduser()
-    if path.exists():
+    found, kind = probe(path)
+    if found is None and kind != MISSING:  # a link loop, a broken link: said as such, not "no such file"
+        raise AigcError(f"{spec} is {kind}; pass a run, a folder, a dataset or a statistics file")
+    if found is not None:
         if path.is_file() and is_stats_file(path):
             return Side(spec, "stats", f"statistics {path.name}", path=path)
         if path.is_dir():
@@ -121,7 +126,7 @@ def _folder_side(spec: str, path: Path, files: list[Path], ref_n: int | None) ->
         files = [files[i] for i in idx.tolist()]
     h = hashlib.sha256(b"aigc-folder/1")
     for f in files:  # names, sizes and times: cheap, and changes whenever a file does
-        st = f.stat()
+        st = probe(f)[0] or os.stat_result((0,) * 10)  # a broken link: skipped when read, as unreadable
         h.update(f"{f.relative_to(path)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     details = {"path": str(path.resolve()), "available": total}
     return Side(spec, "folder", f"folder {path}", n=len(files), fingerprint=h.hexdigest(), details=details,

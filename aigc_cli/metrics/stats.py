@@ -12,6 +12,7 @@ sha256 and the preprocessing, so a second evaluation against the same reference 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import zipfile
@@ -22,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from aigc_cli.core.errors import AigcError
-from aigc_cli.core.io import atomic_path
+from aigc_cli.core.io import atomic_path, open_input, write_output
 
 CACHE_FORMAT = "aigc-fid-cache/1"
 
@@ -55,10 +56,13 @@ def _write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
 
 
 def save_stats(path: str | os.PathLike, stats: Stats) -> Path:
+    """Write ``stats`` to a user's path (core.io.write_output: atomically, or into a device or FIFO)."""
     arrays = {"mu": stats.mu, "sigma": stats.sigma, "meta": np.array(json.dumps(stats.meta, sort_keys=True))}
     if stats.n is not None:
         arrays["n"] = np.array(stats.n, dtype=np.int64)
-    _write_npz(path, arrays)
+    buffer = io.BytesIO()  # np.savez seeks in what it writes: a FIFO cannot
+    np.savez(buffer, **arrays)
+    write_output(path, buffer.getvalue())
     return Path(path)
 
 
@@ -78,7 +82,8 @@ def is_stats_file(path: str | os.PathLike) -> bool:
 def load_stats(path: str | os.PathLike) -> Stats:
     path = Path(path)
     try:
-        with np.load(path, allow_pickle=False) as f:
+        with open_input(path, "a statistics .npz file", error=AigcError) as file, \
+                np.load(file, allow_pickle=False) as f:
             mu = np.asarray(f["mu"], dtype=np.float64)
             sigma = np.asarray(f["sigma"], dtype=np.float64)
             n = int(f["n"]) if "n" in f.files else None

@@ -51,13 +51,8 @@ def read_text(file: str | Path) -> str:
 
     if str(file) == STDIN:
         return distributed.from_main(_read_stdin, "reading standard input")
-    path = Path(file).expanduser()
-    if not path.exists():
-        raise DatasetError(f"no such file {file}; pass a UTF-8 text file, or - for standard input")
-    if path.is_dir():
-        raise DatasetError(f"{file} is a folder; pass a UTF-8 text file, or - for standard input")
-    try:
-        return read_text_file(path)
+    try:  # a missing file, a folder, a FIFO, a link loop: one line, before anything opens it
+        return read_text_file(Path(file).expanduser(), "a UTF-8 text file, or - for standard input")
     except OSError as e:
         raise DatasetError(f"cannot read {file}: {e.strerror or e}") from None
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from aigc_cli.core.errors import WeightsError
-from aigc_cli.core.io import TooLarge, atomic_path, atomic_write_json, copy_capped
+from aigc_cli.core.io import TooLarge, atomic_path, atomic_write_json, check_input, copy_capped
 
 FILENAME = "pt_inception-2015-12-05-6726825d.pth"
 # The full sha256 and size of pytorch-fid's release file (the same bytes torch-fidelity ships as
@@ -65,17 +65,10 @@ def how_to_get() -> str:
 
 def find_weights(explicit: str | os.PathLike | None = None) -> Path | None:
     """The weights file to use without downloading, or None. A path named but missing is an error."""
-    if explicit:
-        path = Path(explicit).expanduser()
-        if not path.is_file():
-            raise WeightsError(f"{OPTION} {explicit}: no such file")
-        return path
-    env = os.environ.get(ENV_WEIGHTS)
-    if env:
-        path = Path(env).expanduser()
-        if not path.is_file():
-            raise WeightsError(f"{ENV_WEIGHTS}={env}: no such file")
-        return path
+    for given, name in ((explicit, OPTION), (os.environ.get(ENV_WEIGHTS), ENV_WEIGHTS)):
+        if given:  # a FIFO, a folder, a link loop: one line naming it, before anything opens it
+            check_input(given, f"a copy of {FILENAME} to {name}", error=WeightsError)
+            return Path(given).expanduser()
     cached = cached_weights_path()
     return cached if cached.is_file() else None
 
