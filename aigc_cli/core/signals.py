@@ -29,9 +29,16 @@ class Signalled(BaseException):
     """SIGINT or SIGTERM arrived; ``exit_code`` is 128 + the signal number (130, 143)."""
 
     def __init__(self, signum: int):
-        super().__init__(NAMES.get(signum, f"signal {signum}"))
+        super().__init__(NAMES.get(signum) or _name(signum))  # a launcher's: torchrun forwards SIGHUP too
         self.signum = signum
         self.exit_code = 128 + signum
+
+
+def _name(signum: int) -> str:
+    try:
+        return f"stopped by {signal.Signals(signum).name}"
+    except ValueError:
+        return f"stopped by signal {signum}"
 
 
 class StopRequest:
