@@ -60,7 +60,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--log-every", type=int, default=5)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--max-world", type=int, default=None, help="largest world size (default: GPUs, or 2 on CPU)")
+    p.add_argument("--max-world", type=int, default=None, help="largest world size (default: GPUs, or 2 on CPU; --nproc refuses more ranks than cores there)")
     p.add_argument("--set", action="append", default=[], metavar="FLAG=VALUE",
                    help="more training flags, e.g. --set width=32")
     a = p.parse_args()

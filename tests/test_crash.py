@@ -113,6 +113,17 @@ def _wait_for_writer(run_dir, proc, timeout=120):
     raise AssertionError(f"no live writer (exit {proc.poll()})")
 
 
+def _refused_before_torch(home, *args):
+    """``aigc ARGS`` in a fresh process: (exit code, stderr, whether it imported torch)."""
+    code = ("import atexit, sys\n"
+            "atexit.register(lambda: print('torch' in sys.modules))\n"
+            "from aigc_cli.cli.app import main\n"
+            f"main({[str(a) for a in args]!r})\n")
+    env = {**os.environ, "AIGC_HOME": str(home), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    return result.returncode, result.stderr, result.stdout.strip().splitlines()[-1] == "True"
+
+
 def test_one_writer_and_rm_force_stops_it(aigc_home, cli, clean_error, data):
     env = {**os.environ, "AIGC_HOME": str(aigc_home), "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "aigc_cli", "-q", "train", "gan", "--dataset", str(data),
@@ -126,6 +137,13 @@ def test_one_writer_and_rm_force_stops_it(aigc_home, cli, clean_error, data):
         clean_error(code, err, f"run1 is being written by pid {proc.pid} on ")
         code, _, err = cli("runs", "rm", "run1")
         clean_error(code, err, f"pid {proc.pid}", "--force")
+        # Both are refused before torch is imported and the data loaded: at once (the time it
+        # takes is in docs/reliability.md), for one process and for --nproc alike.
+        for args in (["train", "gan", "--resume", "run1"], ["train", "gan", "--resume", "run1", "--nproc", "2"],
+                     ["runs", "rm", "run1"]):
+            code, err, torch_imported = _refused_before_torch(aigc_home, *args)
+            clean_error(code, err, "run1 is being ", f"pid {proc.pid}")
+            assert not torch_imported, args
         code, _, err = cli("runs", "rm", "--force", "run1")
         assert code == 0, err
         assert proc.wait(timeout=60) == 143  # stopped through SIGTERM: it saved and said so

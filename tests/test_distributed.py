@@ -99,7 +99,8 @@ def test_checkpoints_resume_across_world_sizes(tmp_path, make_bars):
     second = _aigc(home, "-q", "train", "gan", "--resume", "run1", "--epochs", "2")
     assert second.returncode == 0, second.stderr
     assert _meta(home)["world_size"] == 1
-    third = _aigc(home, "-q", "train", "gan", "--resume", "run1", "--epochs", "3", "--nproc", "4")
+    # torchrun itself: `--nproc 4` refuses more ranks than this machine's cores (2 here).
+    third = _torchrun(home, 4, "-q", "train", "gan", "--resume", "run1", "--epochs", "3")
     assert third.returncode == 0, third.stderr
     assert _meta(home)["world_size"] == 4 and _meta(home)["step"] == 48
     _assert_same_losses(_metrics(tmp_path / "whole"), _metrics(home))
@@ -306,22 +307,103 @@ def test_nproc_is_taken_out_of_the_relaunched_command():
     assert without_nproc(["train", "gan", "--nproc=4"]) == ["train", "gan"]
 
 
-def test_launcher_exit_code_and_message():
-    from aigc_cli.training.launch import describe_failures, exit_code
+def test_launcher_exit_code_and_message(tmp_path, monkeypatch):
+    from aigc_cli.training.launch import SAID_ENV, describe_failures, exit_code, mark_said, not_killed
 
     assert exit_code([1, 143]) == 143 and exit_code([130]) == 130 and exit_code([-9, 1]) == 1
     assert describe_failures({1: -9, 0: 1}) == "rank 0: exit code 1; rank 1: killed by signal 9"
+    assert describe_failures({1: 143, 0: -15}) == "rank 1: stopped by signal 15"  # rank 1 stops quietly
+    assert not_killed({0: 1, 1: -15}) and not not_killed({0: 1, 1: -9})
+    mark_said()  # outside a launch: nothing
+    monkeypatch.setenv(SAID_ENV, str(tmp_path / "said"))
+    mark_said()
+    assert (tmp_path / "said").exists()
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def _running_run():
+    """A run that another process is writing, as the store sees it: created, and its lock held
+    by this test process (AIGC_HOME set by the caller)."""
+    from aigc_cli.runs.store import create_run
+
+    config = {"family": "gan", "model": {}, "train": {"batch_size": 16}, "dataset": {}}
+    return create_run("gan", name="busy", config=config)
 
 
 @pytest.mark.parametrize("args,words", [
-    (["--nproc", "0"], "--nproc must be at least 1"),
-    (["--batch-size", "15", "--nproc", "2"], "--batch-size 15 does not split evenly over 2 processes"),
+    (["--nproc", "0"], ["--nproc must be at least 1"]),
+    (["--batch-size", "15", "--nproc", "2"], ["--batch-size 15 does not split evenly over 2 processes"]),
+    # The issue's example: 64 ranks on 2 cores for a batch of 8 started every rank before a check.
+    (["--batch-size", "8", "--nproc", "64"], ["--batch-size 8 does not split evenly over 64 processes"]),
+    (["--lr", "-1", "--nproc", "2"], ["--lr must be positive"]),
+    (["--time", "soon", "--nproc", "2"], ["--time must be a duration"]),
+    (["--name", "busy", "--nproc", "2"], ["a run named 'busy' exists already"]),
+    (["--dataset", "no-such-set", "--nproc", "2"], ["no dataset 'no-such-set'"]),
+    (["--split", "validation", "--nproc", "2"], ["unknown split 'validation'"]),
+    (["--batch-size", str(64 * (_cores() + 1)), "--nproc", str(_cores() + 1)],
+     [f"--nproc {_cores() + 1} on the CPU needs a core per process", f"may use {_cores()}", "slow"]),
+    (["--resume", "busy", "--nproc", "2"], ["run1 is being written by pid"]),
+    (["--resume", "nothing", "--nproc", "2"], ["no run 'nothing'"]),
+    (["--resume", "busy", "--lr", "1", "--nproc", "2"], ["--resume continues a run as it was configured; drop --lr"]),
 ])
-def test_bad_process_counts_are_one_line_errors(args, words, tmp_path, make_bars, clean_error):
+def test_a_bad_command_is_refused_before_any_rank_starts(args, words, tmp_path, make_bars, clean_error, monkeypatch):
+    """One line, and no rank started: a rank that started would be killed where it joins the
+    others (AIGC_TEST_FAULT=rank:join:1), and the launcher would say that instead."""
     data = make_bars(tmp_path / "bars.npz")
-    result = _aigc(tmp_path / "home", "train", "gan", "--dataset", data, "--arch", "mlp", *args)
-    clean_error(result.returncode, result.stderr, words)
-    assert not (tmp_path / "home/runs").exists()
+    home = tmp_path / "home"
+    monkeypatch.setenv("AIGC_HOME", str(home))
+    busy = _running_run()
+    try:
+        if args[0].startswith("--resume"):
+            command = ["train", "gan", *args]
+        else:
+            command = ["train", "gan", "--dataset", data, "--arch", "mlp", *args]
+        result = _aigc(home, "--device", "cpu", *command, AIGC_TEST_FAULT="rank:join:1")
+    finally:
+        busy.release()
+    clean_error(result.returncode, result.stderr, *words)
+    assert [p.name for p in (home / "runs").iterdir() if p.name.startswith("run")] == ["run1"]  # only the busy one
+
+
+def _start_paused(home, tmp_path, pause, rank):
+    env = _env(home, AIGC_TEST_PAUSE=pause, AIGC_TEST_PAUSE_DIR=str(tmp_path), AIGC_TEST_RANK=str(rank))
+    data = tmp_path / "bars.npz"
+    return subprocess.Popen([sys.executable, "-m", "aigc_cli", "-q", "train", "gan", "--dataset", str(data), *GAN,
+                             "--epochs", "1", "--nproc", "2"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+@pytest.mark.parametrize("pause,rank,target,signum", [
+    # Rank 1 waits before joining, so rank 0 waits for it inside torch's C++ join, where no
+    # Python handler runs: a Ctrl-C from the terminal (to every process of the job) ends it there
+    # without a word, and the launcher says the line.
+    ("rank:join:1", 1, "group", signal.SIGINT),
+    # Rank 0 loads the dataset while rank 1 waits for it: SIGTERM to the launcher alone, which
+    # forwards it; rank 0 says the line, the launcher nothing.
+    ("dataset:load:1", 0, "launcher", signal.SIGTERM),
+])
+def test_a_signal_while_the_ranks_start_is_one_line(pause, rank, target, signum, tmp_path, make_bars):
+    make_bars(tmp_path / "bars.npz")
+    home = tmp_path / "home"
+    proc = _start_paused(home, tmp_path, pause, rank)
+    try:
+        _pid_paused(tmp_path / "paused-1", proc)
+        if target == "group":
+            os.killpg(proc.pid, signum)
+        else:
+            os.kill(proc.pid, signum)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    name = "interrupted" if signum == signal.SIGINT else "terminated"
+    # Nothing else: no torchrun warning ("Received 2 death signal"), no second rank's line.
+    assert err.splitlines() == [f"aigc: aborted: {name} (signal {int(signum)})"], err
+    assert proc.returncode == 128 + signum and out == ""
+    assert not (home / "runs").exists() or not list((home / "runs").glob("run*"))
 
 
 def test_nproc_under_torchrun_and_bad_timeout_are_refused(cli, clean_error, monkeypatch, tiny_npz, aigc_home):

@@ -49,6 +49,22 @@ def test_same_seed_same_bytes_stdout(home, cli):
     assert a[1].startswith(b"\x89PNG") and a[1] == b[1] and a[1] != c[1]
 
 
+def test_png_to_a_closed_pipe_ends_quietly(home):
+    """`aigc sample RUN -o - | cmd` where cmd has gone: exit 141 (128 + SIGPIPE, docs/cli.md) and
+    nothing on stderr, no "Exception ignored ... BrokenPipeError" at exit (before: exit 1)."""
+    import os
+
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the PNG is written
+    try:
+        result = subprocess.run([sys.executable, "-m", "aigc_cli", "sample", "last", "-n", "4", "-o", "-"],
+                                stdout=write, stderr=subprocess.PIPE, timeout=120,
+                                env={**os.environ, "AIGC_HOME": str(home), "OMP_NUM_THREADS": "1"})
+    finally:
+        os.close(write)
+    assert result.returncode == 141 and result.stderr == b"", result.stderr
+
+
 def test_folder_output_and_json(home, cli, tmp_path):
     code, out, err = cli("sample", "run1", "-n", "5", "-o", f"{tmp_path}/imgs/", "--seed", "1", "--json", "--label", "2")
     assert code == 0, err

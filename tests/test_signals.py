@@ -81,6 +81,16 @@ def trained(tmp_path_factory, data):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_signal_while_the_program_loads(tmp_path, signum):
+    """Before the CLI has loaded (``start``: the first line of python -m aigc_cli, what every rank
+    of a launch runs): Python's own handling printed a KeyboardInterrupt traceback for SIGINT,
+    and ended without a word for SIGTERM."""
+    proc = _start(tmp_path, ["runs", "list"], "start:1")
+    _signal_at(proc, tmp_path / "paused-1", signum)
+    _finish(proc, CODES[signum], f"aigc: aborted: {NAMES[signum]} (signal {int(signum)})")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_while_the_dataset_loads(tmp_path, data, signum):
     proc = _start(tmp_path, ["-q", "train", "gan", "--dataset", data, *ARGS], "dataset:load:1")
     _signal_at(proc, tmp_path / "paused-1", signum)

@@ -83,8 +83,52 @@ def test_sampling_is_seeded_streamed_and_json(trained, cli, monkeypatch):
     code, js, err = cli("sample", "run1", "-n", "3", "--length", "20", "--seed", "1", "--json")
     many = json.loads(js)["continuations"]
     assert len(many) == 3 and all(len(c) == 20 for c in many) and len(set(many)) == 3
-    code, out, err = cli("sample", "run1", "-n", "2", "--length", "20", "--seed", "1")
-    assert out.decode().count("\n---\n") == 1
+    code, out, err = cli("sample", "run1", "-n", "3", "--length", "20", "--seed", "1")
+    # Streamed (the first continuation token by token, then the others): the same text as --json.
+    assert out.decode() == "\n---\n".join("\n" + c for c in many) + "\n"
+
+
+def _sample(home, *args, **env):
+    env = {**os.environ, "AIGC_HOME": str(home), "OMP_NUM_THREADS": "1", **env}
+    return subprocess.Popen([sys.executable, "-m", "aigc_cli", "sample", *map(str, args)], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_several_continuations_stream_the_first_as_it_is_drawn(trained, cli, monkeypatch, tmp_path):
+    """-n 3 to a pipe: while the 10th token of 40 is drawn, the pipe already holds the prompt and
+    the first continuation's first 10 characters (before, nothing until all three were done)."""
+    args = ["run1", "-n", "3", "--prompt", "ROMEO:", "--length", "40", "--seed", "4"]
+    proc = _sample(trained, *args, AIGC_TEST_PAUSE="sample:token:10", AIGC_TEST_PAUSE_DIR=str(tmp_path))
+    try:
+        deadline = time.time() + 120
+        while not (tmp_path / "paused-1").exists():
+            assert proc.poll() is None and time.time() < deadline, proc.communicate()[1]
+            time.sleep(0.02)
+        os.set_blocking(proc.stdout.fileno(), False)
+        early = proc.stdout.read() or b""
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    monkeypatch.setenv("AIGC_HOME", str(trained))
+    first = json.loads(cli("sample", *args, "--json")[1])["continuations"][0]
+    assert early.decode() == "ROMEO:" + first[:10]
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_a_reader_that_leaves_ends_sampling_quietly(trained, n):
+    """`aigc sample RUN --length 100000 | head -c 10`: exit 141 (128 + SIGPIPE, as a tool killed
+    by SIGPIPE reports in a shell) and nothing on stderr, not even Python's "Exception ignored"
+    at exit (before: exit 1). The 100,000 tokens are not drawn: it stops at the next write."""
+    proc = _sample(trained, "run2", "-n", n, "--length", "100000", "--seed", "1")
+    head = subprocess.Popen(["head", "-c", "10"], stdin=proc.stdout, stdout=subprocess.PIPE)
+    proc.stdout.close()  # head alone reads it now
+    out, _ = head.communicate(timeout=120)
+    err = proc.stderr.read()
+    proc.wait(timeout=120)
+    assert len(out) == 10
+    assert proc.returncode == 141 and err == b"", err
 
 
 def test_greedy_choices_agree(trained, cli, monkeypatch):

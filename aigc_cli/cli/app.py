@@ -73,47 +73,73 @@ app.add_typer(datasets_cmd.app, name="datasets")
 app.command("info")(info_cmd.info)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run the CLI and map every outcome to an exit code: 0, 1 (error), 2 (usage), 130/143."""
-    from aigc_cli.core.errors import AigcError, Interrupted
-    from aigc_cli.core.options import flag
-    from aigc_cli.core.signals import Signalled, installed
+PIPE_EXIT = 141  # 128 + SIGPIPE: the status a shell reports for `yes | head`'s yes (docs/cli.md)
 
-    try:  # typer >= 0.29 vendors click
-        from typer._click.exceptions import ClickException
-    except ImportError:  # pragma: no cover
-        from click import ClickException
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI and map every outcome to an exit code: 0, 1 (error), 2 (usage), 130/143, 141."""
+    from aigc_cli.core import signals
+    from aigc_cli.core.distributed import shutdown
 
     args = sys.argv[1:] if argv is None else argv
     shown = warnings.showwarning
     warnings.showwarning = _show_warning  # one line each (PIL's included); -q: none
     common.settings.debug = "--debug" in args
     common.settings.argv = list(args)  # what --nproc re-launches on each rank
+    with signals.installed():  # SIGINT/SIGTERM raise Signalled anywhere below: 130/143, never 0
+        try:
+            code = _run(args)
+        except signals.Signalled as e:  # it came while the outcome was being said: that line stands
+            code = e.exit_code
+        signals.settle()  # the outcome is said; a further Ctrl-C cannot add a line or a traceback
+        warnings.showwarning = shown
+        shutdown()  # under torchrun: leave the process group (a no-op otherwise)
+    sys.exit(code)
+
+
+def _run(args: list[str]) -> int:
+    """The command's exit code, its one line said on stderr."""
+    from aigc_cli.core import signals
+    from aigc_cli.core.errors import AigcError, Interrupted
+    from aigc_cli.core.options import flag
+
+    try:  # typer >= 0.29 vendors click
+        from typer._click.exceptions import ClickException
+    except ImportError:  # pragma: no cover
+        from click import ClickException
+
     command = typer.main.get_command(app)
     try:
-        with installed():  # SIGINT/SIGTERM raise Signalled anywhere below: 130/143, never 0
-            result = command.main(args=args, prog_name="aigc", standalone_mode=False)
+        signals.raise_early()  # one that came while this program was loading (aigc_cli/__main__.py)
+        result = command.main(args=args, prog_name="aigc", standalone_mode=False)
         # Not raised in standalone_mode=False: an Exit (typer.Exit(n), or Exit(130) that click
         # makes of a KeyboardInterrupt) comes back as its code. Commands themselves return None.
-        code = result if isinstance(result, int) else 0
+        return result if isinstance(result, int) else 0
     except typer.Exit as e:
-        code = e.exit_code
+        return e.exit_code
+    except SystemExit as e:
+        if isinstance(e.__context__, BrokenPipeError):  # typer's own answer to EPIPE: exit 1, silently
+            return _pipe_closed()
+        raise
     except ClickException as e:
         e.show()
-        code = e.exit_code
+        return e.exit_code
     except Interrupted as e:
         if _rank() is None:  # rank 0 says it for all, with the --resume to continue
             _error(e.render(flag), prefix="interrupted")
-        code = e.exit_code
-    except Signalled as e:
-        _error(_ranked(f"{e} (signal {e.signum})"), prefix="aborted")
-        code = e.exit_code
+        return e.exit_code
+    except signals.Signalled as e:
+        return _signalled(e.signum)
     except (typer.Abort, KeyboardInterrupt):
         _error("interrupted", prefix="aborted")
-        code = 130
+        return 130
+    except BrokenPipeError:
+        return _pipe_closed()
     except AigcError as e:
         if common.settings.debug:
             raise
+        if _lost_to_signal(e):
+            return _signalled(signals.first())
         # Options are named as the flags the user typed. Another rank's failure, or a launcher's
         # whose ranks said why themselves, is not said twice.
         if _rank() is not None and not getattr(e, "rank_local", False):
@@ -122,25 +148,50 @@ def main(argv: list[str] | None = None) -> None:
             time.sleep(RANK_GRACE)
         elif not getattr(e, "said", False):
             _error(_ranked(e.render(flag)))
-        code = getattr(e, "exit_code", 1)  # a launcher's: its ranks' (130/143 after a signal)
-    except BrokenPipeError:
-        # The reader of our stdout went away (`aigc sample ... -o - | head`): not our error.
-        sys.stderr.close()
-        code = 1
+        return getattr(e, "exit_code", 1)  # a launcher's: its ranks' (130/143 after a signal)
     except Exception as e:  # an unexpected error still gets one line, unless --debug
         if common.settings.debug:
             raise
         from aigc_cli.core.distributed import launched, lost_rank
 
+        if _lost_to_signal(e):
+            return _signalled(signals.first())
         lost = lost_rank(e) if launched() else None
         _error(_ranked(f"lost another rank ({lost})" if lost else
                        f"{type(e).__name__}: {e} (run with --debug for the traceback)"))
-        code = 1
-    warnings.showwarning = shown
-    from aigc_cli.core.distributed import shutdown
+        return 1
 
-    shutdown()  # under torchrun: leave the process group (a no-op otherwise)
-    sys.exit(code)
+
+def _signalled(signum: int) -> int:
+    """SIGINT/SIGTERM ended the command: one line, by rank 0 alone when there are several (a
+    Ctrl-C reaches every rank of a launch; the launcher says nothing, see training/launch.py)."""
+    from aigc_cli.core.signals import Signalled
+
+    e = Signalled(signum)
+    if _rank() is None:
+        _error(f"{e} (signal {signum})", prefix="aborted")
+    return e.exit_code
+
+
+def _lost_to_signal(e: Exception) -> bool:
+    """This rank was signalled, then lost another rank: that rank stopped for the same signal
+    (a Ctrl-C reaches them all), so the signal is what to say, not the lost connection."""
+    from aigc_cli.core import signals
+    from aigc_cli.core.distributed import RankError, launched, lost_rank
+
+    return launched() and signals.first() is not None and (isinstance(e, RankError) or lost_rank(e) is not None)
+
+
+def _pipe_closed() -> int:
+    """The reader of stdout went away (`aigc sample RUN | head -c 10`): stop quietly, as a tool
+    killed by SIGPIPE does, with its status 141 (docs/cli.md)."""
+    try:  # what is still buffered for stdout goes nowhere, so the exit's flush cannot fail again
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+    return PIPE_EXIT
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -167,5 +218,9 @@ def _ranked(message: str) -> str:
 
 
 def _error(message: str, prefix: str = "error") -> None:
+    from aigc_cli.training.launch import mark_said
+
     first = message.strip().splitlines()[0] if message.strip() else prefix
     sys.stderr.write(f"aigc: {prefix}: {first}\n")
+    sys.stderr.flush()
+    mark_said()  # a rank of `aigc train --nproc`: its launcher adds no line of its own

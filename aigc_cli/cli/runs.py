@@ -121,12 +121,12 @@ def rm(
 ) -> None:
     """Delete runs and all their files."""
     from aigc_cli.core.errors import RunError
-    from aigc_cli.runs.store import remove_run, resolve_run
+    from aigc_cli.runs.store import BUSY_CONFIRM, remove_run, resolve_run
 
     targets = [resolve_run(r) for r in runs]  # resolve all first: a typo removes nothing
     if not force:
         for r in targets:
-            writer = r.writer()
+            writer = r.writer(confirm=BUSY_CONFIRM)  # held that long: a writer, not a reader's probe
             if writer is not None:
                 raise RunError(f"{r.id} is being trained (pid {writer.get('pid')} on {writer.get('host')}); "
                                "stop it first, or pass --force to stop it and remove the run")

@@ -115,14 +115,18 @@ SEPARATOR = "\n---\n"  # between continuations on stdout (-n 2 and more); --json
 
 
 def sample_text(gen, n, output, seed, latents, nrow, save_latents, json_out, gen_options) -> None:
-    """Continuations of --prompt: one is streamed to stdout token by token (``| head`` works);
-    several are drawn together and printed one after another, SEPARATOR between them."""
+    """Continuations of --prompt, SEPARATOR between them. To stdout they stream: the n are drawn
+    together, one token of each per step (a seed gives the same text whatever reads it), so the
+    first is written token by token as it is drawn, and the others the moment they are done,
+    which is when the first ends. One after another instead would take n times as long (a step
+    costs about the same for 1 or 3 sequences on the CPU) and give a seed other texts."""
     import sys
     import time
 
     from aigc_cli.cli.output import check_target, is_stdout, write_bytes
     from aigc_cli.core import distributed
     from aigc_cli.core.errors import ConfigError
+    from aigc_cli.core.faults import fault_point
     from aigc_cli.core.threads import used as used_threads
 
     for given, flag in ((latents, "--latents"), (nrow, "--nrow"), (save_latents, "--save-latents")):
@@ -140,22 +144,28 @@ def sample_text(gen, n, output, seed, latents, nrow, save_latents, json_out, gen
         prompt = sys.stdin.read()
     seed = common.random_seed() if seed is None else seed
     text, _ = gen.prompt_ids(prompt)
-    stream = is_stdout(output) and n == 1 and not json_out and distributed.is_main()
-    on_tokens = None
+    stream = is_stdout(output) and not json_out and distributed.is_main()
+    on_tokens, streamed = None, []
     if stream:
         decode = gen.tokenizer.stream()
         sys.stdout.write(text)
 
-        def on_tokens(ids):
-            sys.stdout.write(decode(ids.tolist()))
+        def on_tokens(ids):  # (n,) this step's tokens: the first continuation's goes out now
+            piece = decode(ids[:1].tolist())
+            streamed.append(piece)
+            sys.stdout.write(piece)
             sys.stdout.flush()
+            fault_point("sample:token")
 
     start = time.perf_counter()
     ids = gen.generate(prompt, n, seed=seed, on_tokens=on_tokens, **options)  # (n, length)
     seconds = time.perf_counter() - start
     continuations = [gen.tokenizer.decode(row.tolist()) for row in ids]
     if stream:
-        sys.stdout.write("\n")
+        # What the stream decoder held back (a byte tokenizer's unfinished last character), then
+        # the others: the same bytes as the whole text written at once.
+        rest = continuations[0][len("".join(streamed)):]
+        sys.stdout.write(rest + "".join(SEPARATOR + text + c for c in continuations[1:]) + "\n")
         sys.stdout.flush()
     elif not json_out or not is_stdout(output):
         body = SEPARATOR.join(text + c for c in continuations) + "\n"

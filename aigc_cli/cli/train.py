@@ -49,7 +49,7 @@ def make_command(spec: FamilySpec):
 
     def command(resume: Optional[str] = None, nproc: int = 1, json_out: bool = False, **given: Any) -> None:
         if nproc != 1:
-            launch_ranks(nproc)
+            launch_ranks(spec.name, options, resume, nproc, given)
             return
         run_training(spec.name, options, resume, json_out, given)
 
@@ -57,18 +57,35 @@ def make_command(spec: FamilySpec):
     return with_signature(command, [*(parameter(o) for o in options), _RESUME, _NPROC, _JSON], spec.summary)
 
 
-def launch_ranks(nproc: int) -> None:
-    """This very command on ``nproc`` ranks (training/launch.py), without its --nproc."""
+def launch_ranks(family: str, options: list[Option], resume: Optional[str], nproc: int, given: dict[str, Any]) -> None:
+    """This very command on ``nproc`` ranks (training/launch.py), without its --nproc, once every
+    check that needs no rank has passed: a bad command starts no process."""
     from aigc_cli.core import distributed
     from aigc_cli.core.errors import ConfigError
-    from aigc_cli.training.launch import launch
 
     if nproc < 1:
         raise ConfigError(f"--nproc must be at least 1, got {nproc}")
     if distributed.launched():
         raise ConfigError("--nproc starts processes itself; under torchrun, leave it out (use --nproc-per-node)")
-    distributed.check_device(common.device(), nproc)
+    preflight(family, options, resume, given, nproc)
+    distributed.check_device(common.device(), nproc)  # a GPU, or a CPU core, per rank
+
+    from aigc_cli.training.launch import launch
+
     launch(nproc, without_nproc(common.settings.argv), debug=common.settings.debug)
+
+
+def preflight(family: str, options: list[Option], resume: Optional[str], given: dict[str, Any], world: int):
+    """Every check of the command that needs neither the data nor a rank (training/preflight.py),
+    before anything slow: the run to resume (checked, not yet locked), or None for a new run."""
+    from aigc_cli.training import preflight as checks
+
+    if resume:
+        run = _resume_target(family, options, resume, given)
+        checks.check_resume(run, given.get("epochs"), given.get("time"), world)
+        return run
+    checks.check_new(family, given, world)
+    return None
 
 
 def without_nproc(argv: list[str]) -> list[str]:
@@ -91,14 +108,19 @@ def run_training(family: str, options: list[Option], resume: Optional[str], json
     from aigc_cli import training
     from aigc_cli.cli.datasets import progress_bar
     from aigc_cli.cli.progress import RichProgress
+    from aigc_cli.core import distributed
     from aigc_cli.core.errors import Interrupted
 
+    # Alone, the checks that need no data come first, before torch loads: a second --resume of a
+    # running run is refused at once. Under torchrun each rank checks after joining the others
+    # (train()/resume()): a rank that left before would leave them waiting for it.
+    target = None if distributed.launched() else preflight(family, options, resume, given, 1)
     device = common.device()
     progress = RichProgress()
     try:
         with progress_bar() as data_progress:
             if resume:
-                run = _resume(family, options, resume, given, device, progress, data_progress)
+                run = _resume(family, options, resume, given, device, progress, data_progress, target)
             else:
                 def announce(r):
                     model = r.read_config()["model"]
@@ -121,8 +143,8 @@ def run_training(family: str, options: list[Option], resume: Optional[str], json
         common.print_result(run.id)
 
 
-def _resume(family, options, resume, given, device, progress, data_progress):
-    from aigc_cli import training
+def _resume_target(family, options, resume, given):
+    """The run ``--resume`` names, if this command may continue it."""
     from aigc_cli.core.errors import ConfigError, RunError
     from aigc_cli.runs.store import resolve_run
 
@@ -136,6 +158,13 @@ def _resume(family, options, resume, given, device, progress, data_progress):
     own = run.read_config().get("family")
     if own != family:
         raise RunError(f"{run.id} is a {own} run; resume it with 'aigc train {own} --resume {run.id}'")
+    return run
+
+
+def _resume(family, options, resume, given, device, progress, data_progress, run=None):
+    from aigc_cli import training
+
+    run = run or _resume_target(family, options, resume, given)
     return training.resume(run, epochs=given.get("epochs"), time=given.get("time"), device=device,
                            progress=progress,
                            dataset_progress=data_progress)

@@ -25,7 +25,9 @@ import re
 import sys
 from typing import Any, Callable, TypeVar
 
+from aigc_cli.core import signals
 from aigc_cli.core.errors import AigcError, ConfigError, first_line
+from aigc_cli.core.faults import fault_point
 
 T = TypeVar("T")
 
@@ -69,6 +71,15 @@ def launched() -> bool:
         return False
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity, as taskset or a container's cpuset
+    sets it), else the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS and Windows have no affinity call
+        return os.cpu_count() or 1
+
+
 def timeout_seconds() -> float:
     value = os.environ.get(TIMEOUT_ENV)
     if value is None:
@@ -83,7 +94,14 @@ def timeout_seconds() -> float:
 
 
 def check_device(device, nproc: int) -> None:
-    """Refuse a process count the device cannot hold: one GPU per rank on CUDA; MPS not at all."""
+    """Refuse a process count the device cannot hold: one GPU per rank on CUDA, one core per rank
+    on the CPU; MPS not at all.
+
+    On the CPU each rank computes its slice of the batch with its own threads; past one rank per
+    core the ranks only take turns on the same cores, and every step still waits for the slowest
+    (its all-reduce), so each extra rank makes training slower, not faster (docs/distributed.md).
+    To run more ranks than cores on purpose (a test of many ranks on a small machine), start them
+    with torchrun itself."""
     import torch
 
     if device.type == "mps":
@@ -91,6 +109,10 @@ def check_device(device, nproc: int) -> None:
     if device.type == "cuda" and nproc > torch.cuda.device_count():
         raise ConfigError(f"{nproc} processes need {nproc} GPUs, and {torch.cuda.device_count()} are visible; "
                           f"use --nproc {torch.cuda.device_count()} or --device cpu")
+    if device.type == "cpu" and nproc > usable_cores():
+        cores = usable_cores()
+        raise ConfigError(f"--nproc {nproc} on the CPU needs a core per process, and this process may use {cores}; "
+                          f"more processes than cores only slow training down: use --nproc {cores} or fewer")
 
 
 def init_from_env(device_type: str) -> None:
@@ -99,6 +121,7 @@ def init_from_env(device_type: str) -> None:
 
     if not launched() or dist.is_initialized():
         return
+    fault_point("rank:join")  # tests/test_distributed.py: no rank starts for a refused command
     for name in ("RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         if name not in os.environ:
             raise ConfigError(f"WORLD_SIZE is set but {name} is not: launch with torchrun or 'aigc train ... --nproc N'")
@@ -109,7 +132,8 @@ def init_from_env(device_type: str) -> None:
         import torch
 
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))  # before NCCL starts: one GPU per rank
-    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_seconds()))
+    with signals.fatal():  # waits in C++ for every rank: a signal could not be handled before it returns
+        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_seconds()))
 
 
 def place(device):
@@ -192,7 +216,12 @@ def from_main(fn: Callable[[], T], what: str) -> T:
         except BaseException as e:  # noqa: BLE001 - told to the others, then raised here
             error = e
     sent = (value, None) if error is None else (None, str(error) or type(error).__name__)
-    value, message = broadcast_object(sent)
+    try:
+        value, message = broadcast_object(sent)
+    except Exception:
+        if error is not None:  # the others are gone (the same Ctrl-C stopped them): ours is the story
+            raise error from None
+        raise
     if error is not None:
         raise error
     if message is not None:

@@ -88,8 +88,10 @@ class FileLock:
         finally:
             os.close(fd)
 
-    def is_free(self) -> bool:
-        """Whether nobody holds the lock right now (probes by taking and dropping it)."""
+    def is_free(self, confirm: float = 0.0, poll: float = 0.05) -> bool:
+        """Whether nobody holds the lock right now (probes by taking and dropping it). With
+        ``confirm``: False only if it is still held after that many seconds, so that another
+        reader probing it at the same instant (for microseconds) is not taken for a writer."""
         if self._fd is not None:
             return False
         try:  # read-only: probing must not create files in someone's run folder
@@ -98,11 +100,14 @@ class FileLock:
             return True
         except PermissionError:
             return True  # cannot open it at all: nobody could have locked it through us either
+        deadline = time.monotonic() + confirm
         try:
-            if _try_lock(fd):
-                _unlock(fd)
-                return True
-            return False
+            while not _try_lock(fd):
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(poll)
+            _unlock(fd)
+            return True
         finally:
             os.close(fd)
 

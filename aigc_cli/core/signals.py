@@ -8,6 +8,11 @@ Two regions change what a signal does:
   save is finished rather than torn (the writes are atomic; finishing keeps the run resumable);
 - ``stop_request()`` (the training loop): the first signal only sets ``.signum``, the loop saves
   and stops after its step; a second one is raised at once (or when a deferred save ends).
+
+A signal is raised once: the process is then on its way out, and a further Ctrl-C (a terminal
+sends one to every process of the job, and torchrun forwards its own on top) is only counted,
+so it cannot interrupt the one line that says why, nor the exit. ``early()`` covers the start
+of ``python -m aigc_cli`` (every rank of a launch), before the CLI's handlers are in place.
 """
 
 from __future__ import annotations
@@ -24,9 +29,16 @@ class Signalled(BaseException):
     """SIGINT or SIGTERM arrived; ``exit_code`` is 128 + the signal number (130, 143)."""
 
     def __init__(self, signum: int):
-        super().__init__(NAMES.get(signum, f"signal {signum}"))
+        super().__init__(NAMES.get(signum) or _name(signum))  # a launcher's: torchrun forwards SIGHUP too
         self.signum = signum
         self.exit_code = 128 + signum
+
+
+def _name(signum: int) -> str:
+    try:
+        return f"stopped by {signal.Signals(signum).name}"
+    except ValueError:
+        return f"stopped by signal {signum}"
 
 
 class StopRequest:
@@ -35,11 +47,14 @@ class StopRequest:
         self.hold = hold  # further signals are only counted (see stop_request)
 
 
-_state = {"depth": 0, "pending": None, "stop": None, "count": 0}
+_state = {"depth": 0, "pending": None, "stop": None, "count": 0, "first": None, "raised": False,
+          "early": None}
 
 
 def _handle(signum, frame):
-    _state["count"] += 1
+    _count(signum)
+    if _state["raised"]:
+        return  # already on the way out (see the module's docstring)
     stop = _state["stop"]
     if stop is not None and (stop.signum is None or stop.hold):
         stop.signum = stop.signum or signum  # the loop stops after this step
@@ -47,12 +62,57 @@ def _handle(signum, frame):
     if _state["depth"]:
         _state["pending"] = _state["pending"] or signum  # raised when the save ends
         return
+    _raise(signum)
+
+
+def _count(signum: int) -> None:
+    _state["count"] += 1
+    _state["first"] = _state["first"] or signum
+
+
+def _raise(signum: int) -> None:
+    _state["raised"] = True
     raise Signalled(signum)
+
+
+def _remember(signum, frame):
+    _count(signum)
+    _state["early"] = _state["early"] or signum  # raise_early() raises it
 
 
 def received() -> int:
     """How many signals arrived so far (the test pause points wait for the next one)."""
     return _state["count"]
+
+
+def first() -> int | None:
+    """The first signal this process received (None: none). A failure after it, such as another
+    rank closing its connection as it stops for the same Ctrl-C, is the signal's doing."""
+    return _state["first"]
+
+
+def early() -> None:
+    """From the first line of ``python -m aigc_cli`` until ``installed()``: a signal is only
+    remembered, and ``raise_early()`` raises it. Python's own handling would print a
+    KeyboardInterrupt traceback for SIGINT, or end the process without a word for SIGTERM: what
+    a rank that was starting up did when a Ctrl-C reached the whole launch."""
+    if _main_thread():
+        for s in NAMES:
+            signal.signal(s, _remember)
+
+
+def raise_early() -> None:
+    """Raise the signal ``early()`` remembered, if one came (the CLI's first step, inside the
+    ``installed()`` block and the handling that says it)."""
+    signum, _state["early"] = _state["early"], None
+    if signum is not None:
+        _raise(signum)
+
+
+def settle() -> None:
+    """From here on signals are only counted: the command is over and the process is exiting
+    with its code (main calls this before leaving the process group)."""
+    _state["raised"] = True
 
 
 def _main_thread() -> bool:
@@ -66,6 +126,24 @@ def installed() -> Iterator[None]:
         yield
         return
     old = {s: signal.signal(s, _handle) for s in NAMES}
+    _state.update(raised=False, first=_state["early"])
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def fatal() -> Iterator[None]:
+    """Inside the block SIGINT and SIGTERM end the process at once, without a word (their
+    default action). For a wait in C++ that does not come back to Python, where a handler would
+    run only after it: joining the process group waits for every rank, and a rank that stopped
+    for the same Ctrl-C never comes (the launcher then says the one line, training/launch.py)."""
+    if not _main_thread():
+        yield
+        return
+    old = {s: signal.signal(s, signal.SIG_DFL) for s in NAMES}
     try:
         yield
     finally:
@@ -83,7 +161,7 @@ def deferred() -> Iterator[None]:
         _state["depth"] -= 1
     if not _state["depth"] and _state["pending"] is not None:
         signum, _state["pending"] = _state["pending"], None
-        raise Signalled(signum)
+        _raise(signum)
 
 
 @contextlib.contextmanager

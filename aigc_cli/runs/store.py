@@ -46,6 +46,9 @@ _SAFETENSORS_TMP = re.compile(r"\.tmp[A-Za-z0-9]{6}")  # safetensors' own save_f
 
 STATUSES = ("running", "completed", "interrupted", "failed", "broken")
 LOCK_WAIT = 2.0  # seconds a writer waits for a lock a reader may be probing
+# Seconds a lock must stay held to count as a writer's when a command checks it before its slow
+# start (a second --resume, runs rm): a reader probes it for microseconds, a writer for its life.
+BUSY_CONFIRM = 0.25
 
 
 def now_iso() -> str:
@@ -96,12 +99,13 @@ class Run:
         return self.path / ".lock"
 
     # -- who writes it --------------------------------------------------------------------------
-    def writer(self) -> dict[str, Any] | None:
-        """The process holding this run's lock ({'pid', 'host', ...}), or None if nobody does."""
+    def writer(self, confirm: float = 0.0) -> dict[str, Any] | None:
+        """The process holding this run's lock ({'pid', 'host', ...}), or None if nobody does.
+        ``confirm``: seconds it must stay held (FileLock.is_free), before a refusal."""
         if self.lock is not None and self.lock.held:
             return {"pid": os.getpid(), "host": socket.gethostname()}
         probe = FileLock(self.lock_path)
-        return None if probe.is_free() else probe.holder()
+        return None if probe.is_free(confirm) else probe.holder()
 
     def release(self) -> None:
         if self.lock is not None:
@@ -245,8 +249,7 @@ def create_run(family: str, name: str | None = None, config: dict[str, Any] | No
     with _store_locked() as root:
         number = _next_number(root)  # before the clean-up: a half-removed run's id counts as used
         clean_store(root)
-        if name is not None and any(r.read_meta().get("name") == name for r in list_runs()):
-            raise RunError(f"a run named {name!r} exists already; pick another name or remove that run")
+        check_name_free(name)
         staging = root / f".creating-{secrets.token_hex(6)}"
         os.mkdir(staging)
         lock = FileLock(staging / ".lock")
@@ -272,6 +275,13 @@ def create_run(family: str, name: str | None = None, config: dict[str, Any] | No
     return Run(path, lock)
 
 
+def check_name_free(name: str | None) -> None:
+    """A one-line error if a run is named ``name`` already (create_run checks it again, under the
+    store lock: this is the early check of a command about to start)."""
+    if name is not None and any(r.read_meta().get("name") == name for r in list_runs()):
+        raise RunError(f"a run named {name!r} exists already; pick another name or remove that run")
+
+
 def _next_number(root: Path) -> int:
     """One more than any id this store has ever used (live, being removed, or remembered)."""
     used = [r.number for r in list_runs()]
@@ -294,14 +304,25 @@ def lock_run(run: Run, wait: float = LOCK_WAIT) -> Run:
     except FileNotFoundError:
         raise RunError(f"{run.id} no longer exists") from None
     if not got:
-        raise RunError(f"{run.id} is being written by {describe_holder(lock.holder())}; "
-                       "wait for it to finish or stop it first")
+        raise _busy(run, lock.holder())
     if not run.path.is_dir():  # removed while we waited
         lock.release()
         raise RunError(f"{run.id} no longer exists")
     lock.write_holder()
     _clean_run(run.path)
     return Run(run.path, lock)
+
+
+def check_not_written(run: Run) -> None:
+    """The refusal lock_run() would give, at once: a command checks this before its slow start
+    (importing torch, loading the data) and takes the lock with lock_run() after."""
+    writer = run.writer(confirm=BUSY_CONFIRM)
+    if writer is not None:
+        raise _busy(run, writer)
+
+
+def _busy(run: Run, holder: dict[str, Any]) -> RunError:
+    return RunError(f"{run.id} is being written by {describe_holder(holder)}; wait for it to finish or stop it first")
 
 
 def clean_store(root: Path | None = None) -> None:

@@ -3,13 +3,17 @@ started through torchrun's own launcher (``torch.distributed.run``), as if the u
 ``torchrun --standalone --nproc-per-node N -m aigc_cli train <family> ...``.
 
 The launcher itself trains nothing: it starts the ranks, forwards a SIGINT/SIGTERM to them
-(torchrun's agent does), waits, and turns their ending into one exit code.
+(torchrun's agent does), waits, and turns their ending into one exit code and at most one line:
+torchrun's agent is silenced, rank 0 says why the ranks stopped, and the launcher speaks only
+when no rank did (each rank that prints its line tells it so through a file, ``mark_said``).
+Every check that needs no rank was made before any starts (cli/train.py's preflight).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import warnings
 
 from aigc_cli.core.errors import AigcError
 
@@ -23,6 +27,9 @@ class LaunchFailed(AigcError):
         self.said = said
 
 
+SAID_ENV = "AIGC_LAUNCH_SAID"  # a file a rank creates once it has printed its line (mark_said)
+
+
 def threads_per_rank(nproc: int) -> int:
     """CPU threads for each rank: the cores shared out (torchrun's own default is 1)."""
     return max(1, (os.cpu_count() or 1) // nproc)
@@ -30,28 +37,62 @@ def threads_per_rank(nproc: int) -> int:
 
 def launch(nproc: int, argv: list[str], debug: bool = False) -> None:
     """Run ``python -m aigc_cli *argv`` on ``nproc`` local ranks; returns when all succeeded,
-    else raises LaunchFailed with the exit code to end with (130/143 after a signal)."""
+    else raises LaunchFailed with the exit code to end with (130/143 after a signal), or
+    Signalled when the launcher was signalled and no rank said so."""
+    import shutil
+    import tempfile
+
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
+    from aigc_cli.core.signals import Signalled
+
     os.environ.setdefault("OMP_NUM_THREADS", str(threads_per_rank(nproc)))
-    if not debug:  # the ranks say what went wrong in one line each; the agent's log repeats it at length
-        logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    if not debug:
+        # The ranks say what went wrong, in one line; the agent's log repeats it at length, and
+        # warns of every signal it forwards. Its loggers set their own levels and torch gives
+        # them a handler of its own, so a parent's level does not silence them: this process
+        # logs nothing else, and --debug keeps it all.
+        logging.disable(logging.CRITICAL)
+        warnings.filterwarnings("ignore", module=r"torch\.distributed")
     args = get_args_parser().parse_args(
         ["--standalone", "--nproc-per-node", str(nproc), "--max-restarts", "0", "--module", "aigc_cli", *argv]
     )
+    folder = tempfile.mkdtemp(prefix="aigc-launch-")
+    said = os.path.join(folder, "said")
+    os.environ[SAID_ENV] = said  # the ranks inherit it
     try:
         run(args)
-    except SignalException as e:  # the launcher was signalled; the ranks had it forwarded, and rank 0 said so
-        raise LaunchFailed(f"stopped by signal {int(e.sigval)}", exit_code=128 + int(e.sigval), said=True) from None
+    except SignalException as e:  # the ranks had it forwarded; rank 0 says so, unless it could not
+        signum = int(e.sigval)
+        if not os.path.exists(said):  # stopped while it was joining the others, or before it could speak
+            raise Signalled(signum) from None
+        raise LaunchFailed(f"stopped by signal {signum}", exit_code=128 + signum, said=True) from None
     except ChildFailedError as e:
         codes = {rank: f.exitcode for rank, f in e.failures.items()}
-        # Ranks that exit with 1, 130 or 143 printed why; one killed (-9) or crashed did not, and
-        # those the launcher itself terminated (-15) after the first failure have nothing to say.
-        said = all(code in (1, 130, 143, -15) for code in codes.values()) and \
-            any(code in (1, 130, 143) for code in codes.values())
-        raise LaunchFailed(describe_failures(codes), exit_code=exit_code(codes.values()), said=said) from None
+        raise LaunchFailed(describe_failures(codes), exit_code=exit_code(codes.values()),
+                           said=os.path.exists(said) and not_killed(codes)) from None
+    finally:
+        os.environ.pop(SAID_ENV, None)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def mark_said() -> None:
+    """Under ``--nproc``: tell the launcher that this rank printed a line on stderr (so that the
+    launcher adds none of its own). A no-op in any other process."""
+    path = os.environ.get(SAID_ENV)
+    if path:
+        try:
+            open(path, "a").close()
+        except OSError:
+            pass  # the launcher then says it too: two lines, never none
+
+
+def not_killed(codes: dict[int, int]) -> bool:
+    """Every failed rank ended on its own (1, 130, 143) or was terminated by the launcher (-15)
+    after the first failure. One killed (-9) or crashed said nothing: the launcher names it."""
+    return all(code in (1, 130, 143, -15) for code in codes.values())
 
 
 def exit_code(codes) -> int:
@@ -66,6 +107,8 @@ def exit_code(codes) -> int:
 def describe_failures(codes: dict[int, int]) -> str:
     """The failed ranks, leaving out those the launcher terminated after the first failure."""
     def say(code: int) -> str:
+        if code in (130, 143):
+            return f"stopped by signal {code - 128}"
         return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
 
     first = {rank: code for rank, code in codes.items() if code != -15} or codes

@@ -34,6 +34,7 @@ from aigc_cli.runs.store import Run, create_run, lock_run, now_iso, resolve_run
 from aigc_cli.training.evaluation import make_evaluator
 from aigc_cli.training.loop import LoopConfig, NoProgress, ProgressSink, Trainer, check_loop
 from aigc_cli.training.options import LOOP_FIELDS, loop_options, loop_section, time_budget, train_options
+from aigc_cli.training.preflight import check_not_broken, check_resume_options
 
 DatasetProgress = Callable[[str, int, "int | None"], None]
 
@@ -141,9 +142,7 @@ def resume(
     wall-clock budget ``time`` if given (a budget is per call: a resume without one trains on to
     the epoch count). A run killed before its first checkpoint starts over from step 0."""
     run = run_ref if isinstance(run_ref, Run) else resolve_run(run_ref)
-    if epochs is not None and epochs < 1:
-        raise OptionError("epochs", f"must be at least 1, got {epochs}")
-    budget = time_budget(time)
+    budget = check_resume_options(epochs, time)
     # One writer: a second resume, or a run still training, stops here (rank 0 holds the lock).
     locked: list[Run] = []
     distributed.from_main(lambda: locked.append(lock_run(run)), "locking the run")
@@ -162,9 +161,7 @@ def resume(
 
 def _prepare_resume(run: Run, epochs, budget, progress, dataset_progress):
     """(config, LoopConfig, dataset, its TrainingData) to continue ``run`` with, every input checked."""
-    meta = run.read_meta()
-    if meta["status"] == "broken":
-        raise RunError(f"{run.id} is broken ({meta['error']}); it cannot be resumed, remove it with 'aigc runs rm {run.id}'")
+    check_not_broken(run)
     config = load_config(run)
     where = f"{run.id}'s config.json"
     train_cfg = loop_section(config["train"])
