@@ -26,8 +26,9 @@ SPEC = register_family(FamilySpec(
         conditional_option("Class-conditional (needs labels), with label dropout for guidance.",
                            "conditional when the dataset has labels"),
         Option("cond_drop", float, 0.1, "Share of steps trained without the label (classifier-free guidance).",
-               minimum=0.0),
-        Option("ema_decay", float, 0.999, "Decay of the weight average used for sampling.", minimum=0.0, cli=False),
+               minimum=0.0, below=1.0),
+        Option("ema_decay", float, 0.999, "Decay of the weight average used for sampling.", minimum=0.0, below=1.0,
+               cli=False),
         # diffusers' accelerate calls this mixed_precision (no|fp16|bf16); one string option here too.
         Option("precision", str, "auto", "Training arithmetic: fp32, bf16 or fp16 autocast (fp16 with loss "
                "scaling); auto: bf16 on CUDA where supported (else fp16) and on CPUs with AMX, fp32 elsewhere.",
@@ -37,7 +38,8 @@ SPEC = register_family(FamilySpec(
         STEPS,
         Option("sampler", str, None, "ddim, ddpm (ancestral) or dpm++ (DPM-Solver++ 2M).",
                default_text="dpm++", choices=("ddim", "ddpm", "dpm++")),
-        Option("eta", float, None, "DDIM noise: 0 deterministic, 1 like DDPM.", default_text="0", minimum=0.0),
+        Option("eta", float, None, "DDIM noise: 0 deterministic, 1 like DDPM.", default_text="0", minimum=0.0,
+               maximum=1.0),
         Option("guidance", float, None, "Classifier-free guidance scale (1: none).", default_text="2 for "
                "class-conditional runs", minimum=0.0),
     ),

@@ -229,8 +229,6 @@ class DiffusionFamily:
             "conditional": resolve_conditional(options["conditional"], dataset_info),
             "timesteps": TIMESTEPS,
         }
-        if options["cond_drop"] >= 1:
-            raise OptionError("cond_drop", f"must be below 1, got {options['cond_drop']}")
         train = {"lr": float(options["lr"]), "cond_drop": float(options["cond_drop"]),
                  "ema_decay": float(options["ema_decay"]), "precision": options["precision"]}
         build_unet(model)  # an impossible size fails here, before a run exists

@@ -216,8 +216,6 @@ class TextFamily:
         layers = options["layers"] or DEFAULT_LAYERS[arch]
         if arch == "gpt" and width % heads:
             raise OptionError("width", f"{width} must be a multiple of --heads {heads}")
-        if options["dropout"] >= 1:
-            raise OptionError("dropout", f"must be below 1, got {options['dropout']}")
         model = {
             "arch": arch,
             "tokenizer": tokenizer,
