@@ -27,6 +27,7 @@ from aigc_cli.core.options import resolve
 from aigc_cli.core.seeding import seed_everything
 from aigc_cli.data import load_data
 from aigc_cli.models.registry import TrainingData, get_family
+from aigc_cli.models.sizing import sizing_for
 from aigc_cli.runs.store import Run, create_run, lock_run, now_iso, resolve_run
 from aigc_cli.training.evaluation import make_evaluator
 from aigc_cli.training.loop import LoopConfig, NoProgress, ProgressSink, Trainer, check_loop
@@ -55,10 +56,11 @@ def train(
     as it exists; ``progress`` receives the training's progress and messages."""
     # Several ranks: rank 0 checks and loads first (a bad option is said once, a download happens
     # once), then the others do the same work, which then succeeds for them too.
-    values, loop, data, items, config = distributed.main_first(
-        lambda: _prepare(family, dataset, split, options, progress, dataset_progress), "checking the options and data")
-    info = data.info()
     device = torch.device(device)
+    values, loop, data, items, config = distributed.main_first(
+        lambda: _prepare(family, dataset, split, options, progress, dataset_progress, device),
+        "checking the options and data")
+    info = data.info()
     # The run appears whole (run.json + config.json) and locked: nobody else writes it from here.
     # Several ranks: rank 0 creates it, the others follow its id.
     created: list[Run] = []
@@ -79,7 +81,7 @@ def train(
         run.release()
 
 
-def _prepare(family, dataset, split, options, progress, dataset_progress):
+def _prepare(family, dataset, split, options, progress, dataset_progress, device):
     """(loop values, LoopConfig, dataset, its TrainingData, config) of a new run, every input checked."""
     fam = get_family(family)
     train_options(fam.spec)  # a family option may not shadow a loop option
@@ -94,7 +96,9 @@ def _prepare(family, dataset, split, options, progress, dataset_progress):
     data = load_data(fam.spec.produces, values["dataset"], values["split"], progress=dataset_progress)
     _say_skipped(data, progress)
     info = data.info()
-    model_cfg, train_cfg = fam.make_config(options, info)
+    # The networks are sized for this device and one process's batch (models/sizing.py).
+    with sizing_for(device, min(loop.batch_size, info["size"]) // distributed.world()):
+        model_cfg, train_cfg = fam.make_config(options, info)
     train_cfg.update(epochs=loop.epochs, batch_size=loop.batch_size, log_every=loop.log_every)
     items = fam.training_data(data, {"model": model_cfg, "train": train_cfg})
     train_cfg["items"] = len(items)  # what an epoch steps through (a text family sizes its schedule by it)

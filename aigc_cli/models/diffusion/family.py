@@ -19,6 +19,7 @@ from aigc_cli.models.registry import ExportGraph, GraphInput
 from aigc_cli.models.diffusion.sampling import DdimInverter, DiffusionDecoder
 from aigc_cli.models.diffusion.schedule import TIMESTEPS, alpha_bar, loss_weight, target
 from aigc_cli.models.diffusion.unet import UNet
+from aigc_cli.models.sizing import check_network
 
 PREVIEW_COUNT = 64
 PREVIEW_STEPS = 20
@@ -212,6 +213,12 @@ def denoiser_graph(unet: nn.Module, model: dict[str, Any], ab: torch.Tensor) -> 
     )
 
 
+def size_step(nets: dict[str, nn.Module], b: int, model: dict[str, Any]) -> torch.Tensor:
+    """One training step's forward on made-up inputs (models/sizing.py runs it on the meta device)."""
+    labels = torch.zeros(b, dtype=torch.long) if model["conditional"] else None
+    return nets["unet"](torch.randn(b, *model["image_shape"]), torch.zeros(b, dtype=torch.long), labels)
+
+
 class DiffusionFamily:
     @staticmethod
     def make_config(options: dict[str, Any], dataset_info: dict[str, Any]) -> tuple[dict, dict]:
@@ -231,7 +238,9 @@ class DiffusionFamily:
         }
         train = {"lr": float(options["lr"]), "cond_drop": float(options["cond_drop"]),
                  "ema_decay": float(options["ema_decay"]), "precision": options["precision"]}
-        build_unet(model)  # an impossible size fails here, before a run exists
+        # An impossible shape or a model too large for the device: a clean error before a run exists.
+        check_network(lambda: {"unet": build_unet(model)}, lambda nets, b: size_step(nets, b, model),
+                      {k: options[k] for k in ("width", "channel_mult", "blocks")}, options["precision"])
         return model, train
 
     @staticmethod

@@ -16,6 +16,7 @@ from aigc_cli.core.distributed import batch_randint
 from aigc_cli.core.errors import ConfigError, DatasetError, OptionError
 from aigc_cli.models.common import EMA
 from aigc_cli.models.registry import ExportGraph, GraphInput, TrainingData
+from aigc_cli.models.sizing import check_network
 from aigc_cli.models.text.nets import GPT, RNNLM
 from aigc_cli.models.text.sampling import generate, rows_loss, token_losses
 from aigc_cli.models.text.tokenizer import make_tokenizer
@@ -230,7 +231,10 @@ class TextFamily:
         train = {"lr": options["lr"], "warmup": options["warmup"], "weight_decay": options["weight_decay"],
                  "grad_clip": options["grad_clip"], "ema_decay": options["ema_decay"],
                  "precision": options["precision"]}
-        build_model(model)  # an impossible size fails here, before a run exists
+        # An impossible shape or a model too large for the device: a clean error before a run exists.
+        check_network(lambda: {"model": build_model(model)},
+                      lambda nets, b: nets["model"](torch.zeros(b, model["context"], dtype=torch.long)),
+                      {"width": width, "layers": layers, "context": model["context"]}, options["precision"])
         return model, train
 
     @staticmethod
