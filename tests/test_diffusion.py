@@ -125,6 +125,7 @@ def test_sampling_is_seeded_and_takes_the_sampler_options(trained, cli, tmp_path
     (["--steps", "0"], ["--steps"]),
     (["--sampler", "euler"], ["--sampler", "ddim"]),
     (["--eta", "0.5"], ["--eta", "ddim"]),
+    (["--sampler", "ddim", "--eta", "2"], ["--eta must be in [0, 1], got 2"]),
     (["--truncation", "0.5"], ["--truncation", "diffusion"]),
 ])
 def test_bad_sampling_options_are_one_line(trained, cli, clean_error, tmp_path, args, words):
@@ -291,7 +292,7 @@ def test_layouts_build_train_and_sample(layout, blocks, aigc_home, cli, tiny_npz
     (["--layout", "flat"], ["--layout"]),
     (["--blocks", "0"], ["--blocks"]),
     (["--channel-mult", "1,x"], ["--channel-mult"]),
-    (["--cond-drop", "1"], ["--cond-drop"]),
+    (["--cond-drop", "1"], ["--cond-drop must be in [0, 1), got 1"]),
     (["--schedule", "sqrt"], ["--schedule"]),
     (["--precision", "fp8"], ["--precision"]),
 ])

@@ -2,6 +2,7 @@
 a one-line error naming the file (issue 15)."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -112,3 +113,75 @@ def test_killed_after_its_last_save_reads_as_completed(trained, cli):
     code, out, err = cli("train", "gan", "--resume", "run1", "--json")
     assert code == 0, err
     assert _status(trained) == "completed" and json.loads(out)["step"] == 16
+
+
+def _saved_epoch(run):
+    with safe_open(str(run / "checkpoint.safetensors"), framework="pt") as f:
+        return json.loads(f.metadata()["state"])["epoch"]
+
+
+def _warnings(err):
+    """Each preview warning in ``err`` as one line (rich wraps long lines at the console's 80 columns)."""
+    return re.findall(r"warning: .*?training goes on", " ".join(err.split()))
+
+
+def test_a_samples_file_is_a_warning_and_every_epoch_is_kept(trained, cli):
+    # Before: the resume trained to the end of the epoch, failed on the preview, and lost the epoch.
+    (trained / "samples").rename(trained / "old-samples")
+    (trained / "samples").write_bytes(b"not a folder")
+    code, out, err = cli("train", "gan", "--resume", "run1", "--epochs", "2", "--json")
+    assert code == 0, err
+    assert _warnings(err) == ["warning: run1: samples_epoch002.png was not written: run1/samples is a file, not a "
+                              "folder (move it away to get previews again); training goes on"], err
+    assert _status(trained) == "completed" and json.loads(out)["step"] == 32
+    assert _saved_epoch(trained) == 2  # the epoch whose preview failed is saved
+    assert (trained / "samples").read_bytes() == b"not a folder"  # left as it was
+
+
+def test_a_full_disk_costs_the_preview_not_the_epoch(trained, cli, monkeypatch):
+    import errno
+
+    from aigc_cli.training import loop
+
+    def full(path, data, parents=False):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(loop, "atomic_write_bytes", full)  # the previews' writes, not the checkpoint's
+    code, _, err = cli("train", "gan", "--resume", "run1", "--epochs", "2")
+    assert code == 0, err
+    assert _warnings(err) == ["warning: run1: samples_epoch002.png was not written: No space left on device; "
+                              "training goes on"]
+    assert _status(trained) == "completed" and _saved_epoch(trained) == 2
+    assert json.loads((trained / "run.json").read_text())["step"] == 32
+
+
+def test_a_lock_folder_is_named_and_the_run_stays_removable(trained, cli, clean_error):
+    # Before: a raw IsADirectoryError.
+    (trained / ".lock").unlink()
+    (trained / ".lock").mkdir()
+    code, _, err = cli("train", "gan", "--resume", "run1")
+    clean_error(code, err, "run1/.lock is a folder, not a lock file: remove it (rm -r ", ".lock) and try again")
+    code, out, _ = cli("runs", "list", "--json")
+    assert code == 0 and json.loads(out)[0]["status"] == "completed"
+    assert cli("runs", "rm", "run1")[0] == 0  # nobody can hold a folder as a lock: nothing to wait for
+    assert not trained.exists()
+
+
+def test_a_store_lock_folder_is_named(aigc_home, cli, clean_error, tiny_npz, tiny_gan):
+    (aigc_home / "runs").mkdir(parents=True)
+    (aigc_home / "runs" / ".store.lock").mkdir()
+    code, _, err = cli("train", "gan", "--dataset", tiny_npz, *tiny_gan, "--epochs", "1")
+    clean_error(code, err, "runs/.store.lock is a folder, not a lock file: remove it")
+    assert not list((aigc_home / "runs").glob("run*"))
+
+
+def test_the_checkpoint_is_saved_before_the_previews(trained, cli, monkeypatch):
+    from aigc_cli.models.gan.family import GanTask
+
+    def broken(self):
+        raise RuntimeError("a preview that fails for a reason other than the disk")
+
+    monkeypatch.setattr(GanTask, "previews", broken)
+    code, _, err = cli("train", "gan", "--resume", "run1", "--epochs", "2")
+    assert code == 1 and "a preview that fails" in err
+    assert _saved_epoch(trained) == 2  # before: 1, the second epoch lost with its preview

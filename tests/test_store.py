@@ -240,3 +240,16 @@ def test_crash_leftovers_are_cleaned_by_the_next_create(aigc_home):
     assert busy_tmp.exists()
     busy.release()
     assert busy.id == "run10"  # run9 was used once (its trash said so): never again
+
+
+def test_a_broken_run_lists_without_none(aigc_home, cli):
+    create_run("gan", epochs=3).release()
+    broken = create_run("gan")
+    broken.release()
+    broken.meta_path.write_bytes(b"null")
+    code, _, err = cli("runs", "list")  # the table goes to stderr, as every message does
+    assert code == 0
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[1:-1]] for line in err.splitlines()
+            if line.startswith("│")}
+    assert rows["run1"][4] == "0/3" and rows["run2"][3:5] == ["broken", "-"]  # was "None/None"
+    assert "None" not in err

@@ -250,10 +250,16 @@ def test_bad_inputs_are_one_line_errors(trained, corpus, cli, monkeypatch, clean
     check("sample", "run1", "--latents", tmp_path / "z.npy", words=["--latents does not apply", "text run"])
     check("sample", "run1", "--truncation", "0.5", words=["--truncation does not apply to run1"])
     check("sample", "run1", "--top-p", "1.5", words=["--top-p must be in (0, 1]"])
+    code, out, err = cli("sample", "run1", "--prompt", "ROMEO:", "--top-p", "2")
+    clean_error(code, err, "--top-p must be in (0, 1], got 2")
+    assert out == b""  # refused before the prompt was streamed to stdout
     check("interpolate", "run1", "--from-seed", "1", "--to-seed", "2", "-o", tmp_path / "i.png",
           words=["'aigc interpolate' does not apply to run1, a text run", "aigc sample, aigc eval ppl"])
     check("reconstruct", "run1", corpus, "-o", tmp_path / "r.png", words=["'aigc reconstruct' does not apply"])
     check("train", "text", "--dataset", corpus, *TINY, "--context", "20000", words=["too few for --context 20000"])
+    check("train", "text", "--dataset", corpus, *TINY, "--ema-decay", "1.5",
+          words=["--ema-decay must be in [0, 1), got 1.5"])
+    check("train", "text", "--dataset", corpus, *TINY, "--dropout", "1", words=["--dropout must be in [0, 1), got 1"])
     check("train", "text", "--dataset", corpus, *TINY, "--arch", "gpt", "--width", "10", "--heads", "4",
           words=["--width 10 must be a multiple of --heads 4"])
     check("train", "text", "--dataset", "digits", words=["no text corpus 'digits'", "bard"])

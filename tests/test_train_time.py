@@ -28,6 +28,14 @@ def test_bad_durations_are_refused(text):
         parse_duration("time", text)
 
 
+@pytest.mark.parametrize("text", ["99999999999999999999h", "1e9s", "1e9", "8785h", "527041m", "1e400s", "inf"])
+def test_durations_past_a_year_are_refused_however_spelt(text):
+    # Before: 99999999999999999999h was taken (a deadline in 10**16 years) while 1e9s was not a duration.
+    with pytest.raises(OptionError, match=r"^time must be at most a year \(8784h\), got "):
+        parse_duration("time", text)
+    assert parse_duration("time", "8784h") == 366 * 24 * 3600 and parse_duration("time", "1e3s") == 1000
+
+
 def test_durations_are_shown_compactly():
     assert [format_duration(s) for s in (5, 754.2, 4000)] == ["5s", "12m34s", "1h06m40s"]
 

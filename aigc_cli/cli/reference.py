@@ -6,8 +6,6 @@ help and the Python API cannot disagree on a default (a test checks the file is 
 
 from __future__ import annotations
 
-from aigc_cli.core.options import Option
-
 
 def _cell(text: str) -> str:
     return str(text).replace("|", "\\|")
@@ -18,18 +16,10 @@ def _rows(options, cli_names: bool = True) -> list[str]:
     for o in options:
         flags = o.flag + (f" / {o.off_flag}" if o.off_flag else "") + (f", {o.short}" if o.short else "")
         shown = o.default_text if o.default is None else o.default
-        values = ", ".join(o.choices) if o.choices else _range(o)
+        values = ", ".join(o.choices) if o.choices else o.range_text()
         rows.append(f"| {'(Python only)' if not o.cli else '`' + flags + '`'} | `{o.name}` | {o.type.__name__} | "
                     f"{_cell(shown) if shown is not None else ''} | {_cell(values)} | {_cell(o.help)} |")
     return rows
-
-
-def _range(o: Option) -> str:
-    if o.minimum is not None:
-        return f">= {o.minimum:g}"
-    if o.above is not None:
-        return f"> {o.above:g}"
-    return ""
 
 
 def markdown() -> str:

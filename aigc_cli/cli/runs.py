@@ -29,8 +29,15 @@ def list_runs(json_out: bool = typer.Option(False, "--json", help="Print as JSON
         common.info("no runs yet; start one with 'aigc train gan'")
         return
     common.table(None, ["id", "name", "family", "status", "epoch", "step", "created", "dataset"],
-                 [[r["id"], r["name"], r["family"], r["status"], f"{r['epoch']}/{r['epochs']}", r["step"],
+                 [[r["id"], r["name"], r["family"], r["status"], epoch_cell(r["epoch"], r["epochs"]), r["step"],
                    r["created"], r["dataset"]] for r in rows])
+
+
+def epoch_cell(epoch, epochs) -> str:
+    """``3/20``, with ``-`` for a count run.json does not tell (a broken run tells neither)."""
+    if epoch is None and epochs is None:
+        return "-"
+    return f"{'-' if epoch is None else epoch}/{'-' if epochs is None else epochs}"
 
 
 @app.command("show")

@@ -14,6 +14,11 @@ from typing import Any, Iterable
 from aigc_cli.core.errors import ConfigError, OptionError
 
 
+# Seeds are 32-bit, as numpy's and torch-fidelity's are: a larger one overflowed torch's
+# generators only once training had started (loop.epoch_permutation multiplies it by 1,000,003).
+SEED_MAX = 2**32 - 1
+
+
 def flag(name: str) -> str:
     """The command-line spelling of an option's keyword: ``batch_size`` -> ``--batch-size``."""
     return "--" + name.replace("_", "-")
@@ -31,6 +36,8 @@ class Option:
     off_flag: str | None = None  # bool options: the flag that gives False, e.g. "--unconditional"
     minimum: float | None = None  # smallest allowed value (numbers)
     above: float | None = None  # values must be greater than this (numbers)
+    maximum: float | None = None  # largest allowed value (numbers)
+    below: float | None = None  # values must be less than this (numbers)
     cli: bool = True  # False: a Python keyword only (no flag)
 
     @property
@@ -50,14 +57,39 @@ class Option:
         if self.choices and value not in self.choices:
             raise OptionError(self.name, f"{value!r} is not one of: {', '.join(self.choices)}")
         if self.type in (int, float):
-            if not math.isfinite(value):
+            if isinstance(value, float) and not math.isfinite(value):  # an int is finite, however long
                 raise OptionError(self.name, f"must be a finite number, got {value}")
-            if self.minimum is not None and value < self.minimum:
-                raise OptionError(self.name, f"must be at least {_show(self.minimum)}, got {_show(value)}")
-            if self.above is not None and not value > self.above:
-                what = "positive" if self.above == 0 else f"more than {_show(self.above)}"
-                raise OptionError(self.name, f"must be {what}, got {_show(value)}")
+            low = (self.minimum is None or value >= self.minimum) and (self.above is None or value > self.above)
+            high = (self.maximum is None or value <= self.maximum) and (self.below is None or value < self.below)
+            if not (low and high):
+                raise OptionError(self.name, f"must be {self._bounds_words()}, got {_show(value)}")
         return value
+
+    def range_text(self) -> str:
+        """The allowed numbers: ``[0, 1)``, ``>= 1``, ``< 1``, or "" for no bound (docs/options.md)."""
+        lo = self.minimum if self.minimum is not None else self.above
+        hi = self.maximum if self.maximum is not None else self.below
+        if lo is not None and hi is not None:
+            return (f"{'[' if self.minimum is not None else '('}{_show(lo)}, "
+                    f"{_show(hi)}{']' if self.maximum is not None else ')'}")
+        if lo is not None:
+            return f"{'>=' if self.minimum is not None else '>'} {_show(lo)}"
+        if hi is not None:
+            return f"{'<=' if self.maximum is not None else '<'} {_show(hi)}"
+        return ""
+
+    def _bounds_words(self) -> str:
+        """What a value outside the bounds is told: "at least 1", "positive", "in [0, 1)"."""
+        low, high = (self.minimum, self.above), (self.maximum, self.below)
+        if any(b is not None for b in low) and any(b is not None for b in high):
+            return f"in {self.range_text()}"
+        if self.minimum is not None:
+            return f"at least {_show(self.minimum)}"
+        if self.above is not None:
+            return "positive" if self.above == 0 else f"more than {_show(self.above)}"
+        if self.maximum is not None:
+            return f"at most {_show(self.maximum)}"
+        return f"below {_show(self.below)}"
 
     def _convert(self, value: Any) -> Any:
         if self.type is bool:
@@ -72,16 +104,19 @@ class Option:
                     raise ValueError
                 return int(value)
             return self.type(value)
-        except ValueError:
+        except (ValueError, OverflowError):  # OverflowError: an int too long for a float
             raise OptionError(self.name, f"must be {self.type.__name__}, got {value!r}") from None
 
 
-_DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
+_NUMBER = r"(\d+(?:\.\d+)?(?:e[+-]?\d+)?)"  # 90, 1.5, 1e3: what a bare number of seconds may be too
+_DURATION = re.compile(f"(?:{_NUMBER}h)?(?:{_NUMBER}m)?(?:{_NUMBER}s)?")
+MAX_DURATION = 366 * 24 * 3600.0  # a year: longer is a typo, not a budget
 
 
 def parse_duration(name: str, text: str) -> float:
     """Seconds in a duration such as ``90s``, ``10m``, ``1h30m`` or a bare number of seconds;
-    OptionError (naming option ``name``) for anything else, or for zero."""
+    OptionError (naming option ``name``) for anything else, for zero, or for more than a year
+    (however it is spelt: ``99999999999999999999h``, ``1e9s`` and ``1e9`` alike)."""
     value = str(text).strip().lower()
     match = _DURATION.fullmatch(value)
     if value and match and any(match.groups()):
@@ -92,8 +127,10 @@ def parse_duration(name: str, text: str) -> float:
             seconds = float(value)
         except ValueError:
             raise OptionError(name, f"must be a duration such as 90s, 10m or 1h30m, got {text!r}") from None
-    if not math.isfinite(seconds) or seconds <= 0:
+    if math.isnan(seconds) or seconds <= 0:
         raise OptionError(name, f"must be a positive duration such as 90s, 10m or 1h30m, got {text!r}")
+    if seconds > MAX_DURATION:  # infinity too
+        raise OptionError(name, f"must be at most a year ({MAX_DURATION / 3600:.0f}h), got {text!r}")
     return seconds
 
 

@@ -16,7 +16,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any
 
-from aigc_cli.core.options import Option, option_table
+from aigc_cli.core.options import SEED_MAX, Option, option_table
 from aigc_cli.core.registry import Registry
 
 SAMPLE_N = 10_000  # images drawn from a run side (-n)
@@ -73,7 +73,8 @@ register_metric(Metric(
         Option("degree", int, 3, "Polynomial kernel degree.", minimum=1),
         Option("gamma", float, None, "Polynomial kernel gamma.", default_text="1/2048, one over the feature size"),
         Option("coef0", float, 1.0, "Polynomial kernel constant."),
-        Option("seed", int, TORCH_FIDELITY_SEED, "Seed of the subset draws (torch-fidelity's)."),
+        Option("seed", int, TORCH_FIDELITY_SEED, "Seed of the subset draws (torch-fidelity's).", minimum=0,
+               maximum=SEED_MAX),
     ),
 ))
 register_metric(Metric(
@@ -81,7 +82,8 @@ register_metric(Metric(
     f"{_EVAL}:compute_is", results=("is", "is_std"), side_names=("A",),
     options=(
         Option("splits", int, 10, "Parts the images are split into.", minimum=1),
-        Option("seed", int, TORCH_FIDELITY_SEED, "Seed of the shuffle before the split (torch-fidelity's)."),
+        Option("seed", int, TORCH_FIDELITY_SEED, "Seed of the shuffle before the split (torch-fidelity's).",
+               minimum=0, maximum=SEED_MAX),
     ),
 ))
 register_metric(Metric(

@@ -25,6 +25,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -237,8 +238,22 @@ def _store_locked():
     """Serialise creation: id hand-out, name check and the rename into place."""
     root = runs_root()
     root.mkdir(parents=True, exist_ok=True)
-    with FileLock(root / ".store.lock"):
+    lock = FileLock(root / ".store.lock")
+    _acquire(lock, f"{root.name}/.store.lock", wait=float("inf"))
+    try:
         yield root
+    finally:
+        lock.release()
+
+
+def _acquire(lock: FileLock, name: str, wait: float) -> bool:
+    """``lock.acquire(wait)``; a lock path that is a folder (a copy made by hand, a stray
+    ``mkdir``) is a one-line error instead of an IsADirectoryError."""
+    try:
+        return lock.acquire(wait=wait)
+    except IsADirectoryError:
+        raise RunError(f"{name} is a folder, not a lock file: remove it (rm -r {shlex.quote(str(lock.path))}) "
+                       "and try again") from None
 
 
 def create_run(family: str, name: str | None = None, config: dict[str, Any] | None = None, **meta: Any) -> Run:
@@ -300,7 +315,7 @@ def lock_run(run: Run, wait: float = LOCK_WAIT) -> Run:
     holder if another process has it."""
     lock = FileLock(run.lock_path)
     try:
-        got = lock.acquire(wait=wait)
+        got = _acquire(lock, f"{run.id}/.lock", wait)
     except FileNotFoundError:
         raise RunError(f"{run.id} no longer exists") from None
     if not got:
@@ -383,8 +398,11 @@ def remove_run(run: Run, force: bool = False, stop_wait: float = 30.0) -> None:
     """Delete a run. A run being written is refused, or with ``force`` its writer is first
     stopped (SIGTERM: it saves and exits) when it runs on this host."""
     lock = FileLock(run.lock_path)
+    if run.lock_path.is_dir():  # nobody can lock a folder (FileLock opens it for writing): no writer to stop
+        shutil.rmtree(_to_trash(run), ignore_errors=True)
+        return
     try:
-        got = lock.acquire(wait=LOCK_WAIT)
+        got = _acquire(lock, f"{run.id}/.lock", LOCK_WAIT)
     except FileNotFoundError:
         raise RunError(f"{run.id} no longer exists") from None
     if not got:
@@ -402,9 +420,14 @@ def remove_run(run: Run, force: bool = False, stop_wait: float = 30.0) -> None:
             raise RunError(f"{run.id}: its writer ({who}) did not stop within {stop_wait:.0f} s; nothing removed")
     try:
         lock.write_holder(action="rm")
-        # Rename first so a half-removed run never shows up in listings.
-        trash = run.path.with_name(f".trash-{run.id}-{int(time.time() * 1000)}")
-        os.replace(run.path, trash)
+        trash = _to_trash(run)
     finally:
         lock.release()
     shutil.rmtree(trash, ignore_errors=True)  # what a crash leaves here, the next create cleans
+
+
+def _to_trash(run: Run) -> Path:
+    """The run's folder renamed away, before it is deleted: a half-removed run never shows up in listings."""
+    trash = run.path.with_name(f".trash-{run.id}-{int(time.time() * 1000)}")
+    os.replace(run.path, trash)
+    return trash

@@ -10,6 +10,7 @@ was never stopped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -17,6 +18,7 @@ import signal
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import torch
@@ -31,7 +33,7 @@ from aigc_cli.core.memory import tune_cpu_allocator
 from aigc_cli.core.seeding import get_rng_state, set_rng_state
 from aigc_cli.models.protocol import TrainingData, TrainTask
 from aigc_cli.runs.checkpoint import load_checkpoint, save_checkpoint, save_weights
-from aigc_cli.runs.curves import write_curves
+from aigc_cli.runs.curves import CURVES, write_curves
 from aigc_cli.runs.store import Run
 from aigc_cli.training.options import LOG_EVERY
 from aigc_cli.training.parallel import DataParallel, agree, local_batchnorm
@@ -285,7 +287,8 @@ class Trainer:
             metrics_file.close()
             self.progress.close()
         if self.out_of_time and self.main:
-            write_curves(self.run)  # the epoch's end did not come: draw what the budget gave
+            with self._preview_file(self.run.path / CURVES):
+                write_curves(self.run)  # the epoch's end did not come: draw what the budget gave
         # Stopped by --time: as complete as the budget allowed; --resume trains on from here.
         self.update_meta(status="completed", epoch=self.epoch, step=self.step,
                    stopped="time" if self.out_of_time else None)
@@ -351,7 +354,8 @@ class Trainer:
                 metrics_file.write(json.dumps({"step": self.step, "epoch": self.epoch, **extra}) + "\n")
                 metrics_file.flush()
         if self.main:
-            write_curves(self.run)  # curves.png: the losses (and FID) so far, for a look while it trains
+            with self._preview_file(self.run.path / CURVES):
+                write_curves(self.run)  # curves.png: the losses (and FID) so far, for a look while it trains
         self._estimate_horizon(self.started, self.step - self.first_step)
 
     def _rates(self) -> dict[str, float]:
@@ -382,22 +386,27 @@ class Trainer:
     def _write_previews(self) -> list[str]:
         self._sync_inference()
         paths = []
-        try:
-            for name, preview in self.task.previews().items():
-                if isinstance(preview, str):  # a text family's continuations
-                    path = self.run.samples_dir / f"{name}_epoch{self.epoch:03d}.txt"
-                    atomic_write_text(path, preview)
-                else:
-                    path = self.run.samples_dir / f"{name}_epoch{self.epoch:03d}.png"
-                    grid = make_grid(to_uint8(preview))
-                    atomic_write_bytes(path, png_bytes(grid, {"aigc:run": self.run.id, "aigc:epoch": str(self.epoch)}))
+        for name, preview in self.task.previews().items():
+            if isinstance(preview, str):  # a text family's continuations
+                path = self.run.samples_dir / f"{name}_epoch{self.epoch:03d}.txt"
+                data = preview.encode("utf-8")
+            else:
+                path = self.run.samples_dir / f"{name}_epoch{self.epoch:03d}.png"
+                grid = make_grid(to_uint8(preview))
+                data = png_bytes(grid, {"aigc:run": self.run.id, "aigc:epoch": str(self.epoch)})
+            with self._preview_file(path):
+                atomic_write_bytes(path, data)
                 paths.append(str(path))
-        except OSError as e:
-            where = self.run.samples_dir
-            why = "it is not a folder" if where.exists() and not where.is_dir() else (e.strerror or first_line(e))
-            self.progress.message(f"warning: previews of epoch {self.epoch} not written to {where} ({why}); "
-                                  "the epoch is saved and training goes on")
         return paths
+
+    @contextlib.contextmanager
+    def _preview_file(self, path: Path):
+        """A preview (or curves.png) that cannot be written is a one-line warning, not a failed run:
+        the epoch it shows is saved already."""
+        try:
+            yield
+        except OSError as e:
+            self.progress.message(f"warning: {unwritable(self.run, path, e)}; training goes on")
 
     def _diverged(self, values: dict[str, float]) -> None:
         bad = ", ".join(f"{k}={v}" for k, v in values.items() if not math.isfinite(v))
@@ -406,3 +415,16 @@ class Trainer:
         self.update_meta(status="failed", error=str(error))
         raise error
 
+
+def unwritable(run: Run, path: Path, e: OSError) -> str:
+    """Why ``path`` in ``run``'s folder could not be written, for a warning: "run3/samples is a
+    file, not a folder" rather than "[Errno 20] Not a directory"."""
+    folder = path.parent
+    name = run.id if folder == run.path else f"{run.id}/{folder.relative_to(run.path)}"
+    if folder.exists() and not folder.is_dir():
+        why = f"{name} is a file, not a folder (move it away to get previews again)"
+    elif not folder.exists():
+        why = f"{name} is missing (make the folder again to get previews)"
+    else:
+        why = e.strerror or first_line(e)
+    return f"{run.id}: {path.name} was not written: {why}"

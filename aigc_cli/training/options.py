@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from aigc_cli.core.options import Option, option_table, parse_duration
+from aigc_cli.core.options import SEED_MAX, Option, option_table, parse_duration
 from aigc_cli.core.schema import Field
 from aigc_cli.metrics.registry import FID_N
 
@@ -29,7 +29,7 @@ RUN_OPTIONS = (
     Option("time", str, None, "Wall-clock budget (90s, 10m, 1h30m): stop at a clean checkpoint "
            "when it runs out, or at the last epoch if that comes first.", default_text="none"),
     Option("batch_size", int, 64, "Images per training step.", short="-b", minimum=1),
-    Option("seed", int, 0, "Seed of the weights, the data order and the noise."),
+    Option("seed", int, 0, "Seed of the weights, the data order and the noise.", minimum=0, maximum=SEED_MAX),
     Option("name", str, None, "A name to refer to the run by."),
     Option("log_every", int, LOG_EVERY, "Steps between two rows of metrics.jsonl (and the last step of "
            "every epoch).", minimum=1),

@@ -30,6 +30,7 @@ from aigc_cli.data import load_data
 from aigc_cli.models.protocol import TrainingData
 from aigc_cli.models.registry import RUN_FORMAT, get_family, load_config
 from aigc_cli.runs.lineage import check_parent, parent_record
+from aigc_cli.models.sizing import sizing_for
 from aigc_cli.runs.store import Run, create_run, lock_run, now_iso, resolve_run
 from aigc_cli.training.evaluation import make_evaluator
 from aigc_cli.training.loop import LoopConfig, NoProgress, ProgressSink, Trainer, check_loop
@@ -61,11 +62,11 @@ def train(
     run this one descends from, recorded in its config.json (its id and weights' digest)."""
     # Several ranks: rank 0 checks and loads first (a bad option is said once, a download happens
     # once), then the others do the same work, which then succeeds for them too.
+    device = torch.device(device)
     values, loop, data, items, config = distributed.main_first(
-        lambda: _prepare(family, dataset, split, options, progress, dataset_progress, parent),
+        lambda: _prepare(family, dataset, split, options, progress, dataset_progress, device, parent),
         "checking the options and data")
     info = data.info() if data is not None else {"name": None}
-    device = torch.device(device)
     # The run appears whole (run.json + config.json) and locked: nobody else writes it from here.
     # Several ranks: rank 0 creates it, the others follow its id.
     created: list[Run] = []
@@ -86,7 +87,7 @@ def train(
         run.release()
 
 
-def _prepare(family, dataset, split, options, progress, dataset_progress, parent=None):
+def _prepare(family, dataset, split, options, progress, dataset_progress, device, parent=None):
     """(loop values, LoopConfig, dataset, its TrainingData, config) of a new run, every input checked."""
     fam = get_family(family)
     train_options(fam.spec)  # a family option may not shadow a loop option
@@ -106,7 +107,9 @@ def _prepare(family, dataset, split, options, progress, dataset_progress, parent
         data = load_data(fam.spec.trains_on, values["dataset"], values["split"], progress=dataset_progress)
         _say_skipped(data, progress)
     info = data.info() if data is not None else {}
-    model_cfg, train_cfg = fam.make_config(options, info)
+    # The networks are sized for this device and one process's batch (models/sizing.py).
+    with sizing_for(device, min(loop.batch_size, info.get("size", loop.batch_size)) // distributed.world()):
+        model_cfg, train_cfg = fam.make_config(options, info)
     train_cfg.update(epochs=loop.epochs, batch_size=loop.batch_size, log_every=loop.log_every)
     items = fam.training_data(data, {"model": model_cfg, "train": train_cfg, "seed": loop.seed})
     train_cfg["items"] = len(items)  # what an epoch steps through (0: the task makes its batches)

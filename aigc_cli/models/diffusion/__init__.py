@@ -34,8 +34,9 @@ SPEC = register_family(FamilySpec(
         conditional_option("Class-conditional (needs labels), with label dropout for guidance.",
                            "conditional when the dataset has labels"),
         Option("cond_drop", float, 0.1, "Share of steps trained without the label (classifier-free guidance).",
-               minimum=0.0),
-        Option("ema_decay", float, 0.999, "Decay of the weight average used for sampling.", minimum=0.0, cli=False),
+               minimum=0.0, below=1.0),
+        Option("ema_decay", float, 0.999, "Decay of the weight average used for sampling.", minimum=0.0, below=1.0,
+               cli=False),
         # diffusers' accelerate calls this mixed_precision (no|fp16|bf16); one string option here too.
         Option("precision", str, "auto", "Training arithmetic: fp32, bf16 or fp16 autocast (fp16 with loss "
                "scaling); auto: bf16 on CUDA where supported (else fp16) and on CPUs with AMX, fp32 elsewhere.",
@@ -45,7 +46,7 @@ SPEC = register_family(FamilySpec(
     decode_options=(
         STEPS,
         Option("sampler", str, "dpm++", "ddim, ddpm (ancestral) or dpm++ (DPM-Solver++ 2M).", choices=SAMPLERS),
-        Option("eta", float, 0.0, "DDIM noise: 0 deterministic, 1 like DDPM.", minimum=0.0),
+        Option("eta", float, 0.0, "DDIM noise: 0 deterministic, 1 like DDPM.", minimum=0.0, maximum=1.0),
         Option("guidance", float, None, "Classifier-free guidance scale (1: none).",
                default_text=f"{DEFAULT_GUIDANCE:g} for class-conditional runs, else 1", minimum=0.0),
     ),

@@ -22,6 +22,7 @@ from aigc_cli.models.diffusion.schedule import TIMESTEPS, alpha_bar, loss_weight
 from aigc_cli.models.diffusion.unet import UNet
 from aigc_cli.models.optim import OptimizerSpec
 from aigc_cli.models.protocol import ExportGraph, FamilyImpl, GraphInput, Sampler, TrainTask
+from aigc_cli.models.sizing import check_network
 
 PREVIEW_STEPS = 20
 
@@ -185,6 +186,12 @@ def denoiser_graph(unet: nn.Module, model: dict[str, Any], ab: torch.Tensor) -> 
     )
 
 
+def size_step(nets: dict[str, nn.Module], b: int, model: dict[str, Any]) -> torch.Tensor:
+    """One training step's forward on made-up inputs (models/sizing.py runs it on the meta device)."""
+    labels = torch.zeros(b, dtype=torch.long) if model["conditional"] else None
+    return nets["unet"](torch.randn(b, *model["image_shape"]), torch.zeros(b, dtype=torch.long), labels)
+
+
 class DiffusionFamily(FamilyImpl):
     model_fields = (
         Field("width", int, minimum=1),
@@ -217,11 +224,11 @@ class DiffusionFamily(FamilyImpl):
             **image_fields(dataset_info, options["conditional"]),
             "timesteps": TIMESTEPS,
         }
-        if options["cond_drop"] >= 1:
-            raise OptionError("cond_drop", f"must be below 1, got {options['cond_drop']}")
         train = {"lr": float(options["lr"]), "cond_drop": float(options["cond_drop"]),
                  "ema_decay": float(options["ema_decay"]), "precision": options["precision"]}
-        build_unet(model)  # an impossible size fails here, before a run exists
+        # An impossible shape or a model too large for the device: a clean error before a run exists.
+        check_network(lambda: {"unet": build_unet(model)}, lambda nets, b: size_step(nets, b, model),
+                      {k: options[k] for k in ("width", "channel_mult", "blocks")}, options["precision"])
         return model, train
 
     def upgrade_config(self, config: dict[str, Any], version: int) -> dict[str, Any]:

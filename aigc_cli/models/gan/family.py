@@ -16,6 +16,7 @@ from aigc_cli.models.gan.losses import LOSSES, GanLoss, gradient_penalty
 from aigc_cli.models.gan.nets import ARCHS, NetSpec, build_nets
 from aigc_cli.models.optim import OptimizerSpec
 from aigc_cli.models.protocol import FamilyImpl, TrainTask
+from aigc_cli.models.sizing import check_network
 
 
 class GanSampler(OnePassDecoder):
@@ -160,6 +161,14 @@ class GanTask(TrainTask):
         return {"samples": GanSampler(self.modules["G_ema"])(self.preview_z, self.preview_cond)}
 
 
+def size_step(nets: dict[str, nn.Module], b: int, spec: NetSpec) -> torch.Tensor:
+    """One training step's passes on made-up inputs (models/sizing.py runs it on the meta device)."""
+    labels = torch.zeros(b, dtype=torch.long) if spec.num_classes else None
+    fake = nets["G"](torch.randn(b, spec.latent_dim), labels)  # (B, C, H, W)
+    pair = torch.cat([labels, labels]) if labels is not None else None
+    return nets["D"](torch.cat([torch.randn(b, *spec.image_shape), fake]), pair)  # (2B,)
+
+
 class GanFamily(FamilyImpl):
     model_fields = (
         Field("arch", str, choices=tuple(ARCHS.names())),
@@ -198,8 +207,11 @@ class GanFamily(FamilyImpl):
             "class_lr_scale": float(options["class_lr_scale"]),
             "updates": options["updates"],
         }
-        # Building once here turns an impossible shape into a clean error before a run exists.
-        build_nets(model["arch"], NetSpec.from_model(model), spectral=False)
+        # An impossible shape or a model too large for the device: a clean error before a run exists.
+        # Without spectral norm: it changes no shape nor parameter, and its power iterations on meta take seconds.
+        spec = NetSpec.from_model(model)
+        check_network(lambda: dict(zip("GD", build_nets(model["arch"], spec, spectral=False))),
+                      lambda nets, b: size_step(nets, b, spec), {k: model[k] for k in ("width", "latent_dim")})
         return model, train
 
     def upgrade_config(self, config: dict[str, Any], version: int) -> dict[str, Any]:

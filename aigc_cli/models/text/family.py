@@ -18,6 +18,7 @@ from aigc_cli.core.schema import Field
 from aigc_cli.models.optim import OptimizerSpec, WarmupCosine
 from aigc_cli.models.protocol import ExportGraph, FamilyImpl, GraphInput, TextSampler, TrainingData, TrainTask
 from aigc_cli.models.text import ARCHS, TEXT_PRECISIONS, TOKENIZERS
+from aigc_cli.models.sizing import check_network
 from aigc_cli.models.text.nets import GPT, RNNLM
 from aigc_cli.models.text.sampling import generate, rows_loss, token_losses
 from aigc_cli.models.text.tokenizer import make_tokenizer
@@ -241,8 +242,6 @@ class TextFamily(FamilyImpl):
         layers = options["layers"] or DEFAULT_LAYERS[arch]
         if arch == "gpt" and width % heads:
             raise OptionError("width", f"{width} must be a multiple of --heads {heads}")
-        if options["dropout"] >= 1:
-            raise OptionError("dropout", f"must be below 1, got {options['dropout']}")
         model = {
             "arch": arch,
             "tokenizer": tokenizer,
@@ -257,7 +256,10 @@ class TextFamily(FamilyImpl):
         train = {"lr": options["lr"], "warmup": options["warmup"], "weight_decay": options["weight_decay"],
                  "grad_clip": options["grad_clip"], "ema_decay": options["ema_decay"],
                  "precision": options["precision"]}
-        build_model(model)  # an impossible size fails here, before a run exists
+        # An impossible shape or a model too large for the device: a clean error before a run exists.
+        check_network(lambda: {"model": build_model(model)},
+                      lambda nets, b: nets["model"](torch.zeros(b, model["context"], dtype=torch.long)),
+                      {"width": width, "layers": layers, "context": model["context"]}, options["precision"])
         return model, train
 
     def training_data(self, data, config: dict[str, Any]) -> TrainingData:

@@ -17,6 +17,7 @@ from aigc_cli.models.common import IMAGE_FIELDS, FeedForwardSampler, OnePassDeco
 from aigc_cli.models.conditions import Conditioning
 from aigc_cli.models.optim import OptimizerSpec
 from aigc_cli.models.protocol import FamilyImpl, TrainTask
+from aigc_cli.models.sizing import check_network
 from aigc_cli.models.vae.likelihoods import LIKELIHOODS, Likelihood, default_likelihood, gaussian_kl
 from aigc_cli.models.vae.nets import ARCHS, VaeSpec, build_nets
 from aigc_cli.models.vae.prior import MAX_FIT_POINTS, GmmPrior, components_for, fit_subset
@@ -178,6 +179,13 @@ class VaeTask(TrainTask):
         return {"samples": samples, "reconstructions": interleave_rows(real, recon, self.per_row)}
 
 
+def size_step(nets: dict[str, nn.Module], b: int, spec: VaeSpec) -> torch.Tensor:
+    """One training step's passes on made-up inputs (models/sizing.py runs it on the meta device)."""
+    labels = torch.zeros(b, dtype=torch.long) if spec.num_classes else None
+    mu, _ = nets["E"](torch.rand(b, *spec.image_shape), labels)  # (B, latent)
+    return nets["D"](mu, labels)  # (B, C, H, W)
+
+
 class VaeFamily(FamilyImpl):
     model_fields = (
         Field("arch", str, choices=tuple(ARCHS.names())),
@@ -212,8 +220,10 @@ class VaeFamily(FamilyImpl):
             "prior_components": components_for(int(dataset_info.get("size", MAX_FIT_POINTS))) if prior == "gmm" else 0,
         }
         train = {"lr": float(options["lr"]), "betas": [0.9, 0.999], "kl_warmup": float(options["kl_warmup"])}
-        # Building once here turns an impossible shape into a clean error before a run exists.
-        build_nets(model["arch"], VaeSpec.from_model(model))
+        # An impossible shape or a model too large for the device: a clean error before a run exists.
+        spec = VaeSpec.from_model(model)
+        check_network(lambda: dict(zip("ED", build_nets(model["arch"], spec))),
+                      lambda nets, b: size_step(nets, b, spec), {k: model[k] for k in ("width", "latent_dim")})
         return model, train
 
     def upgrade_config(self, config: dict[str, Any], version: int) -> dict[str, Any]:
