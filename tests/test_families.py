@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 FAMILIES = Path(__file__).parent / "families"
 
@@ -35,11 +36,12 @@ for args in json.loads(sys.argv[2]):
 """
 
 
-def run_with_toy(home: Path, *commands: list[str]) -> list[dict]:
-    env = {**__import__("os").environ, "AIGC_HOME": str(home), "COLUMNS": "200"}
+def run_with_toy(home: Path, *commands: list[str], env: dict | None = None, killed: bool = False) -> list[dict]:
+    """One result per command; ``killed``: the process is expected to die of SIGKILL (a fault point)."""
+    env = {**__import__("os").environ, "AIGC_HOME": str(home), "COLUMNS": "200", **(env or {})}
     done = subprocess.run([sys.executable, "-c", SCRIPT, str(FAMILIES), json.dumps([list(map(str, c)) for c in commands])],
                           capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == (-9 if killed else 0), done.stderr
     return [json.loads(line) for line in done.stdout.splitlines()]
 
 
@@ -87,6 +89,43 @@ def test_sampler_steps_change_the_images(tmp_path, make_bars):
                  ["sample", "run1", "-n", "2", "-o", out / "one.png", "--seed", "0"],
                  ["sample", "run1", "-n", "2", "-o", out / "two.png", "--seed", "0", "--steps", "2"])
     assert (out / "one.png").read_bytes() != (out / "two.png").read_bytes()
+
+
+def test_a_family_that_makes_its_own_batches(tmp_path):
+    """tests/families/selfplay trains on batches its task draws itself (trains_on="none": no
+    dataset, no data options): it trains, resumes bit-identically after a kill mid-epoch and at an
+    epoch's end, stops on --time, and samples like any run."""
+    from safetensors.torch import load_file
+
+    home, out = tmp_path / "home", tmp_path / "out"
+    train = ["-q", "train", "selfplay", "--seed", "3", "--batch-size", "8"]
+    by = run_with_toy(home, [*train, "--epochs", "3"],                       # run1: unbroken
+                      [*train, "--epochs", "1"],                             # run2: one epoch, then two more
+                      ["-q", "train", "selfplay", "--resume", "run2", "--epochs", "3"],
+                      ["train", "selfplay", "--dataset", "digits"],          # no data options at all
+                      ["train", "selfplay", "--help"],
+                      ["sample", "run1", "-n", "4", "--seed", "1", "-o", out / "s.png"],
+                      [*train, "--epochs", "100000", "--time", "2s", "--steps-per-epoch", "7"])
+    assert all(r["code"] == 0 for r in by[:3]), [r["err"] for r in by[:3]]
+    assert by[3]["code"] == 2 and "--dataset" in by[3]["err"]
+    assert "--dataset" not in by[4]["out"] and "--steps-per-epoch" in by[4]["out"]
+    assert by[5]["code"] == 0 and (out / "s.png").is_file(), by[5]["err"]
+    assert by[6]["code"] == 0, by[6]["err"]
+    runs = home / "runs"
+    meta = json.loads((runs / "run3/run.json").read_text())
+    assert meta["stopped"] == "time" and 0 < meta["step"] < 700_000
+    config = json.loads((runs / "run1/config.json").read_text())
+    assert config["dataset"] is None and config["train"]["items"] == 0
+    rows = [json.loads(line) for line in (runs / "run1/metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 15 and "mse" in rows[-1] and "samples_per_s" in rows[-1]  # 3 epochs of 5
+    assert rows[-1]["mse"] < rows[0]["mse"]  # it learns from what it draws
+    # Killed after step 7 (mid-epoch 2), then resumed: the same weights as never stopped.
+    by = run_with_toy(home, [*train, "--epochs", "3"], env={"AIGC_TEST_FAULT": "step:7"}, killed=True)
+    assert by == []  # killed inside its command: no result line
+    run_with_toy(home, ["-q", "train", "selfplay", "--resume", "run4"])
+    for resumed in ("run2", "run4"):
+        a, b = load_file(runs / "run1/model.safetensors"), load_file(runs / f"{resumed}/model.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), resumed
 
 
 @pytest.mark.parametrize("name", ["gan", "vae"])
