@@ -160,8 +160,8 @@ def test_lineage_is_recorded_shown_and_checked(aigc_home, tiny_npz, tiny_gan, cl
     assert _config(aigc_home, "run2")["parent"] == {"run": "run1", "weights_sha256": digest}
     code, out, _ = cli("runs", "show", "run2", "--json")
     assert code == 0 and json.loads(out)["parent"] == {"run": "run1", "weights_sha256": digest, "state": "unchanged"}
-    code, _, err = cli("runs", "show", "run2")
-    assert f"run1 (weights sha256 {digest[:12]}...; unchanged)" in " ".join(err.split())
+    code, out, _ = cli("runs", "show", "run2")
+    assert f"run1 (weights sha256 {digest[:12]}...; unchanged)" in " ".join(out.decode().split())
     # The parent's weights change (run1 trained on): its child says so and will not resume blind.
     assert cli("-q", "train", "gan", "--resume", "run1", "--epochs", "2")[0] == 0
     code, out, _ = cli("runs", "show", "run2", "--json")

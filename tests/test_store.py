@@ -247,9 +247,10 @@ def test_a_broken_run_lists_without_none(aigc_home, cli):
     broken = create_run("gan")
     broken.release()
     broken.meta_path.write_bytes(b"null")
-    code, _, err = cli("runs", "list")  # the table goes to stderr, as every message does
+    code, out, _ = cli("runs", "list")  # the table is the result: on stdout
+    out = out.decode()
     assert code == 0
-    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[1:-1]] for line in err.splitlines()
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines()
             if line.startswith("│")}
     assert rows["run1"][4] == "0/3" and rows["run2"][3:5] == ["broken", "-"]  # was "None/None"
-    assert "None" not in err
+    assert "None" not in out

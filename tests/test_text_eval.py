@@ -156,6 +156,18 @@ def test_python_api_and_stdin_agree_with_the_file(home, files, cli, monkeypatch)
             assert other[key] == pytest.approx(by_file[key], rel=1e-9), key
 
 
+def test_scoring_reports_its_progress(home, files):
+    """A large file takes a while: ``perplexity`` reports each batch of windows it scored (the
+    CLI draws it as a bar on a terminal), and the result is the same with or without it."""
+    from aigc_cli.metrics.text import perplexity
+
+    calls = []
+    with_progress = perplexity("run1", files / "held.txt", progress=lambda done, total: calls.append((done, total)))
+    total = -(-((3000 - 1) // 16) // 64)  # windows of the 16-token context, 64 to a batch
+    assert calls == [(i, total) for i in range(1, total + 1)] and total > 1
+    assert with_progress["bits"] == perplexity("run1", files / "held.txt")["bits"]
+
+
 def test_human_output_is_one_line_on_stdout(home, files, cli):
     code, out, err = cli("eval", "ppl", "run1", files / "held.txt")
     assert code == 0, err

@@ -91,7 +91,10 @@ def random_seed() -> int:
     return fresh_seed()
 
 
-def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
+def table(title: str | None, columns: list[str], rows: list[list[Any]], result: bool = False) -> None:
+    """A table on stderr, beside a result printed on stdout (eval's), or, ``result``: the
+    command's result itself (runs list, datasets info), on stdout like any result (rank 0 alone;
+    -q does not hide it)."""
     from rich.table import Table
 
     t = Table(title=title, header_style="bold")
@@ -99,4 +102,13 @@ def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
         t.add_column(c)
     for r in rows:
         t.add_row(*["" if v is None else str(v) for v in r])
-    console().print(t)
+    if not result:
+        console().print(t)
+    elif _main_rank():
+        from rich.console import Console
+
+        out = Console(file=sys.stdout, highlight=False)
+        if not out.is_terminal:
+            out.width = max(out.width, 160)  # a pipe or a file: long paths and fingerprints on one line
+        out.print(t)
+        sys.stdout.flush()

@@ -74,7 +74,7 @@ def list_datasets(json_out: bool = typer.Option(False, "--json", help="Print as 
         common.print_json(rows)
     else:
         common.table(None, ["name", "kind", "status", "description"],
-                     [[r["name"], r["kind"], r["status"], r["description"]] for r in rows])
+                     [[r["name"], r["kind"], r["status"], r["description"]] for r in rows], result=True)
 
 
 def _is_text(spec: str) -> bool:
@@ -112,7 +112,7 @@ def info(
         ["skipped files", ds.skip_reasons() or 0],
         ["fingerprint", ds.fingerprint],
     ]
-    common.table(None, ["", ""], [r for r in rows if r[1] != ""])
+    common.table(None, ["", ""], [r for r in rows if r[1] != ""], result=True)
 
 
 def _corpus_info(spec: str, split: str, json_out: bool) -> None:
@@ -127,4 +127,4 @@ def _corpus_info(spec: str, split: str, json_out: bool) -> None:
     rows = [["name", corpus.name], ["characters", f"{len(corpus.text):,}"], ["held out", f"{len(corpus.held_out):,}"],
             ["alphabet", f"{len(corpus.alphabet)} characters: {corpus.alphabet!r}"[:120]], ["files", corpus.files],
             ["fingerprint", corpus.fingerprint]]
-    common.table(None, ["", ""], rows)
+    common.table(None, ["", ""], rows, result=True)

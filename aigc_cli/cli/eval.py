@@ -229,9 +229,11 @@ def ppl(
     json_out: bool = _json_opt(),
 ) -> None:
     """Bits per character, bits per token and perplexity of a text run on FILE (scored as in training)."""
+    from aigc_cli.cli.progress import passes_bar
     from aigc_cli.metrics.text import perplexity
 
-    result = perplexity(run, file, common.device())
+    with passes_bar(f"{run}: scoring") as progress:  # a bar on a terminal: a large file takes a while
+        result = perplexity(run, file, common.device(), progress)
     if json_out:
         common.print_json(result)
         return

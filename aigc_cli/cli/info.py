@@ -38,4 +38,4 @@ def info(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) 
     if json_out:
         common.print_json(data)
     else:
-        common.table(None, ["", ""], [[k, v] for k, v in data.items()])
+        common.table(None, ["", ""], [[k, v] for k, v in data.items()], result=True)

@@ -30,7 +30,7 @@ def list_runs(json_out: bool = typer.Option(False, "--json", help="Print as JSON
         return
     common.table(None, ["id", "name", "family", "status", "epoch", "step", "created", "dataset"],
                  [[r["id"], r["name"], r["family"], r["status"], epoch_cell(r["epoch"], r["epochs"]), r["step"],
-                   r["created"], r["dataset"]] for r in rows])
+                   r["created"], r["dataset"]] for r in rows], result=True)
 
 
 def epoch_cell(epoch, epochs) -> str:
@@ -89,7 +89,7 @@ def show(
         items += [[f"last.{k}", v] for k, v in data["last_metrics"].items()]
     if data["fid"]:
         items.append(["fid", f"{data['fid']['fid']:.3f} (epoch {data['fid'].get('epoch')})"])
-    common.table(None, ["field", "value"], items)
+    common.table(None, ["field", "value"], items, result=True)
 
 
 @app.command("plot")

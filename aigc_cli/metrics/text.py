@@ -57,17 +57,17 @@ def read_text(file: str | Path) -> str:
         raise DatasetError(f"cannot read {file}: {e.strerror or e}") from None
 
 
-def score_text(gen, text: str, file: str = "the text") -> dict[str, Any]:
+def score_text(gen, text: str, file: str = "the text", progress=None) -> dict[str, Any]:
     """The ``perplexity`` result, less ``run``, ``device`` and ``seconds``, of ``gen`` (a
     TextGenerator: ``load_generator(run, command="eval ppl")``) on ``text``; ``file`` names the
-    text in messages and in the result."""
+    text in messages and in the result; ``progress(done, total)`` hears of the scoring."""
     label = "standard input" if file == STDIN else file
     if len(text) < 2:
         raise DatasetError(f"{label} has {len(text)} character(s): nothing to score (the first is never "
                            "scored; give at least two)")
     tokenizer = gen.tokenizer
     ids = gen.encode(text, label)  # a char run: a one-line error naming characters it never saw
-    total, tokens = gen.sampler.token_losses(ids)  # nats over every token but the first
+    total, tokens = gen.sampler.token_losses(ids, progress)  # nats over every token but the first
     characters = len(text) - 1  # every character but the first begins with a scored token
     nats = total / tokens
     bits = total / math.log(2)
@@ -87,17 +87,18 @@ def score_text(gen, text: str, file: str = "the text") -> dict[str, Any]:
     }
 
 
-def perplexity(run: Any, file: str | Path, device: Any = "cpu") -> dict[str, Any]:
+def perplexity(run: Any, file: str | Path, device: Any = "cpu", progress=None) -> dict[str, Any]:
     """Bits per character, bits per token and perplexity of text run ``run`` (id, name, 'last' or
     a Run) on ``file`` (a UTF-8 text file, or ``-`` for standard input), as JSON-ready values
     (module docstring). One-line errors: an image run, a run without weights, a missing or
-    non-UTF-8 file, fewer than two characters, characters outside a char run's alphabet."""
+    non-UTF-8 file, fewer than two characters, characters outside a char run's alphabet.
+    ``progress(done, total)`` hears of every batch of windows scored (a large file's progress)."""
     from aigc_cli.core.threads import used as used_threads
     from aigc_cli.generation import load_generator
 
     started = time.perf_counter()
     gen = load_generator(run, device, command="eval ppl")  # an image run: "does not apply", one line
     text = read_text(file)
-    result = score_text(gen, text, str(file))
+    result = score_text(gen, text, str(file), progress)
     return {"run": gen.run.id, **result, "device": str(gen.device), "threads": used_threads(),
             "seconds": round(time.perf_counter() - started, 3)}

@@ -135,8 +135,10 @@ class TextSampler(ABC):
         (temperature, top_k, top_p); ``on_tokens((n,) ids)`` hears each step."""
 
     @abstractmethod
-    def token_losses(self, tokens: "torch.Tensor") -> tuple[float, int]:
-        """(sum of the next-token losses in nats, tokens scored) over ``tokens`` (L,)."""
+    def token_losses(self, tokens: "torch.Tensor",
+                     progress: Callable[[int, int], None] | None = None) -> tuple[float, int]:
+        """(sum of the next-token losses in nats, tokens scored) over ``tokens`` (L,);
+        ``progress(done, total)`` hears of the work as it goes (a long file's scoring)."""
 
     def export_graph(self, fmt: str) -> ExportGraph:
         raise ConfigError(f"this run has no {fmt!r} network to export")

@@ -144,8 +144,8 @@ class LanguageModelSampler(TextSampler):
         return generate(self.model, prompt, n, length, generator, temperature=temperature, top_k=top_k,
                         top_p=top_p, on_tokens=on_tokens, cache=cache)
 
-    def token_losses(self, tokens: torch.Tensor) -> tuple[float, int]:
-        return token_losses(self.model, tokens, self.context)
+    def token_losses(self, tokens: torch.Tensor, progress=None) -> tuple[float, int]:
+        return token_losses(self.model, tokens, self.context, progress)
 
     def export_graph(self, fmt: str) -> ExportGraph:
         """``aigc export onnx --format logits``: tokens (N, L) int64 -> logits (N, L, V) float32,

@@ -113,15 +113,17 @@ def windows(tokens: torch.Tensor, context: int) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def token_losses(model: nn.Module, tokens: torch.Tensor, context: int) -> tuple[float, int]:
+def token_losses(model: nn.Module, tokens: torch.Tensor, context: int,
+                 progress: Callable[[int, int], None] | None = None) -> tuple[float, int]:
     """(sum of the next-token losses in nats, tokens scored) over ``tokens`` (L,): windows of
-    ``context`` tokens, each scored from its start as in training (models/text/family.py)."""
+    ``context`` tokens, each scored from its start as in training (models/text/family.py).
+    ``progress(done, total)`` hears of every batch of windows."""
     rows = windows(tokens, context)
     batch = max(min(len(rows), SCORE_BATCH), 1)
     # A step: a GPT scores a batch's B x T tokens at once, an RNN one time step of B rows.
     parallel = batch * context if isinstance(model, GPT) else batch
     with cpu_threads(step_flops(model, parallel), next(model.parameters()).device):
-        total, count = rows_loss(model, rows, SCORE_BATCH)
+        total, count = rows_loss(model, rows, SCORE_BATCH, progress)
         scored = len(rows) * context
         if len(tokens) - 1 > scored:  # the tokens after the last whole window: one shorter window
             rest, n = rows_loss(model, tokens[scored:][None])
@@ -130,9 +132,10 @@ def token_losses(model: nn.Module, tokens: torch.Tensor, context: int) -> tuple[
 
 
 @torch.inference_mode()
-def rows_loss(model: nn.Module, rows: torch.Tensor, batch_size: int = SCORE_BATCH) -> tuple[float, int]:
+def rows_loss(model: nn.Module, rows: torch.Tensor, batch_size: int = SCORE_BATCH,
+              progress: Callable[[int, int], None] | None = None) -> tuple[float, int]:
     """(sum of the next-token losses in nats, tokens scored) of (N, T + 1) rows, each scored from
-    its start, ``batch_size`` rows at a time."""
+    its start, ``batch_size`` rows at a time; ``progress(done, total)`` after each batch."""
     device = next(model.parameters()).device
     model.eval()
     total, count = 0.0, 0
@@ -142,4 +145,6 @@ def rows_loss(model: nn.Module, rows: torch.Tensor, batch_size: int = SCORE_BATC
         logits = out[0] if isinstance(out, tuple) else out  # (B, T, V)
         total += float(F.cross_entropy(logits.flatten(0, 1).float(), x[:, 1:].flatten(), reduction="sum"))
         count += x[:, 1:].numel()
+        if progress is not None:
+            progress(i // batch_size + 1, -(-len(rows) // batch_size))
     return total, count
