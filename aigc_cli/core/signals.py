@@ -120,18 +120,27 @@ def _main_thread() -> bool:
 
 
 @contextlib.contextmanager
-def installed() -> Iterator[None]:
-    """SIGINT and SIGTERM raise ``Signalled`` inside the block; the old handlers come back after."""
+def _handling(action) -> Iterator[bool]:
+    """SIGINT and SIGTERM go to ``action`` inside the block, the old handlers come back after;
+    yields whether it could (only the main thread sets handlers)."""
     if not _main_thread():
-        yield
+        yield False
         return
-    old = {s: signal.signal(s, _handle) for s in NAMES}
-    _state.update(raised=False, first=_state["early"])
+    old = {s: signal.signal(s, action) for s in NAMES}
     try:
-        yield
+        yield True
     finally:
         for s, h in old.items():
             signal.signal(s, h)
+
+
+@contextlib.contextmanager
+def installed() -> Iterator[None]:
+    """SIGINT and SIGTERM raise ``Signalled`` inside the block; the old handlers come back after."""
+    with _handling(_handle) as handled:
+        if handled:
+            _state.update(raised=False, first=_state["early"])
+        yield
 
 
 @contextlib.contextmanager
@@ -140,15 +149,8 @@ def fatal() -> Iterator[None]:
     default action). For a wait in C++ that does not come back to Python, where a handler would
     run only after it: joining the process group waits for every rank, and a rank that stopped
     for the same Ctrl-C never comes (the launcher then says the one line, training/launch.py)."""
-    if not _main_thread():
+    with _handling(signal.SIG_DFL):
         yield
-        return
-    old = {s: signal.signal(s, signal.SIG_DFL) for s in NAMES}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 @contextlib.contextmanager
