@@ -35,15 +35,20 @@ for args in json.loads(sys.argv[2]):
 """
 
 
-def run_with_toy(home: Path, *commands: list[str]) -> list[dict]:
-    env = {**__import__("os").environ, "AIGC_HOME": str(home), "COLUMNS": "200"}
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(FAMILIES), json.dumps([list(map(str, c)) for c in commands])],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == 0, done.stderr
-    return [json.loads(line) for line in done.stdout.splitlines()]
+@pytest.fixture
+def run_with_toy(aigc_env):
+    """``run_with_toy(home, *commands)``: SCRIPT's results, one dict per command."""
+
+    def run(home: Path, *commands: list[str]) -> list[dict]:
+        done = subprocess.run([sys.executable, "-c", SCRIPT, str(FAMILIES), json.dumps([list(map(str, c)) for c in commands])],
+                              capture_output=True, text=True, env=aigc_env(home, COLUMNS=200), timeout=300)
+        assert done.returncode == 0, done.stderr
+        return [json.loads(line) for line in done.stdout.splitlines()]
+
+    return run
 
 
-def test_a_new_family_is_one_folder(tmp_path, make_bars, tiny_gan):
+def test_a_new_family_is_one_folder(tmp_path, make_bars, tiny_gan, run_with_toy):
     data = make_bars(tmp_path / "bars.npz", n=64)
     out = tmp_path / "out"
     results = run_with_toy(
@@ -80,7 +85,7 @@ def test_a_new_family_is_one_folder(tmp_path, make_bars, tiny_gan):
     assert by[11]["code"] == 2 and "--width" in by[11]["err"]  # not a toy option: a usage error
 
 
-def test_sampler_steps_change_the_images(tmp_path, make_bars):
+def test_sampler_steps_change_the_images(tmp_path, make_bars, run_with_toy):
     data = make_bars(tmp_path / "bars.npz", n=32)
     out = tmp_path / "out"
     run_with_toy(tmp_path / "home", ["-q", "train", "toy", "--dataset", data, "--epochs", "1", "--batch-size", "16"],

@@ -9,12 +9,9 @@ import hashlib
 import http.server
 import json
 import math
-import os
 import signal
-import subprocess
 import sys
 import threading
-import time
 
 import pytest
 import torch
@@ -45,12 +42,8 @@ def trained(tmp_path_factory, corpus, cli_captured):
     return home
 
 
-def _rows(home, run="run1"):
-    return [json.loads(line) for line in (home / "runs" / run / "metrics.jsonl").read_text().splitlines()]
-
-
-def test_training_logs_tokens_validation_and_previews(trained):
-    rows = _rows(trained)
+def test_training_logs_tokens_validation_and_previews(trained, run_rows):
+    rows = run_rows(trained)
     steps = [r for r in rows if "loss" in r]
     assert steps and all(r["tokens_per_s"] > 0 and math.isfinite(r["grad_norm"]) for r in steps)
     val = [r for r in rows if "val_loss" in r]
@@ -137,35 +130,25 @@ def test_kv_cache_and_rnn_state_match_full_forward():
 
 
 @pytest.mark.parametrize("arch", ["gpt", "gru"])
-def test_resume_after_ctrl_c_is_bit_identical(tmp_path, corpus, arch):
+def test_resume_after_ctrl_c_is_bit_identical(tmp_path, corpus, arch, run_aigc, start_aigc, paused, assert_same_tensors,
+                                              run_rows):
     """SIGINT inside step 50 (epoch 2), --resume: the weights equal those of a run never stopped
     (dropout on: the random state is part of the checkpoint)."""
-    from safetensors.torch import load_file
-
-    args = [sys.executable, "-m", "aigc_cli", "-q", "train", "text", "--dataset", str(corpus), *TINY, "--epochs", "2",
-            "--dropout", "0.1", "--arch", arch]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("AIGC_TEST_FAULT", None)
-    straight = subprocess.run(args, env={**env, "AIGC_HOME": str(tmp_path / "a")}, capture_output=True, text=True,
-                              timeout=300)
+    args = ["-q", "train", "text", "--dataset", corpus, *TINY, "--epochs", "2", "--dropout", "0.1", "--arch", arch]
+    straight = run_aigc(tmp_path / "a", *args)
     assert straight.returncode == 0, straight.stderr
     home = tmp_path / "b"
-    proc = subprocess.Popen(args, env={**env, "AIGC_HOME": str(home), "AIGC_TEST_PAUSE": "step:50",
-                                       "AIGC_TEST_PAUSE_DIR": str(home)}, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (home / "paused-1").exists():
-        assert proc.poll() is None and time.time() < deadline, proc.communicate()
-        time.sleep(0.02)
+    home.mkdir()
+    proc = start_aigc(home, *args, AIGC_TEST_PAUSE="step:50", AIGC_TEST_PAUSE_DIR=home)
+    paused(proc, home / "paused-1")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "--resume run1" in err, err
-    resumed = subprocess.run([sys.executable, "-m", "aigc_cli", "-q", "train", "text", "--resume", "run1"],
-                             env={**env, "AIGC_HOME": str(home)}, capture_output=True, text=True, timeout=300)
+    resumed = run_aigc(home, "-q", "train", "text", "--resume", "run1")
     assert resumed.returncode == 0, resumed.stderr
-    a, b = (load_file(str(h / "runs/run1/model.safetensors")) for h in (tmp_path / "a", home))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    drop = lambda rows: [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in rows]  # noqa: E731
-    assert drop(_rows(tmp_path / "a")) == drop(_rows(home))
+    assert_same_tensors(tmp_path / "a/runs/run1/model.safetensors", home / "runs/run1/model.safetensors")
+    throughput = ("tokens_per_s",)
+    assert run_rows(tmp_path / "a", drop=throughput) == run_rows(home, drop=throughput)
 
 
 def test_byte_tokenizer_trains_on_any_text_and_streams_utf8(tmp_path, cli, monkeypatch):
