@@ -1,6 +1,14 @@
 """Fixtures every test module may use; no test module imports another (or this one).
 
 Suite: about 6 minutes (424 tests, 2026-12-04, on the Intel Xeon of docs/benchmarks.md's text section; tests/test_distributed.py is about 2.5 minutes of test time, spread over the two workers) with ``pytest -n 2`` on the 2-core machine of docs/benchmarks.md.
+Since every test process runs torch on one thread (one_torch_thread): 4 min 40 s (2026-12-07, a
+shared 2-core AMD EPYC at a load average of about 2).
+
+``pytest -n 2`` runs every test; ``pytest -n 2 -m "not slow"`` leaves out the 16 marked
+``@pytest.mark.slow`` for a quick check while working: those over about 10 s each (the launches
+of tests/test_distributed.py, the text and GAN signal-and-resume runs, pytorch-fid's whole FID).
+The times in their comments: ``pytest -n 2`` on a shared 2-core AMD EPYC while other jobs ran
+(2026-12-07).
 
 Helpers are fixtures that return a function (``cli``, ``run_aigc``, ``paused``,
 ``assert_same_tensors`` ...), so that test modules share them without importing each other.

@@ -51,6 +51,7 @@ def _assert_same_losses(one, many):
                 assert b[key] == pytest.approx(a[key], rel=RTOL, abs=ATOL), (a["step"], key, a[key], b[key])
 
 
+@pytest.mark.slow  # each: two trainings, one on 2 launched ranks (12-20 s)
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_two_processes_compute_what_one_does(family, tmp_path, make_bars, aigc, run_rows, run_meta):
     data = make_bars(tmp_path / "bars.npz")
@@ -72,6 +73,7 @@ def test_two_processes_compute_what_one_does(family, tmp_path, make_bars, aigc, 
     assert [p.name for p in (tmp_path / "two/runs").iterdir() if not p.name.startswith(".")] == ["run1"]
 
 
+@pytest.mark.slow  # four trainings, two of them launched (37-84 s)
 def test_checkpoints_resume_across_world_sizes(tmp_path, make_bars, aigc, run_rows, run_meta):
     """1 epoch on 2 ranks, the 2nd on 1 process, the 3rd on 4 ranks: the same run as 3 epochs in
     one process (data order and noise belong to the global batch; the checkpoint holds no rank)."""
@@ -91,6 +93,7 @@ def test_checkpoints_resume_across_world_sizes(tmp_path, make_bars, aigc, run_ro
     _assert_same_losses(run_rows(tmp_path / "whole"), run_rows(home))
 
 
+@pytest.mark.slow  # a launch and a resume (15-34 s)
 @pytest.mark.parametrize("target,signum,code", [("rank 1", signal.SIGTERM, 143), ("launcher", signal.SIGINT, 130)])
 def test_a_signal_stops_every_rank_after_the_same_step(target, signum, code, tmp_path, make_bars, aigc, start_aigc,
                                                         paused, run_meta):
@@ -115,6 +118,7 @@ def test_a_signal_stops_every_rank_after_the_same_step(target, signum, code, tmp
     assert run_meta(home)["status"] == "completed" and run_meta(home)["step"] == 16
 
 
+@pytest.mark.slow  # a launch that loses a rank, and a resume (16-33 s)
 def test_a_killed_rank_ends_the_run_and_leaves_its_checkpoint(tmp_path, make_bars, aigc, run_meta):
     """Rank 1 is SIGKILLed inside step 20, after the first epoch's checkpoint: the launcher exits
     non-zero (rather than waiting on the lost rank: aigc's 240 s bound fails a hang), the run is not
@@ -209,6 +213,7 @@ def two_nodes(aigc_env, wait_for):
     return launch
 
 
+@pytest.mark.slow  # two torchrun launches (10-20 s)
 def test_two_nodes(tmp_path, make_bars, two_nodes, run_meta):
     """The run store shared by both nodes, as on a cluster's shared filesystem."""
     home = tmp_path / "home"
@@ -221,6 +226,7 @@ def test_two_nodes(tmp_path, make_bars, two_nodes, run_meta):
     assert meta["status"] == "completed" and meta["world_size"] == 2 and meta["step"] == 16
 
 
+@pytest.mark.slow  # two torchrun launches (10-20 s)
 def test_a_node_that_cannot_see_the_run_store_says_so(tmp_path, make_bars, two_nodes):
     (code0, _, err0), (code1, _, err1) = two_nodes([tmp_path / "a", tmp_path / "b"], make_bars(tmp_path / "bars.npz"), tmp_path)
     assert code0 != 0 and code1 != 0
@@ -233,6 +239,7 @@ def test_a_node_that_cannot_see_the_run_store_says_so(tmp_path, make_bars, two_n
     assert "[rank" not in err0 + err1  # no Python traceback from a rank
 
 
+@pytest.mark.slow  # the CPU Inception under torchrun (37-69 s)
 def test_eval_and_sampling_under_torchrun_give_one_process_results(tmp_path, make_bars, aigc, aigc_env):
     """Under torchrun the ranks split the sampling (whole batches of 256) and the Inception
     features (whole batches of --batch-size, a folder's files too) and gather the results: the same images, and the same FID as one process (to 1e-6; here equal)."""

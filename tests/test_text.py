@@ -129,6 +129,7 @@ def test_kv_cache_and_rnn_state_match_full_forward():
     assert long.shape == (2, 100) and int(long.max()) < 11
 
 
+@pytest.mark.slow  # each: three text trainings, each in a process (16-26 s)
 @pytest.mark.parametrize("arch", ["gpt", "gru"])
 def test_resume_after_ctrl_c_is_bit_identical(tmp_path, corpus, arch, run_aigc, start_aigc, paused, assert_same_tensors,
                                               run_rows):

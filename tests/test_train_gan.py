@@ -98,6 +98,7 @@ def _big_npz(tmp_path):
     return path
 
 
+@pytest.mark.slow  # each: 2,048 steps of training, part of them in a process (12-22 s)
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_signal_leaves_a_resumable_run(aigc_home, cli, tmp_path, sig, code, start_aigc, paused, assert_same_tensors):
     data = _big_npz(tmp_path)
