@@ -1,10 +1,26 @@
 """Fixtures every test module may use; no test module imports another (or this one).
 
 Suite: about 6 minutes (424 tests, 2026-12-04, on the Intel Xeon with AMX of docs/benchmarks/README.md; tests/test_distributed.py is about 2.5 minutes of test time, spread over the two workers) with ``pytest -n 2`` on that 2-core machine.
+Since every test process runs torch on one thread (one_torch_thread): 4 min 40 s (2026-12-07, a
+shared 2-core AMD EPYC at a load average of about 2).
+
+``pytest -n 2`` runs every test; ``pytest -n 2 -m "not slow"`` leaves out the 16 marked
+``@pytest.mark.slow`` for a quick check while working: those over about 10 s each (the launches
+of tests/test_distributed.py, the text and GAN signal-and-resume runs, pytorch-fid's whole FID).
+The times in their comments: ``pytest -n 2`` on a shared 2-core AMD EPYC while other jobs ran
+(2026-12-07).
+
+Helpers are fixtures that return a function (``cli``, ``run_aigc``, ``paused``,
+``assert_same_tensors`` ...), so that test modules share them without importing each other.
 """
 
 import contextlib
 import io
+import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -104,6 +120,17 @@ def tiny_npz(tmp_path):
     return write_bars(tmp_path / "bars.npz")
 
 
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A text family's tiny dataset: the first 20,000 characters of the built-in corpus (bard) as
+    a file (35 steps an epoch at batch 32 and context 16)."""
+    from aigc_cli.data.text import CORPORA
+
+    path = tmp_path_factory.mktemp("corpus") / "plays.txt"
+    path.write_text(CORPORA.get("bard").read(None)[:20_000], encoding="utf-8")
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_gan():
     """Flags of a GAN that trains in a second: ``aigc train gan *tiny_gan``."""
@@ -117,15 +144,153 @@ def tiny_vae():
             "kw": dict(width=4, latent_dim=4, batch_size=32)}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session", autouse=True)
 def one_torch_thread():
-    """Tests check numbers, not speed: one thread per test process (pytest -n 2 uses both cores)."""
+    """Tests check numbers, not speed: one thread per test process (pytest -n 2 uses both cores),
+    as aigc_env gives each child. Two threads a process on two busy cores made a tiny in-process
+    training 25 times slower: 104 s against 3.9 s for the 1,024 steps of test_train_gan's signal
+    test, on a shared 2-core AMD EPYC while other jobs ran (2026-12-07)."""
     import torch
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# -- runs on disk ------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def two_epoch_gan(tiny_gan):
+    """``tiny_gan`` for 2 epochs, seed 3: on make_bars's 256 images, 16 steps an epoch and a save
+    at the end of each (the crash and signal tests' kill and pause points count on that)."""
+    return [*tiny_gan, "--epochs", "2", "--seed", "3"]
+
+
+@pytest.fixture(scope="session")
+def run_meta():
+    """``run_meta(home, run="run1")``: the run's run.json."""
+    return lambda home, run="run1": json.loads((Path(home) / "runs" / run / "run.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def run_rows():
+    """``run_rows(home, run="run1", drop=())``: the rows of the run's metrics.jsonl, less the keys
+    in ``drop`` (throughputs, which no two runs share)."""
+
+    def rows(home, run="run1", drop=()):
+        lines = (Path(home) / "runs" / run / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(line).items() if k not in drop} for line in lines]
+
+    return rows
+
+
+@pytest.fixture(scope="session")
+def assert_same_tensors():
+    """``assert_same_tensors(a, b)``: safetensors files a and b hold the same names and
+    bit-identical tensors (a resumed run against one never stopped)."""
+    import torch
+    from safetensors.torch import load_file
+
+    def check(a, b):
+        ta, tb = load_file(str(a)), load_file(str(b))
+        assert ta.keys() == tb.keys(), (str(a), str(b), sorted(ta.keys() ^ tb.keys()))
+        for k in ta:
+            assert torch.equal(ta[k], tb[k]), (str(a), str(b), k)
+
+    return check
+
+
+# -- aigc in a child process -------------------------------------------------------------------
+# What this process may carry and a child must not inherit: the test hooks of
+# aigc_cli/core/faults.py, and torchrun's variables (a child would think it is a rank).
+NOT_INHERITED = ("AIGC_TEST_FAULT", "AIGC_TEST_PAUSE", "AIGC_TEST_PAUSE_DIR", "AIGC_TEST_RANK",
+                 "WORLD_SIZE", "RANK", "LOCAL_RANK")
+
+
+def child_env(home, **extra):
+    env = {k: v for k, v in os.environ.items() if k not in NOT_INHERITED}
+    env.update(AIGC_HOME=str(home), OMP_NUM_THREADS="1")
+    return {**env, **{k: str(v) for k, v in extra.items() if v is not None}}
+
+
+@pytest.fixture(scope="session")
+def aigc_env():
+    """``aigc_env(home, **extra)``: the environment of an aigc child process: AIGC_HOME=home, one
+    OpenMP thread (as this process, see one_torch_thread: a child's weights can be compared with
+    ones trained in-process), no test hook or torchrun variable of this process, then ``extra``
+    (e.g. AIGC_TEST_PAUSE=...; a None value is left out)."""
+    return child_env
+
+
+@pytest.fixture(scope="session")
+def run_aigc():
+    """``run_aigc(home, *args, timeout=300, **env)``: ``python -m aigc_cli ARGS`` run to its end
+    in ``aigc_env(home, **env)``; a CompletedProcess with text stdout and stderr."""
+
+    def run(home, *args, timeout=300, **env):
+        return subprocess.run([sys.executable, "-m", "aigc_cli", *map(str, args)], env=child_env(home, **env),
+                              capture_output=True, text=True, timeout=timeout)
+
+    return run
+
+
+@pytest.fixture
+def start_aigc():
+    """``start_aigc(home, *args, **env)``: ``python -m aigc_cli ARGS`` started in
+    ``aigc_env(home, **env)``, a Popen with text pipes; one still running when the test ends
+    (after a failed check) is killed."""
+    procs = []
+
+    def start(home, *args, **env):
+        procs.append(subprocess.Popen([sys.executable, "-m", "aigc_cli", *map(str, args)], env=child_env(home, **env),
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        return procs[-1]
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+
+
+def wait_until(ready, timeout, failure, every=0.02):
+    """Call ``ready()`` every ``every`` s until it is true; after ``timeout`` s fail with
+    ``failure()`` (which says what did not happen, with the process output)."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            raise AssertionError(failure())
+        time.sleep(every)
+
+
+@pytest.fixture(scope="session")
+def wait_for():
+    """``wait_for(ready, timeout, failure, every=0.02)``: the one bounded wait on another process
+    (see wait_until); the tests use pause points (``paused``) wherever aigc can say it is there."""
+    return wait_until
+
+
+@pytest.fixture(scope="session")
+def paused():
+    """``paused(proc, marker, timeout=120)``: wait until ``proc``, started with AIGC_TEST_PAUSE
+    (aigc_cli/core/faults.py), waits at its pause point: ``marker`` ($AIGC_TEST_PAUSE_DIR/paused-<k>)
+    names the point and the pid waiting there. Returns that pid (a rank's, under --nproc). Fails
+    with the process's stderr if it ends first or is not there after ``timeout`` s."""
+
+    def wait(proc, marker, timeout=120):
+        def there():
+            if proc.poll() is not None:
+                raise AssertionError(f"never reached {marker.name} (exit {proc.returncode}): {proc.communicate()[1]}")
+            return marker.is_file() and marker.read_text().count("\n") == 2  # "<point>\n<pid>\n", whole
+
+        def stuck():
+            proc.kill()
+            return f"not at {marker.name} after {timeout} s: {proc.communicate()[1]}"
+
+        wait_until(there, timeout, stuck)
+        return int(marker.read_text().split()[1])
+
+    return wait
 
 
 class FakeExtractor:

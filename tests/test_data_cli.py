@@ -1,6 +1,4 @@
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -43,9 +41,8 @@ def test_errors_are_one_line(cli, args, message):
     assert err.startswith("aigc: error: ") and message in err and err.count("\n") == 1
 
 
-def test_subprocess_not_a_dataset(tmp_path):
+def test_subprocess_not_a_dataset(tmp_path, run_aigc):
     (tmp_path / "notes.dat").write_text("hello")  # (a .txt file is a text corpus: tests/test_text.py)
-    p = subprocess.run([sys.executable, "-m", "aigc_cli", "datasets", "info", str(tmp_path / "notes.dat")],
-                       capture_output=True, text=True, timeout=60)
+    p = run_aigc(tmp_path / "home", "datasets", "info", tmp_path / "notes.dat", timeout=60)
     assert p.returncode == 1 and p.stdout == ""
     assert p.stderr.startswith("aigc: error: not a dataset") and "Traceback" not in p.stderr

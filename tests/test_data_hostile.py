@@ -7,8 +7,6 @@ import json
 import os
 import socket
 import struct
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -132,12 +130,10 @@ def test_image_folder_skips_a_fifo_and_says_why(tmp_path, cli):
 
 @needs_fifo
 @pytest.mark.parametrize("quiet", [False, True])
-def test_train_reports_skipped_files_on_stderr_unless_quiet(tmp_path, quiet, tiny_gan):
+def test_train_reports_skipped_files_on_stderr_unless_quiet(tmp_path, quiet, tiny_gan, run_aigc):
     root = _folder(tmp_path)
-    env = {**os.environ, "AIGC_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1"}
     args = ["train", "gan", "--dataset", str(root), *tiny_gan[:-2], "--batch-size", "5", "--epochs", "1"]
-    result = subprocess.run([sys.executable, "-m", "aigc_cli", *(["-q"] if quiet else []), *args], env=env,
-                            capture_output=True, text=True, timeout=300)
+    result = run_aigc(tmp_path / "home", *(["-q"] if quiet else []), *args)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "run1"
     if quiet:

@@ -208,7 +208,7 @@ def test_denoiser_export_drives_a_users_own_sampler_loop(trained, cli, clean_err
 
 
 @pytest.mark.parametrize("precision", ["auto", "fp16"])
-def test_resume_is_bit_identical(aigc_home, cli, tiny_npz, precision):
+def test_resume_is_bit_identical(aigc_home, cli, tiny_npz, precision, assert_same_tensors):
     """Also under fp16 autocast (on the CPU here; CUDA is where auto picks it): the loss scale is
     part of the checkpoint, so a resumed run scales its loss as the unbroken one does."""
     from safetensors import safe_open
@@ -222,9 +222,7 @@ def test_resume_is_bit_identical(aigc_home, cli, tiny_npz, precision):
         assert state["optim"]["unet"]["scaler"]["scale"] > 0
     assert cli("train", "diffusion", "--resume", "run1", "--epochs", "2")[0] == 0
     assert cli(*args, "--epochs", "2")[0] == 0
-    a = load_file(str(aigc_home / "runs/run1/model.safetensors"))
-    b = load_file(str(aigc_home / "runs/run2/model.safetensors"))
-    assert all((a[k] == b[k]).all() for k in a)
+    assert_same_tensors(aigc_home / "runs/run1/model.safetensors", aigc_home / "runs/run2/model.safetensors")
 
 
 def test_bf16_autocast_trains_and_differs_from_fp32(aigc_home, cli, tiny_npz):

@@ -5,6 +5,7 @@ Real launches: ``aigc train ... --nproc N`` (torchrun's launcher through its API
 batch 16: 16 steps an epoch.
 """
 
+import functools
 import json
 import os
 import signal
@@ -36,25 +37,24 @@ RTOL, ATOL = 1e-5, 1e-6
 LOSSES = ("d_loss", "g_loss", "recon", "kl", "loss")
 
 
-def _env(home, **extra):
-    env = {**os.environ, "AIGC_HOME": str(home), "OMP_NUM_THREADS": "1", **extra}
-    for key in ("AIGC_TEST_FAULT", "AIGC_TEST_PAUSE", "AIGC_TEST_RANK", "WORLD_SIZE", "RANK", "LOCAL_RANK"):
-        if key not in extra:
-            env.pop(key, None)
-    return env
+@pytest.fixture(scope="module")
+def aigc(run_aigc):
+    """``run_aigc`` (conftest.py) with a 240 s bound: a launch that hangs fails its test."""
+    return functools.partial(run_aigc, timeout=240)
 
 
-def _aigc(home, *args, timeout=240, **env):
-    return subprocess.run([sys.executable, "-m", "aigc_cli", *map(str, args)], env=_env(home, **env),
-                          capture_output=True, text=True, timeout=timeout)
+@pytest.fixture(scope="module")
+def torchrun(aigc_env):
+    """``torchrun(home, nproc, *args)``: ``python -m torch.distributed.run --standalone`` of
+    ``aigc ARGS`` on ``nproc`` ranks (torchrun itself: aigc's --nproc refuses more ranks than
+    cores), bounded as ``aigc``."""
 
+    def run(home, nproc, *args, **env):
+        return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
+                               str(nproc), "-m", "aigc_cli", *map(str, args)], env=aigc_env(home, **env),
+                              capture_output=True, text=True, timeout=240)
 
-def _metrics(home, run="run1"):
-    return [json.loads(line) for line in (home / "runs" / run / "metrics.jsonl").read_text().splitlines()]
-
-
-def _meta(home, run="run1"):
-    return json.loads((home / "runs" / run / "run.json").read_text())
+    return run
 
 
 def _assert_same_losses(one, many):
@@ -65,8 +65,9 @@ def _assert_same_losses(one, many):
                 assert b[key] == pytest.approx(a[key], rel=RTOL, abs=ATOL), (a["step"], key, a[key], b[key])
 
 
+@pytest.mark.slow  # each: two trainings, one on 2 launched ranks (12-20 s)
 @pytest.mark.parametrize("family", sorted(FAMILIES))
-def test_two_processes_compute_what_one_does(family, tmp_path, make_bars):
+def test_two_processes_compute_what_one_does(family, tmp_path, make_bars, aigc, run_rows, run_meta):
     data = make_bars(tmp_path / "bars.npz")
     if family == "text":
         from aigc_cli.data.text import CORPORA
@@ -74,83 +75,74 @@ def test_two_processes_compute_what_one_does(family, tmp_path, make_bars):
         data = tmp_path / "plays.txt"
         data.write_text(CORPORA.get("bard").read(None)[:2320], encoding="utf-8")
     args = ["train", family, "--dataset", data, *FAMILIES[family], "--epochs", "1"]
-    one = _aigc(tmp_path / "one", "-q", *args)
+    one = aigc(tmp_path / "one", "-q", *args)
     assert one.returncode == 0, one.stderr
-    two = _aigc(tmp_path / "two", *args, "--nproc", "2")
+    two = aigc(tmp_path / "two", *args, "--nproc", "2")
     assert two.returncode == 0, two.stderr
     assert two.stdout == "run1\n"  # rank 0 prints the result; rank 1 nothing
     assert "Traceback" not in two.stderr
-    _assert_same_losses(_metrics(tmp_path / "one"), _metrics(tmp_path / "two"))
-    meta = _meta(tmp_path / "two")
+    _assert_same_losses(run_rows(tmp_path / "one"), run_rows(tmp_path / "two"))
+    meta = run_meta(tmp_path / "two")
     assert meta["status"] == "completed" and meta["world_size"] == 2 and meta["step"] == 16
     assert [p.name for p in (tmp_path / "two/runs").iterdir() if not p.name.startswith(".")] == ["run1"]
 
 
-def test_checkpoints_resume_across_world_sizes(tmp_path, make_bars):
+@pytest.mark.slow  # four trainings, two of them launched (37-84 s)
+def test_checkpoints_resume_across_world_sizes(tmp_path, make_bars, aigc, run_rows, run_meta, torchrun):
     """1 epoch on 2 ranks, the 2nd on 1 process, the 3rd on 4 ranks: the same run as 3 epochs in
     one process (data order and noise belong to the global batch; the checkpoint holds no rank)."""
     data = make_bars(tmp_path / "bars.npz")
     base = ["train", "gan", "--dataset", data, *GAN]
-    whole = _aigc(tmp_path / "whole", "-q", *base, "--epochs", "3")
+    whole = aigc(tmp_path / "whole", "-q", *base, "--epochs", "3")
     assert whole.returncode == 0, whole.stderr
     home = tmp_path / "parts"
-    first = _aigc(home, "-q", *base, "--epochs", "1", "--nproc", "2")
+    first = aigc(home, "-q", *base, "--epochs", "1", "--nproc", "2")
     assert first.returncode == 0, first.stderr
-    second = _aigc(home, "-q", "train", "gan", "--resume", "run1", "--epochs", "2")
+    second = aigc(home, "-q", "train", "gan", "--resume", "run1", "--epochs", "2")
     assert second.returncode == 0, second.stderr
-    assert _meta(home)["world_size"] == 1
+    assert run_meta(home)["world_size"] == 1
     # torchrun itself: `--nproc 4` refuses more ranks than this machine's cores (2 here).
-    third = _torchrun(home, 4, "-q", "train", "gan", "--resume", "run1", "--epochs", "3")
+    third = torchrun(home, 4, "-q", "train", "gan", "--resume", "run1", "--epochs", "3")
     assert third.returncode == 0, third.stderr
-    assert _meta(home)["world_size"] == 4 and _meta(home)["step"] == 48
-    _assert_same_losses(_metrics(tmp_path / "whole"), _metrics(home))
+    assert run_meta(home)["world_size"] == 4 and run_meta(home)["step"] == 48
+    _assert_same_losses(run_rows(tmp_path / "whole"), run_rows(home))
 
 
-def _pid_paused(marker, proc, timeout=120):
-    deadline = time.time() + timeout
-    while not marker.exists() or len(marker.read_text().split()) < 2:
-        if proc.poll() is not None or time.time() > deadline:
-            out, err = proc.communicate()
-            raise AssertionError(f"never paused (exit {proc.returncode}): {err}")
-        time.sleep(0.05)
-    return int(marker.read_text().split()[1])
-
-
+@pytest.mark.slow  # a launch and a resume (15-34 s)
 @pytest.mark.parametrize("target,signum,code", [("rank 1", signal.SIGTERM, 143), ("launcher", signal.SIGINT, 130)])
-def test_a_signal_stops_every_rank_after_the_same_step(target, signum, code, tmp_path, make_bars):
+def test_a_signal_stops_every_rank_after_the_same_step(target, signum, code, tmp_path, make_bars, aigc, start_aigc,
+                                                        paused, run_meta):
     """Rank 1 waits inside step 5 (a test pause point) while rank 0 waits for it in the step's
     all-reduce: a signal to rank 1, or to the launcher (which forwards it to both), stops both
     after step 5; rank 0 saves, the launcher exits 130/143, and --resume trains on."""
     data = make_bars(tmp_path / "bars.npz")
     home = tmp_path / "home"
-    env = _env(home, AIGC_TEST_PAUSE="step:5", AIGC_TEST_PAUSE_DIR=str(tmp_path), AIGC_TEST_RANK="1")
-    proc = subprocess.Popen([sys.executable, "-m", "aigc_cli", "train", "gan", "--dataset", str(data), *GAN,
-                             "--epochs", "3", "--nproc", "2"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    rank1 = _pid_paused(tmp_path / "paused-1", proc)
+    proc = start_aigc(home, "train", "gan", "--dataset", data, *GAN, "--epochs", "3", "--nproc", "2",
+                      AIGC_TEST_PAUSE="step:5", AIGC_TEST_PAUSE_DIR=tmp_path, AIGC_TEST_RANK="1")
+    rank1 = paused(proc, tmp_path / "paused-1")
     os.kill(rank1 if target == "rank 1" else proc.pid, signum)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == code, err
     lines = [line for line in err.splitlines() if line.startswith("aigc:")]  # not the progress lines
     assert len(lines) == 1 and "continue with 'aigc train gan --resume run1'" in lines[0], err
-    meta = _meta(home)
+    meta = run_meta(home)
     assert meta["status"] == "interrupted" and meta["step"] == 5, meta
     assert (home / "runs/run1/checkpoint.safetensors").is_file()
-    resumed = _aigc(home, "-q", "train", "gan", "--resume", "run1", "--epochs", "1")
+    resumed = aigc(home, "-q", "train", "gan", "--resume", "run1", "--epochs", "1")
     assert resumed.returncode == 0, resumed.stderr
-    assert _meta(home)["status"] == "completed" and _meta(home)["step"] == 16
+    assert run_meta(home)["status"] == "completed" and run_meta(home)["step"] == 16
 
 
-def test_a_killed_rank_ends_the_run_and_leaves_its_checkpoint(tmp_path, make_bars):
+@pytest.mark.slow  # a launch that loses a rank, and a resume (16-33 s)
+def test_a_killed_rank_ends_the_run_and_leaves_its_checkpoint(tmp_path, make_bars, aigc, run_meta):
     """Rank 1 is SIGKILLed inside step 20, after the first epoch's checkpoint: the launcher exits
-    non-zero within the process-group timeout, the run is not left 'running', and it resumes."""
+    non-zero (rather than waiting on the lost rank: aigc's 240 s bound fails a hang), the run is not
+    left 'running', and it resumes."""
     data = make_bars(tmp_path / "bars.npz")
     home = tmp_path / "home"
-    start = time.time()
-    result = _aigc(home, "train", "gan", "--dataset", data, *GAN, "--epochs", "3", "--nproc", "2",
-                   AIGC_TEST_FAULT="step:20", AIGC_TEST_RANK="1", AIGC_DIST_TIMEOUT="20")
+    result = aigc(home, "train", "gan", "--dataset", data, *GAN, "--epochs", "3", "--nproc", "2",
+                  AIGC_TEST_FAULT="step:20", AIGC_TEST_RANK="1", AIGC_DIST_TIMEOUT="20")
     assert result.returncode not in (0, None), result.stderr
-    assert time.time() - start < 90
     assert "Traceback" not in result.stderr, result.stderr
     # Rank 0's line (what it saw), then the launcher's (what happened to rank 1).
     errors = [line for line in result.stderr.splitlines() if line.startswith("aigc:")]
@@ -159,11 +151,11 @@ def test_a_killed_rank_ends_the_run_and_leaves_its_checkpoint(tmp_path, make_bar
     assert len(errors) == 2, result.stderr
     assert "lost another rank at step 20" in errors[0] or "terminated" in errors[0], result.stderr
     assert "rank 1: killed by signal 9" in errors[1], result.stderr
-    meta = _meta(home)
+    meta = run_meta(home)
     assert meta["status"] in ("interrupted", "failed") and meta["epoch"] == 1, meta
-    resumed = _aigc(home, "-q", "train", "gan", "--resume", "run1", "--epochs", "2")
+    resumed = aigc(home, "-q", "train", "gan", "--resume", "run1", "--epochs", "2")
     assert resumed.returncode == 0, resumed.stderr
-    assert _meta(home)["step"] == 32
+    assert run_meta(home)["step"] == 32
 
 
 def _free_port() -> int:
@@ -183,60 +175,75 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _two_nodes(homes, data, tmp):
-    """Two torchrun invocations, one per "node" (node i with AIGC_HOME homes[i]), meeting at
-    127.0.0.1 (static rendezvous): [(exit code, stdout, stderr)] of each.
+@pytest.fixture
+def two_nodes(aigc_env, wait_for):
+    """``two_nodes(homes, data, tmp)``: two torchrun invocations, one per "node" (node i with
+    AIGC_HOME homes[i]), meeting at 127.0.0.1 (static rendezvous): [(exit code, stdout, stderr)]
+    of each.
 
     Output goes to files (a pipe nobody reads could block a node) and both are waited for
     together. torchrun's agents wait for each other at exit (its "exit barrier", up to 300 s),
     and that wait can hang after every worker has ended (pytorch/pytorch#69520, seen once under
-    a loaded CI). When only the agents are left, with all of our processes gone, the agents are
-    stopped and the result is judged by what the workers did: exit code None then."""
-    port = _free_port()
-    logs = [(open(tmp / f"node{n}.out", "w+"), open(tmp / f"node{n}.err", "w+")) for n in (0, 1)]
-    nodes = [
-        subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node),
-                          "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(port),
-                          "-m", "aigc_cli", "-q", "train", "gan", "--dataset", str(data), *GAN, "--epochs", "1"],
-                         env=_env(homes[node]), stdout=logs[node][0], stderr=logs[node][1], text=True)
-        for node in (0, 1)
-    ]
-    deadline, workers_gone_since = time.time() + 240, None
-    while any(n.poll() is None for n in nodes) and time.time() < deadline:
-        time.sleep(0.5)
-        if any(_children(n.pid) for n in nodes if n.poll() is None):
-            workers_gone_since = None
-        elif workers_gone_since is None:
-            workers_gone_since = time.time()
-        elif time.time() - workers_gone_since > 30:
-            break  # every worker ended 30 s ago; only torchrun's agents wait on each other
-    hung = [n for n in nodes if n.poll() is None]
-    for n in hung:
-        n.kill()
-        n.wait()
-    results = []
-    for n, (out, err) in zip(nodes, logs):
-        out.seek(0), err.seek(0)
-        results.append((None if n in hung else n.returncode, out.read(), err.read()))
-        out.close(), err.close()
-    assert workers_gone_since is not None or not hung, f"a node's workers still ran after 240 s: {results}"
-    return results
+    a loaded CI). When only the agents are left, with all of our processes gone for 30 s, the
+    agents are stopped and the result is judged by what the workers did: exit code None then.
+    torchrun says nothing when its workers end, so this one wait watches /proc (bounded: 240 s)."""
+
+    def launch(homes, data, tmp):
+        port = _free_port()
+        logs = [(open(tmp / f"node{n}.out", "w+"), open(tmp / f"node{n}.err", "w+")) for n in (0, 1)]
+        nodes = [
+            subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node),
+                              "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(port),
+                              "-m", "aigc_cli", "-q", "train", "gan", "--dataset", str(data), *GAN, "--epochs", "1"],
+                             env=aigc_env(homes[node]), stdout=logs[node][0], stderr=logs[node][1], text=True)
+            for node in (0, 1)
+        ]
+        quiet = []  # the moment no worker was left, while only torchrun's agents run
+
+        def settled():
+            live = [n for n in nodes if n.poll() is None]
+            if any(_children(n.pid) for n in live):
+                quiet.clear()
+            elif not quiet:
+                quiet.append(time.monotonic())
+            return not live or (bool(quiet) and time.monotonic() - quiet[0] > 30)  # workers gone 30 s
+
+        def outputs():
+            return [(tmp / f"node{n}.err").read_text() for n in (0, 1)]
+
+        try:
+            wait_for(settled, 240, lambda: f"a node's workers still ran after 240 s: {outputs()}", every=0.5)
+        finally:
+            hung = [n for n in nodes if n.poll() is None]
+            for n in hung:
+                n.kill()
+                n.wait()
+        results = []
+        for n, (out, err) in zip(nodes, logs):
+            out.seek(0), err.seek(0)
+            results.append((None if n in hung else n.returncode, out.read(), err.read()))
+            out.close(), err.close()
+        return results
+
+    return launch
 
 
-def test_two_nodes(tmp_path, make_bars):
+@pytest.mark.slow  # two torchrun launches (10-20 s)
+def test_two_nodes(tmp_path, make_bars, two_nodes, run_meta):
     """The run store shared by both nodes, as on a cluster's shared filesystem."""
     home = tmp_path / "home"
-    results = _two_nodes([home, home], make_bars(tmp_path / "bars.npz"), tmp_path)
+    results = two_nodes([home, home], make_bars(tmp_path / "bars.npz"), tmp_path)
     for code, out, err in results:
-        assert code in (0, None), err  # None: torchrun's agents hung at their exit barrier (see _two_nodes)
+        assert code in (0, None), err  # None: torchrun's agents hung at their exit barrier (see two_nodes)
         assert "aigc:" not in err, err
     assert [out for _, out, _ in results] == ["run1\n", ""]
-    meta = _meta(home)
+    meta = run_meta(home)
     assert meta["status"] == "completed" and meta["world_size"] == 2 and meta["step"] == 16
 
 
-def test_a_node_that_cannot_see_the_run_store_says_so(tmp_path, make_bars):
-    (code0, _, err0), (code1, _, err1) = _two_nodes([tmp_path / "a", tmp_path / "b"], make_bars(tmp_path / "bars.npz"), tmp_path)
+@pytest.mark.slow  # two torchrun launches (10-20 s)
+def test_a_node_that_cannot_see_the_run_store_says_so(tmp_path, make_bars, two_nodes):
+    (code0, _, err0), (code1, _, err1) = two_nodes([tmp_path / "a", tmp_path / "b"], make_bars(tmp_path / "bars.npz"), tmp_path)
     assert code0 != 0 and code1 != 0
     # One line from aigc on each node (torchrun adds its own report of the failed worker).
     ours1 = [line for line in err1.splitlines() if line.startswith("aigc:")]
@@ -247,13 +254,8 @@ def test_a_node_that_cannot_see_the_run_store_says_so(tmp_path, make_bars):
     assert "[rank" not in err0 + err1  # no Python traceback from a rank
 
 
-def _torchrun(home, nproc, *args, **env):
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
-                           str(nproc), "-m", "aigc_cli", *map(str, args)], env=_env(home, **env),
-                          capture_output=True, text=True, timeout=240)
-
-
-def test_eval_and_sampling_under_torchrun_give_one_process_results(tmp_path, make_bars):
+@pytest.mark.slow  # the CPU Inception under torchrun (37-69 s)
+def test_eval_and_sampling_under_torchrun_give_one_process_results(tmp_path, make_bars, aigc, torchrun):
     """Under torchrun the ranks split the sampling (whole batches of 256) and the Inception
     features (whole batches of --batch-size, a folder's files too) and gather the results: the same images, and the same FID as one process (to 1e-6; here equal)."""
     import shutil
@@ -263,22 +265,22 @@ def test_eval_and_sampling_under_torchrun_give_one_process_results(tmp_path, mak
     weights = write_random_weights(tmp_path / "random.pth", seed=5)
     data = make_bars(tmp_path / "bars.npz")
     one, two = tmp_path / "one", tmp_path / "two"
-    trained = _aigc(one, "-q", "train", "gan", "--dataset", data, *GAN, "--epochs", "1")
+    trained = aigc(one, "-q", "train", "gan", "--dataset", data, *GAN, "--epochs", "1")
     assert trained.returncode == 0, trained.stderr
     shutil.copytree(one, two)  # the same run in two stores, so that neither finds the other's feature cache
 
     sample = ["sample", "run1", "-n", "600", "--seed", "1", "-o"]  # 3 batches: rank 0 draws 1, rank 1 2
-    assert _aigc(one, "-q", *sample, tmp_path / "one.png").returncode == 0
-    result = _torchrun(two, 2, "-q", *sample, tmp_path / "two.png")
+    assert aigc(one, "-q", *sample, tmp_path / "one.png").returncode == 0
+    result = torchrun(two, 2, "-q", *sample, tmp_path / "two.png")
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "one.png").read_bytes() == (tmp_path / "two.png").read_bytes()
     folder = tmp_path / "folder"
-    assert _aigc(one, "-q", "sample", "run1", "-n", "10", "--seed", "2", "-o", f"{folder}/").returncode == 0
+    assert aigc(one, "-q", "sample", "run1", "-n", "10", "--seed", "2", "-o", f"{folder}/").returncode == 0
 
     # 2 batches of 5 on each side (the CPU Inception is slow), one for each rank.
     fid = ["eval", "fid", "run1", folder, "-n", "10", "--batch-size", "5", "--inception-weights", weights, "--json"]
-    a = _aigc(one, "-q", *fid)
-    b = _torchrun(two, 2, "-q", *fid)
+    a = aigc(one, "-q", *fid)
+    b = torchrun(two, 2, "-q", *fid)
     assert a.returncode == 0 and b.returncode == 0, (a.stderr, b.stderr)
     fa, fb = json.loads(a.stdout), json.loads(b.stdout)  # rank 0 alone printed: one JSON document
     assert fb["n_a"] == 10 and fb["n_b"] == 10
@@ -349,7 +351,8 @@ def _running_run():
     (["--resume", "nothing", "--nproc", "2"], ["no run 'nothing'"]),
     (["--resume", "busy", "--lr", "1", "--nproc", "2"], ["--resume continues a run as it was configured; drop --lr"]),
 ])
-def test_a_bad_command_is_refused_before_any_rank_starts(args, words, tmp_path, make_bars, clean_error, monkeypatch):
+def test_a_bad_command_is_refused_before_any_rank_starts(args, words, tmp_path, make_bars, clean_error, monkeypatch,
+                                                         aigc):
     """One line, and no rank started: a rank that started would be killed where it joins the
     others (AIGC_TEST_FAULT=rank:join:1), and the launcher would say that instead."""
     data = make_bars(tmp_path / "bars.npz")
@@ -361,19 +364,11 @@ def test_a_bad_command_is_refused_before_any_rank_starts(args, words, tmp_path, 
             command = ["train", "gan", *args]
         else:
             command = ["train", "gan", "--dataset", data, "--arch", "mlp", *args]
-        result = _aigc(home, "--device", "cpu", *command, AIGC_TEST_FAULT="rank:join:1")
+        result = aigc(home, "--device", "cpu", *command, AIGC_TEST_FAULT="rank:join:1")
     finally:
         busy.release()
     clean_error(result.returncode, result.stderr, *words)
     assert [p.name for p in (home / "runs").iterdir() if p.name.startswith("run")] == ["run1"]  # only the busy one
-
-
-def _start_paused(home, tmp_path, pause, rank):
-    env = _env(home, AIGC_TEST_PAUSE=pause, AIGC_TEST_PAUSE_DIR=str(tmp_path), AIGC_TEST_RANK=str(rank))
-    data = tmp_path / "bars.npz"
-    return subprocess.Popen([sys.executable, "-m", "aigc_cli", "-q", "train", "gan", "--dataset", str(data), *GAN,
-                             "--epochs", "1", "--nproc", "2"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 @pytest.mark.parametrize("pause,rank,target,signum", [
@@ -385,12 +380,16 @@ def _start_paused(home, tmp_path, pause, rank):
     # forwards it; rank 0 says the line, the launcher nothing.
     ("dataset:load:1", 0, "launcher", signal.SIGTERM),
 ])
-def test_a_signal_while_the_ranks_start_is_one_line(pause, rank, target, signum, tmp_path, make_bars):
-    make_bars(tmp_path / "bars.npz")
+def test_a_signal_while_the_ranks_start_is_one_line(pause, rank, target, signum, tmp_path, make_bars, aigc_env,
+                                                     paused):
+    data = make_bars(tmp_path / "bars.npz")
     home = tmp_path / "home"
-    proc = _start_paused(home, tmp_path, pause, rank)
+    env = aigc_env(home, AIGC_TEST_PAUSE=pause, AIGC_TEST_PAUSE_DIR=tmp_path, AIGC_TEST_RANK=rank)
+    proc = subprocess.Popen([sys.executable, "-m", "aigc_cli", "-q", "train", "gan", "--dataset", str(data), *GAN,
+                             "--epochs", "1", "--nproc", "2"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        _pid_paused(tmp_path / "paused-1", proc)
+        paused(proc, tmp_path / "paused-1")
         if target == "group":
             os.killpg(proc.pid, signum)
         else:

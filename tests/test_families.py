@@ -36,16 +36,21 @@ for args in json.loads(sys.argv[2]):
 """
 
 
-def run_with_toy(home: Path, *commands: list[str], env: dict | None = None, killed: bool = False) -> list[dict]:
-    """One result per command; ``killed``: the process is expected to die of SIGKILL (a fault point)."""
-    env = {**__import__("os").environ, "AIGC_HOME": str(home), "COLUMNS": "200", **(env or {})}
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(FAMILIES), json.dumps([list(map(str, c)) for c in commands])],
-                          capture_output=True, text=True, env=env, timeout=300)
-    assert done.returncode == (-9 if killed else 0), done.stderr
-    return [json.loads(line) for line in done.stdout.splitlines()]
+@pytest.fixture
+def run_with_toy(aigc_env):
+    """``run_with_toy(home, *commands, env=None, killed=False)``: SCRIPT's results, one dict per
+    command; ``killed``: the process is expected to die of SIGKILL (a fault point in ``env``)."""
+
+    def run(home: Path, *commands: list[str], env: dict | None = None, killed: bool = False) -> list[dict]:
+        done = subprocess.run([sys.executable, "-c", SCRIPT, str(FAMILIES), json.dumps([list(map(str, c)) for c in commands])],
+                              capture_output=True, text=True, env=aigc_env(home, COLUMNS=200, **(env or {})), timeout=300)
+        assert done.returncode == (-9 if killed else 0), done.stderr
+        return [json.loads(line) for line in done.stdout.splitlines()]
+
+    return run
 
 
-def test_a_new_family_is_one_folder(tmp_path, make_bars, tiny_gan):
+def test_a_new_family_is_one_folder(tmp_path, make_bars, tiny_gan, run_with_toy):
     data = make_bars(tmp_path / "bars.npz", n=64)
     out = tmp_path / "out"
     results = run_with_toy(
@@ -82,7 +87,7 @@ def test_a_new_family_is_one_folder(tmp_path, make_bars, tiny_gan):
     assert by[11]["code"] == 2 and "--width" in by[11]["err"]  # not a toy option: a usage error
 
 
-def test_sampler_steps_change_the_images(tmp_path, make_bars):
+def test_sampler_steps_change_the_images(tmp_path, make_bars, run_with_toy):
     data = make_bars(tmp_path / "bars.npz", n=32)
     out = tmp_path / "out"
     run_with_toy(tmp_path / "home", ["-q", "train", "toy", "--dataset", data, "--epochs", "1", "--batch-size", "16"],
@@ -91,7 +96,7 @@ def test_sampler_steps_change_the_images(tmp_path, make_bars):
     assert (out / "one.png").read_bytes() != (out / "two.png").read_bytes()
 
 
-def test_a_family_that_makes_its_own_batches(tmp_path):
+def test_a_family_that_makes_its_own_batches(tmp_path, run_with_toy):
     """tests/families/selfplay trains on batches its task draws itself (trains_on="none": no
     dataset, no data options): it trains, resumes bit-identically after a kill mid-epoch and at an
     epoch's end, stops on --time, and samples like any run."""

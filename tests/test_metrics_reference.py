@@ -7,6 +7,7 @@ and shapes is loaded into both pytorch-fid's network and ours.
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,11 +16,21 @@ import torch
 from aigc_cli.metrics.inception import expected_shapes
 from aigc_cli.metrics.testing import random_state_dict
 
-pfid_inception = pytest.importorskip("pytorch_fid.inception")
-pfid_score = pytest.importorskip("pytorch_fid.fid_score")
-
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+# Each reference library through a fixture: without one, only the tests that compare with it skip.
+@pytest.fixture(scope="module")
+def pfid():
+    return SimpleNamespace(inception=pytest.importorskip("pytorch_fid.inception"),
+                           score=pytest.importorskip("pytorch_fid.fid_score"))
+
+
+@pytest.fixture(scope="module")
+def fidelity():
+    return SimpleNamespace(kid=pytest.importorskip("torch_fidelity.metric_kid"),
+                           isc=pytest.importorskip("torch_fidelity.metric_isc"),
+                           prc=pytest.importorskip("torch_fidelity.metric_prc"))
 
 
 @pytest.fixture(scope="module")
@@ -35,17 +46,17 @@ def weights_file(state, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def patched_url(state):
+def patched_url(state, pfid):
     """pytorch-fid's loader hands back our seeded state dict instead of downloading."""
     mp = pytest.MonkeyPatch()
-    mp.setattr(pfid_inception, "load_state_dict_from_url", lambda *a, **k: {k2: v.clone() for k2, v in state.items()})
+    mp.setattr(pfid.inception, "load_state_dict_from_url", lambda *a, **k: {k2: v.clone() for k2, v in state.items()})
     yield
     mp.undo()
 
 
 @pytest.fixture(scope="module")
-def ref_model(patched_url):
-    return pfid_inception.InceptionV3([3]).eval()
+def ref_model(patched_url, pfid):
+    return pfid.inception.InceptionV3([3]).eval()
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +83,8 @@ def folders(tmp_path_factory):
     return out
 
 
-def test_weights_layout_is_pytorch_fids(patched_url):
-    theirs = pfid_inception.fid_inception_v3().state_dict()
+def test_weights_layout_is_pytorch_fids(patched_url, pfid):
+    theirs = pfid.inception.fid_inception_v3().state_dict()
     ours = expected_shapes()
     assert {k: tuple(v.shape) for k, v in theirs.items()} == ours
     assert len(ours) == 566  # the entries of pt_inception-2015-12-05-6726825d.pth
@@ -97,11 +108,11 @@ def test_network_matches_pytorch_fid_on_the_same_input(state, ref_model):
 
 
 @pytest.fixture(scope="module")
-def pytorch_fid_activations(folders, ref_model):
+def pytorch_fid_activations(folders, ref_model, pfid):
     acts = []
     for folder in folders:
         files = sorted(folder.glob("*.png"))
-        acts.append(pfid_score.get_activations(files, ref_model, batch_size=8, dims=2048, device="cpu", num_workers=0))
+        acts.append(pfid.score.get_activations(files, ref_model, batch_size=8, dims=2048, device="cpu", num_workers=0))
     return acts
 
 
@@ -131,27 +142,28 @@ def test_statistics_match_pytorch_fid(pytorch_fid_activations, our_features):
 
 
 @pytest.mark.parametrize("n,d", [(600, 64), (40, 128)])  # full rank, and rank-deficient (n < d)
-def test_frechet_distance_matches_pytorch_fid(n, d):
+def test_frechet_distance_matches_pytorch_fid(n, d, pfid):
     from aigc_cli.metrics.frechet import frechet_distance
 
     rng = np.random.default_rng(n)
     a = np.abs(rng.standard_normal((n, d))) * 0.3 + rng.random(d)
     b = np.abs(rng.standard_normal((n, d))) * 0.4 + rng.random(d)
     m1, s1, m2, s2 = a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False)
-    theirs = pfid_score.calculate_frechet_distance(m1, s1, m2, s2)
+    theirs = pfid.score.calculate_frechet_distance(m1, s1, m2, s2)
     assert frechet_distance(m1, s1, m2, s2) == pytest.approx(theirs, rel=1e-6)
     assert frechet_distance(m1, s1, m1, s1) == pytest.approx(0, abs=1e-6 * theirs)
 
 
 @pytest.mark.slow  # scipy's sqrtm of a 2048x2048 matrix inside pytorch-fid: ~20 s on 2 cores
-def test_whole_fid_pipeline_matches_pytorch_fid(folders, weights_file, pytorch_fid_activations, cli, monkeypatch, tmp_path):
+def test_whole_fid_pipeline_matches_pytorch_fid(folders, weights_file, pytorch_fid_activations, cli, monkeypatch, tmp_path,
+                                                 pfid):
     """pytorch-fid's calculate_fid_given_paths is get_activations -> mean/cov -> calculate_frechet_distance."""
     from aigc_cli.metrics.frechet import frechet_distance
 
     stats = []
     for act in pytorch_fid_activations:  # calculate_activation_statistics, verbatim
         stats += [np.mean(act, axis=0), np.cov(act, rowvar=False)]
-    theirs = pfid_score.calculate_frechet_distance(*stats)
+    theirs = pfid.score.calculate_frechet_distance(*stats)
     # Same statistics, our Frechet distance: 1e-6 relative.
     assert frechet_distance(*stats) == pytest.approx(theirs, rel=1e-6)
 
@@ -167,18 +179,13 @@ def test_whole_fid_pipeline_matches_pytorch_fid(folders, weights_file, pytorch_f
 # ----------------------------------------------------------------------------------------------
 # torch-fidelity: KID, IS, precision/recall on the same features
 
-fidelity_kid = pytest.importorskip("torch_fidelity.metric_kid")
-fidelity_isc = pytest.importorskip("torch_fidelity.metric_isc")
-fidelity_prc = pytest.importorskip("torch_fidelity.metric_prc")
-
-
-def test_kid_matches_torch_fidelity():
+def test_kid_matches_torch_fidelity(fidelity):
     from aigc_cli.metrics.kid import kid
 
     rng = np.random.default_rng(0)
     fa = np.abs(rng.standard_normal((70, 2048))).astype(np.float32)
     fb = (np.abs(rng.standard_normal((60, 2048))) * 1.05 + 0.02).astype(np.float32)
-    theirs = fidelity_kid.kid_features_to_metric(
+    theirs = fidelity.kid.kid_features_to_metric(
         torch.from_numpy(fa), torch.from_numpy(fb), kid_subsets=20, kid_subset_size=50, verbose=False, rng_seed=2020
     )
     ours = kid(fa, fb, subsets=20, subset_size=50)
@@ -186,23 +193,23 @@ def test_kid_matches_torch_fidelity():
     assert ours.std == pytest.approx(theirs["kernel_inception_distance_std"], rel=1e-3)
 
 
-def test_inception_score_matches_torch_fidelity():
+def test_inception_score_matches_torch_fidelity(fidelity):
     from aigc_cli.metrics.isc import inception_score
 
     logits = (torch.randn(123, 1008, generator=torch.Generator().manual_seed(0)) * 3).numpy()
-    theirs = fidelity_isc.isc_features_to_metric(torch.from_numpy(logits), splits=10, shuffle=True, rng_seed=2020)
+    theirs = fidelity.isc.isc_features_to_metric(torch.from_numpy(logits), splits=10, shuffle=True, rng_seed=2020)
     ours = inception_score(logits, splits=10)
     assert ours.mean == pytest.approx(theirs["inception_score_mean"], rel=1e-9)
     assert ours.std == pytest.approx(theirs["inception_score_std"], rel=1e-6)
 
 
-def test_precision_recall_match_torch_fidelity():
+def test_precision_recall_match_torch_fidelity(fidelity):
     from aigc_cli.metrics.prc import precision_recall
 
     rng = np.random.default_rng(0)
     gen = rng.standard_normal((90, 32)).astype(np.float32)
     real = (rng.standard_normal((80, 32)) * 1.3 + 0.3).astype(np.float32)
-    theirs = fidelity_prc.prc_features_to_metric(
+    theirs = fidelity.prc.prc_features_to_metric(
         torch.from_numpy(gen), torch.from_numpy(real), prc_neighborhood=3, prc_batch_size=10000,
         save_cpu_ram=False, verbose=False,
     )
@@ -213,6 +220,7 @@ def test_precision_recall_match_torch_fidelity():
     assert 0 < ours.precision < 1 and 0 < ours.recall < 1
 
 
+@pytest.mark.usefixtures("fidelity")
 def test_is_logits_are_torch_fidelitys_logits_unbiased(weights_file):
     """torch-fidelity reads the same weights layout; its IS input is pool features @ fc.weight.T."""
     from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3

@@ -15,15 +15,6 @@ TEXT = ["--layers", "1", "--width", "16", "--heads", "2", "--context", "16", "--
         "--arch", "gpt"]
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    from aigc_cli.data.text import CORPORA
-
-    path = tmp_path_factory.mktemp("corpus") / "plays.txt"
-    path.write_text(CORPORA.get("bard").read(None)[:20_000], encoding="utf-8")
-    return path
-
-
 def _config(home, run):
     return json.loads((home / "runs" / run / "config.json").read_text())
 

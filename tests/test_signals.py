@@ -4,42 +4,38 @@ Real ``aigc`` processes; a phase is reached exactly through AIGC_TEST_PAUSE (cor
 the process writes ``paused-<k>`` at the k-th pause point reached and waits there for a signal.
 """
 
-import json
-import os
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 from safetensors.torch import load_file
 
-# 256 images, batch 16: 16 steps an epoch.
-ARGS = ["--arch", "mlp", "--width", "4", "--latent-dim", "8", "--batch-size", "16", "--epochs", "2", "--seed", "3"]
 CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 NAMES = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
 
 
-def _start(home, args, pause, markers=None):
-    """``aigc ARGS`` with AIGC_HOME=home, pausing at ``pause``; markers go to ``markers`` (home)."""
-    markers = markers or home
-    env = {**os.environ, "AIGC_HOME": str(home), "OMP_NUM_THREADS": "1",
-           "AIGC_TEST_PAUSE": pause, "AIGC_TEST_PAUSE_DIR": str(markers)}
-    env.pop("AIGC_TEST_FAULT", None)
-    markers.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen([sys.executable, "-m", "aigc_cli", *map(str, args)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+@pytest.fixture
+def start(start_aigc):
+    """``start(home, args, pause, markers=home)``: ``aigc ARGS`` pausing at ``pause``, its
+    paused-<k> markers in ``markers``."""
+
+    def run(home, args, pause, markers=None):
+        markers = markers or home
+        markers.mkdir(parents=True, exist_ok=True)
+        return start_aigc(home, *args, AIGC_TEST_PAUSE=pause, AIGC_TEST_PAUSE_DIR=markers)
+
+    return run
 
 
-def _signal_at(proc, marker, signum, timeout=120):
-    """Wait until the process is paused at ``marker``, then send ``signum``."""
-    deadline = time.time() + timeout
-    while not marker.exists():
-        if proc.poll() is not None or time.time() > deadline:
-            out, err = proc.communicate()
-            raise AssertionError(f"never reached {marker.name} (exit {proc.returncode}): {err}")
-        time.sleep(0.02)
-    proc.send_signal(signum)
+@pytest.fixture
+def signal_at(paused):
+    """``signal_at(proc, marker, signum)``: wait until the process is paused at ``marker``, then
+    send ``signum``."""
+
+    def send(proc, marker, signum):
+        paused(proc, marker)
+        proc.send_signal(signum)
+
+    return send
 
 
 def _finish(proc, code, *words):
@@ -53,15 +49,18 @@ def _finish(proc, code, *words):
     return out
 
 
-def _resume_completes(home):
-    result = subprocess.run([sys.executable, "-m", "aigc_cli", "-q", "train", "gan", "--resume", "run1"],
-                            env={**os.environ, "AIGC_HOME": str(home), "OMP_NUM_THREADS": "1"},
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    run = home / "runs" / "run1"
-    assert json.loads((run / "run.json").read_text())["status"] == "completed"
-    for path in run.glob("*.safetensors"):
-        load_file(str(path))
+@pytest.fixture
+def resume_completes(run_aigc, run_meta):
+    """``resume_completes(home)``: ``--resume run1`` ends the run 'completed', its files whole."""
+
+    def check(home):
+        result = run_aigc(home, "-q", "train", "gan", "--resume", "run1")
+        assert result.returncode == 0, result.stderr
+        assert run_meta(home)["status"] == "completed"
+        for path in (home / "runs" / "run1").glob("*.safetensors"):
+            load_file(str(path))
+
+    return check
 
 
 @pytest.fixture(scope="module")
@@ -70,63 +69,64 @@ def data(tmp_path_factory, make_bars):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, data):
+def trained(tmp_path_factory, data, run_aigc, tiny_gan):
     """A finished one-epoch run to sample, interpolate, export and evaluate."""
     home = tmp_path_factory.mktemp("trained")
-    result = subprocess.run([sys.executable, "-m", "aigc_cli", "-q", "train", "gan", "--dataset", str(data),
-                             *ARGS[:-4], "--epochs", "1"], env={**os.environ, "AIGC_HOME": str(home)},
-                            capture_output=True, text=True, timeout=300)
+    result = run_aigc(home, "-q", "train", "gan", "--dataset", data, *tiny_gan, "--epochs", "1")
     assert result.returncode == 0, result.stderr
     return home
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_signal_while_the_program_loads(tmp_path, signum):
+def test_signal_while_the_program_loads(tmp_path, signum, start, signal_at):
     """Before the CLI has loaded (``start``: the first line of python -m aigc_cli, what every rank
     of a launch runs): Python's own handling printed a KeyboardInterrupt traceback for SIGINT,
     and ended without a word for SIGTERM."""
-    proc = _start(tmp_path, ["runs", "list"], "start:1")
-    _signal_at(proc, tmp_path / "paused-1", signum)
+    proc = start(tmp_path, ["runs", "list"], "start:1")
+    signal_at(proc, tmp_path / "paused-1", signum)
     _finish(proc, CODES[signum], f"aigc: aborted: {NAMES[signum]} (signal {int(signum)})")
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_signal_while_the_dataset_loads(tmp_path, data, signum):
-    proc = _start(tmp_path, ["-q", "train", "gan", "--dataset", data, *ARGS], "dataset:load:1")
-    _signal_at(proc, tmp_path / "paused-1", signum)
+def test_signal_while_the_dataset_loads(tmp_path, data, signum, start, signal_at, two_epoch_gan):
+    proc = start(tmp_path, ["-q", "train", "gan", "--dataset", data, *two_epoch_gan], "dataset:load:1")
+    signal_at(proc, tmp_path / "paused-1", signum)
     _finish(proc, CODES[signum], f"aigc: aborted: {NAMES[signum]} (signal {int(signum)})")
     assert not [p for p in (tmp_path / "runs").glob("run*")]  # no run was created
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_signal_mid_training_saves_and_resumes(tmp_path, data, signum):
-    proc = _start(tmp_path, ["-q", "train", "gan", "--dataset", data, *ARGS], "step:3")
-    _signal_at(proc, tmp_path / "paused-1", signum)
+def test_signal_mid_training_saves_and_resumes(tmp_path, data, signum, start, signal_at, two_epoch_gan,
+                                                 resume_completes, run_meta):
+    proc = start(tmp_path, ["-q", "train", "gan", "--dataset", data, *two_epoch_gan], "step:3")
+    signal_at(proc, tmp_path / "paused-1", signum)
     _finish(proc, CODES[signum], "aigc: interrupted: run1 stopped at step 3;", "--resume run1")
-    assert json.loads((tmp_path / "runs/run1/run.json").read_text())["status"] == "interrupted"
-    _resume_completes(tmp_path)
+    assert run_meta(tmp_path)["status"] == "interrupted"
+    resume_completes(tmp_path)
 
 
 @pytest.mark.parametrize("second", [signal.SIGINT, signal.SIGTERM])
-def test_a_second_signal_during_the_save_finishes_the_save(tmp_path, data, second):
+def test_a_second_signal_during_the_save_finishes_the_save(tmp_path, data, second, start, signal_at, two_epoch_gan,
+                                                           resume_completes, run_meta):
     # The first Ctrl-C asks for a stop after step 3; the second lands inside the checkpoint write.
     pause = "step:3,write:checkpoint.safetensors:written:1"
-    proc = _start(tmp_path, ["-q", "train", "gan", "--dataset", data, *ARGS], pause)
-    _signal_at(proc, tmp_path / "paused-1", signal.SIGINT)
-    _signal_at(proc, tmp_path / "paused-2", second)
+    proc = start(tmp_path, ["-q", "train", "gan", "--dataset", data, *two_epoch_gan], pause)
+    signal_at(proc, tmp_path / "paused-1", signal.SIGINT)
+    signal_at(proc, tmp_path / "paused-2", second)
     _finish(proc, 130, "run1 stopped at step 3;")
     run = tmp_path / "runs" / "run1"
-    assert json.loads((run / "run.json").read_text())["step"] == 3  # the save was finished
+    assert run_meta(tmp_path)["step"] == 3  # the save was finished
     assert not [p for p in run.rglob(".*") if p.name != ".lock"]  # no temp file left
-    _resume_completes(tmp_path)
+    resume_completes(tmp_path)
 
 
-def test_a_signal_during_an_epoch_save_stops_after_it(tmp_path, data):
+def test_a_signal_during_an_epoch_save_stops_after_it(tmp_path, data, start, signal_at, two_epoch_gan,
+                                                      resume_completes):
     # No stop asked before: the save of epoch 1 is finished, then the training stops at once.
-    proc = _start(tmp_path, ["-q", "train", "gan", "--dataset", data, *ARGS], "write:checkpoint.safetensors:written:1")
-    _signal_at(proc, tmp_path / "paused-1", signal.SIGTERM)
+    proc = start(tmp_path, ["-q", "train", "gan", "--dataset", data, *two_epoch_gan], "write:checkpoint.safetensors:written:1")
+    signal_at(proc, tmp_path / "paused-1", signal.SIGTERM)
     _finish(proc, 143, "run1 stopped at step 17;")  # the first step after the save of epoch 1
-    _resume_completes(tmp_path)
+    resume_completes(tmp_path)
 
 
 COMMANDS = {
@@ -138,19 +138,19 @@ COMMANDS = {
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_signal_in_commands_that_use_a_run(tmp_path, trained, command, signum):
+def test_signal_in_commands_that_use_a_run(tmp_path, trained, command, signum, start, signal_at):
     markers = tmp_path / "markers"
     args = [a.replace("{out}", str(tmp_path)) for a in COMMANDS[command]]
-    proc = _start(trained, ["-q", *args], "generator:loaded:1", markers)
-    _signal_at(proc, markers / "paused-1", signum)
+    proc = start(trained, ["-q", *args], "generator:loaded:1", markers)
+    signal_at(proc, markers / "paused-1", signum)
     _finish(proc, CODES[signum], "aborted")
     assert not [p for p in tmp_path.iterdir() if p.is_file()]  # nothing written, not even half
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_signal_in_eval(tmp_path, data, signum):
+def test_signal_in_eval(tmp_path, data, signum, start, signal_at):
     weights = tmp_path / "dummy.pth"
     weights.write_bytes(b"never read")
-    proc = _start(tmp_path / "home", ["eval", "fid", data, data, "--inception-weights", weights], "dataset:load:1")
-    _signal_at(proc, tmp_path / "home" / "paused-1", signum)
+    proc = start(tmp_path / "home", ["eval", "fid", data, data, "--inception-weights", weights], "dataset:load:1")
+    signal_at(proc, tmp_path / "home" / "paused-1", signum)
     _finish(proc, CODES[signum], "aborted")

@@ -14,22 +14,12 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
 import torch
 
 TINY = ["--layers", "1", "--width", "16", "--heads", "2", "--context", "16", "--batch-size", "32", "--seed", "1", "--lr", "1e-2",
         "--warmup", "5"]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    from aigc_cli.data.text import CORPORA
-
-    path = tmp_path_factory.mktemp("corpus") / "plays.txt"
-    path.write_text(CORPORA.get("bard").read(None)[:20_000], encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -45,12 +35,8 @@ def trained(tmp_path_factory, corpus, cli_captured):
     return home
 
 
-def _rows(home, run="run1"):
-    return [json.loads(line) for line in (home / "runs" / run / "metrics.jsonl").read_text().splitlines()]
-
-
-def test_training_logs_tokens_validation_and_previews(trained):
-    rows = _rows(trained)
+def test_training_logs_tokens_validation_and_previews(trained, run_rows):
+    rows = run_rows(trained)
     steps = [r for r in rows if "loss" in r]
     assert steps and all(r["tokens_per_s"] > 0 and math.isfinite(r["grad_norm"]) for r in steps)
     val = [r for r in rows if "val_loss" in r]
@@ -88,22 +74,31 @@ def test_sampling_is_seeded_streamed_and_json(trained, cli, monkeypatch):
     assert out.decode() == "\n---\n".join("\n" + c for c in many) + "\n"
 
 
-def _sample(home, *args, **env):
-    env = {**os.environ, "AIGC_HOME": str(home), "OMP_NUM_THREADS": "1", **env}
-    return subprocess.Popen([sys.executable, "-m", "aigc_cli", "sample", *map(str, args)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+@pytest.fixture
+def sample_proc(aigc_env):
+    """``sample_proc(home, *args, **env)``: ``aigc sample ARGS`` started with binary pipes (what a
+    pipe reader gets, byte for byte)."""
+    procs = []
+
+    def start(home, *args, **env):
+        procs.append(subprocess.Popen([sys.executable, "-m", "aigc_cli", "sample", *map(str, args)],
+                                      env=aigc_env(home, **env), stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+        return procs[-1]
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
 
 
-def test_several_continuations_stream_the_first_as_it_is_drawn(trained, cli, monkeypatch, tmp_path):
+def test_several_continuations_stream_the_first_as_it_is_drawn(trained, cli, monkeypatch, tmp_path, sample_proc,
+                                                               paused):
     """-n 3 to a pipe: while the 10th token of 40 is drawn, the pipe already holds the prompt and
     the first continuation's first 10 characters (before, nothing until all three were done)."""
     args = ["run1", "-n", "3", "--prompt", "ROMEO:", "--length", "40", "--seed", "4"]
-    proc = _sample(trained, *args, AIGC_TEST_PAUSE="sample:token:10", AIGC_TEST_PAUSE_DIR=str(tmp_path))
+    proc = sample_proc(trained, *args, AIGC_TEST_PAUSE="sample:token:10", AIGC_TEST_PAUSE_DIR=tmp_path)
     try:
-        deadline = time.time() + 120
-        while not (tmp_path / "paused-1").exists():
-            assert proc.poll() is None and time.time() < deadline, proc.communicate()[1]
-            time.sleep(0.02)
+        paused(proc, tmp_path / "paused-1")
         os.set_blocking(proc.stdout.fileno(), False)
         early = proc.stdout.read() or b""
         proc.send_signal(signal.SIGINT)
@@ -117,11 +112,11 @@ def test_several_continuations_stream_the_first_as_it_is_drawn(trained, cli, mon
 
 
 @pytest.mark.parametrize("n", [1, 3])
-def test_a_reader_that_leaves_ends_sampling_quietly(trained, n):
+def test_a_reader_that_leaves_ends_sampling_quietly(trained, n, sample_proc):
     """`aigc sample RUN --length 100000 | head -c 10`: exit 141 (128 + SIGPIPE, as a tool killed
     by SIGPIPE reports in a shell) and nothing on stderr, not even Python's "Exception ignored"
     at exit (before: exit 1). The 100,000 tokens are not drawn: it stops at the next write."""
-    proc = _sample(trained, "run2", "-n", n, "--length", "100000", "--seed", "1")
+    proc = sample_proc(trained, "run2", "-n", n, "--length", "100000", "--seed", "1")
     head = subprocess.Popen(["head", "-c", "10"], stdin=proc.stdout, stdout=subprocess.PIPE)
     proc.stdout.close()  # head alone reads it now
     out, _ = head.communicate(timeout=120)
@@ -180,36 +175,27 @@ def test_kv_cache_and_rnn_state_match_full_forward():
     assert long.shape == (2, 100) and int(long.max()) < 11
 
 
+@pytest.mark.slow  # each: three text trainings, each in a process (16-26 s)
 @pytest.mark.parametrize("arch", ["gpt", "gru"])
-def test_resume_after_ctrl_c_is_bit_identical(tmp_path, corpus, arch):
+def test_resume_after_ctrl_c_is_bit_identical(tmp_path, corpus, arch, run_aigc, start_aigc, paused, assert_same_tensors,
+                                              run_rows):
     """SIGINT inside step 50 (epoch 2), --resume: the weights equal those of a run never stopped
     (dropout on: the random state is part of the checkpoint)."""
-    from safetensors.torch import load_file
-
-    args = [sys.executable, "-m", "aigc_cli", "-q", "train", "text", "--dataset", str(corpus), *TINY, "--epochs", "2",
-            "--dropout", "0.1", "--arch", arch]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    env.pop("AIGC_TEST_FAULT", None)
-    straight = subprocess.run(args, env={**env, "AIGC_HOME": str(tmp_path / "a")}, capture_output=True, text=True,
-                              timeout=300)
+    args = ["-q", "train", "text", "--dataset", corpus, *TINY, "--epochs", "2", "--dropout", "0.1", "--arch", arch]
+    straight = run_aigc(tmp_path / "a", *args)
     assert straight.returncode == 0, straight.stderr
     home = tmp_path / "b"
-    proc = subprocess.Popen(args, env={**env, "AIGC_HOME": str(home), "AIGC_TEST_PAUSE": "step:50",
-                                       "AIGC_TEST_PAUSE_DIR": str(home)}, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while not (home / "paused-1").exists():
-        assert proc.poll() is None and time.time() < deadline, proc.communicate()
-        time.sleep(0.02)
+    home.mkdir()
+    proc = start_aigc(home, *args, AIGC_TEST_PAUSE="step:50", AIGC_TEST_PAUSE_DIR=home)
+    paused(proc, home / "paused-1")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "--resume run1" in err, err
-    resumed = subprocess.run([sys.executable, "-m", "aigc_cli", "-q", "train", "text", "--resume", "run1"],
-                             env={**env, "AIGC_HOME": str(home)}, capture_output=True, text=True, timeout=300)
+    resumed = run_aigc(home, "-q", "train", "text", "--resume", "run1")
     assert resumed.returncode == 0, resumed.stderr
-    a, b = (load_file(str(h / "runs/run1/model.safetensors")) for h in (tmp_path / "a", home))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    drop = lambda rows: [{k: v for k, v in r.items() if k != "tokens_per_s"} for r in rows]  # noqa: E731
-    assert drop(_rows(tmp_path / "a")) == drop(_rows(home))
+    assert_same_tensors(tmp_path / "a/runs/run1/model.safetensors", home / "runs/run1/model.safetensors")
+    throughput = ("tokens_per_s",)
+    assert run_rows(tmp_path / "a", drop=throughput) == run_rows(home, drop=throughput)
 
 
 def test_byte_tokenizer_trains_on_any_text_and_streams_utf8(tmp_path, cli, monkeypatch):

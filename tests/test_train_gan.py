@@ -1,22 +1,11 @@
 """`aigc train gan` end to end on tiny data: files, losses, resume, signals, divergence, bad input."""
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import torch
 import pytest
-from safetensors.torch import load_file
-
-
-def _tensors_equal(a, b):
-    ta, tb = load_file(str(a)), load_file(str(b))
-    assert ta.keys() == tb.keys()
-    return all((ta[k] == tb[k]).all() for k in ta)
 
 
 def test_train_writes_a_complete_run(aigc_home, cli, tiny_npz, tiny_gan):
@@ -84,15 +73,15 @@ def test_every_arch_and_loss_trains(aigc_home, cli, tiny_npz, arch, loss, extra)
 
 
 @pytest.mark.parametrize("updates", ["alternating", "simultaneous"])
-def test_resume_continues_exactly(aigc_home, cli, tiny_npz, tiny_gan, updates):
+def test_resume_continues_exactly(aigc_home, cli, tiny_npz, tiny_gan, updates, assert_same_tensors):
     base = ["train", "gan", "--dataset", tiny_npz, *tiny_gan, "--updates", updates]
     assert cli(*base, "--epochs", "2")[0] == 0
     assert cli(*base, "--epochs", "1")[0] == 0
     code, out, err = cli("train", "gan", "--resume", "last", "--epochs", "2")
     assert code == 0, err
     runs = aigc_home / "runs"
-    assert _tensors_equal(runs / "run1/model.safetensors", runs / "run2/model.safetensors")
-    assert _tensors_equal(runs / "run1/checkpoint.safetensors", runs / "run2/checkpoint.safetensors")
+    assert_same_tensors(runs / "run1/model.safetensors", runs / "run2/model.safetensors")
+    assert_same_tensors(runs / "run1/checkpoint.safetensors", runs / "run2/checkpoint.safetensors")
     steps = [json.loads(line)["step"] for line in (runs / "run2/metrics.jsonl").read_text().splitlines()]
     assert steps == [16, 20, 32]
     # Already done: asking for no more epochs is an error, not a silent no-op.
@@ -109,33 +98,31 @@ def _big_npz(tmp_path):
     return path
 
 
+@pytest.mark.slow  # each: 2,048 steps of training, part of them in a process (12-22 s)
 @pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_leaves_a_resumable_run(aigc_home, cli, tmp_path, sig, code):
+def test_signal_leaves_a_resumable_run(aigc_home, cli, tmp_path, sig, code, start_aigc, paused, assert_same_tensors):
     data = _big_npz(tmp_path)
     args = ["train", "gan", "--dataset", str(data), "--arch", "mlp", "--width", "4", "--latent-dim", "8",
             "--batch-size", "8", "--epochs", "2"]
-    env = {**os.environ, "AIGC_HOME": str(aigc_home)}
-    proc = subprocess.Popen([sys.executable, "-m", "aigc_cli", "-q", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    metrics = aigc_home / "runs/run1/metrics.jsonl"
-    deadline = time.time() + 60
-    while time.time() < deadline and not (metrics.exists() and metrics.read_text().count("\n") >= 2):
-        time.sleep(0.05)
+    # Paused after step 40, when metrics.jsonl has its second row.
+    proc = start_aigc(aigc_home, "-q", *args, AIGC_TEST_PAUSE="step:40", AIGC_TEST_PAUSE_DIR=tmp_path)
+    paused(proc, tmp_path / "paused-1")
     proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == code, err
-    assert b"Traceback" not in err and b"--resume run1" in err
+    assert "Traceback" not in err and "--resume run1" in err
     meta = json.loads((aigc_home / "runs/run1/run.json").read_text())
-    assert meta["status"] == "interrupted" and 0 < meta["step"] < 1024
+    assert meta["status"] == "interrupted" and meta["step"] == 40
 
     assert cli("train", "gan", "--resume", "run1")[0] == 0
     assert cli(*args)[0] == 0  # the same run, never stopped
     runs = aigc_home / "runs"
-    assert _tensors_equal(runs / "run1/model.safetensors", runs / "run2/model.safetensors")
+    assert_same_tensors(runs / "run1/model.safetensors", runs / "run2/model.safetensors")
     assert json.loads((runs / "run1/run.json").read_text())["status"] == "completed"
 
 
-def test_non_finite_loss_stops_and_keeps_good_weights(aigc_home, cli, tiny_npz, monkeypatch, tiny_gan):
+def test_non_finite_loss_stops_and_keeps_good_weights(aigc_home, cli, tiny_npz, monkeypatch, tiny_gan,
+                                                     assert_same_tensors):
     import torch
 
     from aigc_cli.core.errors import TrainingDiverged
@@ -158,7 +145,7 @@ def test_non_finite_loss_stops_and_keeps_good_weights(aigc_home, cli, tiny_npz, 
         train("gan", str(tiny_npz), arch="mlp", width=4, latent_dim=8, batch_size=16, epochs=2)
     run2 = aigc_home / "runs/run2"
     assert json.loads((run2 / "run.json").read_text())["status"] == "failed"
-    assert _tensors_equal(good, run2 / "model.safetensors")
+    assert_same_tensors(good, run2 / "model.safetensors")
 
 
 def _write(path, data: bytes):
@@ -274,7 +261,8 @@ def test_simultaneous_updates_score_the_fakes_once_for_both_nets(loss):
     assert not all(torch.allclose(e, a.grad, rtol=1e-4, atol=1e-6) for e, a in zip(expected, alt.G.parameters()))
 
 
-def test_updates_option_is_recorded_and_old_runs_resume_alternating(aigc_home, cli, tiny_npz, tiny_gan):
+def test_updates_option_is_recorded_and_old_runs_resume_alternating(aigc_home, cli, tiny_npz, tiny_gan,
+                                                                   assert_same_tensors):
     base = ["train", "gan", "--dataset", tiny_npz, *tiny_gan]
     code, _, err = cli(*base, "--updates", "sideways")
     assert code == 1 and "alternating" in err and "simultaneous" in err and len(err.strip().splitlines()) == 1
@@ -288,7 +276,7 @@ def test_updates_option_is_recorded_and_old_runs_resume_alternating(aigc_home, c
     (runs / "run2/config.json").write_text(json.dumps({**config, "format": "aigc-run/1"}))
     code, _, err = cli("train", "gan", "--resume", "run2", "--epochs", "2")
     assert code == 0, err
-    assert _tensors_equal(runs / "run1/model.safetensors", runs / "run2/model.safetensors")
+    assert_same_tensors(runs / "run1/model.safetensors", runs / "run2/model.safetensors")
     code, _, err = cli("train", "gan", "--resume", "run2", "--epochs", "3", "--updates", "simultaneous")
     assert code == 1 and "drop --updates" in err
 

@@ -12,10 +12,6 @@ from aigc_cli.core.options import format_duration, parse_duration
 ONE_STEP = "1e-6"
 
 
-def _meta(home, run="run1"):
-    return json.loads((home / "runs" / run / "run.json").read_text())
-
-
 @pytest.mark.parametrize("text,seconds", [("90s", 90), ("10m", 600), ("1h", 3600), ("1h30m", 5400),
                                           ("2.5", 2.5), ("1.5h", 5400), ("1m30s", 90)])
 def test_durations_are_parsed(text, seconds):
@@ -40,14 +36,15 @@ def test_durations_are_shown_compactly():
     assert [format_duration(s) for s in (5, 754.2, 4000)] == ["5s", "12m34s", "1h06m40s"]
 
 
-def test_time_budget_stops_at_a_checkpoint_and_resume_matches_a_straight_run(aigc_home, cli, tiny_npz, tiny_gan):
+def test_time_budget_stops_at_a_checkpoint_and_resume_matches_a_straight_run(aigc_home, cli, tiny_npz, tiny_gan, run_meta,
+                                                                            assert_same_tensors):
     args = ["train", "gan", "--dataset", tiny_npz, *tiny_gan]
     code, out, err = cli(*args, "--epochs", "2", "--time", ONE_STEP, "--json")
     assert code == 0, err
     result = json.loads(out)
     assert (result["status"], result["step"], result["epoch"]) == ("completed", 1, 0)
     assert "budget ran out at step 1" in err
-    meta = _meta(aigc_home)
+    meta = run_meta(aigc_home)
     assert meta["stopped"] == "time" and meta["status"] == "completed" and result["stopped"] == "time"
     code, out, _ = cli("runs", "show", "run1", "--json")
     assert json.loads(out)["stopped"] == "time"
@@ -68,18 +65,17 @@ def test_time_budget_stops_at_a_checkpoint_and_resume_matches_a_straight_run(aig
     assert code == 0, err
     result = json.loads(out)
     assert (result["status"], result["step"]) == ("completed", 32)
-    assert _meta(aigc_home)["stopped"] is None
+    assert run_meta(aigc_home)["stopped"] is None
     code, _, err = cli(*args, "--epochs", "2")
     assert code == 0, err
-    a, b = load_file(str(run / "model.safetensors")), load_file(str(aigc_home / "runs/run2/model.safetensors"))
-    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    assert_same_tensors(run / "model.safetensors", aigc_home / "runs/run2/model.safetensors")
 
 
-def test_epochs_end_first_when_the_budget_is_long(aigc_home, cli, tiny_npz, tiny_gan):
+def test_epochs_end_first_when_the_budget_is_long(aigc_home, cli, tiny_npz, tiny_gan, run_meta):
     code, out, err = cli("train", "gan", "--dataset", tiny_npz, *tiny_gan, "--epochs", "1", "--time", "1h", "--json")
     assert code == 0, err
     assert json.loads(out)["step"] == 16
-    assert _meta(aigc_home)["stopped"] is None
+    assert run_meta(aigc_home)["stopped"] is None
 
 
 @pytest.mark.parametrize("value", ["10x", "0s", "-1m"])
