@@ -1,3 +1,3 @@
-"""aigc: train, sample, evaluate and export small generative image models."""
+"""aigc: train, sample, evaluate and export small generative image and text models."""
 
 __version__ = "0.1.0"

@@ -3,7 +3,6 @@
 import hashlib
 import re
 
-import pytest
 import torch
 
 from aigc_cli.data import load_dataset

@@ -12,10 +12,7 @@ import socket
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
-from aigc_cli.metrics import evaluate
-from aigc_cli.metrics.features import FeatureSet, to_rgb
 
 DIM = 64
 

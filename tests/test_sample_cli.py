@@ -1,6 +1,5 @@
 """`aigc sample`, `aigc runs`, `aigc info`, global CLI behaviour."""
 
-import io
 import json
 import subprocess
 import sys

@@ -49,7 +49,7 @@ from aigc_cli.core.io import check_output as io_check_output
 from aigc_cli.core.io import write_output
 from aigc_cli.export import DECODER_FORMATS, DEFAULT_OPSET, FORMATS, MAX_OPSET, MIN_OPSET
 from aigc_cli.models.conditions import CONDITIONS, Conditioning
-from aigc_cli.models.protocol import ExportGraph, GraphInput
+from aigc_cli.models.graphs import ExportGraph, GraphInput
 from aigc_cli.models.registry import check_generation_options, family_specs
 
 VERIFY_BATCHES = (1, 7, 64)

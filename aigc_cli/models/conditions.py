@@ -136,7 +136,7 @@ class LabelCondition(ConditionKind):
     def graph_inputs(self, accepts: int) -> list:
         import torch
 
-        from aigc_cli.models.protocol import GraphInput
+        from aigc_cli.models.graphs import GraphInput
 
         return [GraphInput("label", "int64", (), lambda n, g: torch.arange(n) % accepts, {"classes": accepts})]
 

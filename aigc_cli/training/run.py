@@ -22,7 +22,7 @@ import torch
 
 from aigc_cli import __version__
 from aigc_cli.core import distributed, signals
-from aigc_cli.core.errors import ConfigError, OptionError, RunError, first_line, opt
+from aigc_cli.core.errors import ConfigError, RunError, first_line, opt
 from aigc_cli.core.options import resolve
 from aigc_cli.core.schema import check_fields
 from aigc_cli.core.seeding import seed_everything

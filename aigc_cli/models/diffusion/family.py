@@ -21,7 +21,8 @@ from aigc_cli.models.diffusion.sampling import DdimInverter, DiffusionDecoder
 from aigc_cli.models.diffusion.schedule import TIMESTEPS, alpha_bar, loss_weight, target
 from aigc_cli.models.diffusion.unet import UNet
 from aigc_cli.models.optim import OptimizerSpec
-from aigc_cli.models.protocol import ExportGraph, FamilyImpl, GraphInput, Sampler, TrainTask
+from aigc_cli.models.graphs import ExportGraph, GraphInput
+from aigc_cli.models.protocol import FamilyImpl, Sampler, TrainTask
 from aigc_cli.models.sizing import check_network
 
 PREVIEW_STEPS = 20

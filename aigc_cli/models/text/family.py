@@ -16,7 +16,8 @@ from aigc_cli.core.distributed import batch_randint
 from aigc_cli.core.errors import ConfigError, DatasetError, OptionError, RunError
 from aigc_cli.core.schema import Field
 from aigc_cli.models.optim import OptimizerSpec, WarmupCosine
-from aigc_cli.models.protocol import ExportGraph, FamilyImpl, GraphInput, TextSampler, TrainingData, TrainTask
+from aigc_cli.models.graphs import ExportGraph, GraphInput
+from aigc_cli.models.protocol import FamilyImpl, TextSampler, TrainingData, TrainTask
 from aigc_cli.models.text import ARCHS, TEXT_PRECISIONS, TOKENIZERS
 from aigc_cli.models.sizing import check_network
 from aigc_cli.models.text.nets import GPT, RNNLM
