@@ -35,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import time
+from types import SimpleNamespace
 
 import torch
 
@@ -80,7 +81,7 @@ def image_generator(family_name: str, **decode):
     torch.manual_seed(0)
     modules = family.impl.build(config)
     sampler = family.impl.sampler(modules, config, torch.device("cpu"))
-    return Generator(None, config, family, sampler, torch.device("cpu")), decode
+    return Generator(SimpleNamespace(id=f"{family_name}-untrained"), config, family, sampler, torch.device("cpu")), decode
 
 
 def workloads(a) -> dict[str, tuple[str, callable]]:
@@ -106,11 +107,11 @@ def workloads(a) -> dict[str, tuple[str, callable]]:
     for family, decode in (("gan", {}), ("diffusion", {"steps": a.diffusion_steps})):
         gen_, options = image_generator(family, **decode)
         z = gen_.latents(BATCH, seed=0)
-        labels = gen_.labels(BATCH, None)
+        cond = gen_.conditioning(BATCH)  # every class in turn
 
-        def sample(gen_=gen_, z=z, labels=labels, options=options):
+        def sample(gen_=gen_, z=z, cond=cond, options=options):
             t = time.perf_counter()
-            gen_.generate(z, labels, batch_size=BATCH, **options)
+            gen_.generate(z, cond, batch_size=BATCH, **options)
             return BATCH / (time.perf_counter() - t)
 
         out[f"sample-{family}"] = ("images/s", sample)

@@ -64,3 +64,10 @@ def test_onnx_bench_builds_an_exportable_generator(one_torch_thread):
     gen = _load("bench_onnx").build("mlp", [1, 8, 8], 3, latent=4, width=4)
     graph = ox.decoder_graph(gen, "images")
     assert [i.name for i in graph.inputs] == ["z", "label"]
+
+
+def test_threads_bench_generators_sample(one_torch_thread):
+    bench = _load("bench_threads")
+    gen, options = bench.image_generator("gan")
+    images = gen.generate(gen.latents(4, seed=0), gen.conditioning(4), **options)
+    assert images.shape[0] == 4

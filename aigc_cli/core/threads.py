@@ -8,7 +8,7 @@ machine of docs/benchmarks/threads.md, shared with other jobs, the default GPT g
 tokens/s on one thread and 9 on two. Large steps (a training batch, diffusion at batch 64) are
 made of ops long enough for more cores to pay off on an idle machine, so they keep torch's count;
 on a busy machine one thread won there too (``--threads 1``), which the size of a step cannot
-tell. SMALL_STEP is still to be set from an idle machine's sweep (see below).
+tell. SMALL_STEP below says where the line is, and why.
 
 Who decides, the first that applies:
 
@@ -28,13 +28,15 @@ from contextlib import contextmanager
 from typing import Iterator
 
 # FLOPs of one sequential step (one token of n continuations, one time step of an RNN over a
-# batch, one forward of a GPT over B x T tokens) under which one thread runs it. On the shared
-# 2-core machine of docs/benchmarks/threads.md two threads lost at every size swept (1.6
-# MFLOPs to 6.7 GFLOPs): that sweep cannot place the crossover. Until an idle machine's sweep
-# does (benches/bench_threads.py --part sweep prints it), it lies between the two kinds of work:
-# above every default-size generation step (1.6 MFLOPs a token, 100 MFLOPs for 64 continuations)
-# and RNN scoring step (105 MFLOPs at batch 64), below a GPT scoring batch (6.6 GFLOPs) and
-# training steps.
+# batch, one forward of a GPT over B x T tokens) under which one thread runs it. Measured on the
+# 2-core machine of docs/benchmarks/threads.md: on a quiet machine two threads first pay 1.2x at
+# 26 (GRU) to 103 (GPT) MFLOPs a step and 1.8-1.9x from 1.6 GFLOPs; with another job on a core
+# they lose at every size (0.14-0.63x), and a latency-bound loop of small steps loses most. The
+# bound sits above the crossover on purpose: token-by-token generation (1.6 MFLOPs a token, 100
+# MFLOPs for 64 continuations) and small models' scoring (a GRU's time step at batch 64: 105
+# MFLOPs) run on one thread, which costs the GRU's `eval ppl` 1.6x on a quiet machine and saves
+# 2.2x here (the issue's report: 100x) with another job running; a GPT scoring batch (6.6
+# GFLOPs) and training keep torch's count, where a quiet machine gains 1.8x.
 SMALL_STEP = 1e9
 
 _fixed: int | None = None  # set_threads(n): the user's count
