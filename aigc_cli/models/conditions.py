@@ -53,7 +53,9 @@ class Conditioning:
         return replace(self, n=hi - lo, **{k: v[lo:hi] for k, v in self._values().items() if v is not None})
 
     def to(self, device) -> "Conditioning":
-        return replace(self, **{k: v.to(device) for k, v in self._values().items() if hasattr(v, "to")})
+        # Tensors move; texts (tuples of str) stay where they are.
+        return replace(self, **{k: v.to(device) for k, v in self._values().items()
+                                if v is not None and not isinstance(v, tuple)})
 
     def repeat(self, k: int) -> "Conditioning":
         """Each row ``k`` times in a row: the conditions of ``k`` frames per row of an interpolation."""
@@ -61,27 +63,8 @@ class Conditioning:
         for name, v in self._values().items():
             if v is None:
                 continue
-            out[name] = v.repeat_interleave(k) if hasattr(v, "repeat_interleave") else tuple(x for x in v for _ in range(k))
+            out[name] = tuple(x for x in v for _ in range(k)) if isinstance(v, tuple) else v.repeat_interleave(k)
         return replace(self, n=self.n * k, **out)
-
-    @property
-    def empty(self) -> bool:
-        """True when no field is set: an unconditional generation."""
-        return all(v is None for v in self._values().values())
-
-
-def gather(parts: list[Conditioning]) -> Conditioning:
-    """One Conditioning of the rows of ``parts``, in order (each part of the same kinds)."""
-    import torch
-
-    first = parts[0]
-    out: dict[str, Any] = {}
-    for name, v in first._values().items():
-        if v is None:
-            continue
-        values = [getattr(p, name) for p in parts]
-        out[name] = torch.cat(values) if hasattr(v, "to") else tuple(x for part in values for x in part)
-    return replace(first, n=sum(p.n for p in parts), **out)
 
 
 class ConditionKind(ABC):
