@@ -10,6 +10,7 @@ import json
 
 import pytest
 import torch
+from aigc_cli.models.registry import RUN_FORMAT
 
 TEXT = ["--layers", "1", "--width", "16", "--heads", "2", "--context", "16", "--batch-size", "32", "--seed", "1",
         "--arch", "gpt"]
@@ -214,7 +215,7 @@ def test_format_1_runs_load_and_sample_as_they_did(aigc_home, tiny_npz, cli, fam
     code, now, err = cli("sample", "run1", "-n", "8", "--seed", "3", "-o", "-")
     assert code == 0, err
     config = _config(aigc_home, "run1")
-    assert config["format"] == "aigc-run/2"
+    assert config["format"] == f"aigc-run/{RUN_FORMAT}"
     old = {**config, "format": "aigc-run/1"}
     for section, keys in dropped.items():
         old[section] = {k: v for k, v in config[section].items() if k not in keys}

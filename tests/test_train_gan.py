@@ -6,6 +6,7 @@ import signal
 import numpy as np
 import torch
 import pytest
+from aigc_cli.models.registry import RUN_FORMAT
 
 
 def test_train_writes_a_complete_run(aigc_home, cli, tiny_npz, tiny_gan):
@@ -322,4 +323,4 @@ def test_runs_from_before_the_class_rate_resume_with_one_group(aigc_home, cli, t
             optim = json.loads(f.metadata()["optim"])
         assert len(optim["G"]["param_groups"]) == len(optim["D"]["param_groups"]) == 1
     written = json.loads((run / "config.json").read_text())
-    assert written["format"] == "aigc-run/2" and written["train"]["class_lr_scale"] is None  # said explicitly now
+    assert written["format"] == f"aigc-run/{RUN_FORMAT}" and written["train"]["class_lr_scale"] is None  # said explicitly now

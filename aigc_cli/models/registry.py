@@ -176,8 +176,10 @@ def family_specs() -> list[FamilySpec]:
 
 
 # config.json's format: "aigc-run/<version>". Version 1 left out fields added later (each
-# family's upgrade_config says what those runs did); version 2 writes every field.
-RUN_FORMAT = 2
+# family's upgrade_config says what those runs did); version 2 writes every field; version 3 adds
+# the fields imported architectures need (GPT-2's biases and GELU, diffusers' U-Net options), the
+# tokenizer of a BPE run, and adapters (LoRA).
+RUN_FORMAT = 3
 
 
 def format_version(config: dict[str, Any], where: str) -> int:
