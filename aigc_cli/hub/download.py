@@ -20,6 +20,7 @@ def snapshot(repo_id: str, revision: str | None, fmt: str | None,
              say: Callable[[str], None]) -> tuple[Path, str]:
     """(the local snapshot folder of ``repo_id`` with the files its format needs, its commit)."""
     import huggingface_hub
+    from huggingface_hub import constants
     from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError, LocalEntryNotFoundError,
                                         RepositoryNotFoundError, RevisionNotFoundError)
 
@@ -37,7 +38,7 @@ def snapshot(repo_id: str, revision: str | None, fmt: str | None,
             raise ConfigError(f"{repo_id} has no revision {revision!r}") from None
         except LocalEntryNotFoundError:
             raise ConfigError(
-                f"{where} is not in the Hugging Face cache ({huggingface_hub.constants.HF_HUB_CACHE}) and the hub "
+                f"{where} is not in the Hugging Face cache ({constants.HF_HUB_CACHE}) and the hub "
                 "cannot be reached (HF_HUB_OFFLINE set, or no network): download it where there is network "
                 f"(hf download {repo_id}) into that cache, or give aigc import a local folder") from None
         except EntryNotFoundError as e:
@@ -47,7 +48,7 @@ def snapshot(repo_id: str, revision: str | None, fmt: str | None,
         except OSError as e:
             raise ConfigError(f"cannot download {where}: {e.strerror or e}") from None
 
-    say(f"fetching {where} from the Hugging Face hub (cached in {huggingface_hub.constants.HF_HUB_CACHE})")
+    say(f"fetching {where} from the Hugging Face hub (cached in {constants.HF_HUB_CACHE})")
     folder = fetch(CONFIG_FILES)
     form = get_format(fmt) if fmt is not None else detect_format(folder)
     folder = fetch(form.files())
