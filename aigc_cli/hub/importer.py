@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import platform
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,6 +33,15 @@ from aigc_cli.runs.store import Run, check_name_free, create_run, now_iso, remov
 _HUB_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?")
 
 
+@dataclass
+class Prepared:
+    """An import read, converted and checked, not yet written: its config.json and modules."""
+
+    config: dict[str, Any]
+    modules: dict[str, torch.nn.Module]
+    origin: str  # the hub id or the folder, for run.json's 'imported'
+
+
 def import_model(source: str, name: str | None = None, *, fmt: str | None = None, revision: str | None = None,
                  say: Callable[[str], None] = lambda message: None) -> Run:
     """Import ``source`` (a local folder, or a Hugging Face hub id fetched through its cache) as
@@ -39,17 +49,27 @@ def import_model(source: str, name: str | None = None, *, fmt: str | None = None
     if name is not None:
         validate_name(name)
         check_name_free(name)  # before a download: a taken name fails at once
+    return write_import(prepare_import(source, fmt=fmt, revision=revision, say=say), name)
+
+
+def prepare_import(source: str, *, fmt: str | None = None, revision: str | None = None,
+                   say: Callable[[str], None] = lambda message: None) -> Prepared:
+    """Everything of an import but the run: a bad source fails here, with nothing written."""
     folder, origin = locate(source, revision, fmt, say)
     form = get_format(fmt) if fmt is not None else detect_format(folder)
     if fmt is not None and not form.detect(folder):
         raise ImportError_(f"{folder} is not in the {fmt} format ({form.summary})")
     converted = form.convert(folder)
     config = run_config(converted, {"format": form.name, **origin, **converted.source})
-    modules = _filled(converted, config, source)
-    run = create_run(converted.family, name=name, config=config, epochs=0, dataset=None, device="cpu",
-                     imported=origin.get("hub_id") or origin.get("folder"))
+    return Prepared(config, _filled(converted, config, source), origin.get("hub_id") or origin.get("folder"))
+
+
+def write_import(prepared: Prepared, name: str | None = None) -> Run:
+    """The run of a prepared import, whole: config.json, model.safetensors, a completed run.json."""
+    run = create_run(prepared.config["family"], name=name, config=prepared.config, epochs=0, dataset=None,
+                     device="cpu", imported=prepared.origin)
     try:
-        save_weights(run.weights_path, modules)
+        save_weights(run.weights_path, prepared.modules)
         run.update_meta(status="completed")
     except BaseException:
         run.release()

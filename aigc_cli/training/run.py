@@ -105,12 +105,22 @@ def _prepare(family, dataset, split, options, progress, dataset_progress, device
     init = check_init(values)
     if init is not None and parent is not None:
         raise ConfigError("give the run to start from once: --init or parent=, not both")
-    if isinstance(init, str):  # a model folder: imported as a run of its own, the parent
-        from aigc_cli.hub.importer import import_model
+    folder = None
+    if isinstance(init, str):  # a model folder: imported as a run of its own, the parent, once all else is checked
+        from aigc_cli.hub.importer import prepare_import
 
-        init = import_model(init, say=progress.message if progress is not None else lambda m: None)
-    parent = parent if parent is not None else init
-    parent_config = _parent_config(family, parent) if parent is not None else None
+        if distributed.world() > 1:
+            raise ConfigError(f"--init with a folder on several processes: import it first (aigc import {init} "
+                              "--name base), then give --init base")
+        folder = prepare_import(init)
+        parent_config = folder.config
+        if parent_config["family"] != family:
+            raise ConfigError(f"{init} holds a {parent_config['family']} model; start from it with "
+                              f"'aigc train {parent_config['family']} --init {init}'")
+    parent = parent if parent is not None else init if folder is None else None
+    if parent is not None:
+        parent_config = _parent_config(family, parent)
+    parent_id = parent.id if parent is not None else values["init"] if folder is not None else None
     loop = LoopConfig(epochs=values["epochs"], batch_size=values["batch_size"], seed=values["seed"],
                       log_every=values["log_every"], time_budget=time_budget(values["time"]))
     data = None
@@ -121,9 +131,9 @@ def _prepare(family, dataset, split, options, progress, dataset_progress, device
     # The networks are sized for this device and one process's batch (models/sizing.py).
     with sizing_for(device, min(loop.batch_size, info.get("size", loop.batch_size)) // distributed.world()):
         model_cfg, train_cfg = fam.make_config(options, info)
-    if parent is not None:
+    if parent_id is not None:
         model_cfg, notes = inherit_model(fam.impl, fam.spec.options, options, parent_config["model"], model_cfg,
-                                         parent.id)
+                                         parent_id)
         for note in notes:
             if progress is not None:
                 progress.message(note)
@@ -144,10 +154,16 @@ def _prepare(family, dataset, split, options, progress, dataset_progress, device
         "versions": _versions(),
         "created": now_iso(),
     }
-    if parent is not None:
-        config["parent"] = parent_record(parent)
     if values["lora"]:
         config["adapters"] = _adapters(fam, config, values)
+    if folder is not None:  # every check passed: the imported model becomes the parent run
+        from aigc_cli.hub.importer import write_import
+
+        parent = write_import(folder)
+        if progress is not None:
+            progress.message(f"imported {values['init']} as {parent.id}")
+    if parent is not None:
+        config["parent"] = parent_record(parent)
     return values, loop, data, items, config
 
 
