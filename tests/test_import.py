@@ -98,6 +98,10 @@ def test_local_folders_that_are_no_model(tmp_path, cli, aigc_home, clean_error):
 def test_init_from_a_folder_imports_it_first(tmp_path, cli, aigc_home, make_bars):
     repo = _tiny_unet(tmp_path / "repo")
     data = make_bars(tmp_path / "bars.npz", size=8)
+    # A contradiction is found before the folder becomes a run: nothing is written.
+    code, _, err = cli("train", "diffusion", "--dataset", data, "--init", repo, "--width", "64")
+    assert code == 1 and f"--init {repo} takes the architecture" in err and "--width" in err
+    assert not (aigc_home / "runs").exists() or not any(p.name.startswith("run") for p in (aigc_home / "runs").iterdir())
     code, _, err = cli("-q", "train", "diffusion", "--dataset", data, "--init", repo, "--lora", "2",
                        "--batch-size", "32", "--epochs", "1", "--unconditional")
     assert code == 0, err
