@@ -178,3 +178,31 @@ def test_gan_init_says_what_starts_afresh(aigc_home, tiny_npz, tiny_gan, cli):
     code, _, err = cli("train", "gan", "--dataset", tiny_npz, "--init", "run1", "--batch-size", "16", "--epochs", "1")
     assert code == 0, err
     assert "D starts from random weights: run1's model.safetensors holds G" in " ".join(err.split())
+
+
+@pytest.mark.parametrize("family", ["text", "diffusion"])
+def test_peft_loads_the_exported_adapters_onto_the_base(family, aigc_home, corpus, tiny_npz, cli, tmp_path, clean_error):
+    """`aigc export peft`: peft itself (a test reference, never a runtime dependency) reads the
+    files onto the parent's network and computes what aigc's merged network does."""
+    peft = pytest.importorskip("peft")
+    if family == "text":
+        first = ["--dataset", corpus, *TINY]
+        second = ["--dataset", corpus, *FINE]
+    else:
+        first = ["--dataset", tiny_npz, *UNET, "--unconditional", "--precision", "fp32"]
+        second = ["--dataset", tiny_npz, "--batch-size", "32", "--unconditional", "--lr", "1e-2", "--precision", "fp32"]
+    assert cli("-q", "train", family, *first, "--epochs", "1")[0] == 0
+    code, _, err = cli("-q", "train", family, *second, "--init", "run1", "--lora", "3", "--lora-alpha", "6",
+                       "--epochs", "1")
+    assert code == 0, err
+    code, out, err = cli("export", "peft", "run2", "-o", tmp_path / "adapter")
+    assert code == 0 and out.decode().strip() == str(tmp_path / "adapter"), err
+    merged, plain = next(iter(_modules("run2").values())), next(iter(_modules("run1").values()))
+    wrapped = peft.PeftModel.from_pretrained(next(iter(_modules("run1").values())), tmp_path / "adapter").eval()
+    inputs = (torch.randint(0, 20, (2, 12)),) if family == "text" else (torch.randn(2, 1, 8, 8), torch.tensor([10, 700]))
+    with torch.no_grad():
+        a, b, c = wrapped(*inputs), merged(*inputs), plain(*inputs)
+    assert torch.allclose(a, b, atol=1e-5), (a - b).abs().max()
+    assert not torch.allclose(b, c, atol=1e-5)  # the adapters did train: peft applied them
+    code, _, err = cli("export", "peft", "run1", "-o", tmp_path / "none")
+    clean_error(code, err, "run1 has no adapters")

@@ -11,7 +11,7 @@ from aigc_cli.cli.options import add_options
 from aigc_cli.export import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET
 from aigc_cli.models.registry import generation_options
 
-app = typer.Typer(help="Export trained generators (ONNX).", no_args_is_help=True)
+app = typer.Typer(help="Export trained generators (ONNX) and LoRA adapters (peft).", no_args_is_help=True)
 
 
 @app.command("onnx")
@@ -76,3 +76,23 @@ def _say(message: str) -> None:
     """One unwrapped line on stderr (paths and the torch-fidelity command stay copyable)."""
     if not common.settings.quiet:
         common.console().print(message, soft_wrap=True, markup=False, highlight=False)
+
+
+@app.command("peft")
+def peft(
+    run: str = typer.Argument(..., help="A LoRA run: id, name or 'last'."),
+    output: str = typer.Option(..., "-o", "--output", help="The folder to write adapter_config.json and "
+                               "adapter_model.safetensors into (created if missing)."),
+    json_out: bool = typer.Option(False, "--json", help="Print what was written as JSON."),
+) -> None:
+    """Write a LoRA run's adapters in peft's format, for peft.PeftModel.from_pretrained on the base network aigc builds (docs/pretrained.md)."""
+    from aigc_cli.export.peft import export_peft
+
+    report = export_peft(run, output)
+    if json_out:
+        common.print_json(report)
+        return
+    for w in report["written"]:
+        _say(f"wrote {w['folder']}: {w['layers']} adapted layers of {w['module']} (rank {report['rank']}, "
+             f"alpha {report['alpha']:g}) from {report['run']}")
+    common.print_result(report["written"][0]["folder"] if len(report["written"]) == 1 else output)
