@@ -82,14 +82,32 @@ def show(
     if data["parent"]:
         p = data["parent"]
         items.append(["parent", f"{p.get('run')} (weights sha256 {str(p.get('weights_sha256'))[:12]}...; {p['state']})"])
-    items += [[f"model.{k}", v] for k, v in cfg.get("model", {}).items()]
-    items += [[f"train.{k}", v] for k, v in cfg.get("train", {}).items()]
+    source = cfg.get("source")
+    if isinstance(source, dict):
+        where = source.get("hub_id") or source.get("folder")
+        items.append(["imported", f"{where} ({source.get('format')})" + (f" at {source['revision']}" if source.get("revision") else "")])
+    adapters = cfg.get("adapters")
+    if isinstance(adapters, dict) and isinstance(adapters.get("layers"), dict):
+        count = sum(len(v) for v in adapters["layers"].values() if isinstance(v, list))
+        items.append(["adapters", f"LoRA rank {adapters.get('rank')}, alpha {adapters.get('alpha')}, on {count} layers of "
+                      f"{', '.join(adapters['layers'])} (the base weights are the parent's)"])
+    items += [[f"model.{k}", _short(v)] for k, v in cfg.get("model", {}).items()]
+    items += [[f"train.{k}", _short(v)] for k, v in cfg.get("train", {}).items()]
     items.append(["seed", cfg.get("seed")])
     if data["last_metrics"]:
         items += [[f"last.{k}", v] for k, v in data["last_metrics"].items()]
     if data["fid"]:
         items.append(["fid", f"{data['fid']['fid']:.3f} (epoch {data['fid'].get('epoch')})"])
     common.table(None, ["field", "value"], items, result=True)
+
+
+def _short(value):
+    """A config value for the table: a tokenizer's vocabulary is summarised, not printed whole."""
+    if isinstance(value, dict):
+        return f"({len(value)} fields; --json shows them)"
+    if isinstance(value, str) and len(value) > 120:
+        return value[:117] + "..."
+    return value
 
 
 @app.command("plot")
