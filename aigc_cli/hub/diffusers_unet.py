@@ -94,7 +94,8 @@ class _Reader:
 
     def one_of(self, name: str, allowed, what: str) -> Any:
         if self[name] not in allowed:
-            raise self.refuse(name, f"aigc {what} only {', '.join(map(repr, allowed))}")
+            *rest, last = map(repr, allowed)
+            raise self.refuse(name, f"aigc {what} {', '.join(rest) + ' or ' if rest else ''}{last} only")
         return self[name]
 
 
