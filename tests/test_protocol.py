@@ -203,6 +203,12 @@ def test_a_config_from_a_newer_aigc_is_refused(aigc_home, text_run, cli, clean_e
 @pytest.mark.parametrize("family, args, dropped", [
     ("diffusion", ["--width", "8", "--channel-mult", "1,2", "--batch-size", "32"],
      {"model": ["layout", "blocks"], "train": ["precision"]}),
+    # Runs before format 3 had none of the fields diffusers' U-Nets brought (models/diffusion/family.py).
+    ("diffusion", ["--width", "8", "--channel-mult", "1,2", "--batch-size", "32", "--layout", "ddpm",
+                   "--schedule", "linear", "--prediction", "eps"],
+     {"model": ["norm_groups", "norm_eps", "flip_sin_to_cos", "freq_shift", "time_act", "down_attention",
+                "up_attention", "mid_attention", "head_dim", "mid_scale", "down_padding", "center_input",
+                "beta_start", "beta_end", "spacing", "steps_offset", "final_alpha_one", "clip_x0", "clipped_eps"]}),
     ("vae", ["--width", "4", "--latent-dim", "4", "--batch-size", "32", "--prior", "standard"],
      {"model": ["prior", "prior_components"]}),
     ("gan", ["--arch", "mlp", "--width", "4", "--latent-dim", "8", "--batch-size", "16", "--updates", "alternating"],

@@ -30,13 +30,13 @@ def test_an_impossible_shape_is_named_before_a_run_exists(aigc_home, cli, clean_
 def test_a_model_too_large_is_refused_in_words_without_allocating(aigc_home, cli, clean_error, tiny_npz):
     # Before: "DefaultCPUAllocator: can't allocate memory: you tried to allocate 368640000000000 bytes"
     # from building the network. Now nothing is allocated: the network is built on meta.
-    from aigc_cli.models.diffusion.family import build_unet
+    from aigc_cli.models.diffusion.family import aigc_defaults, build_unet
 
     code, _, err = cli("train", "diffusion", "--dataset", tiny_npz, "--channel-mult", "1,100000", "--batch-size", "16")
     with torch.device("meta"):
         n = sum(p.numel() for p in build_unet({"image_shape": [1, 8, 8], "width": 32, "channel_mult": [1, 100000],
                                                "num_classes": 4, "conditional": True, "layout": "compact",
-                                               "blocks": 1}).parameters())
+                                               "blocks": 1, **aigc_defaults(2)}).parameters())
     clean_error(code, err, "the model needs at least", f"({n:.2g} parameters: ".replace("e+", "e"),
                 "PB for the weights, their gradients and Adam's state", "of activations at a batch of 16",
                 "this machine has", "available: use a smaller --width, --channel-mult or --blocks")

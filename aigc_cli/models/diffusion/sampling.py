@@ -6,6 +6,9 @@ graph. z is the initial noise x_T, flattened: (N, C*H*W).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 from torch import nn
 
@@ -14,23 +17,79 @@ from aigc_cli.models.diffusion.schedule import to_x0_eps
 from aigc_cli.models.protocol import Decoder
 
 
-def timesteps(total: int, steps: int) -> list[int]:
-    """``steps`` timesteps from T-1 down to 0, evenly spaced (deduplicated when steps > T)."""
+SPACINGS = ("aigc", "linspace", "leading", "trailing")
+
+
+def timesteps(total: int, steps: int, spacing: str = "aigc", offset: int = 0) -> list[int]:
+    """``steps`` timesteps from high to low (deduplicated, and at most ``total``).
+
+    ``aigc``: evenly spaced from T-1 down to 0 (aigc's own runs). The others are diffusers'
+    ``timestep_spacing`` as its DDIMScheduler.set_timesteps computes them: ``linspace`` (0 to T-1,
+    rounded, reversed), ``leading`` (multiples of T // steps from 0, plus ``offset``, diffusers'
+    ``steps_offset``) and ``trailing`` (from T down in steps of T / steps, minus 1)."""
     steps = min(steps, total)
-    ts = torch.linspace(total - 1, 0, steps).round().long().tolist()
+    if spacing == "aigc":
+        ts = torch.linspace(total - 1, 0, steps).round().long().tolist()
+    elif spacing == "linspace":
+        ts = np.linspace(0, total - 1, steps).round()[::-1].astype(np.int64).tolist()
+    elif spacing == "leading":
+        ts = ((np.arange(0, steps) * (total // steps)).round()[::-1].astype(np.int64) + offset).tolist()
+    elif spacing == "trailing":
+        ts = (np.round(np.arange(total, 0, -total / steps)).astype(np.int64) - 1).tolist()
+    else:
+        raise ValueError(f"unknown timestep spacing {spacing!r}")
     return list(dict.fromkeys(ts))
+
+
+@dataclass(frozen=True)
+class SamplingRules:
+    """How a run's samplers step, from its config.json (``from_model``); the defaults are aigc's
+    own runs. ``spacing``/``offset``: the timesteps (``timesteps``). With aigc's spacing each
+    step goes to the next timestep of the list; with diffusers' spacings a DDIM step goes from t to
+    t - T // steps, as DDIMScheduler.step does (the next listed one, except where rounding made
+    them differ). ``final_alpha_one``: the step past the last timestep goes to alpha-bar 1 (clean
+    images; diffusers' ``set_alpha_to_one``), else to alpha-bar[0]. ``clip_x0``: the predicted
+    image is clipped to [-clip_x0, clip_x0] (None: not clipped); ``clipped_eps``: the noise is
+    then re-derived from the clipped image (aigc), or kept as predicted (diffusers' DDIM)."""
+
+    spacing: str = "aigc"
+    offset: int = 0
+    final_alpha_one: bool = True
+    clip_x0: float | None = 1.0
+    clipped_eps: bool = True
+
+    @classmethod
+    def from_model(cls, model: dict) -> "SamplingRules":
+        return cls(model["spacing"], model["steps_offset"], model["final_alpha_one"], model["clip_x0"],
+                   model["clipped_eps"])
+
+    def steps(self, total: int, steps: int) -> list[tuple[int, int]]:
+        """(t, t_prev) of each step, t_prev -1 past the last timestep (the final alpha)."""
+        ts = timesteps(total, steps, self.spacing, self.offset)
+        if self.spacing == "aigc":
+            return list(zip(ts, ts[1:] + [-1]))
+        stride = total // min(steps, total)
+        return [(t, t - stride if t - stride >= 0 else -1) for t in ts]
 
 
 class _Denoise(nn.Module):
     """Shared: the U-Net with guidance, returning (x0, eps) at a timestep."""
 
-    def __init__(self, unet: nn.Module, alpha_bar: torch.Tensor, prediction: str, image_shape, guidance: float):
+    def __init__(self, unet: nn.Module, alpha_bar: torch.Tensor, prediction: str, image_shape, guidance: float,
+                 rules: SamplingRules):
         super().__init__()
         self.unet = unet
         self.register_buffer("ab", alpha_bar.float(), persistent=False)
         self.prediction = prediction
         self.image_shape = tuple(image_shape)
         self.guidance = guidance
+        self.rules = rules
+
+    def ab_at(self, t: int, like: torch.Tensor) -> torch.Tensor:
+        """alpha-bar at timestep t; t = -1 is past the last timestep: 1 or alpha-bar[0] (the rules)."""
+        if t >= 0:
+            return self.ab[t]
+        return torch.ones_like(like) if self.rules.final_alpha_one else self.ab[0]
 
     def predict(self, x: torch.Tensor, t: int, labels: torch.Tensor | None, clip: bool = True):
         n = x.shape[0]
@@ -45,9 +104,11 @@ class _Denoise(nn.Module):
         else:
             out = self.unet(x, tt, labels)
         x0, eps = to_x0_eps(self.prediction, out, x, ab)
-        if clip:  # images live in [-1, 1]: a clipped x0 and its matching eps keep few-step sampling stable
-            x0 = x0.clamp(-1, 1)
-            eps = (x - ab.sqrt().view(-1, 1, 1, 1) * x0) / (1 - ab).sqrt().view(-1, 1, 1, 1)
+        c = self.rules.clip_x0
+        if clip and c is not None:  # images live in [-1, 1]: a clipped x0 (and its matching eps) keep few-step sampling stable
+            x0 = x0.clamp(-c, c)
+            if self.rules.clipped_eps:
+                eps = (x - ab.sqrt().view(-1, 1, 1, 1) * x0) / (1 - ab).sqrt().view(-1, 1, 1, 1)
         return x0, eps
 
 
@@ -55,9 +116,10 @@ class DiffusionDecoder(_Denoise, Decoder):
     """(z (N, C*H*W), Conditioning) -> (N, C, H, W) images in [0, 1]; ``on_pass()`` after each step."""
 
     def __init__(self, unet, alpha_bar, prediction, image_shape, steps: int = 25, sampler: str = "dpm++",
-                 eta: float = 0.0, guidance: float = 1.0):
-        super().__init__(unet, alpha_bar, prediction, image_shape, guidance)
-        self.ts = timesteps(len(alpha_bar), steps)
+                 eta: float = 0.0, guidance: float = 1.0, rules: SamplingRules = SamplingRules()):
+        super().__init__(unet, alpha_bar, prediction, image_shape, guidance, rules)
+        self.pairs = rules.steps(len(alpha_bar), steps)  # DDIM's (t, t_prev)
+        self.ts = [t for t, _ in self.pairs]
         self.sampler, self.eta = sampler, (1.0 if sampler == "ddpm" else eta)
 
     @property
@@ -76,11 +138,12 @@ class DiffusionDecoder(_Denoise, Decoder):
         for i, t in enumerate(self.ts):
             x0, eps = self.predict(x, t, labels)
             ab = self.ab[t]
-            ab_next = self.ab[self.ts[i + 1]] if i + 1 < len(self.ts) else torch.ones_like(ab)
-            if self.sampler == "dpm++":
-                x, x0_prev, h_prev = self._dpm_step(x, x0, x0_prev, h_prev, ab, ab_next, last=i + 1 == len(self.ts))
+            if self.sampler == "dpm++":  # a multistep solver: from each listed timestep to the next
+                last = i + 1 == len(self.ts)
+                ab_next = self.ab_at(-1 if last else self.ts[i + 1], ab)
+                x, x0_prev, h_prev = self._dpm_step(x, x0, x0_prev, h_prev, ab, ab_next, last=last)
             else:
-                x = self._ddim_step(x, x0, eps, ab, ab_next, gen)
+                x = self._ddim_step(x, x0, eps, ab, self.ab_at(self.pairs[i][1], ab), gen)
             if on_pass is not None:
                 on_pass()
         return ((x + 1) / 2).clamp(0, 1)
@@ -113,18 +176,19 @@ class DdimInverter(_Denoise):
     so that decoding z with DDIM (eta 0) at the same steps gives the image back (approximately:
     each step uses the prediction at the next timestep)."""
 
-    def __init__(self, unet, alpha_bar, prediction, image_shape, steps: int = 25, guidance: float = 1.0):
-        super().__init__(unet, alpha_bar, prediction, image_shape, guidance)
-        self.ts = timesteps(len(alpha_bar), steps)[::-1]  # 0 ... T-1
+    def __init__(self, unet, alpha_bar, prediction, image_shape, steps: int = 25, guidance: float = 1.0,
+                 rules: SamplingRules = SamplingRules()):
+        super().__init__(unet, alpha_bar, prediction, image_shape, guidance, rules)
+        self.pairs = rules.steps(len(alpha_bar), steps)[::-1]  # the decoder's DDIM steps, last first
 
     def forward(self, images: torch.Tensor, cond: Conditioning | None = None) -> torch.Tensor:
         labels = cond.labels if cond is not None else None
         x = images * 2 - 1
-        ab = torch.ones((), device=x.device)
-        for t in self.ts:
+        one = torch.ones((), device=x.device)
+        for t, t_prev in self.pairs:  # each decoder step (t -> t_prev) undone: t_prev -> t
+            ab = self.ab_at(t_prev, one)
             _, eps = self.predict(x, t, labels, clip=False)  # eps at the next timestep stands in for this one's
             ab_next = self.ab[t]
             x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
             x = ab_next.sqrt() * x0 + (1 - ab_next).sqrt() * eps
-            ab = ab_next
         return x.flatten(1)

@@ -10,14 +10,25 @@ import math
 
 import torch
 
-TIMESTEPS = 1000
+TIMESTEPS = 1000  # aigc's own runs; a run's config.json says its own ('timesteps')
+SCHEDULES = ("cosine", "linear", "scaled_linear")  # what a run's 'schedule' field may name
+BETA_START, BETA_END = 1e-4, 0.02  # Ho et al.'s linear betas: aigc's 'linear', diffusers' defaults
 
 
-def alpha_bar(schedule: str, timesteps: int = TIMESTEPS) -> torch.Tensor:
-    """(T,) float64 cumulative signal shares, from near 1 (t=0) down to near 0 (t=T-1)."""
-    if schedule == "linear":  # Ho et al. 2020
-        betas = torch.linspace(1e-4, 0.02, timesteps, dtype=torch.float64)
-    elif schedule == "cosine":  # Nichol & Dhariwal 2021, betas clipped at 0.999
+def alpha_bar(schedule: str, timesteps: int = TIMESTEPS, beta_start: float = BETA_START,
+              beta_end: float = BETA_END) -> torch.Tensor:
+    """(T,) float64 cumulative signal shares, from near 1 (t=0) down to near 0 (t=T-1).
+
+    ``linear``: betas evenly spaced from beta_start to beta_end (Ho et al. 2020); ``scaled_linear``:
+    their square roots evenly spaced (Stable Diffusion's, diffusers' name); ``cosine``: Nichol &
+    Dhariwal 2021 with betas clipped at 0.999 (diffusers' ``squaredcos_cap_v2``), which ignores the
+    beta bounds. Computed in float64 and rounded once (diffusers multiplies in float32: the tables
+    differ by under 1e-5 relative, tests/test_import_diffusers.py)."""
+    if schedule == "linear":
+        betas = torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64)
+    elif schedule == "scaled_linear":
+        betas = torch.linspace(beta_start**0.5, beta_end**0.5, timesteps, dtype=torch.float64) ** 2
+    elif schedule == "cosine":
         s = 0.008
         f = lambda u: math.cos((u + s) / (1 + s) * math.pi / 2) ** 2  # noqa: E731
         betas = torch.tensor([min(1 - f((i + 1) / timesteps) / f(i / timesteps), 0.999) for i in range(timesteps)],
@@ -25,6 +36,11 @@ def alpha_bar(schedule: str, timesteps: int = TIMESTEPS) -> torch.Tensor:
     else:
         raise ValueError(f"unknown schedule {schedule!r}")
     return torch.cumprod(1 - betas, 0)
+
+
+def run_alpha_bar(model: dict) -> torch.Tensor:
+    """(T,) float32: the alpha-bar table of a run, from its config.json 'model' section."""
+    return alpha_bar(model["schedule"], model["timesteps"], model["beta_start"], model["beta_end"]).float()
 
 
 def _bc(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
