@@ -32,7 +32,8 @@ def hub(tmp_path):
     (repo / "notes/big.bin").write_bytes(b"\0" * 4096)  # not the format's: never fetched
     pickled = tmp_path / "pickled"
     pickled.mkdir()
-    (pickled / "config.json").write_text((repo / "config.json").read_text())
+    for name in ("config.json", "scheduler_config.json"):
+        (pickled / name).write_text((repo / name).read_text())
     (pickled / "diffusion_pytorch_model.bin").write_bytes(b"\0" * 64)
     server = HubServer({"tiny/ddpm": repo, "tiny/pickled": pickled})
     yield server
@@ -57,7 +58,7 @@ def test_import_from_the_hub_fetches_only_the_formats_files_then_works_offline(t
     # Offline: the cache serves it again; a repository never fetched is one line saying where to put it.
     again = run_aigc(home, "import", "tiny/ddpm", "--name", "again", **_env(tmp_path, hub, HF_HUB_OFFLINE="1"))
     assert again.returncode == 0, again.stderr
-    missing = run_aigc(home, "import", "tiny/other", **_env(tmp_path, hub, HF_HUB_OFFLINE="1"))
+    missing = run_aigc(home, "-q", "import", "tiny/other", **_env(tmp_path, hub, HF_HUB_OFFLINE="1"))
     clean_error(missing.returncode, missing.stderr, "tiny/other is not in the Hugging Face cache", "HF_HUB_OFFLINE",
                 "local folder")
     # A resume of an imported run: nothing to resume, --init is the way.
@@ -74,7 +75,7 @@ def test_hub_errors_are_one_line_and_write_nothing(tmp_path, hub, run_aigc, clea
         (["import", "tiny/ddpm", "--name", "bad name"], ["name"]),
     ]
     for args, words in cases:
-        done = run_aigc(home, *args, **_env(tmp_path, hub))
+        done = run_aigc(home, "-q", *args, **_env(tmp_path, hub))
         clean_error(done.returncode, done.stderr, *words)
     assert not (home / "runs").exists() or not any(p.name.startswith("run") for p in (home / "runs").iterdir())
 

@@ -22,8 +22,14 @@ def import_(
 
     Safetensors weights only. A hub id is fetched through huggingface_hub's cache (HF_HOME, HF_ENDPOINT; HF_HUB_OFFLINE=1 uses the cache alone). The run takes every command: sample, eval, export, and train --init to fine-tune it. See docs/pretrained.md.
     """
+    import sys
+
     from aigc_cli.hub.importer import import_model
 
+    if common.settings.quiet or not sys.stderr.isatty():
+        from huggingface_hub.utils import disable_progress_bars
+
+        disable_progress_bars()  # huggingface_hub's download bars: only where someone watches them
     run = import_model(source, name, fmt=fmt, revision=revision, say=common.info)
     config = run.read_config()
     if json_out:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from aigc_cli.core.errors import ConfigError
-from aigc_cli.hub.formats import detect_format, get_format
+from aigc_cli.hub.formats import ImportError_, detect_format, get_format
 
 # What the format is detected from: a model's or a pipeline's configs, never weights.
 CONFIG_FILES = ["config.json", "model_index.json", "scheduler_config.json", "*/config.json",
@@ -51,5 +51,29 @@ def snapshot(repo_id: str, revision: str | None, fmt: str | None,
     say(f"fetching {where} from the Hugging Face hub (cached in {constants.HF_HUB_CACHE})")
     folder = fetch(CONFIG_FILES)
     form = get_format(fmt) if fmt is not None else detect_format(folder)
+    _refuse_pickles(repo_id, revision)
     folder = fetch(form.files())
     return folder, folder.name  # snapshots/<commit>
+
+
+PICKLES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+def _refuse_pickles(repo_id: str, revision: str | None) -> None:
+    """A repository that offers only pickled weights, refused before anything more is fetched
+    (a format's own check would only see that its safetensors are missing). Needs the hub's
+    file list: offline, the format's check says what the cache lacks instead."""
+    from huggingface_hub import HfApi, constants
+
+    if constants.HF_HUB_OFFLINE:
+        return
+    try:
+        files = HfApi().list_repo_files(repo_id, revision=revision)
+    except Exception:  # the listing is a courtesy: the download itself reports what is wrong
+        return
+    if not any(f.endswith(".safetensors") for f in files):
+        pickled = sorted(f for f in files if f.endswith(PICKLES))
+        if pickled:
+            raise ImportError_(f"{repo_id} offers only pickled weights ({', '.join(pickled[:3])}); aigc reads "
+                               "safetensors only (a pickle can run code): pick a revision or a copy that has "
+                               ".safetensors weights")
