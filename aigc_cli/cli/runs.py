@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import typer
 
 from aigc_cli.cli import common
@@ -38,6 +40,15 @@ def epoch_cell(epoch, epochs) -> str:
     if epoch is None and epochs is None:
         return "-"
     return f"{'-' if epoch is None else epoch}/{'-' if epochs is None else epochs}"
+
+
+def _brief(value):
+    """A config value for the table: a large object (a bpe run's tokenizer, about 1.3 MB for
+    GPT-2's) as its beginning and size; --json shows it whole."""
+    if not isinstance(value, (dict, list)):
+        return value
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 200 else f"{text[:80]}... ({len(text):,} characters of JSON; --json shows it whole)"
 
 
 @app.command("show")
@@ -82,8 +93,8 @@ def show(
     if data["parent"]:
         p = data["parent"]
         items.append(["parent", f"{p.get('run')} (weights sha256 {str(p.get('weights_sha256'))[:12]}...; {p['state']})"])
-    items += [[f"model.{k}", v] for k, v in cfg.get("model", {}).items()]
-    items += [[f"train.{k}", v] for k, v in cfg.get("train", {}).items()]
+    items += [[f"model.{k}", _brief(v)] for k, v in cfg.get("model", {}).items()]
+    items += [[f"train.{k}", _brief(v)] for k, v in cfg.get("train", {}).items()]
     items.append(["seed", cfg.get("seed")])
     if data["last_metrics"]:
         items += [[f"last.{k}", v] for k, v in data["last_metrics"].items()]

@@ -109,7 +109,7 @@ def _prepare(family, dataset, split, options, progress, dataset_progress, device
     info = data.info() if data is not None else {}
     # The networks are sized for this device and one process's batch (models/sizing.py).
     with sizing_for(device, min(loop.batch_size, info.get("size", loop.batch_size)) // distributed.world()):
-        model_cfg, train_cfg = fam.make_config(options, info)
+        model_cfg, train_cfg = fam.make_config(options, info, data)
     train_cfg.update(epochs=loop.epochs, batch_size=loop.batch_size, log_every=loop.log_every)
     items = fam.training_data(data, {"model": model_cfg, "train": train_cfg, "seed": loop.seed})
     train_cfg["items"] = len(items)  # what an epoch steps through (0: the task makes its batches)
