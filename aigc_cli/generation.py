@@ -239,6 +239,9 @@ def load_modules(run: Run, names: list[str] | None = None,
     from model.safetensors alone (not its checkpoint): what generation loads, and what a run
     started from another's weights will. A name the run lacks is an error naming those it has."""
     config = load_config(run) if config is None else config
+    adapters = config.get("adapters")
+    if adapters is not None:
+        return _with_adapters(run, config, adapters, names)
     modules = get_family(config["family"]).impl.build(config)
     if names is not None:
         unknown = [n for n in names if n not in modules]
@@ -248,6 +251,29 @@ def load_modules(run: Run, names: list[str] | None = None,
     if not run.weights_path.exists():
         raise RunError(f"{run.id} has no weights yet (model.safetensors); train it for at least one epoch")
     load_weights(run.weights_path, modules)
+    return modules
+
+
+def _with_adapters(run: Run, config: dict[str, Any], adapters: dict[str, Any],
+                   names: list[str] | None) -> dict[str, torch.nn.Module]:
+    """A LoRA run's modules: its parent's (checked by hash; itself perhaps a LoRA run), its own
+    adapters added and folded into the weights (models/adapters.py): plain modules, as a run
+    trained without adapters has."""
+    from aigc_cli.models.adapters import inject, merge, saved_state
+    from aigc_cli.runs.lineage import check_parent
+
+    parent = check_parent(config, f"{run.id}'s config.json")
+    if parent is None:
+        raise RunError(f"{run.id}'s config.json has adapters but names no parent run to adapt")
+    modules = load_modules(parent, names)
+    if not run.weights_path.exists():
+        raise RunError(f"{run.id} has no weights yet (model.safetensors); train it for at least one epoch")
+    adapted = {n: m for n, m in modules.items() if n in adapters["layers"]}
+    for name, module in adapted.items():
+        inject(module, adapters["layers"][name], adapters["rank"], adapters["alpha"])
+    load_weights(run.weights_path, adapted, state=saved_state)
+    for module in adapted.values():
+        merge(module)
     return modules
 
 

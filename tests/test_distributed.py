@@ -414,3 +414,25 @@ def test_nproc_under_torchrun_and_bad_timeout_are_refused(cli, clean_error, monk
         monkeypatch.setenv(name, "0" if "RANK" in name else ("127.0.0.1" if "ADDR" in name else "1"))
     code, _, err = cli("train", "gan", "--dataset", tiny_npz)
     clean_error(code, err, "AIGC_DIST_TIMEOUT must be a number of seconds")
+
+
+@pytest.mark.slow  # three trainings, one on 2 launched ranks
+def test_lora_on_two_processes_computes_what_one_does(tmp_path, aigc, run_rows):
+    """A LoRA run on a parent's frozen GPT (issue 29): the adapters' gradients are averaged over
+    the ranks, the base is loaded by each; the losses are one process's."""
+    from aigc_cli.data.text import CORPORA
+
+    data = tmp_path / "plays.txt"
+    data.write_text(CORPORA.get("bard").read(None)[:2320], encoding="utf-8")
+    text = FAMILIES["text"] + ["--arch", "gpt"]
+    homes = tmp_path / "one", tmp_path / "two"
+    for home in homes:
+        parent = aigc(home, "-q", "train", "text", "--dataset", data, *text, "--epochs", "1")
+        assert parent.returncode == 0, parent.stderr
+    args = ["train", "text", "--dataset", data, "--init", "run1", "--lora", "2", "--batch-size", "16", "--seed", "4",
+            "--log-every", "1", "--precision", "fp32", "--epochs", "1"]
+    one = aigc(homes[0], "-q", *args)
+    assert one.returncode == 0, one.stderr
+    two = aigc(homes[1], *args, "--nproc", "2")
+    assert two.returncode == 0 and two.stdout == "run2\n", two.stderr
+    _assert_same_losses(run_rows(homes[0], "run2"), run_rows(homes[1], "run2"))

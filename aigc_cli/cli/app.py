@@ -15,6 +15,7 @@ from aigc_cli.cli import common
 from aigc_cli.cli import datasets as datasets_cmd
 from aigc_cli.cli import eval as eval_cmd
 from aigc_cli.cli import export as export_cmd
+from aigc_cli.cli import imports as import_cmd
 from aigc_cli.cli import info as info_cmd
 from aigc_cli.cli import interpolate as interpolate_cmd
 from aigc_cli.cli import reconstruct as reconstruct_cmd
@@ -68,6 +69,7 @@ app.command("interpolate")(interpolate_cmd.interpolate)
 app.command("reconstruct")(reconstruct_cmd.reconstruct)
 app.add_typer(eval_cmd.app, name="eval")
 app.add_typer(export_cmd.app, name="export")
+app.command("import")(import_cmd.import_)
 app.add_typer(runs_cmd.app, name="runs")
 app.add_typer(datasets_cmd.app, name="datasets")
 app.command("info")(info_cmd.info)

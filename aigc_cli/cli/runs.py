@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import typer
 
 from aigc_cli.cli import common
@@ -40,15 +38,6 @@ def epoch_cell(epoch, epochs) -> str:
     if epoch is None and epochs is None:
         return "-"
     return f"{'-' if epoch is None else epoch}/{'-' if epochs is None else epochs}"
-
-
-def _brief(value):
-    """A config value for the table: a large object (a bpe run's tokenizer, about 1.3 MB for
-    GPT-2's) as its beginning and size; --json shows it whole."""
-    if not isinstance(value, (dict, list)):
-        return value
-    text = json.dumps(value, ensure_ascii=False)
-    return text if len(text) <= 200 else f"{text[:80]}... ({len(text):,} characters of JSON; --json shows it whole)"
 
 
 @app.command("show")
@@ -93,14 +82,32 @@ def show(
     if data["parent"]:
         p = data["parent"]
         items.append(["parent", f"{p.get('run')} (weights sha256 {str(p.get('weights_sha256'))[:12]}...; {p['state']})"])
-    items += [[f"model.{k}", _brief(v)] for k, v in cfg.get("model", {}).items()]
-    items += [[f"train.{k}", _brief(v)] for k, v in cfg.get("train", {}).items()]
+    source = cfg.get("source")
+    if isinstance(source, dict):
+        where = source.get("hub_id") or source.get("folder")
+        items.append(["imported", f"{where} ({source.get('format')})" + (f" at {source['revision']}" if source.get("revision") else "")])
+    adapters = cfg.get("adapters")
+    if isinstance(adapters, dict) and isinstance(adapters.get("layers"), dict):
+        count = sum(len(v) for v in adapters["layers"].values() if isinstance(v, list))
+        items.append(["adapters", f"LoRA rank {adapters.get('rank')}, alpha {adapters.get('alpha')}, on {count} layers of "
+                      f"{', '.join(adapters['layers'])} (the base weights are the parent's)"])
+    items += [[f"model.{k}", _short(v)] for k, v in cfg.get("model", {}).items()]
+    items += [[f"train.{k}", _short(v)] for k, v in cfg.get("train", {}).items()]
     items.append(["seed", cfg.get("seed")])
     if data["last_metrics"]:
         items += [[f"last.{k}", v] for k, v in data["last_metrics"].items()]
     if data["fid"]:
         items.append(["fid", f"{data['fid']['fid']:.3f} (epoch {data['fid'].get('epoch')})"])
     common.table(None, ["field", "value"], items, result=True)
+
+
+def _short(value):
+    """A config value for the table: a tokenizer's vocabulary is summarised, not printed whole."""
+    if isinstance(value, dict):
+        return f"({len(value)} fields; --json shows them)"
+    if isinstance(value, str) and len(value) > 120:
+        return value[:117] + "..."
+    return value
 
 
 @app.command("plot")

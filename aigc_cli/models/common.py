@@ -13,7 +13,7 @@ from torch import nn
 from aigc_cli.core.errors import ConfigError, OptionError
 from aigc_cli.core.schema import Field
 from aigc_cli.models.conditions import Conditioning
-from aigc_cli.models.protocol import Decoder, Sampler
+from aigc_cli.models.protocol import Decoder, FamilyImpl, Sampler
 
 PREVIEW_COUNT = 64  # images in an image family's per-epoch preview grids
 PREVIEW_SEED_OFFSET = 7  # the preview latents' seed: the run's seed plus this
@@ -55,6 +55,30 @@ def preview_inputs(seed: int, latent_dim: int, model: dict[str, Any], device: to
     z = torch.randn(n, latent_dim, generator=g).to(device)
     k = num_classes(model)
     return z, Conditioning(n, labels=(torch.arange(n) % k).to(device) if k else None)
+
+
+class ImageFamily(FamilyImpl):
+    """What the image families share: a run started from another's weights (``--init``) keeps
+    its image size, and takes its classes from its own dataset."""
+
+    init_free = ("num_classes", "conditional")
+
+    def init_model(self, parent: dict[str, Any], fresh: dict[str, Any], parent_id: str) -> tuple[dict, list[str]]:
+        if list(parent["image_shape"]) != list(fresh["image_shape"]):
+            shape = lambda s: "x".join(map(str, s))  # noqa: E731
+            raise ConfigError(f"--init {parent_id}: its network draws {shape(parent['image_shape'])} images (C x H x W), "
+                              f"this dataset holds {shape(fresh['image_shape'])} ones; start from a run of that size")
+        model, notes = super().init_model(parent, fresh, parent_id)
+        was, now = num_classes(parent), num_classes(model)
+        if was != now:
+            if now is None:
+                notes.append(f"{parent_id}'s class embeddings ({was} classes) are left out: this run is unconditional")
+            elif was is None:
+                notes.append(f"the class embeddings ({now} classes) start from random weights: {parent_id} is unconditional")
+            else:
+                notes.append(f"the class embeddings start from random weights: this dataset has {now} classes, "
+                             f"{parent_id} had {was}")
+        return model, notes
 
 
 @dataclass(frozen=True)

@@ -66,11 +66,13 @@ class EMA:
         self.decay = decay
         self.module = module
         self.shadow = copy.deepcopy(module).eval().requires_grad_(False)
+        # Frozen parameters (a LoRA run's base) never change: only what trains is averaged.
+        self.pairs = [(s, p) for s, p in zip(self.shadow.parameters(), module.parameters()) if p.requires_grad]
 
     @torch.no_grad()
     def update(self, step: int) -> None:
         d = min(self.decay, (1 + step) / (10 + step))
-        for s, p in zip(self.shadow.parameters(), self.module.parameters()):
+        for s, p in self.pairs:
             s.lerp_(p.detach(), 1 - d)
 
 

@@ -202,6 +202,21 @@ class FamilyImpl(ABC):
         with every field the current code reads: what older runs did, made explicit."""
         return config
 
+    # Runs started from another's weights (models/inherit.py): the 'model' fields such a run
+    # decides from its own data and options; every other field is the parent's architecture.
+    init_free: tuple[str, ...] = ()
+
+    def init_model(self, parent: dict[str, Any], fresh: dict[str, Any], parent_id: str) -> tuple[dict, list[str]]:
+        """The 'model' section of a run started from ``parent``'s weights, given ``fresh``, the
+        section made for its own data and options; and what to tell the user (a class table
+        started afresh). A parent whose network cannot take this data is a one-line error."""
+        return {**parent, **{k: fresh[k] for k in self.init_free if k in fresh}}, []
+
+    def lora_targets(self, config: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+        """Inference module -> glob patterns of the layers ``--lora`` adapts by default
+        (models/adapters.py); empty: the family has no default, ``--lora-targets`` must say."""
+        return {}
+
     def check_config(self, config: dict[str, Any], where: str) -> None:
         """The declared fields' types and ranges; families add checks across fields."""
         check_fields(config["model"], self.model_fields, f"{where} 'model'")

@@ -107,14 +107,20 @@ class Family:
         """What the loop trains on (the family's ``training_data``)."""
         return self.impl.training_data(data, config)
 
-    def training_task(self, config: dict[str, Any], device, frozen=None, horizon: int | None = None):
+    def training_task(self, config: dict[str, Any], device, frozen=None, horizon: int | None = None,
+                      prepare=None):
         """The family's training task with its optimizers built from its parameter groups
         (models/optim.py), less the parameters ``frozen`` accepts: what the loop steps, and what a
         bench steps by hand. ``horizon``: the step learning-rate schedules end at (the loop sets
-        it; default: the config's epochs of ``items // batch_size`` steps, when it has them)."""
+        it; default: the config's epochs of ``items // batch_size`` steps, when it has them).
+        ``prepare(task)``: runs before the optimizers and weight averages are built (a parent's
+        weights loaded, adapters added); it may return more to freeze."""
         from aigc_cli.models.optim import attach
 
         task = self.impl.make_task(config, device)
+        more = prepare(task) if prepare is not None else None
+        if more is not None:
+            frozen = more if frozen is None else (lambda name, a=frozen, b=more: a(name) or b(name))
         attach(task, device, frozen)
         train = config.get("train", {})
         if horizon is None and train.get("items") and train.get("batch_size") and train.get("epochs"):
@@ -211,7 +217,22 @@ def load_config(run) -> dict[str, Any]:
     if not isinstance(config.get("seed"), int) or isinstance(config["seed"], bool):
         raise RunError(f"{where} field 'seed' must be a whole number, got {config.get('seed')!r:.60}")
     impl.check_config(config, where)
+    if config.get("adapters") is not None:
+        check_adapters(config["adapters"], where)
     return config
+
+
+def check_adapters(adapters: Any, where: str) -> None:
+    """config.json's 'adapters' (a LoRA run: models/adapters.py), checked as the families' fields are."""
+    from aigc_cli.core.schema import Field, check_fields
+
+    check_fields(adapters, (Field("kind", str, choices=("lora",)), Field("rank", int, minimum=1),
+                            Field("alpha", float, minimum=1e-12)),
+                 f"{where} 'adapters'")
+    layers = adapters.get("layers")
+    if not (isinstance(layers, dict) and layers and all(
+            isinstance(v, list) and v and all(isinstance(n, str) for n in v) for v in layers.values())):
+        raise RunError(f"{where} 'adapters' field 'layers' must map module names to lists of layer names")
 
 
 def require_command(spec: FamilySpec, command: str, run_id: str) -> None:

@@ -1,13 +1,17 @@
 """Weights and full training state as safetensors; the non-tensor parts ride in its JSON metadata.
 
 One file per checkpoint, written atomically, so a checkpoint is either whole or absent.
+
+``state``: what of a module is saved and expected back (default: its whole state dict). A LoRA
+run passes models/adapters.py's ``saved_state``: a module with adapters is saved as its adapters
+alone, its base weights being its parent run's.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError
@@ -20,10 +24,18 @@ from aigc_cli.core.io import atomic_write_bytes
 FORMAT = "aigc-checkpoint/1"
 
 
-def _flatten_module_states(modules: dict[str, torch.nn.Module], prefix: str) -> dict[str, torch.Tensor]:
+StateFn = Callable[[torch.nn.Module], dict[str, torch.Tensor]]
+
+
+def _whole(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return module.state_dict()
+
+
+def _flatten_module_states(modules: dict[str, torch.nn.Module], prefix: str,
+                           state: StateFn = _whole) -> dict[str, torch.Tensor]:
     out = {}
     for name, module in modules.items():
-        for key, tensor in module.state_dict().items():
+        for key, tensor in state(module).items():
             out[f"{prefix}{name}.{key}"] = tensor.detach().cpu().contiguous()
     return out
 
@@ -41,8 +53,9 @@ def _flatten_optimizer(name: str, opt: torch.optim.Optimizer) -> tuple[dict[str,
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
-def save_weights(path: Path, modules: dict[str, torch.nn.Module], metadata: dict[str, Any] | None = None) -> None:
-    tensors = _flatten_module_states(modules, "")
+def save_weights(path: Path, modules: dict[str, torch.nn.Module], metadata: dict[str, Any] | None = None,
+                 state: StateFn = _whole) -> None:
+    tensors = _flatten_module_states(modules, "", state)
     meta = {"format": "aigc-weights/1", "meta": json.dumps(metadata or {})}
     # Serialised here and written by core.io: safetensors' own save_file would add a second temp
     # file with its own (0600) mode.
@@ -62,8 +75,9 @@ def _load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         raise WeightsError(f"{path} is not a readable safetensors file ({str(e).splitlines()[0]})") from None
 
 
-def _load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str, path: Path) -> None:
-    own = module.state_dict()
+def _load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str, path: Path,
+               expected: StateFn = _whole) -> None:
+    own = expected(module)
     for key, tensor in state.items():
         mine = own.get(key)
         if mine is None:
@@ -75,10 +89,13 @@ def _load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], what: st
             raise WeightsError(f"{path.name}: {what}.{key} holds non-finite values (NaN or inf); "
                                "the weights are unusable")
     try:
-        module.load_state_dict(state, strict=True)
+        if set(state) != set(own):
+            raise RuntimeError("")
+        # Part of a module (its adapters): the rest is in place already, from its parent run.
+        module.load_state_dict(state, strict=len(own) == len(module.state_dict()))
     except RuntimeError as e:
         raise WeightsError(
-            f"{path.name}: the weights for {what} do not fit the run's architecture ({_mismatch(module, state, e)})"
+            f"{path.name}: the weights for {what} do not fit the run's architecture ({_mismatch(own, state, e)})"
         ) from None
 
 
@@ -86,9 +103,8 @@ def _dtype(t: torch.Tensor) -> str:
     return str(t.dtype).removeprefix("torch.")
 
 
-def _mismatch(module: torch.nn.Module, state: dict[str, torch.Tensor], error: RuntimeError) -> str:
+def _mismatch(own: dict[str, torch.Tensor], state: dict[str, torch.Tensor], error: RuntimeError) -> str:
     """What differs, in one line: missing and unexpected names, or the first wrong shape."""
-    own = module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     parts = []
@@ -112,13 +128,13 @@ def _split(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, dict[str,
     return out
 
 
-def load_weights(path: Path, modules: dict[str, torch.nn.Module]) -> None:
+def load_weights(path: Path, modules: dict[str, torch.nn.Module], state: StateFn = _whole) -> None:
     tensors, _ = _load_tensors(path)
     groups = _split(tensors, "")
     for name, module in modules.items():
         if name not in groups:
             raise WeightsError(f"{path.name} holds no weights for {name!r}; it does not fit this run")
-        _load_into(module, groups[name], name, path)
+        _load_into(module, groups[name], name, path, state)
 
 
 def save_checkpoint(
@@ -127,9 +143,10 @@ def save_checkpoint(
     optimizers: dict[str, torch.optim.Optimizer],
     extra_tensors: dict[str, torch.Tensor],
     state: dict[str, Any],
+    module_state: StateFn = _whole,
 ) -> None:
     """modules: every module that trains or averages (EMA included); state: JSON-able progress."""
-    tensors = _flatten_module_states(modules, "model.")
+    tensors = _flatten_module_states(modules, "model.", module_state)
     optim_meta = {}
     for name, opt in optimizers.items():
         t, m = _flatten_optimizer(name, opt)
@@ -150,6 +167,7 @@ def load_checkpoint(
     path: Path,
     modules: dict[str, torch.nn.Module],
     optimizers: dict[str, torch.optim.Optimizer],
+    module_state: StateFn = _whole,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Fill modules and optimizers in place; return (extra tensors, state)."""
     tensors, metadata = _load_tensors(path)
@@ -160,7 +178,7 @@ def load_checkpoint(
     for name, module in modules.items():
         if name not in groups:
             raise WeightsError(f"checkpoint {path} holds no {name!r}; it does not fit this run")
-        _load_into(module, groups[name], name, path)
+        _load_into(module, groups[name], name, path, module_state)
     opt_tensors = _split(tensors, "optim.")
     for name, opt in optimizers.items():
         meta = optim_meta.get(name)

@@ -32,6 +32,7 @@ from aigc_cli.core.io import atomic_write_bytes, atomic_write_text
 from aigc_cli.core.memory import tune_cpu_allocator
 from aigc_cli.core.seeding import get_rng_state, set_rng_state
 from aigc_cli.models.protocol import TrainingData, TrainTask
+from aigc_cli.models.adapters import saved_state
 from aigc_cli.runs.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from aigc_cli.runs.curves import CURVES, write_curves
 from aigc_cli.runs.store import Run
@@ -217,17 +218,19 @@ class Trainer:
             "optim": {name: o.state() for name, o in self.optim.items()},
         }
         self._sync_inference()
-        save_weights(self.run.weights_path, self.task.inference_modules(), {"run": self.run.id, "step": self.step})
+        # A module with LoRA adapters is saved as its adapters (its base is the parent run's).
+        save_weights(self.run.weights_path, self.task.inference_modules(), {"run": self.run.id, "step": self.step},
+                     state=saved_state)
         save_checkpoint(
             self.run.checkpoint_path, self.task.modules, {n: o.optimizer for n, o in self.optim.items()}, {
                 f"rng.{k}": v for k, v in get_rng_state().items()
-            }, state,
+            }, state, module_state=saved_state,
         )
         self.run.update_meta(epoch=self.epoch, step=self.step)
 
     def restore(self) -> None:
         extra, state = load_checkpoint(self.run.checkpoint_path, self.task.modules,
-                                       {n: o.optimizer for n, o in self.optim.items()})
+                                       {n: o.optimizer for n, o in self.optim.items()}, saved_state)
         try:
             set_rng_state({k[len("rng."):]: v for k, v in extra.items() if k.startswith("rng.")})
         except (RuntimeError, KeyError, TypeError, ValueError) as e:

@@ -43,6 +43,19 @@ TEXT_RUN_OPTIONS = tuple(
 )
 
 
+# Starting from another run (models/inherit.py) and LoRA adapters (models/adapters.py): every family.
+INIT_OPTIONS = (
+    Option("init", str, None, "Start from RUN's weights (a run id, name or 'last'; or a folder 'aigc import' "
+           "reads, imported first): its architecture, this run's data, a fresh optimizer.",
+           default_text="random weights"),
+    Option("lora", int, 0, "Train LoRA adapters of this rank on the --init run's frozen weights; the run "
+           "holds only the adapters (0: train every weight).", minimum=0, maximum=4096),
+    Option("lora_alpha", float, None, "LoRA scale: the adapters' update is multiplied by alpha / rank.",
+           default_text="the rank (scale 1)", above=0.0),
+    Option("lora_targets", str, None, "Comma-separated glob patterns of the layers that get adapters "
+           "(e.g. 'blocks.*.attn.qkv').", default_text="the family's choice (docs/pretrained.md)"),
+)
+
 # A family whose task makes its own batches: no data, no FID against it.
 OWN_RUN_OPTIONS = tuple(o for o in RUN_OPTIONS if o.name not in ("eval_every", "fid_n"))
 
@@ -57,14 +70,14 @@ OPTIONS_BY_DATA = {
 def loop_options(trains_on: str = "images") -> tuple[Option, ...]:
     """The loop's options for a family that trains on ``trains_on``."""
     data, run = OPTIONS_BY_DATA[trains_on]
-    return data + run
+    return data + run + INIT_OPTIONS
 
 
 def train_options(spec) -> list[Option]:
     """Every option of one family's training (``spec``: its FamilySpec), in the order ``aigc
     train <family> --help`` lists them; a family option named like a loop option is refused."""
     data, run = OPTIONS_BY_DATA[spec.trains_on]
-    options = [*data, *spec.options, *run]
+    options = [*data, *spec.options, *run, *INIT_OPTIONS]
     option_table(options)
     return options
 

@@ -14,7 +14,7 @@ from typing import Any
 from aigc_cli.core.errors import OptionError, RunError
 from aigc_cli.core.options import resolve
 from aigc_cli.models.registry import get_family
-from aigc_cli.runs.store import Run, check_name_free, check_not_written, validate_name
+from aigc_cli.runs.store import Run, check_name_free, check_not_written, resolve_run, validate_name
 from aigc_cli.training.options import loop_options, time_budget
 
 
@@ -32,9 +32,27 @@ def check_new(family: str, given: dict[str, Any], world: int = 1) -> dict[str, A
     if values["name"] is not None:
         validate_name(values["name"])
         check_name_free(values["name"])
+    check_init(values)
     if spec.trains_on != "none":  # a task that makes its own batches has no dataset to look up
         check_dataset(spec.trains_on, values["dataset"], values["split"])
     return values
+
+
+def check_init(values: dict[str, Any]) -> Run | str | None:
+    """--init and the LoRA options agree: the run to start from (or the folder to import
+    first), None for random weights. Adapters need a base to adapt."""
+    if values["lora"] == 0:
+        for name in ("lora_alpha", "lora_targets"):
+            if values[name] is not None:
+                raise OptionError(name, "applies to LoRA adapters: give --lora RANK too")
+    if values["init"] is None:
+        if values["lora"]:
+            raise OptionError("lora", "adapts another run's weights: give --init RUN (a run, or a folder to import)")
+        return None
+    ref = values["init"]
+    if Path(ref).expanduser().is_dir():
+        return ref  # a model folder: aigc import reads it first
+    return resolve_run(ref)
 
 
 def check_resume(run: Run, epochs: int | None = None, time: str | None = None, world: int = 1) -> None:
@@ -42,6 +60,7 @@ def check_resume(run: Run, epochs: int | None = None, time: str | None = None, w
     not broken, its batch splits over the ranks, and nobody is writing it (its lock is free)."""
     check_resume_options(epochs, time)
     check_not_broken(run)
+    check_not_imported(run)
     batch_size = run.read_config()["train"].get("batch_size")
     if isinstance(batch_size, int) and not isinstance(batch_size, bool):
         check_split(batch_size, world)
@@ -59,6 +78,12 @@ def check_not_broken(run: Run) -> None:
     meta = run.read_meta()
     if meta["status"] == "broken":
         raise RunError(f"{run.id} is broken ({meta['error']}); it cannot be resumed, remove it with 'aigc runs rm {run.id}'")
+
+
+def check_not_imported(run: Run) -> None:
+    if run.read_meta().get("imported") is not None:
+        raise RunError(f"{run.id} was imported, not trained here: there is nothing to resume; fine-tune it in a new "
+                       f"run with --init {run.id}")
 
 
 def check_split(batch_size: int, world: int) -> None:

@@ -27,6 +27,8 @@ from aigc_cli.core.options import resolve
 from aigc_cli.core.schema import check_fields
 from aigc_cli.core.seeding import seed_everything
 from aigc_cli.data import load_data
+from aigc_cli.models.adapters import add_adapters, resolve_layers
+from aigc_cli.models.inherit import inherit_model, start_from
 from aigc_cli.models.protocol import TrainingData
 from aigc_cli.models.registry import RUN_FORMAT, get_family, load_config
 from aigc_cli.runs.lineage import check_parent, parent_record
@@ -35,7 +37,7 @@ from aigc_cli.runs.store import Run, create_run, lock_run, now_iso, resolve_run
 from aigc_cli.training.evaluation import make_evaluator
 from aigc_cli.training.loop import LoopConfig, NoProgress, ProgressSink, Trainer, check_loop
 from aigc_cli.training.options import LOOP_FIELDS, loop_options, loop_section, time_budget, train_options
-from aigc_cli.training.preflight import check_not_broken, check_resume_options
+from aigc_cli.training.preflight import check_init, check_not_broken, check_not_imported, check_resume_options
 
 DatasetProgress = Callable[[str, int, "int | None"], None]
 
@@ -100,6 +102,25 @@ def _prepare(family, dataset, split, options, progress, dataset_progress, device
         raise ConfigError(f"the {family} family makes its own training data; it takes no dataset")
     values = resolve(loop_opts, loop_given, "training")
     resolve(fam.spec.options, options, f"the {family} family")  # bad options fail before the data loads
+    init = check_init(values)
+    if init is not None and parent is not None:
+        raise ConfigError("give the run to start from once: --init or parent=, not both")
+    folder = None
+    if isinstance(init, str):  # a model folder: imported as a run of its own, the parent, once all else is checked
+        from aigc_cli.hub.importer import prepare_import
+
+        if distributed.world() > 1:
+            raise ConfigError(f"--init with a folder on several processes: import it first (aigc import {init} "
+                              "--name base), then give --init base")
+        folder = prepare_import(init)
+        parent_config = folder.config
+        if parent_config["family"] != family:
+            raise ConfigError(f"{init} holds a {parent_config['family']} model; start from it with "
+                              f"'aigc train {parent_config['family']} --init {init}'")
+    parent = parent if parent is not None else init if folder is None else None
+    if parent is not None:
+        parent_config = _parent_config(family, parent)
+    parent_id = parent.id if parent is not None else values["init"] if folder is not None else None
     loop = LoopConfig(epochs=values["epochs"], batch_size=values["batch_size"], seed=values["seed"],
                       log_every=values["log_every"], time_budget=time_budget(values["time"]))
     data = None
@@ -110,6 +131,12 @@ def _prepare(family, dataset, split, options, progress, dataset_progress, device
     # The networks are sized for this device and one process's batch (models/sizing.py).
     with sizing_for(device, min(loop.batch_size, info.get("size", loop.batch_size)) // distributed.world()):
         model_cfg, train_cfg = fam.make_config(options, info, data)
+    if parent_id is not None:
+        model_cfg, notes = inherit_model(fam.impl, fam.spec.options, options, parent_config["model"], model_cfg,
+                                         parent_id)
+        for note in notes:
+            if progress is not None:
+                progress.message(note)
     train_cfg.update(epochs=loop.epochs, batch_size=loop.batch_size, log_every=loop.log_every)
     items = fam.training_data(data, {"model": model_cfg, "train": train_cfg, "seed": loop.seed})
     train_cfg["items"] = len(items)  # what an epoch steps through (0: the task makes its batches)
@@ -127,9 +154,40 @@ def _prepare(family, dataset, split, options, progress, dataset_progress, device
         "versions": _versions(),
         "created": now_iso(),
     }
+    if values["lora"]:
+        config["adapters"] = _adapters(fam, config, values)
+    if folder is not None:  # every check passed: the imported model becomes the parent run
+        from aigc_cli.hub.importer import write_import
+
+        parent = write_import(folder)
+        if progress is not None:
+            progress.message(f"imported {values['init']} as {parent.id}")
     if parent is not None:
         config["parent"] = parent_record(parent)
     return values, loop, data, items, config
+
+
+def _parent_config(family: str, parent: Run) -> dict[str, Any]:
+    """The config of the run a new one starts from, which must be of the same family and whole."""
+    config = load_config(parent)
+    if config["family"] != family:
+        raise ConfigError(f"{parent.id} is a {config['family']} run; start from it with "
+                          f"'aigc train {config['family']} --init {parent.id}'")
+    check_parent(config, f"{parent.id}'s config.json")  # an adapter run's own base must be intact
+    return config
+
+
+def _adapters(fam, config: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """config.json's 'adapters' of a LoRA run: the rank, the scale, and the layers adapted in
+    each inference module (resolved here, on a network without memory, so that the run records
+    exactly what it trains)."""
+    rank = values["lora"]
+    targets = None if values["lora_targets"] is None else [t.strip() for t in values["lora_targets"].split(",") if t.strip()]
+    with torch.device("meta"):
+        modules = fam.impl.build(config)
+    layers = resolve_layers(modules, fam.impl.lora_targets(config), targets, fam.name)
+    return {"kind": "lora", "rank": rank, "alpha": float(values["lora_alpha"] or rank),
+            "targets": targets, "layers": layers}
 
 
 def resume(
@@ -165,6 +223,7 @@ def resume(
 def _prepare_resume(run: Run, epochs, budget, progress, dataset_progress):
     """(config, LoopConfig, dataset, its TrainingData) to continue ``run`` with, every input checked."""
     check_not_broken(run)
+    check_not_imported(run)
     config = load_config(run)
     where = f"{run.id}'s config.json"
     train_cfg = loop_section(config["train"])
@@ -212,11 +271,32 @@ def _say_skipped(data, progress: ProgressSink | None) -> None:
         progress.message(summary)
 
 
+def _start(task, config: dict, restore: bool, progress: ProgressSink):
+    """Before the optimizers exist: a run with a parent starts from its weights (a LoRA run's
+    frozen base, on every resume too), and a LoRA run gains its adapters. Returns what to freeze."""
+    adapters = config.get("adapters")
+    if config.get("parent") is not None and (adapters or not restore):
+        from aigc_cli.generation import load_modules
+
+        parent = check_parent(config, "this run's config.json")
+        weights = {name: m.state_dict() for name, m in load_modules(parent).items()}
+        parent_model = load_config(parent)["model"]
+        family = get_family(config["family"])
+        # Fields the run decided from its own data (its classes): tensors sized by them start afresh.
+        changed = any(parent_model.get(k) != config["model"].get(k) for k in family.impl.init_free)
+        fresh = start_from(task, weights, parent.id, changed)
+        if fresh and not restore:
+            progress.message(f"{', '.join(fresh)} start{'s' if len(fresh) == 1 else ''} from random weights: "
+                             f"{parent.id}'s model.safetensors holds {', '.join(weights)}")
+    return add_adapters(task, adapters) if adapters else None
+
+
 def _fit(run: Run, config: dict, data, items: TrainingData, loop: LoopConfig, device: torch.device,
          progress: ProgressSink, restore: bool, new_epochs: bool = False) -> Run:
     """Train ``items`` (the family's TrainingData of ``data``, made once by _prepare/_prepare_resume);
     ``data`` itself serves FID during training."""
-    task = get_family(config["family"]).training_task(config, device)
+    task = get_family(config["family"]).training_task(config, device, prepare=lambda t: _start(t, config, restore,
+                                                                                               progress))
     eval_every = config.get("eval", {}).get("every", 0)
     evaluate = make_evaluator(run, config, data, device, say=progress.message) if eval_every else None
     trainer = Trainer(task, items, run, loop, device, progress=progress, evaluate=evaluate, eval_every=eval_every)

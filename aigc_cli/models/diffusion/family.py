@@ -15,14 +15,14 @@ from aigc_cli.core.device import autocast, resolve_precision
 from aigc_cli.core.distributed import batch_rand, batch_randint, batch_randn
 from aigc_cli.core.errors import ConfigError, OptionError
 from aigc_cli.core.schema import Field
-from aigc_cli.models.common import IMAGE_FIELDS, class_conditions, image_fields, num_classes, preview_inputs
+from aigc_cli.models.common import ImageFamily, IMAGE_FIELDS, class_conditions, image_fields, num_classes, preview_inputs
 from aigc_cli.models.diffusion import DEFAULT_GUIDANCE, LAYOUTS, PREDICTIONS, SCHEDULES, WEIGHTINGS
 from aigc_cli.models.diffusion.sampling import DdimInverter, DiffusionDecoder
 from aigc_cli.models.diffusion.schedule import TIMESTEPS, alpha_bar, loss_weight, target
 from aigc_cli.models.diffusion.unet import UNet
 from aigc_cli.models.optim import OptimizerSpec
 from aigc_cli.models.graphs import ExportGraph, GraphInput
-from aigc_cli.models.protocol import FamilyImpl, Sampler, TrainTask
+from aigc_cli.models.protocol import Sampler, TrainTask
 from aigc_cli.models.sizing import check_network
 
 PREVIEW_STEPS = 20
@@ -193,7 +193,7 @@ def size_step(nets: dict[str, nn.Module], b: int, model: dict[str, Any]) -> torc
     return nets["unet"](torch.randn(b, *model["image_shape"]), torch.zeros(b, dtype=torch.long), labels)
 
 
-class DiffusionFamily(FamilyImpl):
+class DiffusionFamily(ImageFamily):
     model_fields = (
         Field("width", int, minimum=1),
         Field("channel_mult", list, items=int, length=(1, 5), minimum=1),
@@ -247,3 +247,9 @@ class DiffusionFamily(FamilyImpl):
 
     def sampler(self, modules: dict[str, nn.Module], config: dict[str, Any], device: torch.device) -> DiffusionSampler:
         return DiffusionSampler(modules["unet"], config, device)
+
+    def lora_targets(self, config: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+        # The attention projections and the residual blocks' convolutions (diffusers' LoRA
+        # training scripts adapt attention and, for small data, convolutions too): the layers
+        # that shape what the U-Net draws; the time MLP, input and output convolutions stay.
+        return {"unet": ("*attn*", "*.conv1", "*.conv2")}

@@ -11,11 +11,11 @@ from torch.nn.utils import parametrize
 
 from aigc_cli.core.distributed import batch_randn
 from aigc_cli.core.schema import Field
-from aigc_cli.models.common import IMAGE_FIELDS, FeedForwardSampler, OnePassDecoder, image_fields, preview_inputs, recalibrate_batchnorm
+from aigc_cli.models.common import ImageFamily, IMAGE_FIELDS, FeedForwardSampler, OnePassDecoder, image_fields, preview_inputs, recalibrate_batchnorm
 from aigc_cli.models.gan.losses import LOSSES, GanLoss, gradient_penalty
 from aigc_cli.models.gan.nets import ARCHS, NetSpec, build_nets
 from aigc_cli.models.optim import OptimizerSpec
-from aigc_cli.models.protocol import FamilyImpl, TrainTask
+from aigc_cli.models.protocol import TrainTask
 from aigc_cli.models.sizing import check_network
 
 
@@ -169,7 +169,7 @@ def size_step(nets: dict[str, nn.Module], b: int, spec: NetSpec) -> torch.Tensor
     return nets["D"](torch.cat([torch.randn(b, *spec.image_shape), fake]), pair)  # (2B,)
 
 
-class GanFamily(FamilyImpl):
+class GanFamily(ImageFamily):
     model_fields = (
         Field("arch", str, choices=tuple(ARCHS.names())),
         Field("loss", str, choices=tuple(LOSSES.names())),

@@ -337,3 +337,23 @@ class TextFamily(FamilyImpl):
 
     def sampler(self, modules: dict[str, nn.Module], config: dict[str, Any], device: torch.device) -> LanguageModelSampler:
         return LanguageModelSampler(modules["model"], config, device)
+
+    # --init: the parent's network and tokenizer; a fine-tune may change its dropout.
+    init_free = ("dropout",)
+
+    def init_model(self, parent: dict[str, Any], fresh: dict[str, Any], parent_id: str) -> tuple[dict, list[str]]:
+        if parent["tokenizer"] == "char":
+            unknown = sorted(set(fresh["alphabet"] or "") - set(parent["alphabet"]))
+            if unknown:
+                shown = ", ".join(repr(c) for c in unknown[:5]) + (", ..." if len(unknown) > 5 else "")
+                raise ConfigError(f"--init {parent_id}: this text has {len(unknown)} character(s) outside its alphabet "
+                                  f"({shown}); start from a run with byte or bpe tokens (train one with --tokenizer "
+                                  "byte or bpe), or use text in its alphabet")
+        return super().init_model(parent, fresh, parent_id)
+
+    def lora_targets(self, config: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+        # The GPT's attention and MLP projections (LoRA's and peft's choice for GPT-2: c_attn,
+        # c_proj, c_fc); the RNNs' fused gate matrices are not Linear layers: no default there.
+        if config["model"]["arch"] != "gpt":
+            return {}
+        return {"model": ("blocks.*.attn.qkv", "blocks.*.attn.proj", "blocks.*.fc", "blocks.*.out")}

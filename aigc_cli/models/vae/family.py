@@ -13,10 +13,10 @@ from torch import nn
 from aigc_cli.core.distributed import batch_randn
 from aigc_cli.core.images import interleave_rows
 from aigc_cli.core.schema import Field
-from aigc_cli.models.common import IMAGE_FIELDS, FeedForwardSampler, OnePassDecoder, image_fields, preview_inputs
+from aigc_cli.models.common import ImageFamily, IMAGE_FIELDS, FeedForwardSampler, OnePassDecoder, image_fields, preview_inputs
 from aigc_cli.models.conditions import Conditioning
 from aigc_cli.models.optim import OptimizerSpec
-from aigc_cli.models.protocol import FamilyImpl, TrainTask
+from aigc_cli.models.protocol import TrainTask
 from aigc_cli.models.sizing import check_network
 from aigc_cli.models.vae.likelihoods import LIKELIHOODS, Likelihood, default_likelihood, gaussian_kl
 from aigc_cli.models.vae.nets import ARCHS, VaeSpec, build_nets
@@ -186,7 +186,7 @@ def size_step(nets: dict[str, nn.Module], b: int, spec: VaeSpec) -> torch.Tensor
     return nets["D"](mu, labels)  # (B, C, H, W)
 
 
-class VaeFamily(FamilyImpl):
+class VaeFamily(ImageFamily):
     model_fields = (
         Field("arch", str, choices=tuple(ARCHS.names())),
         Field("likelihood", str, choices=tuple(LIKELIHOODS.names())),
