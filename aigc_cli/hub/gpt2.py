@@ -18,7 +18,14 @@ from typing import Any
 
 import torch
 
-from aigc_cli.hub.formats import Converted, ImportError_, ImportFormat, read_json, read_safetensors, register_format
+from aigc_cli.hub.formats import (
+    Converted,
+    ImportError_,
+    ImportFormat,
+    read_json,
+    read_safetensors,
+    register_format,
+)
 
 # transformers' activation names -> the GPT's (ACT2FN: "gelu_new" and "gelu_pytorch_tanh" are the
 # same tanh approximation, computed two ways; "gelu" is the exact erf form).
@@ -163,7 +170,14 @@ def _from_vocab_and_merges(folder: Path, vocab_path: Path, merges_path: Path) ->
     prefixes or suffixes, GPT-2's byte-level pre-tokenizer and decoder, and its special tokens
     (``<|endoftext|>`` unless tokenizer_config.json or special_tokens_map.json say otherwise)
     added as special tokens, which keeps their ids when the vocabulary has them."""
-    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+    from tokenizers import (
+        AddedToken,
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+    )
 
     vocab = read_json(vocab_path, "the tokenizer's vocabulary")
     if not all(isinstance(v, int) and not isinstance(v, bool) for v in vocab.values()):

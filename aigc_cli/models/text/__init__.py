@@ -8,10 +8,11 @@ from aigc_cli.models.registry import FamilySpec, register_family
 ARCHS = ("gru", "lstm", "gpt")
 TOKENIZERS = ("char", "byte", "bpe")
 ACTIVATIONS = ("gelu", "gelu_tanh")  # the GPT's: exact GELU (aigc's own), GPT-2's tanh approximation
-# --vocab-size's default: on the built-in 300k-character corpus 1024 tokens average 2.4 characters
-# (a context of 64 tokens sees about 150 characters) while each token still occurs hundreds of
-# times; GPT-2's 50,257 would leave most tokens seen a few times in a corpus this size, and make
-# the tied embedding (V x width) most of a small model's parameters (docs/text.md).
+# --vocab-size's default: on the built-in corpus' training split (270k characters) 1024 tokens
+# average 2.5 characters (a context of 64 tokens sees about 160 characters) and the median token
+# occurs 58 times; at 4096 the median token occurs 5 times (3,092 tokens fewer than 10 times),
+# too rarely to learn, and GPT-2's 50,257 would make the tied embedding (V x width) most of a
+# small model's parameters (docs/text.md).
 DEFAULT_BPE_VOCAB = 1024
 TEXT_PRECISIONS = ("auto", "fp32", "bf16")  # no fp16: logits and attention scores outrun its range
 
