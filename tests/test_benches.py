@@ -71,3 +71,9 @@ def test_threads_bench_generators_sample(one_torch_thread):
     gen, options = bench.image_generator("gan")
     images = gen.generate(gen.latents(4, seed=0), gen.conditioning(4), **options)
     assert images.shape[0] == 4
+
+
+def test_gpt2_sampling_bench_agrees_with_transformers(one_torch_thread):
+    pytest.importorskip("transformers")
+    result = _load("bench_gpt2_sampling").run(1, 4, 3, 1, layers=1, width=16, heads=2, vocab=64, positions=16)
+    assert len(result["rounds"]) == 1 and result["median_ratio"] > 0  # the greedy tokens agreed first

@@ -10,13 +10,14 @@ from typing import Any, Iterable
 
 from aigc_cli.core.errors import RunError
 
-_NAMES = {int: "a whole number", float: "a number", str: "a string", bool: "true or false", list: "a list"}
+_NAMES = {int: "a whole number", float: "a number", str: "a string", bool: "true or false", list: "a list",
+          dict: "a JSON object"}
 
 
 @dataclass(frozen=True)
 class Field:
     name: str
-    type: type  # int, float, str, bool or list
+    type: type  # int, float, str, bool, list or dict (a JSON object)
     choices: tuple[Any, ...] = ()
     minimum: float | None = None
     maximum: float | None = None

@@ -16,9 +16,10 @@ token but the file's first is scored once. Then, over the ``tokens`` scored:
 - ``nats_per_token`` = the mean next-token cross-entropy (natural log);
 - ``bits_per_token`` = nats_per_token / ln 2;
 - ``perplexity`` = exp(nats_per_token), per token;
-- ``bits_per_char`` = the total bits over the ``characters`` scored: the text's characters but the
-  first (a char run: one per token, so bits_per_char == bits_per_token; a byte run: every
-  character whose UTF-8 bytes begin after the first byte — all of them but the first).
+- ``bits_per_char`` = the total bits over the ``characters`` scored: the text's characters but
+  those the first token holds (a char run: one per token, so bits_per_char == bits_per_token; a
+  byte run: every character whose UTF-8 bytes begin after the first byte — all of them but the
+  first; a bpe run: all but the first token's characters, e.g. 5 for "First").
 """
 
 from __future__ import annotations
@@ -67,8 +68,11 @@ def score_text(gen, text: str, file: str = "the text", progress=None) -> dict[st
                            "scored; give at least two)")
     tokenizer = gen.tokenizer
     ids = gen.encode(text, label)  # a char run: a one-line error naming characters it never saw
+    if len(ids) < 2:  # a bpe token can hold the whole text
+        raise DatasetError(f"{label} is {len(ids)} token(s) of {gen.run.id}'s tokenizer: nothing to score (the "
+                           "first is never scored; give more text)")
     total, tokens = gen.sampler.token_losses(ids, progress)  # nats over every token but the first
-    characters = len(text) - 1  # every character but the first begins with a scored token
+    characters = len(text) - tokenizer.characters(ids[:1])  # those beginning in a scored token
     nats = total / tokens
     bits = total / math.log(2)
     return {

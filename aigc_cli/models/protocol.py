@@ -173,8 +173,12 @@ class FamilyImpl(ABC):
     train_fields: tuple[Field, ...] = ()
 
     @abstractmethod
-    def make_config(self, options: dict[str, Any], dataset_info: dict[str, Any]) -> tuple[dict, dict]:
-        """(model, train) sections of config.json from the resolved options (None: decide here)."""
+    def make_config(self, options: dict[str, Any], dataset_info: dict[str, Any],
+                    data: Any = None) -> tuple[dict, dict]:
+        """(model, train) sections of config.json from the resolved options (None: decide here),
+        ``dataset_info`` (the dataset's ``info()``) and ``data``, the training data itself (a
+        TextCorpus, an image dataset; None where only its info is at hand: benches, tests) for a
+        config that learns from it (the text family's BPE vocabulary)."""
 
     @abstractmethod
     def make_task(self, config: dict[str, Any], device: "torch.device") -> TrainTask:

@@ -97,10 +97,11 @@ class Family:
             self._impl = getattr(importlib.import_module(module), attr)()
         return self._impl
 
-    def make_config(self, given: dict[str, Any], dataset_info: dict[str, Any]) -> tuple[dict, dict]:
+    def make_config(self, given: dict[str, Any], dataset_info: dict[str, Any], data: Any = None) -> tuple[dict, dict]:
         """The (model, train) sections of config.json from the options given (None or absent:
-        the declared default), each checked against its declaration first."""
-        return self.impl.make_config(resolve(self.spec.options, given, f"the {self.name} family"), dataset_info)
+        the declared default), each checked against its declaration first; ``data``: the
+        training data, for a config that learns from it (``FamilyImpl.make_config``)."""
+        return self.impl.make_config(resolve(self.spec.options, given, f"the {self.name} family"), dataset_info, data)
 
     def training_data(self, data: Any, config: dict[str, Any]) -> "TrainingData":
         """What the loop trains on (the family's ``training_data``)."""

@@ -130,7 +130,7 @@ def _prepare(family, dataset, split, options, progress, dataset_progress, device
     info = data.info() if data is not None else {}
     # The networks are sized for this device and one process's batch (models/sizing.py).
     with sizing_for(device, min(loop.batch_size, info.get("size", loop.batch_size)) // distributed.world()):
-        model_cfg, train_cfg = fam.make_config(options, info)
+        model_cfg, train_cfg = fam.make_config(options, info, data)
     if parent_id is not None:
         model_cfg, notes = inherit_model(fam.impl, fam.spec.options, options, parent_config["model"], model_cfg,
                                          parent_id)

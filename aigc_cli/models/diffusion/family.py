@@ -255,7 +255,8 @@ class DiffusionFamily(ImageFamily):
         Field("precision", str, choices=("auto", "fp32", "bf16", "fp16")),
     )
 
-    def make_config(self, options: dict[str, Any], dataset_info: dict[str, Any]) -> tuple[dict, dict]:
+    def make_config(self, options: dict[str, Any], dataset_info: dict[str, Any],
+                    data: Any = None) -> tuple[dict, dict]:
         mult = parse_mult(options["channel_mult"])
         model = {
             "width": options["width"],

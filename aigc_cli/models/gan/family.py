@@ -187,7 +187,8 @@ class GanFamily(ImageFamily):
         Field("updates", str, choices=("alternating", "simultaneous")),
     )
 
-    def make_config(self, options: dict[str, Any], dataset_info: dict[str, Any]) -> tuple[dict, dict]:
+    def make_config(self, options: dict[str, Any], dataset_info: dict[str, Any],
+                    data: Any = None) -> tuple[dict, dict]:
         """The (model, train) sections of config.json from the resolved options."""
         loss = LOSSES.get(options["loss"])
         lr = options["lr"] if options["lr"] is not None else loss.lr

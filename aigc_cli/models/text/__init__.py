@@ -1,12 +1,19 @@
-"""Text family: autoregressive language models over characters or bytes, a GPT (pre-LayerNorm
-decoder blocks) or a GRU/LSTM, trained on a text corpus and sampled with temperature, top-k and
+"""Text family: autoregressive language models over characters, bytes or BPE tokens, a GPT
+(pre-LayerNorm decoder blocks; GPT-2's architecture when imported: hub/gpt2.py) or a GRU/LSTM, trained on a text corpus and sampled with temperature, top-k and
 top-p (family.py implements it; nets.py holds the networks, sampling.py generation and scoring)."""
 
 from aigc_cli.core.options import Option
 from aigc_cli.models.registry import FamilySpec, register_family
 
 ARCHS = ("gru", "lstm", "gpt")
-TOKENIZERS = ("char", "byte")
+TOKENIZERS = ("char", "byte", "bpe")
+ACTIVATIONS = ("gelu", "gelu_tanh")  # the GPT's: exact GELU (aigc's own), GPT-2's tanh approximation
+# --vocab-size's default: on the built-in corpus' training split (270k characters) 1024 tokens
+# average 2.5 characters (a context of 64 tokens sees about 160 characters) and the median token
+# occurs 58 times; at 4096 the median token occurs 5 times (3,092 tokens fewer than 10 times),
+# too rarely to learn, and GPT-2's 50,257 would make the tied embedding (V x width) most of a
+# small model's parameters (docs/text.md).
+DEFAULT_BPE_VOCAB = 1024
 TEXT_PRECISIONS = ("auto", "fp32", "bf16")  # no fp16: logits and attention scores outrun its range
 
 # The GPT's sizes default to nanoGPT's character-level Shakespeare configuration for the CPU (4
@@ -14,14 +21,16 @@ TEXT_PRECISIONS = ("auto", "fp32", "bf16")  # no fp16: logits and attention scor
 # because it learned the most per minute of the three (docs/benchmarks/text.md).
 SPEC = register_family(FamilySpec(
     name="text",
-    summary="Train a text model: a GRU, LSTM or small GPT over characters or bytes.",
+    summary="Train a text model: a GRU, LSTM or small GPT over characters, bytes or BPE tokens.",
     implementation="aigc_cli.models.text.family:TextFamily",
     produces="text",
     options=(
         Option("arch", str, "gru", "gru, lstm or gpt (a decoder-only transformer). gru learns the most per minute "
                "on a CPU (docs/text.md).", choices=ARCHS),
-        Option("tokenizer", str, "char", "char (the corpus' characters) or byte (UTF-8 bytes: any text).",
-               choices=TOKENIZERS),
+        Option("tokenizer", str, "char", "char (the corpus' characters), byte (UTF-8 bytes: any text) or bpe "
+               "(a byte-level BPE learnt from the training text: any text, fewer tokens).", choices=TOKENIZERS),
+        Option("vocab_size", int, None, "Tokens of the BPE vocabulary (--tokenizer bpe only; fewer if the text "
+               "runs out of pairs to merge).", default_text=str(DEFAULT_BPE_VOCAB), minimum=256),
         Option("layers", int, None, "Transformer blocks or recurrent layers.", default_text="4 for gpt, 2 for gru "
                "and lstm", minimum=1),
         Option("width", int, None, "Embedding and hidden width.", default_text="128 for gpt, 256 for gru and lstm",

@@ -13,13 +13,14 @@ from torch import nn
 
 from aigc_cli.core.device import autocast, resolve_precision
 from aigc_cli.core.distributed import batch_randint
-from aigc_cli.core.errors import ConfigError, DatasetError, OptionError, RunError
+from aigc_cli.core.errors import ConfigError, DatasetError, OptionError, RunError, opt
 from aigc_cli.core.schema import Field
 from aigc_cli.models.optim import OptimizerSpec, WarmupCosine
 from aigc_cli.models.graphs import ExportGraph, GraphInput
 from aigc_cli.models.protocol import FamilyImpl, TextSampler, TrainingData, TrainTask
-from aigc_cli.models.text import ARCHS, TEXT_PRECISIONS, TOKENIZERS
+from aigc_cli.models.text import ACTIVATIONS, ARCHS, DEFAULT_BPE_VOCAB, SPEC, TEXT_PRECISIONS, TOKENIZERS
 from aigc_cli.models.sizing import check_network
+from aigc_cli.models.text.bpe import END_OF_TEXT, check_bpe, load_bpe, train_bpe
 from aigc_cli.models.text.nets import GPT, RNNLM
 from aigc_cli.models.text.sampling import generate, rows_loss, token_losses
 from aigc_cli.models.text.tokenizer import make_tokenizer
@@ -32,18 +33,33 @@ VAL_TOKENS = 32_768  # held-out tokens scored after every epoch (evenly spread w
 PREVIEW_TOKENS = 200
 PREVIEW_COUNT = 2
 PREVIEW_TEMPERATURE = 0.8
+# What aigc's own GPTs are (and every GPT run before run format 3): no biases, exact GELU,
+# LayerNorm's default epsilon. An imported GPT-2 has biases, "gelu_tanh" and its own epsilon.
+GPT_DEFAULTS = {"bias": False, "activation": "gelu", "ln_eps": 1e-5}
+GPT_ONLY = ("heads", *GPT_DEFAULTS)  # model fields an RNN run leaves null
 
 
 def build_model(model: dict[str, Any]) -> nn.Module:
     if model["arch"] == "gpt":
         return GPT(model["vocab_size"], model["width"], model["layers"], model["heads"], model["context"],
-                   model["dropout"])
+                   model["dropout"], bias=model["bias"], activation=model["activation"], ln_eps=model["ln_eps"])
     return RNNLM(model["vocab_size"], model["width"], model["layers"], model["arch"], model["dropout"])
 
 
 def start_tokens(tokenizer) -> str:
-    """The text an empty prompt stands for: a newline, where the vocabulary has one."""
+    """The text an empty prompt stands for: GPT-2's ``<|endoftext|>`` where a BPE vocabulary has
+    it as a token (GPT-2 saw every document begin after it), else a newline (every byte and BPE
+    vocabulary has one; a char alphabet without one: its first character)."""
+    if tokenizer.kind == "bpe":
+        return END_OF_TEXT if tokenizer.has_token(END_OF_TEXT) else "\n"
     return "\n" if tokenizer.kind == "byte" or "\n" in tokenizer.alphabet else tokenizer.alphabet[0]
+
+
+def train_section(options: dict[str, Any]) -> dict[str, Any]:
+    """config.json's 'train' section of the family's options (the spec's defaults for those not
+    given): what a new run and an imported model (hub/gpt2.py) start training from."""
+    o = {**SPEC.defaults(), **{k: v for k, v in options.items() if v is not None}}
+    return {k: o[k] for k in ("lr", "warmup", "weight_decay", "grad_clip", "ema_decay", "precision")}
 
 
 def corpus_tokens(data, model: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -152,14 +168,17 @@ class LanguageModelSampler(TextSampler):
         """``aigc export onnx --format logits``: tokens (N, L) int64 -> logits (N, L, V) float32,
         the next-token logits after each position from a zero state (no cache, no RNN state in or
         out); L up to the context for the GPT (its learned positions end there), any L for an RNN.
-        The metadata holds the vocabulary: a user's own sampling loop needs nothing else."""
+        The metadata holds the vocabulary: a user's own sampling loop needs nothing else (a bpe
+        run's: the tokenizer file's JSON, for ``tokenizers.Tokenizer.from_str``)."""
         if fmt != "logits":
             raise ConfigError(f"text runs have no {fmt!r} network to export")
         m, tok = self.config, self.tokenizer
-        v, window = tok.vocab_size, self.context if m["arch"] == "gpt" else None
+        v, window = m["vocab_size"], self.context if m["arch"] == "gpt" else None  # an imported model may pad V
         meta = {"aigc.tokenizer": tok.kind, "aigc.vocab_size": str(v), "aigc.context": str(self.context)}
         if tok.kind == "char":
             meta["aigc.alphabet"] = json.dumps(tok.alphabet)  # token i is the character alphabet[i]
+        elif tok.kind == "bpe":
+            meta["aigc.bpe"] = tok.to_json()
         tokens = GraphInput("tokens", "int64", ("L",),
                             lambda n, g, L: torch.randint(0, v, (n, L), generator=g, dtype=torch.int64),
                             {"vocab_size": v})
@@ -195,13 +214,18 @@ class TextFamily(FamilyImpl):
     model_fields = (
         Field("arch", str, choices=ARCHS),
         Field("tokenizer", str, choices=TOKENIZERS),
-        Field("alphabet", str, optional=True),
+        Field("alphabet", str, optional=True),  # char runs: token i is alphabet[i]
+        Field("bpe", dict, optional=True),  # bpe runs: the tokenizer's JSON object (models/text/bpe.py)
         Field("vocab_size", int, minimum=1),
         Field("layers", int, minimum=1),
         Field("width", int, minimum=1),
         Field("heads", int, minimum=1, optional=True),
         Field("context", int, minimum=2),
         Field("dropout", float, minimum=0.0, below=1.0),
+        # GPT runs only (null for an RNN): GPT_DEFAULTS for aigc's own, GPT-2's when imported
+        Field("bias", bool, optional=True),
+        Field("activation", str, choices=ACTIVATIONS, optional=True),
+        Field("ln_eps", float, minimum=0.0, below=1.0, optional=True),
     )
     train_fields = (
         Field("lr", float, minimum=0.0),
@@ -225,19 +249,34 @@ class TextFamily(FamilyImpl):
             if len(alphabet) != m["vocab_size"]:
                 raise RunError(f"{where} 'model' field 'alphabet' has {len(alphabet)} characters, "
                                f"but 'vocab_size' is {m['vocab_size']}")
+        elif m["tokenizer"] == "bpe":
+            if m["bpe"] is None:
+                raise RunError(f"{where} 'model' field 'bpe' is missing: a bpe run needs its tokenizer")
+            check_bpe(m["bpe"], m["vocab_size"], f"{where} 'model'")
         elif m["vocab_size"] != 256:
             raise RunError(f"{where} 'model' field 'vocab_size' must be 256 for byte tokens, got {m['vocab_size']}")
-        if m["arch"] == "gpt" and (m["heads"] is None or m["width"] % m["heads"]):
-            raise RunError(f"{where} 'model' field 'width' ({m['width']}) must be a multiple of 'heads' ({m['heads']})")
+        if m["arch"] == "gpt":
+            for name in GPT_ONLY:
+                if m.get(name) is None:
+                    raise RunError(f"{where} 'model' field {name!r} is missing: a gpt run needs it")
+            if m["width"] % m["heads"]:
+                raise RunError(f"{where} 'model' field 'width' ({m['width']}) must be a multiple of 'heads' "
+                               f"({m['heads']})")
 
     def upgrade_config(self, config: dict[str, Any], version: int) -> dict[str, Any]:
-        return {**config, "train": {"precision": "fp32", **config["train"]}}
+        model = config["model"]
+        if version < 3 and isinstance(model, dict):
+            # Before run format 3 a GPT had GPT_DEFAULTS' architecture, and no run had BPE tokens.
+            gpt = model.get("arch") == "gpt"
+            model = {**{k: v if gpt else None for k, v in GPT_DEFAULTS.items()}, "bpe": None, **model}
+        return {**config, "model": model, "train": {"precision": "fp32", **config["train"]}}
 
-    def make_config(self, options: dict[str, Any], info: dict[str, Any]) -> tuple[dict, dict]:
+    def make_config(self, options: dict[str, Any], info: dict[str, Any], data: Any = None) -> tuple[dict, dict]:
         if info.get("alphabet") is None:
             raise ConfigError("the text family trains on text: give --dataset a text file, a folder of .txt files or "
                               "a corpus name (bard, shakespeare)")
         arch, tokenizer = options["arch"], options["tokenizer"]
+        vocab, bpe = self._vocabulary(tokenizer, options["vocab_size"], info, data)
         heads = options["heads"]
         width = options["width"] or DEFAULT_WIDTH[arch]
         layers = options["layers"] or DEFAULT_LAYERS[arch]
@@ -247,21 +286,36 @@ class TextFamily(FamilyImpl):
             "arch": arch,
             "tokenizer": tokenizer,
             "alphabet": info["alphabet"] if tokenizer == "char" else None,
-            "vocab_size": len(info["alphabet"]) if tokenizer == "char" else 256,
+            "bpe": bpe,
+            "vocab_size": vocab,
             "layers": layers,
             "width": width,
             "heads": heads if arch == "gpt" else None,
             "context": options["context"],
             "dropout": options["dropout"],
+            **{k: v if arch == "gpt" else None for k, v in GPT_DEFAULTS.items()},
         }
-        train = {"lr": options["lr"], "warmup": options["warmup"], "weight_decay": options["weight_decay"],
-                 "grad_clip": options["grad_clip"], "ema_decay": options["ema_decay"],
-                 "precision": options["precision"]}
+        train = train_section(options)
         # An impossible shape or a model too large for the device: a clean error before a run exists.
         check_network(lambda: {"model": build_model(model)},
                       lambda nets, b: nets["model"](torch.zeros(b, model["context"], dtype=torch.long)),
                       {"width": width, "layers": layers, "context": model["context"]}, options["precision"])
         return model, train
+
+    @staticmethod
+    def _vocabulary(tokenizer: str, vocab_size: int | None, info: dict[str, Any], data: Any) -> tuple[int, dict | None]:
+        """(vocab_size, the bpe field) of a new run: a char run's alphabet, the 256 bytes, or a BPE
+        learnt from the training split (never the held-out part, which validation scores)."""
+        if tokenizer != "bpe":
+            if vocab_size is not None:
+                raise OptionError("vocab_size", f"applies to {opt('tokenizer')} bpe only (char and byte runs' "
+                                  "vocabularies are the text's characters and the 256 bytes)")
+            return (len(info["alphabet"]) if tokenizer == "char" else 256), None
+        if data is None:
+            raise ConfigError("a bpe tokenizer is learnt from the training text: pass the corpus to make_config "
+                              "(data=...)")
+        bpe = train_bpe(data.text, vocab_size or DEFAULT_BPE_VOCAB)
+        return load_bpe(bpe).get_vocab_size(with_added_tokens=True), bpe
 
     def training_data(self, data, config: dict[str, Any]) -> TrainingData:
         """Windows of 2 * context tokens every context tokens: (N, 2T); a step trains on T + 1

@@ -1,8 +1,12 @@
 """The text family's networks: a GPT (pre-LayerNorm decoder blocks, causal self-attention through
 ``scaled_dot_product_attention``, learned positions, tied input/output embeddings) and GRU/LSTM
-language models (untied). Each maps token ids (B, T) to next-token logits (B, T, V), and carries what
-generation needs to continue without recomputing the past: the GPT's key/value cache, the RNN's
-hidden state (``forward(idx, state)`` -> ``(logits, state)``).
+language models (untied). Each maps token ids (B, T) to next-token logits (B, T, V), and carries
+what generation needs to continue without recomputing the past: the GPT's key/value cache, the
+RNN's hidden state (``forward(idx, state)`` -> ``(logits, state)``).
+
+The GPT is GPT-2's architecture when built with ``bias=True, activation="gelu_tanh"`` (what an
+imported GPT-2 checkpoint gets, hub/gpt2.py); aigc's own GPTs keep no biases and exact GELU.
+Its module names (``attn.qkv``, ``attn.proj``, ``fc``, ``out``) are what adapters attach to.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from aigc_cli.models.text import ACTIVATIONS
 
 
 class KVCache:
@@ -32,11 +38,11 @@ class KVCache:
 
 
 class SelfAttention(nn.Module):
-    def __init__(self, width: int, heads: int, dropout: float):
+    def __init__(self, width: int, heads: int, dropout: float, bias: bool = False):
         super().__init__()
         self.heads, self.dropout = heads, dropout
-        self.qkv = nn.Linear(width, 3 * width, bias=False)  # q, k and v in one matmul
-        self.proj = nn.Linear(width, width, bias=False)
+        self.qkv = nn.Linear(width, 3 * width, bias=bias)  # q, k and v in one matmul: (C) -> (3C), q first
+        self.proj = nn.Linear(width, width, bias=bias)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
@@ -66,40 +72,48 @@ class SelfAttention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, width: int, heads: int, dropout: float):
+    def __init__(self, width: int, heads: int, dropout: float, bias: bool = False, activation: str = "gelu",
+                 ln_eps: float = 1e-5):
         super().__init__()
-        self.ln1 = nn.LayerNorm(width, bias=False)
-        self.attn = SelfAttention(width, heads, dropout)
-        self.ln2 = nn.LayerNorm(width, bias=False)
-        self.fc = nn.Linear(width, 4 * width, bias=False)
-        self.out = nn.Linear(4 * width, width, bias=False)
+        self.ln1 = nn.LayerNorm(width, eps=ln_eps, bias=bias)
+        self.attn = SelfAttention(width, heads, dropout, bias)
+        self.ln2 = nn.LayerNorm(width, eps=ln_eps, bias=bias)
+        self.fc = nn.Linear(width, 4 * width, bias=bias)
+        self.out = nn.Linear(4 * width, width, bias=bias)
         self.drop = nn.Dropout(dropout)
+        self.approximate = "tanh" if activation == "gelu_tanh" else "none"
 
     def forward(self, x: torch.Tensor, cache: KVCache | None = None, layer: int = 0) -> torch.Tensor:
         x = x + self.attn(self.ln1(x), cache, layer)
-        return x + self.drop(self.out(F.gelu(self.fc(self.ln2(x)))))
+        return x + self.drop(self.out(F.gelu(self.fc(self.ln2(x)), approximate=self.approximate)))
 
 
 class GPT(nn.Module):
-    def __init__(self, vocab: int, width: int, layers: int, heads: int, context: int, dropout: float):
+    def __init__(self, vocab: int, width: int, layers: int, heads: int, context: int, dropout: float, *,
+                 bias: bool = False, activation: str = "gelu", ln_eps: float = 1e-5):
         super().__init__()
         if width % heads:
             raise ValueError(f"--width {width} must be a multiple of --heads {heads}")
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         self.context, self.heads, self.layers = context, heads, layers
         self.tok = nn.Embedding(vocab, width)
         self.pos = nn.Embedding(context, width)
         self.drop = nn.Dropout(dropout)
-        self.blocks = nn.ModuleList(Block(width, heads, dropout) for _ in range(layers))
-        self.ln = nn.LayerNorm(width, bias=False)
+        self.blocks = nn.ModuleList(Block(width, heads, dropout, bias, activation, ln_eps) for _ in range(layers))
+        self.ln = nn.LayerNorm(width, eps=ln_eps, bias=bias)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         # GPT-2's: N(0, 0.02), and the projections into the residual stream scaled down by
-        # sqrt(2 * layers) so that the stream's variance does not grow with depth.
+        # sqrt(2 * layers) so that the stream's variance does not grow with depth; biases 0
+        # (draws no random numbers: a run without biases initialises as before they existed).
         for name, p in self.named_parameters():
             if p.ndim == 2:
                 std = 0.02 / math.sqrt(2 * self.layers) if name.endswith(("proj.weight", "out.weight")) else 0.02
                 nn.init.normal_(p, 0.0, std)
+            elif name.endswith("bias"):
+                nn.init.zeros_(p)
 
     def new_cache(self, batch: int, like: torch.Tensor) -> KVCache:
         width = self.tok.embedding_dim

@@ -1,9 +1,9 @@
-"""Tokenizers of the text family: characters (the corpus' own alphabet, the default) or UTF-8
-bytes (any text at all). Stored in the run's config.json (``model.tokenizer``, ``model.alphabet``).
+"""Tokenizers of the text family: characters (the corpus' own alphabet, the default), UTF-8
+bytes (any text at all) or a byte-level BPE (Hugging Face ``tokenizers``: trained on the corpus by
+``--tokenizer bpe``, or GPT-2's own, imported). Stored in the run's config.json
+(``model.tokenizer``; ``model.alphabet`` for char, ``model.bpe`` for bpe: the tokenizer's JSON).
 
-A BPE tokenizer (Hugging Face ``tokenizers``) was weighed and left out: at the corpus sizes and
-CPU budgets this tool targets, character-level models are the standard (char-rnn, nanoGPT's
-Shakespeare), and bits per character compare across runs whatever their tokenizer (docs/text.md).
+Bits per character compare across runs whatever their tokenizer (docs/text.md).
 """
 
 from __future__ import annotations
@@ -71,4 +71,8 @@ def make_tokenizer(model: dict[str, Any]):
     """The tokenizer of a run's ``model`` config section."""
     if model["tokenizer"] == "byte":
         return ByteTokenizer()
+    if model["tokenizer"] == "bpe":
+        from aigc_cli.models.text.bpe import BPETokenizer
+
+        return BPETokenizer(model["bpe"])
     return CharTokenizer(model["alphabet"])

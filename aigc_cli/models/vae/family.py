@@ -203,7 +203,8 @@ class VaeFamily(ImageFamily):
         Field("kl_warmup", float, minimum=0.0),
     )
 
-    def make_config(self, options: dict[str, Any], dataset_info: dict[str, Any]) -> tuple[dict, dict]:
+    def make_config(self, options: dict[str, Any], dataset_info: dict[str, Any],
+                    data: Any = None) -> tuple[dict, dict]:
         """The (model, train) sections of config.json from the resolved options."""
         likelihood = options["likelihood"]
         if likelihood == "auto":

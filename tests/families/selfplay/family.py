@@ -65,7 +65,7 @@ class SelfPlayTask(TrainTask):
 
 
 class SelfPlayFamily(FamilyImpl):
-    def make_config(self, options, dataset_info):
+    def make_config(self, options, dataset_info, data=None):
         model = {"latent_dim": options["latent_dim"], "image_shape": list(SHAPE), "num_classes": None,
                  "conditional": False}
         return model, {"lr": options["lr"], "steps_per_epoch": options["steps_per_epoch"]}

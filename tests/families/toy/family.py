@@ -73,7 +73,7 @@ class ToyTask(TrainTask):
 
 
 class ToyFamily(FamilyImpl):
-    def make_config(self, options, dataset_info):
+    def make_config(self, options, dataset_info, data=None):
         model = {"latent_dim": options["latent_dim"], "image_shape": list(dataset_info["shape"]),
                  "num_classes": dataset_info.get("classes"), "conditional": False}
         return model, {"lr": options["lr"]}
