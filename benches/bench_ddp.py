@@ -95,7 +95,7 @@ def main() -> None:
             print(f"round {r + 1}: {c[0]} rank(s) x {c[1]} thread(s): {ips:8.1f} images/s  ({wall:.1f} s wall)",
                   flush=True)
     base = configs[0]
-    print(f"\n| ranks x threads | images/s (median) | vs 1 process (median of ratios) | scaling efficiency | wall s |")
+    print("\n| ranks x threads | images/s (median) | vs 1 process (median of ratios) | scaling efficiency | wall s |")
     print("|---|---|---|---|---|")
     for c in configs:
         ratio = statistics.median(x / y for x, y in zip(rates[c], rates[base]))

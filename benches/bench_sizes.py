@@ -85,7 +85,7 @@ def main() -> None:
         return
     from aigc_cli.models.sizing import human_bytes
 
-    print(f"| case | batch | parameters | activations counted | estimate (less the weights) | peak RSS growth | "
+    print("| case | batch | parameters | activations counted | estimate (less the weights) | peak RSS growth | "
           "estimate / growth | check |")
     print("|---|---|---|---|---|---|---|---|")
     for case in args.case:
