@@ -43,7 +43,7 @@ from aigc_cli.core import threads
 from aigc_cli.generation import Generator
 from aigc_cli.models.registry import get_family
 from aigc_cli.models.text import sampling
-from aigc_cli.models.text.family import DEFAULT_LAYERS, DEFAULT_WIDTH, build_model
+from aigc_cli.models.text.family import DEFAULT_LAYERS, DEFAULT_WIDTH, GPT_DEFAULTS, build_model
 
 print = functools.partial(print, flush=True)  # noqa: A001  (figures appear as each part ends)
 
@@ -70,7 +70,8 @@ def competitor():
 def text_model(arch: str):
     torch.manual_seed(0)
     return build_model({"arch": arch, "vocab_size": VOCAB, "width": DEFAULT_WIDTH[arch],
-                        "layers": DEFAULT_LAYERS[arch], "heads": 4, "context": CONTEXT, "dropout": 0.0}).eval()
+                        "layers": DEFAULT_LAYERS[arch], "heads": 4, "context": CONTEXT, "dropout": 0.0,
+                        **GPT_DEFAULTS}).eval()
 
 
 def image_generator(family_name: str, **decode):

@@ -14,7 +14,7 @@ import torch
 from aigc_cli.core import threads
 from aigc_cli.core.errors import OptionError
 from aigc_cli.models.text import sampling
-from aigc_cli.models.text.family import DEFAULT_LAYERS, DEFAULT_WIDTH, build_model
+from aigc_cli.models.text.family import DEFAULT_LAYERS, DEFAULT_WIDTH, GPT_DEFAULTS, build_model
 
 TINY = dict(epochs=1, layers=1, width=16, heads=2, context=16, batch_size=64, seed=1)
 DEFAULT = 2  # torch's count here, whatever the machine: the automatic choice must differ from it
@@ -38,7 +38,7 @@ def default_model(arch: str):
     counts do not depend on training."""
     torch.manual_seed(0)
     return build_model({"arch": arch, "vocab_size": 65, "width": DEFAULT_WIDTH[arch], "layers": DEFAULT_LAYERS[arch],
-                        "heads": 4, "context": 64, "dropout": 0.0}).eval()
+                        "heads": 4, "context": 64, "dropout": 0.0, **GPT_DEFAULTS}).eval()
 
 
 def generate_counting(model, n=1, length=20, seed=0):
