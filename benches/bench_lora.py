@@ -8,11 +8,12 @@ metrics row a step; the median leaves out the steps that carried an epoch's chec
 and previews), the process' peak RSS (``wait4``: each arm in its own process, so peaks never
 mix), the trained parameters and the run's file sizes (``model.safetensors``,
 ``checkpoint.safetensors``). Arms: full fine-tuning at the default lr, and LoRA at each of
-``--ranks`` and each of ``--lrs`` (the default lr 2e-3, and a higher one: LoRA usually wants it).
+``--ranks`` and each of ``--lrs`` (the default lr 2e-3, and a higher one: LoRA usually wants it);
+every arm with ``--warmup 10`` (``--warmup``), so that the learning rate compared is the one reached.
 The arms are interleaved over ``--rounds`` seeds, the order reversed every other round.
 
     AIGC_HOME=... python benches/bench_lora.py --parent RUN [--corpus PATH] [--time 60s] [--rounds 2] \\
-        [--ranks 4,16] [--lrs 2e-3,1e-2]
+        [--ranks 4,16] [--lrs 2e-3,1e-2] [--warmup 10]
 """
 
 from __future__ import annotations
@@ -51,9 +52,10 @@ def trained_parameters(name: str) -> int:
     return total
 
 
-def lora_arms(parent: str, corpus: str, budget: str, ranks: list[int], lrs: list[str]) -> dict[str, list[str]]:
+def lora_arms(parent: str, corpus: str, budget: str, ranks: list[int], lrs: list[str],
+              warmup: int = 10) -> dict[str, list[str]]:
     common = ["train", "text", "--init", parent, "--dataset", corpus, "--time", budget, "--epochs", ft.EPOCHS,
-              "--log-every", "1"]
+              "--log-every", "1", "--warmup", str(warmup)]
     arms = {"full, lr 2e-3": [*common, "--lr", "2e-3"]}
     for lr in lrs:
         for r in ranks:
@@ -83,6 +85,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--ranks", default="4,16")
     p.add_argument("--lrs", default="2e-3,1e-2", help="LoRA learning rates (full fine-tuning: the default 2e-3)")
+    p.add_argument("--warmup", type=int, default=10, help="every arm's --warmup (the default 100 steps is more "
+                   "than a minute gives on a shared 2-core machine: the lr would never reach its peak)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--logs", type=Path, default=None)
     p.add_argument("--json", type=Path, default=None)
@@ -95,7 +99,8 @@ def main() -> None:
     print(f"torch {torch.__version__}, {args.threads} thread(s) per arm, load {os.getloadavg()[0]:.2f}, "
           f"{time.strftime('%Y-%m-%d %H:%M')}")
     corpus = str(Path(args.corpus).resolve())
-    arms = lora_arms(args.parent, corpus, args.time, [int(r) for r in args.ranks.split(",")], args.lrs.split(","))
+    arms = lora_arms(args.parent, corpus, args.time, [int(r) for r in args.ranks.split(",")], args.lrs.split(","),
+                     args.warmup)
     results = ft.interleave(arms, args.rounds, "lora", args.logs)
     for figs in results.values():
         for f in figs:
