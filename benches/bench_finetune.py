@@ -248,6 +248,9 @@ def main() -> None:
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     THREADS[1] = str(args.threads)
+    import torch
+
+    torch.set_num_threads(args.threads)  # the bench's own sampling and judging too
     text = args.family == "text"
     args.pretrain_time = args.pretrain_time or ("4m" if text else "3m")
     args.time = args.time or ("60s" if text else "90s")
