@@ -40,7 +40,7 @@ import sys
 import time
 from pathlib import Path
 
-print = functools.partial(print, flush=True)  # noqa: A001
+print = functools.partial(print, flush=True)
 
 DEFAULT_CORPUS = "/usr/share/common-licenses/GFDL-1.2"
 # The text parent's architecture: nanoGPT's CPU Shakespeare size (benches/bench_text.py), byte tokens.
@@ -64,13 +64,9 @@ def run_arm(argv: list[str], name: str, log: Path | None = None) -> dict:
     print("$ " + " ".join(["aigc", *cmd[3:]]))  # without "python -m aigc_cli"
     load = os.getloadavg()[0]
     start = time.perf_counter()
-    out = open(log, "w") if log else subprocess.DEVNULL
-    try:
+    with open(log if log else os.devnull, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
         _, status, usage = os.wait4(proc.pid, 0)
-    finally:
-        if log:
-            out.close()
     wall = time.perf_counter() - start
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
@@ -183,7 +179,6 @@ def judge_digits(run: str, n: int, classifier) -> dict:
     """``n`` samples (n / 5 per class, seed 0) judged by the digit classifier: class k was asked
     to draw digit k + 5."""
     import torch
-
     from classifier import judge
 
     from aigc_cli.generation import load_generator
@@ -199,9 +194,9 @@ def judge_digits(run: str, n: int, classifier) -> dict:
 
 def main_diffusion(args) -> dict:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from aigc_cli.core.paths import home
-
     from classifier import get_classifier
+
+    from aigc_cli.core.paths import home
 
     pre, other = digit_sets(home() / "bench-data", args.small)
     if args.parent:
@@ -213,7 +208,7 @@ def main_diffusion(args) -> dict:
     classifier = get_classifier(verbose=True)
     # the default U-Net on both sides (the parent's)
     results = interleave(arms("diffusion", parent, str(other), args.time, [], warmup(args)), args.rounds, "ft-diff", args.logs)
-    for arm, figs in results.items():
+    for figs in results.values():
         for f in figs:
             f.update(judge_digits(f["name"], args.n, classifier))
     print(f"\n## digits 5-9 drawn as asked after {args.time} each ({args.n} samples, per seed, then the median)")

@@ -29,9 +29,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import bench_finetune as ft  # noqa: E402
+import bench_finetune as ft
 
-print = functools.partial(print, flush=True)  # noqa: A001
+print = functools.partial(print, flush=True)
 
 
 def trained_parameters(name: str) -> int:
@@ -43,7 +43,7 @@ def trained_parameters(name: str) -> int:
 
     with safe_open(str(resolve_run(name).path / "model.safetensors"), "pt") as f:
         total = 0
-        for key in f.keys():
+        for key in f.keys():  # noqa: SIM118  (a safe_open handle, not a dict)
             shape = f.get_slice(key).get_shape()
             n = 1
             for d in shape:
@@ -69,7 +69,9 @@ def report(results: dict[str, list[dict]], budget: str) -> None:
           "| checkpoint.safetensors KiB |")
     print("|---|---|---|---|---|---|---|---|")
     for arm, figs in results.items():
-        med = lambda key: statistics.median(f[key] for f in figs)  # noqa: E731
+        def med(key, figs=figs):
+            return statistics.median(f[key] for f in figs)
+
         per = ", ".join(f"{f['val_bpc']:.3f}" for f in figs)
         files = figs[0]["files_kib"]
         print(f"| {arm} | **{med('val_bpc'):.3f}** ({per}) | {med('steps'):.0f} | {med('s_per_step'):.3f} | "
