@@ -77,3 +77,50 @@ def test_gpt2_sampling_bench_agrees_with_transformers(one_torch_thread):
     pytest.importorskip("transformers")
     result = _load("bench_gpt2_sampling").run(1, 4, 3, 1, layers=1, width=16, heads=2, vocab=64, positions=16)
     assert len(result["rounds"]) == 1 and result["median_ratio"] > 0  # the greedy tokens agreed first
+
+
+@pytest.mark.slow  # three `aigc train` processes: 40-60 s on the shared 2-core VM (2026-12-07, load 5-7)
+def test_finetune_bench_arms_run_and_report(tmp_path, aigc_home, one_torch_thread):
+    """Both arms of bench_finetune.py text (--init and scratch, each an `aigc train` process) at
+    a tiny size, then the LoRA bench's arms and report on the same parent."""
+    from aigc_cli.data.text import CORPORA
+    from aigc_cli.training import train
+
+    bench, lora = _load("bench_finetune"), _load("bench_lora")
+    corpus = tmp_path / "plays.txt"
+    corpus.write_text(CORPORA.get("bard").read(None)[:3_000], encoding="utf-8")
+    tiny = ["--arch", "gpt", "--tokenizer", "byte", "--width", "16", "--layers", "1", "--heads", "2",
+            "--context", "16"]
+    parent = train("text", str(corpus), arch="gpt", tokenizer="byte", width=16, layers=1, heads=2, context=16,
+                   epochs=1, name="parent").id
+    results = bench.interleave(bench.arms("text", parent, str(corpus), "1s", tiny), 1, "t")
+    for figs in results.values():
+        f = figs[0]
+        assert f["steps"] >= 1 and f["val_bpc"] > 0 and f["peak_rss_mib"] > 0 and f["s_per_step"] > 0
+    bench.report_text(results, "1s")
+    arms = lora.lora_arms(parent, str(corpus), "1s", [2], ["2e-3"])
+    out = bench.interleave({k: v for k, v in arms.items() if "LoRA" in k}, 1, "l")
+    (f,) = out["LoRA r2, lr 2e-3"]
+    f["trained"] = lora.trained_parameters(f["name"])
+    assert 0 < f["trained"] < results["init"][0]["files_kib"]["model.safetensors"] * 1024 / 4 / 2  # adapters alone
+    assert f["files_kib"]["model.safetensors"] < 64
+    lora.report(out, "1s")
+
+
+def test_finetune_bench_digit_sets_and_judge(tmp_path, aigc_home, one_torch_thread):
+    from aigc_cli.training import train
+
+    bench = _load("bench_finetune")
+    import sys
+
+    sys.path.insert(0, str(BENCHES))
+    from classifier import DigitNet
+
+    pre, other = bench.digit_sets(tmp_path / "data", small=2)
+    import numpy as np
+
+    assert set(np.load(pre)["labels"].tolist()) == {0, 1, 2, 3, 4}
+    assert np.load(other)["labels"].tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    run = train("diffusion", str(other), width=8, channel_mult="1,2", batch_size=10, epochs=1).id
+    judged = bench.judge_digits(run, 5, DigitNet().eval())
+    assert 0 <= judged["asked_share"] <= 1
