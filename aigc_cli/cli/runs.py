@@ -8,7 +8,7 @@ from aigc_cli.cli import common
 
 app = typer.Typer(help="Manage runs: list, show, plot, rm, path.", no_args_is_help=True)
 
-FIELDS = ("id", "name", "family", "status", "epoch", "epochs", "step", "created", "dataset")
+FIELDS = ("id", "name", "family", "status", "epoch", "epochs", "step", "created", "dataset", "imported")
 
 
 def summary(run) -> dict:
@@ -30,7 +30,8 @@ def list_runs(json_out: bool = typer.Option(False, "--json", help="Print as JSON
         return
     common.table(None, ["id", "name", "family", "status", "epoch", "step", "created", "dataset"],
                  [[r["id"], r["name"], r["family"], r["status"], epoch_cell(r["epoch"], r["epochs"]), r["step"],
-                   r["created"], r["dataset"]] for r in rows], result=True)
+                   r["created"], r["dataset"] or (f"imported from {r['imported']}" if r["imported"] else None)]
+                  for r in rows], result=True)
 
 
 def epoch_cell(epoch, epochs) -> str:
