@@ -89,11 +89,16 @@ def main(argv: list[str] | None = None) -> None:
     common.settings.debug = "--debug" in args
     common.settings.argv = list(args)  # what --nproc re-launches on each rank
     with signals.installed():  # SIGINT/SIGTERM raise Signalled anywhere below: 130/143, never 0
+        code = None
         try:
-            code = _run(args)
-        except signals.Signalled as e:  # it came while the outcome was being said: that line stands
-            code = e.exit_code
-        signals.settle()  # the outcome is said; a further Ctrl-C cannot add a line or a traceback
+            try:
+                code = _run(args)
+            except signals.Signalled as e:  # it came while the outcome was being said: that line stands
+                code = e.exit_code
+            signals.settle()  # the outcome is said; a further Ctrl-C cannot add a line or a traceback
+        except signals.Signalled as e:  # it came after the outcome, before settle() (a launcher's
+            signals.settle()  # SIGTERM as another rank dies): the outcome stands, and no traceback
+            code = e.exit_code if code is None else code
         warnings.showwarning = shown
         shutdown()  # under torchrun: leave the process group (a no-op otherwise)
     sys.exit(code)
