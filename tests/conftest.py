@@ -18,6 +18,7 @@ import contextlib
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -291,6 +292,23 @@ def paused():
         return int(marker.read_text().split()[1])
 
     return wait
+
+
+@pytest.fixture
+def interrupted(start_aigc, paused):
+    """``interrupted(home, args, step, run="run1")``: ``aigc *args`` in ``home``, stopped by a
+    SIGINT while it waits inside training step ``step`` (a pause point); asserts the exit code 130
+    and the line naming ``--resume RUN``: what a user's Ctrl-C leaves, ready to resume."""
+
+    def stop(home, args, step, run="run1"):
+        home.mkdir(parents=True, exist_ok=True)
+        proc = start_aigc(home, *args, AIGC_TEST_PAUSE=f"step:{step}", AIGC_TEST_PAUSE_DIR=home)
+        paused(proc, home / "paused-1")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 130 and f"--resume {run}" in err, err
+
+    return stop
 
 
 class FakeExtractor:

@@ -4,7 +4,6 @@ Tiny GPTs on the shared 20,000-character corpus, tiny diffusion models and GANs 
 """
 
 import json
-import signal
 
 import pytest
 import torch
@@ -128,7 +127,7 @@ def test_a_lora_run_whose_base_changed_is_refused(aigc_home, corpus, gpt_parent,
 
 
 @pytest.mark.slow  # three trainings in processes
-def test_lora_resume_after_ctrl_c_is_bit_identical(tmp_path, corpus, run_aigc, start_aigc, paused, assert_same_tensors):
+def test_lora_resume_after_ctrl_c_is_bit_identical(tmp_path, corpus, run_aigc, interrupted, assert_same_tensors):
     """SIGINT inside epoch 2 of a LoRA run (dropout on), --resume: the adapters equal those of a
     run never stopped; the frozen base is reloaded from the parent on resume."""
     homes = tmp_path / "a", tmp_path / "b"
@@ -138,11 +137,7 @@ def test_lora_resume_after_ctrl_c_is_bit_identical(tmp_path, corpus, run_aigc, s
             "--epochs", "2"]
     straight = run_aigc(homes[0], *args)
     assert straight.returncode == 0, straight.stderr
-    proc = start_aigc(homes[1], *args, AIGC_TEST_PAUSE="step:50", AIGC_TEST_PAUSE_DIR=homes[1])
-    paused(proc, homes[1] / "paused-1")
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    interrupted(homes[1], args, 50, run="run2")
     assert run_aigc(homes[1], "-q", "train", "text", "--resume", "run2").returncode == 0
     for name in ("model.safetensors", "checkpoint.safetensors"):
         assert_same_tensors(homes[0] / "runs/run2" / name, homes[1] / "runs/run2" / name)

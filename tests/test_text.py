@@ -177,7 +177,7 @@ def test_kv_cache_and_rnn_state_match_full_forward():
 
 @pytest.mark.slow  # each: three text trainings, each in a process (16-26 s)
 @pytest.mark.parametrize("arch", ["gpt", "gru"])
-def test_resume_after_ctrl_c_is_bit_identical(tmp_path, corpus, arch, run_aigc, start_aigc, paused, assert_same_tensors,
+def test_resume_after_ctrl_c_is_bit_identical(tmp_path, corpus, arch, run_aigc, interrupted, assert_same_tensors,
                                               run_rows):
     """SIGINT inside step 50 (epoch 2), --resume: the weights equal those of a run never stopped
     (dropout on: the random state is part of the checkpoint)."""
@@ -185,12 +185,7 @@ def test_resume_after_ctrl_c_is_bit_identical(tmp_path, corpus, arch, run_aigc, 
     straight = run_aigc(tmp_path / "a", *args)
     assert straight.returncode == 0, straight.stderr
     home = tmp_path / "b"
-    home.mkdir()
-    proc = start_aigc(home, *args, AIGC_TEST_PAUSE="step:50", AIGC_TEST_PAUSE_DIR=home)
-    paused(proc, home / "paused-1")
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "--resume run1" in err, err
+    interrupted(home, args, 50)
     resumed = run_aigc(home, "-q", "train", "text", "--resume", "run1")
     assert resumed.returncode == 0, resumed.stderr
     assert_same_tensors(tmp_path / "a/runs/run1/model.safetensors", home / "runs/run1/model.safetensors")

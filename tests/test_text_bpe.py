@@ -7,7 +7,6 @@ corpus (context 16: about 20 steps an epoch at batch 32).
 
 import json
 import math
-import signal
 import subprocess
 import sys
 
@@ -125,19 +124,13 @@ def test_a_bpe_run_trains_samples_scores_and_exports(bpe_home, corpus, cli, monk
 
 
 @pytest.mark.slow  # three text trainings, two in a process (about 15 s)
-def test_a_bpe_run_resumes_bit_identically(tmp_path, corpus, run_aigc, start_aigc, paused, assert_same_tensors,
-                                          run_rows):
+def test_a_bpe_run_resumes_bit_identically(tmp_path, corpus, run_aigc, interrupted, assert_same_tensors, run_rows):
     """SIGINT inside step 30 (epoch 2), --resume: the weights equal those of a run never stopped."""
     args = ["-q", "train", "text", "--dataset", corpus, *TINY, *BPE, "--epochs", "2", "--dropout", "0.1"]
     straight = run_aigc(tmp_path / "a", *args)
     assert straight.returncode == 0, straight.stderr
     home = tmp_path / "b"
-    home.mkdir()
-    proc = start_aigc(home, *args, AIGC_TEST_PAUSE="step:30", AIGC_TEST_PAUSE_DIR=home)
-    paused(proc, home / "paused-1")
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and "--resume run1" in err, err
+    interrupted(home, args, 30)
     resumed = run_aigc(home, "-q", "train", "text", "--resume", "run1")
     assert resumed.returncode == 0, resumed.stderr
     assert_same_tensors(tmp_path / "a/runs/run1/model.safetensors", home / "runs/run1/model.safetensors")
