@@ -49,7 +49,8 @@ INIT_OPTIONS = (
            "reads, imported first): its architecture, this run's data, a fresh optimizer.",
            default_text="random weights"),
     Option("lora", int, 0, "Train LoRA adapters of this rank on the --init run's frozen weights; the run "
-           "holds only the adapters (0: train every weight).", minimum=0, maximum=4096),
+           "holds only the adapters (0: train every weight). Adapters want a higher --lr than a full "
+           "fine-tune (about 5x: docs/pretrained.md).", minimum=0, maximum=4096),
     Option("lora_alpha", float, None, "LoRA scale: the adapters' update is multiplied by alpha / rank.",
            default_text="the rank (scale 1)", above=0.0),
     Option("lora_targets", str, None, "Comma-separated glob patterns of the layers that get adapters "
