@@ -193,3 +193,40 @@ def test_flip_is_reproducible_recorded_and_resumes_exactly(aigc_home, cli, tiny_
     assert cli("train", "gan", "--dataset", tiny_npz, *tiny_gan, "--epochs", "2")[0] == 0  # without --flip
     with pytest.raises(AssertionError):
         assert_same_tensors(runs / "run1/model.safetensors", runs / "run4/model.safetensors")
+
+
+@pytest.mark.slow  # two trainings, one on 2 launched ranks (20-35 s on 2 busy cores)
+def test_flip_on_two_ranks_computes_what_one_process_does(tmp_path, make_bars, run_aigc, run_rows):
+    data = make_bars(tmp_path / "bars.npz", channels=3)
+    args = ["train", "gan", "--dataset", data, "--arch", "dcgan", "--width", "4", "--latent-dim", "8",
+            "--batch-size", "16", "--seed", "3", "--log-every", "1", "--epochs", "1", "--resolution", "16", "--flip"]
+    one = run_aigc(tmp_path / "one", "-q", *args, timeout=240)
+    assert one.returncode == 0, one.stderr
+    two = run_aigc(tmp_path / "two", "-q", *args, "--nproc", "2", timeout=240)
+    assert two.returncode == 0, two.stderr
+    a, b = run_rows(tmp_path / "one"), run_rows(tmp_path / "two")
+    assert [r["step"] for r in a] == [r["step"] for r in b] and len(a) == 16
+    for x, y in zip(a, b):  # float32 sums in another order (tests/test_distributed.py): 1e-5
+        for key in ("d_loss", "g_loss"):
+            assert y[key] == pytest.approx(x[key], rel=1e-5, abs=1e-6), (x["step"], key)
+
+
+@pytest.mark.slow  # 1,024 steps, part of them in a process, stopped by Ctrl-C (20-35 s on 2 busy cores)
+def test_flip_run_stopped_by_ctrl_c_resumes_bit_identically(tmp_path, aigc_home, cli, start_aigc, paused,
+                                                            assert_same_tensors):
+    import signal
+
+    rng = np.random.default_rng(1)
+    data = tmp_path / "big.npz"
+    np.savez(data, images=rng.integers(0, 255, (4096, 8, 8)).astype(np.uint8))
+    args = ["train", "gan", "--dataset", str(data), "--arch", "mlp", "--width", "4", "--latent-dim", "8",
+            "--batch-size", "8", "--epochs", "2", "--flip"]
+    proc = start_aigc(aigc_home, "-q", *args, AIGC_TEST_PAUSE="step:40", AIGC_TEST_PAUSE_DIR=tmp_path)
+    paused(proc, tmp_path / "paused-1")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "--resume run1" in err, err
+    assert cli("train", "gan", "--resume", "run1")[0] == 0
+    assert cli(*args)[0] == 0  # the same run, never stopped
+    runs = aigc_home / "runs"
+    assert_same_tensors(runs / "run1/model.safetensors", runs / "run2/model.safetensors")
