@@ -19,13 +19,13 @@ from aigc_cli.data import load_dataset
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
 
 
-def _phone_jpeg(path):
-    """A 400x300 landscape JPEG as a phone stores a portrait shot: EXIF orientation 6 (turn it a
+def _phone_jpeg(path, w=400, h=300):
+    """A w x h (400x300) landscape JPEG as a phone stores a portrait shot: EXIF orientation 6 (turn it a
     quarter clockwise to show it). Stored: left half red, right half blue; shown upright (300x400):
     top half red, bottom half blue."""
-    a = np.zeros((300, 400, 3), np.uint8)
-    a[:, :200] = RED
-    a[:, 200:] = BLUE
+    a = np.zeros((h, w, 3), np.uint8)
+    a[:, : w // 2] = RED
+    a[:, w // 2 :] = BLUE
     exif = Image.Exif()
     exif[0x0112] = 6
     Image.fromarray(a).save(path, quality=95, exif=exif.tobytes())
@@ -92,10 +92,22 @@ def test_every_mode_decodes_right_at_a_resolution(wild):
 
 
 def test_exif_orientation_without_a_resolution(tmp_path):
-    _phone_jpeg(tmp_path / "p.jpg")
+    _phone_jpeg(tmp_path / "p.jpg", 200, 150)
     ds = load_dataset(str(tmp_path / "p.jpg"))
-    assert ds.shape == (3, 400, 300)  # shown upright: portrait
-    assert ds.images[0, 0, 10, 150] > 200 and ds.images[0, 2, 390, 150] > 200  # red on top, blue below
+    assert ds.shape == (3, 200, 150)  # shown upright: portrait
+    assert ds.images[0, 0, 10, 75] > 200 and ds.images[0, 2, 190, 75] > 200  # red on top, blue below
+    assert load_dataset(str(tmp_path)).shape == (3, 200, 150)  # a folder's size read upright from the header
+
+
+def test_a_single_large_or_bomb_image_is_one_line(tmp_path, cli, clean_error):
+    _phone_jpeg(tmp_path / "big.jpg")
+    code, _, err = cli("datasets", "info", tmp_path / "big.jpg")
+    clean_error(code, err, "big.jpg: it is 300x400", "--resolution 64", "scale it down")
+    code, out, err = cli("datasets", "info", tmp_path / "big.jpg", "--resolution", "32", "--json")
+    assert code == 0 and json.loads(out)["shape"] == [3, 32, 32], err
+    _bomb_png(tmp_path / "bomb.png")
+    code, _, err = cli("datasets", "info", tmp_path / "bomb.png", "--resolution", "32")
+    clean_error(code, err, "bomb.png: too large (Pillow's decompression-bomb limit)")
 
 
 def test_a_folder_of_large_images_needs_a_resolution(tmp_path, cli, clean_error, aigc_home):

@@ -149,8 +149,10 @@ def decode_file(path: Path, size: tuple[int, int] | None = None, resolution: int
             im.load()  # first frame of animations
             im = _plain(ImageOps.exif_transpose(im))
             note = "upscaled" if resolution is not None and min(im.size) < resolution else ""
-            if size is not None and im.size != size:
-                im = _cover(im, size, Image.Resampling.LANCZOS if resolution is not None else Image.Resampling.BICUBIC)
+            if resolution is not None and im.size != size:
+                im = _cover(im, size, Image.Resampling.LANCZOS)
+            elif size is not None and im.size != size:  # as before --resolution: folders keep their fingerprints
+                im = ImageOps.fit(im, size, method=Image.Resampling.BICUBIC)
             return _to_array(im), note
     except Exception as e:  # truncated data, decoder errors, decompression bombs
         return None, failure(e)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from aigc_cli.core.errors import DatasetError, opt
-from aigc_cli.core.images import decode_file, failure, stored_size
+from aigc_cli.core.images import UNREADABLE, decode_file, failure, stored_size
 from aigc_cli.core.io import open_input, probe
 from aigc_cli.data.base import ImageDataset
 from aigc_cli.data.download import Progress
@@ -62,9 +62,11 @@ def _size(path: Path) -> tuple[tuple[int, int] | None, str]:
 
 
 def too_large(root: Path, size: tuple[int, int]) -> DatasetError:
+    """The one-line error of a folder (or an image file) larger than LARGE px without a resolution."""
     w, h = size
-    return DatasetError(f"{root}: its images are {w}x{h}, larger than {LARGE} px on the short side; give "
-                        f"{opt('resolution')} 64 (or the size to train at) to scale them down")
+    what, them = ("its images are", "them") if root.is_dir() else ("it is", "it")
+    return DatasetError(f"{root}: {what} {w}x{h}, larger than {LARGE} px on the short side; give "
+                        f"{opt('resolution')} 64 (or the size to train at) to scale {them} down")
 
 
 def load_folder(root: Path, split: str = "train", progress: Progress | None = None,
@@ -138,7 +140,11 @@ def load_image_file(path: Path, split: str = "train", resolution: int | None = N
     """A single image file as a one-image dataset; None when it is not an image."""
     a, note = decode_file(path, resolution=resolution)
     if a is None:
+        if note != UNREADABLE:
+            raise DatasetError(f"{path}: {note}")
         return None
+    if resolution is None and min(a.shape[:2]) > LARGE:
+        raise too_large(path, (a.shape[1], a.shape[0]))
     images = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None]  # (1, C, H, W)
     spec = {"spec": str(path.resolve()), "split": split}
     if resolution is not None:
