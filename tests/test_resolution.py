@@ -139,6 +139,11 @@ def test_arrays_and_named_datasets_at_a_resolution(tmp_path, make_bars):
     assert ds.shape == (1, 16, 16) and ds.upscaled == 0 and ds.fingerprint != load_dataset("digits").fingerprint
     with pytest.raises(OptionError, match="from 4 to 4096"):
         load_dataset("digits", resolution=2)
+    from aigc_cli.data.load import RESOLUTIONS
+    from aigc_cli.training.options import DATA_OPTIONS
+
+    option = next(o for o in DATA_OPTIONS if o.name == "resolution")  # the flag's bounds are the engine's
+    assert (option.minimum, option.maximum) == RESOLUTIONS
 
 
 def test_train_and_sample_at_a_resolution(tmp_path, aigc_home, cli, tiny_gan):
