@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from typing import Iterator, Optional
 
 import typer
 
 from aigc_cli.cli import common
+from aigc_cli.training.options import DATA_OPTIONS
+
+RESOLUTION = next(o for o in DATA_OPTIONS if o.name == "resolution")  # declared once, for train
 
 app = typer.Typer(help="List and inspect datasets.", no_args_is_help=True)
 
@@ -46,12 +49,12 @@ def progress_bar() -> Iterator:
         yield update
 
 
-def load(spec: str, split: str = "train"):
+def load(spec: str, split: str = "train", resolution: int | None = None):
     """load_dataset with a progress bar: what every command that takes --dataset should call."""
     from aigc_cli.data import load_dataset
 
     with progress_bar() as progress:
-        return load_dataset(spec, split, progress=progress)
+        return load_dataset(spec, split, progress=progress, resolution=resolution)
 
 
 @app.command("list")
@@ -89,13 +92,20 @@ def _is_text(spec: str) -> bool:
 def info(
     spec: str = typer.Argument(..., help=SPEC_HELP),
     split: str = typer.Option("train", "--split", help="train or test (named datasets only; ignored for paths)."),
+    resolution: Optional[int] = typer.Option(
+        None, "--resolution", help=RESOLUTION.help, min=RESOLUTION.minimum, max=RESOLUTION.maximum,
+        show_default=False),
     json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
     """Load a dataset and show its size, shape, classes and fingerprint (a text corpus: its
     characters, held-out part and alphabet)."""
     if _is_text(spec):
+        if resolution is not None:
+            from aigc_cli.core.errors import ConfigError
+
+            raise ConfigError(f"--resolution applies to images; {spec} is a text corpus")
         return _corpus_info(spec, split, json_out)
-    ds = load(spec, split)
+    ds = load(spec, split, resolution)
     data = ds.info()
     data["skipped"] = ds.skipped
     if json_out:
@@ -109,6 +119,8 @@ def info(
         ["channels", c],
         ["classes", data["classes"] if data["classes"] is not None else "unlabelled"],
         ["class names", ", ".join(ds.classes) if ds.classes else ""],
+        ["resolution", ds.resolution if ds.resolution is not None else ""],
+        ["upscaled", ds.upscaled if ds.resolution is not None else ""],
         ["skipped files", ds.skip_reasons() or 0],
         ["fingerprint", ds.fingerprint],
     ]

@@ -74,7 +74,10 @@ def _plain(im):
     """Any Pillow mode -> one of L, LA, RGB, RGBA, the modes resizing and compositing handle."""
     from PIL import Image
 
-    if im.mode.startswith("I"):  # 16/32-bit gray: keep the top 8 of 16 bits (convert("L") clips)
+    if im.mode.startswith("I;16"):  # 16-bit gray: the top 8 of 16 bits, whatever the content's range
+        a = np.asarray(im).astype(np.int64)
+        return Image.fromarray((a >> 8).clip(0, 255).astype(np.uint8), "L")
+    if im.mode.startswith("I"):  # 32-bit gray: 16-bit content keeps its top 8 bits (convert("L") clips)
         a = np.asarray(im).astype(np.int64)
         return Image.fromarray((a >> 8 if a.max() > 255 else a).clip(0, 255).astype(np.uint8), "L")
     if im.mode in ("L", "LA", "RGB", "RGBA"):
@@ -96,19 +99,88 @@ def _to_array(im) -> np.ndarray:
     return a
 
 
-def decode_image(path: Path, size: tuple[int, int] | None = None) -> np.ndarray | None:
-    """(H, W, C) uint8 with C in 1, 3, scaled and centre-cropped to ``size`` (w, h); None if unreadable."""
+ORIENTATION = 0x0112  # the EXIF tag; values 5 to 8 turn the picture a quarter
+BOMB = "too large (Pillow's decompression-bomb limit)"  # the skip reason of a huge image
+UNREADABLE = "unreadable"
+
+
+def stored_size(im) -> tuple[int, int]:
+    """(width, height) of an opened image as shown, its EXIF orientation honoured (header only)."""
+    try:
+        turned = im.getexif().get(ORIENTATION) in (5, 6, 7, 8)
+    except Exception:  # a damaged EXIF block: the pixels as stored
+        turned = False
+    return (im.size[1], im.size[0]) if turned else im.size
+
+
+def failure(e: BaseException) -> str:
+    """Why an image could not be opened or decoded, as a skip reason."""
+    from PIL import Image
+
+    return BOMB if isinstance(e, Image.DecompressionBombError) else UNREADABLE
+
+
+def _cover(im, size: tuple[int, int], method):
+    """Scale ``im`` to cover ``size`` (w, h), aspect kept, and crop the middle: the crop box is
+    taken on the source, so only the pixels kept are resampled."""
+    w, h = im.size
+    tw, th = size
+    if w * th > h * tw:  # wider than the target: crop the sides
+        cw, ch = h * tw / th, h
+    else:
+        cw, ch = w, w * th / tw
+    box = ((w - cw) / 2, (h - ch) / 2, (w + cw) / 2, (h + ch) / 2)
+    return im.resize(size, method, box=box, reducing_gap=3.0)  # reduce() by whole factors, then the filter
+
+
+def decode_file(path: Path, size: tuple[int, int] | None = None, resolution: int | None = None
+                ) -> tuple[np.ndarray | None, str]:
+    """(array, note): the (H, W, C) uint8 image (C in 1, 3), its EXIF orientation honoured,
+    scaled and centre-cropped to ``size`` (w, h) or, with ``resolution`` N, scaled so its short
+    side is N and centre-cropped to N x N (Lanczos after a whole-factor reduce: antialiased).
+    ``note``: "" or "upscaled" (shorter than N); when the array is None, why (``failure``)."""
     from PIL import Image, ImageOps
 
     try:  # open_input: a FIFO or a device is never opened for reading (it would block, or never end)
         with open_input(path, "an image file") as f, Image.open(f) as im:
+            if resolution is not None:
+                size = (resolution, resolution)
+                im.draft(None, size)  # JPEG: decode at the smallest whole scale still covering N x N
             im.load()  # first frame of animations
-            im = _plain(im)
-            if size is not None and im.size != size:
+            im = _plain(ImageOps.exif_transpose(im))
+            note = "upscaled" if resolution is not None and min(im.size) < resolution else ""
+            if resolution is not None and im.size != size:
+                im = _cover(im, size, Image.Resampling.LANCZOS)
+            elif size is not None and im.size != size:  # as before --resolution: folders keep their fingerprints
                 im = ImageOps.fit(im, size, method=Image.Resampling.BICUBIC)
-            return _to_array(im)
-    except Exception:  # truncated data, decoder errors, decompression bombs
-        return None
+            return _to_array(im), note
+    except Exception as e:  # truncated data, decoder errors, decompression bombs
+        return None, failure(e)
+
+
+def decode_image(path: Path, size: tuple[int, int] | None = None) -> np.ndarray | None:
+    """(H, W, C) uint8 with C in 1, 3, scaled and centre-cropped to ``size`` (w, h); None if unreadable."""
+    return decode_file(path, size)[0]
+
+
+def resize_images(images: torch.Tensor, resolution: int, chunk: int = 256) -> tuple[torch.Tensor, int]:
+    """(N, C, H, W) uint8 -> ((N, C, R, R) uint8, how many were upscaled): the middle square of
+    each image, scaled to ``resolution`` with an antialiased bicubic filter (arrays and named
+    datasets; folders are scaled as they are decoded, by ``decode_file``)."""
+    import torch.nn.functional as F
+
+    n, c, h, w = images.shape
+    upscaled = n if min(h, w) < resolution else 0
+    if (h, w) == (resolution, resolution):
+        return images, 0
+    s = min(h, w)
+    top, left = (h - s) // 2, (w - s) // 2
+    out = torch.empty((n, c, resolution, resolution), dtype=torch.uint8)
+    for i in range(0, n, chunk):
+        part = images[i : i + chunk, :, top : top + s, left : left + s].float()
+        part = F.interpolate(part, size=(resolution, resolution), mode="bicubic", antialias=True, align_corners=False)
+        out[i : i + chunk] = part.round_().clamp_(0, 255).to(torch.uint8)
+    return out, upscaled
 
 
 def image_files(args: Sequence[str | Path]) -> tuple[list[Path], set[Path]]:

@@ -45,6 +45,8 @@ class ImageDataset:
     skipped: int = 0  # files that could not be read (image folders)
     skipped_why: dict[str, int] = field(default_factory=dict)  # reason -> count ("unreadable": 2)
     files: int = 0  # files looked at (image folders), for the skip summary
+    resolution: int | None = None  # --resolution: every image scaled and centre-cropped to N x N
+    upscaled: int = 0  # images whose short side was below ``resolution`` (scaled up)
     _fingerprint: str | None = field(default=None, repr=False)
 
     def __post_init__(self):
@@ -63,10 +65,18 @@ class ImageDataset:
         why = ", ".join(f"{n} {reason}" for reason, n in sorted(self.skipped_why.items()))
         return f"skipped {self.skipped} of {self.files} files" + (f": {why}" if why else "")
 
+    def upscaled_note(self) -> str | None:
+        """"upscaled 2 images smaller than 64 px", or None."""
+        if not self.upscaled:
+            return None
+        return (f"upscaled {self.upscaled} image{'s' if self.upscaled != 1 else ''} smaller than "
+                f"{self.resolution} px on the short side")
+
     def skip_summary(self) -> str | None:
-        """``skip_reasons`` headed by the dataset's name, as train prints it; or None."""
-        reasons = self.skip_reasons()
-        return f"{self.name}: {reasons}" if reasons else None
+        """``skip_reasons`` and ``upscaled_note`` headed by the dataset's name, as train prints
+        them; or None."""
+        parts = [p for p in (self.skip_reasons(), self.upscaled_note()) if p]
+        return f"{self.name}: {'; '.join(parts)}" if parts else None
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -108,6 +118,9 @@ class ImageDataset:
         if self.skipped:
             out["skipped"] = self.skipped
             out["skipped_why"] = dict(self.skipped_why)
+        if self.resolution is not None:
+            out["resolution"] = self.resolution
+            out["upscaled"] = self.upscaled
         if self.factors:
             out["factors"] = sorted(self.factors)
         return out

@@ -1,10 +1,15 @@
 """A folder of image files (searched recursively) as a dataset.
 
 Decisions, so every folder loads into one (N, C, H, W) uint8 tensor:
-- files Pillow cannot read, and entries that are not regular files (FIFOs, devices, sockets:
-  never opened), are skipped and counted in ``skipped`` by reason; hidden files are ignored;
-- size: images not of the most common size are scaled to cover it and centre-cropped
-  (aspect ratio kept, no padding);
+- files Pillow cannot read (damaged, truncated, over Pillow's decompression-bomb limit), and
+  entries that are not regular files (FIFOs, devices, sockets: never opened), are skipped and
+  counted in ``skipped`` by reason; hidden files are ignored;
+- orientation: a photo's EXIF orientation is honoured (a phone's portrait shot stands upright);
+- size: with ``resolution`` N, every image is scaled so its short side is N and centre-cropped
+  to N x N (antialiased: a whole-factor reduce, then Lanczos), those smaller than N upscaled and
+  counted; without it, images not of the most common size are scaled to cover it and
+  centre-cropped (aspect ratio kept, no padding), and a most common size larger than
+  LARGE on its short side is refused, suggesting a resolution (no silent 4032x3024 dataset);
 - channels: RGB (3) if any image has colour (any pixel with R != G or G != B), else gray (1);
   transparency is composited on black;
 - labels: when every image lies inside an immediate subfolder, the subfolder names (sorted)
@@ -21,11 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aigc_cli.core.errors import DatasetError
-from aigc_cli.core.images import decode_image
+from aigc_cli.core.errors import DatasetError, opt
+from aigc_cli.core.images import UNREADABLE, decode_file, failure, stored_size
 from aigc_cli.core.io import open_input, probe
 from aigc_cli.data.base import ImageDataset
 from aigc_cli.data.download import Progress
+
+LARGE = 256  # px on the short side: a folder of larger images needs a --resolution
 
 
 def _files(root: Path) -> tuple[list[Path], int]:
@@ -42,66 +49,105 @@ def _files(root: Path) -> tuple[list[Path], int]:
     return out, other
 
 
-def _size(path: Path) -> tuple[int, int] | None:
-    """(width, height) from the header only, or None when Pillow cannot identify the file."""
+def _size(path: Path) -> tuple[tuple[int, int] | None, str]:
+    """((width, height) as shown, EXIF orientation honoured, from the header only; "") or
+    (None, why) when Pillow cannot identify the file or refuses its size."""
     from PIL import Image
 
     try:
         with open_input(path, "an image file") as f, Image.open(f) as im:
-            return im.size
-    except Exception:  # not an image, unknown format, damaged header
-        return None
+            return stored_size(im), ""
+    except Exception as e:  # not an image, unknown format, damaged header, decompression bomb
+        return None, failure(e)
 
 
-def load_folder(root: Path, split: str = "train", progress: Progress | None = None) -> ImageDataset:
+def too_large(root: Path, size: tuple[int, int]) -> DatasetError:
+    """The one-line error of a folder (or an image file) larger than LARGE px without a resolution."""
+    w, h = size
+    what, them = ("its images are", "them") if root.is_dir() else ("it is", "it")
+    return DatasetError(f"{root}: {what} {w}x{h}, larger than {LARGE} px on the short side; give "
+                        f"{opt('resolution')} 64 (or the size to train at) to scale {them} down")
+
+
+def load_folder(root: Path, split: str = "train", progress: Progress | None = None,
+                resolution: int | None = None) -> ImageDataset:
     files, not_regular_count = _files(root)
     total = len(files) + not_regular_count
+    why: Counter = Counter()
+    if not_regular_count:
+        why["not a regular file"] = not_regular_count
     workers = min(8, (os.cpu_count() or 1) + 2)  # Pillow decodes without the GIL
     with ThreadPoolExecutor(workers) as pool:
         sizes = list(pool.map(_size, files))
-        readable = [(f, s) for f, s in zip(files, sizes) if s is not None]
+        readable = []
+        for f, (s, reason) in zip(files, sizes):
+            if s is None:
+                why[reason] += 1
+            else:
+                readable.append((f, s))
         if not readable:
             raise DatasetError(f"no readable images in {root}" + (f" ({total} files skipped)" if total else ""))
         size = Counter(s for _, s in readable).most_common(1)[0][0]  # ties: the first in path order
-        arrays = []
-        for i, a in enumerate(pool.map(lambda f: decode_image(f, size), [f for f, _ in readable])):
-            arrays.append(a)
+        if resolution is None and min(size) > LARGE:
+            raise too_large(root, size)
+        if resolution is not None:
+            size = (resolution, resolution)
+        decoded = []
+        for i, d in enumerate(pool.map(lambda f: decode_file(f, size, resolution), [f for f, _ in readable])):
+            decoded.append(d)
             if progress is not None:
                 progress("decoding images", i + 1, len(readable))
 
-    kept = [(f, a) for (f, _), a in zip(readable, arrays) if a is not None]
+    kept = []
+    for (f, _), (a, note) in zip(readable, decoded):
+        if a is None:
+            why[note] += 1
+        else:
+            kept.append((f, a, note))
     skipped = total - len(kept)
-    why = {k: n for k, n in (("unreadable", len(files) - len(kept)), ("not a regular file", not_regular_count)) if n}
     if not kept:
         raise DatasetError(f"no readable images in {root} ({skipped} files skipped)")
-    channels = max(a.shape[-1] for _, a in kept)
+    channels = max(a.shape[-1] for _, a, _ in kept)
     images = np.empty((len(kept), size[1], size[0], channels), np.uint8)  # (N, H, W, C)
-    for i, (_, a) in enumerate(kept):
+    for i, (_, a, _) in enumerate(kept):
         images[i] = a  # a gray image broadcasts into all three channels
     images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W)
 
-    rel = [f.relative_to(root).parts for f, _ in kept]
+    rel = [f.relative_to(root).parts for f, _, _ in kept]
     labels = classes = None
     if all(len(p) >= 2 for p in rel):  # every image inside a subfolder: subfolders are classes
         classes = sorted({p[0] for p in rel})
         index = {c: i for i, c in enumerate(classes)}
         labels = torch.tensor([index[p[0]] for p in rel], dtype=torch.int64)
+    spec = {"spec": str(root.resolve()), "split": split}
+    if resolution is not None:
+        spec["resolution"] = resolution
     return ImageDataset(
         images=images,
         labels=labels,
         name=root.resolve().name,
-        spec={"spec": str(root.resolve()), "split": split},
+        spec=spec,
         classes=classes,
         skipped=skipped,
-        skipped_why=why,
+        skipped_why=dict(why),
         files=total,
+        resolution=resolution,
+        upscaled=sum(note == "upscaled" for _, _, note in kept),
     )
 
 
-def load_image_file(path: Path, split: str = "train") -> ImageDataset | None:
+def load_image_file(path: Path, split: str = "train", resolution: int | None = None) -> ImageDataset | None:
     """A single image file as a one-image dataset; None when it is not an image."""
-    a = decode_image(path)
+    a, note = decode_file(path, resolution=resolution)
     if a is None:
+        if note != UNREADABLE:
+            raise DatasetError(f"{path}: {note}")
         return None
+    if resolution is None and min(a.shape[:2]) > LARGE:
+        raise too_large(path, (a.shape[1], a.shape[0]))
     images = torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))[None]  # (1, C, H, W)
-    return ImageDataset(images=images, labels=None, name=path.name, spec={"spec": str(path.resolve()), "split": split})
+    spec = {"spec": str(path.resolve()), "split": split}
+    if resolution is not None:
+        spec["resolution"] = resolution
+    return ImageDataset(images=images, labels=None, name=path.name, spec=spec, resolution=resolution,
+                        upscaled=int(note == "upscaled"))

@@ -2,14 +2,17 @@
 
 A path is read by what it is: a folder of images, an IDX file (``.gz`` or raw, sniffed by its
 magic number), a ``.npy``/``.npz`` array file, or a single image. ``split`` only applies to
-named datasets; a path is one set of images whatever the split.
+named datasets; a path is one set of images whatever the split. ``resolution`` N: every image
+scaled so its short side is N and centre-cropped to N x N, whatever the kind (a folder's images as
+they are decoded, arrays and named datasets afterwards: ``core.images.resize_images``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from aigc_cli.core.errors import DatasetError
+from aigc_cli.core.errors import DatasetError, OptionError
+from aigc_cli.core.images import resize_images
 from aigc_cli.core.faults import fault_point
 from aigc_cli.core.io import MISSING, probe
 from aigc_cli.data import digits, named, shapes  # noqa: F401  (register the named and built-in datasets)
@@ -22,15 +25,24 @@ from aigc_cli.data.idx import is_idx, load_idx
 IDX_NAMES = (".gz", ".idx", "-ubyte")
 
 
-def load_dataset(spec: str, split: str = "train", progress: Progress | None = None) -> ImageDataset:
+RESOLUTIONS = (4, 4096)  # the --resolution bounds (training/options.py declares them on the option)
+
+
+def load_dataset(spec: str, split: str = "train", progress: Progress | None = None,
+                 resolution: int | None = None) -> ImageDataset:
     """``progress(description, done, total)`` hears about downloads and image decoding."""
     fault_point("dataset:load")
     if split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}; use one of: {', '.join(SPLITS)}")
+    if resolution is not None and (isinstance(resolution, bool) or not isinstance(resolution, int)
+                                   or not RESOLUTIONS[0] <= resolution <= RESOLUTIONS[1]):
+        raise OptionError("resolution", f"must be a whole number of pixels from {RESOLUTIONS[0]} to "
+                          f"{RESOLUTIONS[1]}, got {resolution!r}")
     if spec in DATASETS:
         entry = DATASETS.get(spec)
         # Only datasets that download take a progress callback; ``load(split)`` stays the contract.
-        return entry.load(split, progress=progress) if entry.needs_download else entry.load(split)
+        ds = entry.load(split, progress=progress) if entry.needs_download else entry.load(split)
+        return at_resolution(ds, resolution)
     path = Path(spec).expanduser()
     found, kind = probe(path)
     if kind == MISSING:
@@ -41,7 +53,7 @@ def load_dataset(spec: str, split: str = "train", progress: Progress | None = No
     if found is None:  # a link loop, a broken link: said as such, not as "no such file"
         raise DatasetError(f"{spec} is {kind}; pass a dataset name, file or folder")
     try:
-        ds = _load_path(path, split, progress)
+        ds = _load_path(path, split, progress, resolution)
     except OSError as e:  # permissions, I/O errors: still a one-line message
         raise DatasetError(f"cannot read {spec}: {e.strerror or e}") from None
     if ds is None:
@@ -49,12 +61,25 @@ def load_dataset(spec: str, split: str = "train", progress: Progress | None = No
     return ds
 
 
-def _load_path(path: Path, split: str, progress: Progress | None) -> ImageDataset | None:
+def at_resolution(ds: ImageDataset, resolution: int | None) -> ImageDataset:
+    """``ds`` with its images scaled and centre-cropped to ``resolution`` (recorded in its spec,
+    so that a run resumes on the same pixels); ``ds`` itself when None."""
+    if resolution is None:
+        return ds
+    ds.images, ds.upscaled = resize_images(ds.images, resolution)
+    ds.resolution = resolution
+    ds.spec = {**ds.spec, "resolution": resolution}
+    ds._fingerprint = None
+    return ds
+
+
+def _load_path(path: Path, split: str, progress: Progress | None, resolution: int | None) -> ImageDataset | None:
     if path.is_dir():
-        return load_folder(path, split, progress)
+        return load_folder(path, split, progress, resolution)
     require_regular(path)  # a FIFO, device or socket is refused before anything opens it
     if path.suffix.lower() in (".npy", ".npz"):
-        return load_array_file(path, split)
+        return at_resolution(load_array_file(path, split), resolution)
     if path.name.lower().endswith(IDX_NAMES) or is_idx(path):
-        return load_idx(path, split)  # a .gz that is not IDX gets "not an IDX file" from here
-    return load_image_file(path, split)
+        # a .gz that is not IDX gets "not an IDX file" from here
+        return at_resolution(load_idx(path, split), resolution)
+    return load_image_file(path, split, resolution)

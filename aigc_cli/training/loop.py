@@ -11,6 +11,7 @@ was never stopped.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -66,6 +67,7 @@ class LoopConfig:
     seed: int
     log_every: int = LOG_EVERY
     time_budget: float | None = None  # seconds of wall clock for this invocation (--time); None: no limit
+    flip: bool = False  # --flip: images of each batch mirrored at random (flip_mask)
 
 
 def check_loop(loop: LoopConfig, dataset_size: int | None, world: int = 1) -> None:
@@ -90,6 +92,15 @@ def epoch_permutation(n: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(n, generator=g)
 
 
+def flip_mask(batch_size: int, seed: int, epoch: int, index: int) -> torch.Tensor:
+    """(batch_size,) bool: which images of the global batch ``index`` of ``epoch`` are mirrored
+    (--flip), from (seed, epoch, index) alone, drawn on the CPU: the same on every device and
+    rank count, and a resumed run needs no saved state for it."""
+    key = hashlib.sha256(f"aigc-flip/{seed}/{epoch}/{index}".encode()).digest()
+    g = torch.Generator().manual_seed(int.from_bytes(key[:8], "little") >> 1)
+    return torch.rand(batch_size, generator=g) < 0.5
+
+
 class DataSource(ABC):
     """Where the loop's batches come from: ``batch(epoch, index, step)`` is this rank's slice of
     the global batch ``index`` of ``epoch`` (the loop's ``step`` counts over epochs)."""
@@ -112,6 +123,7 @@ class DatasetEpochs(DataSource):
         self.seed, self.batch_size, self.device = loop.seed, loop.batch_size, device
         self.lo, self.local_batch = rank * local_batch, local_batch
         self.steps_per_epoch = len(data) // loop.batch_size  # drop the ragged last batch
+        self.flip = loop.flip and self.items.ndim == 4  # images only
         self._order: tuple[int, torch.Tensor] | None = None
 
     def batch(self, epoch: int, index: int, step: int):
@@ -119,7 +131,11 @@ class DatasetEpochs(DataSource):
             self._order = (epoch, epoch_permutation(len(self.items), self.seed, epoch).to(self.device))
         idx = self._order[1][index * self.batch_size : (index + 1) * self.batch_size]
         idx = idx[self.lo : self.lo + self.local_batch]
-        return self.items[idx], (self.labels[idx] if self.labels is not None else None)
+        items = self.items[idx]
+        if self.flip:  # this rank's rows of the global batch's draws, applied on the device
+            mask = flip_mask(self.batch_size, self.seed, epoch, index)[self.lo : self.lo + self.local_batch]
+            items = torch.where(mask.to(self.device)[:, None, None, None], items.flip(-1), items)
+        return items, (self.labels[idx] if self.labels is not None else None)
 
 
 class TaskBatches(DataSource):

@@ -18,6 +18,11 @@ CORPUS_HELP = ("Text: a name (bard: built in; shakespeare: downloaded once), a U
 DATA_OPTIONS = (
     Option("dataset", str, "digits", DATASET_HELP, short="-d"),
     Option("split", str, "train", "train or test, for named datasets."),
+    Option("resolution", int, None, "Scale every image so its short side is N px, then centre-crop it to N x N "
+           "(antialiased; smaller images are upscaled and counted). Needed for a folder of images larger than "
+           "256 px.", default_text="the dataset's own size", minimum=4, maximum=4096),
+    Option("flip", bool, False, "Flip training batches horizontally at random (each image with probability "
+           "1/2, drawn from the run's seed). Off by default: digits and text-like images must not be mirrored."),
 )
 TEXT_DATA_OPTIONS = (
     Option("dataset", str, "bard", CORPUS_HELP, short="-d"),
@@ -88,6 +93,7 @@ LOOP_FIELDS = (
     Field("epochs", int, minimum=1),
     Field("batch_size", int, minimum=1),
     Field("log_every", int, minimum=1),
+    Field("flip", bool, optional=True),  # image runs; absent before --flip (false)
 )
 
 

@@ -122,10 +122,12 @@ def _prepare(family, dataset, split, options, progress, dataset_progress, device
         parent_config = _parent_config(family, parent)
     parent_id = parent.id if parent is not None else values["init"] if folder is not None else None
     loop = LoopConfig(epochs=values["epochs"], batch_size=values["batch_size"], seed=values["seed"],
-                      log_every=values["log_every"], time_budget=time_budget(values["time"]))
+                      log_every=values["log_every"], time_budget=time_budget(values["time"]),
+                      flip=bool(values.get("flip")))
     data = None
     if fam.spec.trains_on != "none":
-        data = load_data(fam.spec.trains_on, values["dataset"], values["split"], progress=dataset_progress)
+        data = load_data(fam.spec.trains_on, values["dataset"], values["split"], progress=dataset_progress,
+                         resolution=values.get("resolution"))
         _say_skipped(data, progress)
     info = data.info() if data is not None else {}
     # The networks are sized for this device and one process's batch (models/sizing.py).
@@ -138,6 +140,8 @@ def _prepare(family, dataset, split, options, progress, dataset_progress, device
             if progress is not None:
                 progress.message(note)
     train_cfg.update(epochs=loop.epochs, batch_size=loop.batch_size, log_every=loop.log_every)
+    if "flip" in values:  # image families: --resume keeps it
+        train_cfg["flip"] = loop.flip
     items = fam.training_data(data, {"model": model_cfg, "train": train_cfg, "seed": loop.seed})
     train_cfg["items"] = len(items)  # what an epoch steps through (0: the task makes its batches)
     # before the run folder exists: bad input leaves nothing behind
@@ -231,16 +235,16 @@ def _prepare_resume(run: Run, epochs, budget, progress, dataset_progress):
     if epochs is not None:
         train_cfg["epochs"] = epochs
     loop = LoopConfig(train_cfg["epochs"], train_cfg["batch_size"], config["seed"], train_cfg["log_every"],
-                      time_budget=budget)
+                      time_budget=budget, flip=train_cfg.get("flip", False))
     family = get_family(config["family"])
     data = None
     if family.spec.trains_on != "none":
         try:
             spec = config["dataset"]["spec"]
-            spec_name, split = spec["spec"], spec["split"]
-        except (KeyError, TypeError) as e:
+            spec_name, split, resolution = spec["spec"], spec["split"], spec.get("resolution")
+        except (KeyError, TypeError, AttributeError) as e:
             raise RunError(f"{where} lacks the dataset's {e}; it cannot be resumed") from None
-        data = load_data(family.spec.trains_on, spec_name, split, progress=dataset_progress)
+        data = load_data(family.spec.trains_on, spec_name, split, progress=dataset_progress, resolution=resolution)
         _say_skipped(data, progress)
     items = family.training_data(data, config)
     check_loop(loop, len(items) if items.items is not None else None, distributed.world())
