@@ -60,6 +60,8 @@ def set_threads(n: int | None) -> None:
         _torch_default = torch.get_num_threads()
     _fixed = n
     torch.set_num_threads(n if n is not None else _torch_default)
+    if n is None:
+        _torch_default = None  # automatic again: the next --threads remembers torch's count then
 
 
 def chosen_by() -> str | None:
