@@ -22,6 +22,7 @@ import torch
 from aigc_cli.core import distributed
 from aigc_cli.core.errors import ConfigError, RunError
 from aigc_cli.core.faults import fault_point
+from aigc_cli.core.options import check_seed
 from aigc_cli.core.images import to_uint8
 from aigc_cli.models.conditions import Conditioning, build_conditioning
 from aigc_cli.models.protocol import Sampler, TextSampler
@@ -94,7 +95,7 @@ class Generator(_Loaded):
     def latents(self, n: int, seed: int, **options: Any) -> torch.Tensor:
         """(n, latent_dim) latents from ``seed`` alone (a CPU generator: the same on any device),
         under the draw options among ``options`` (truncation)."""
-        g = torch.Generator().manual_seed(seed)
+        g = torch.Generator().manual_seed(check_seed(seed))
         return self.sampler.draw(n, g, **self.resolved("draw", options))
 
     def decoder(self, **options: Any) -> torch.nn.Module:
@@ -221,7 +222,7 @@ class TextGenerator(_Loaded):
         and n give the same ids."""
         decode = self.resolved("decode", options)
         _, ids = self.prompt_ids(prompt)
-        g = torch.Generator().manual_seed(seed)
+        g = torch.Generator().manual_seed(check_seed(seed))
         length = decode.pop("length")
         return self.sampler.generate(ids, n, length, g, on_tokens=on_tokens, cache=cache, **decode)
 

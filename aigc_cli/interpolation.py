@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from aigc_cli.core.errors import ConfigError, opt
+from aigc_cli.core.options import check_seed
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -53,6 +54,9 @@ def check_request(*, frames: int = FRAMES, from_seed: int | None = None, to_seed
     from aigc_cli.models import latent as L
 
     L.check_frames(frames)
+    for name, seed in (("from_seed", from_seed), ("to_seed", to_seed)):
+        if seed is not None:
+            check_seed(seed, name)
     if mode is not None and mode not in L.MODES:
         raise ConfigError(f"unknown {opt('mode')} {mode!r}; choose {' or '.join(L.MODES)}")
     if traverse is not None:

@@ -178,13 +178,19 @@ def stats(
         common.print_result(f"{output}  ({result['n']} images)")
 
 
+def own_names(metric) -> dict[str, str]:
+    """The metric options whose flag is not their name: a seed of its own is ``--<metric>-seed``
+    (``--seed`` seeds the sampling of a run side), e.g. ``--kid-seed``."""
+    return {"seed": f"{metric.name}_seed"}
+
+
 def _metric_command(metric):
     """``aigc eval <metric>``, generated from its registry entry (metrics/registry.py): its sides
     as arguments, the options every side takes, the metric's own options (a ``seed`` of its own
     becomes ``--<metric>-seed``: ``--seed`` seeds the sampling), the run side's decode options."""
     from aigc_cli.cli.options import parameter, with_signature
 
-    rename = {"seed": f"{metric.name}_seed"}
+    rename = own_names(metric)
     sides = [_param(f"side{i}", str, typer.Argument(
         ..., metavar=name, help=(f"{name.capitalize()} side: " if name not in ("A", "B") else "") + _SIDE_HELP))
         for i, name in enumerate(metric.side_names)]
@@ -197,13 +203,21 @@ def _metric_command(metric):
     keywords = {rename.get(o.name, o.name): o.name for o in metric.options}
 
     def command(n, seed, ref_n, split, inception_weights, batch_size, json_out, gen_options, **given):
+        from aigc_cli.core.errors import OptionError
+        from aigc_cli.core.options import check_seed
         from aigc_cli.metrics import measure
 
+        check_seed(seed)  # the sampling's: an OptionError about "seed" below is then the metric's own
         specs = [given.pop(f"side{i}") for i in range(len(metric.side_names))]
         options = {keywords[k]: v for k, v in given.items()}
-        result = measure(metric.name, *specs, n=n, seed=seed, ref_n=ref_n, split=split, weights=inception_weights,
-                         device=common.device(), batch_size=batch_size, reporter=_CliReporter(),
-                         generation=gen_options, options=options)
+        try:
+            result = measure(metric.name, *specs, n=n, seed=seed, ref_n=ref_n, split=split, weights=inception_weights,
+                             device=common.device(), batch_size=batch_size, reporter=_CliReporter(),
+                             generation=gen_options, options=options)
+        except OptionError as e:  # the metric's own seed is --<metric>-seed here, not --seed
+            if e.option in rename:
+                raise OptionError(rename[e.option], e.problem) from None
+            raise
         _emit(result, json_out, metric.title, ["a", "b"][: metric.sides], [(k, result[k]) for k in metric.results])
 
     command.__name__ = f"eval_{metric.name}"

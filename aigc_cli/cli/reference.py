@@ -6,15 +6,18 @@ help and the Python API cannot disagree on a default (a test checks the file is 
 
 from __future__ import annotations
 
+from aigc_cli.core.options import flag as flag_of
+
 
 def _cell(text: str) -> str:
     return str(text).replace("|", "\\|")
 
 
-def _rows(options, cli_names: bool = True) -> list[str]:
+def _rows(options, cli_names: bool = True, renamed: dict[str, str] | None = None) -> list[str]:
     rows = ["| flag | Python keyword | type | default | values | what it does |", "|---|---|---|---|---|---|"]
     for o in options:
-        flags = o.flag + (f" / {o.off_flag}" if o.off_flag else "") + (f", {o.short}" if o.short else "")
+        flag = flag_of((renamed or {}).get(o.name, o.name))
+        flags = flag + (f" / {o.off_flag}" if o.off_flag else "") + (f", {o.short}" if o.short else "")
         shown = o.default_text if o.default is None else o.default
         values = ", ".join(o.choices) if o.choices else o.range_text()
         rows.append(f"| {'(Python only)' if not o.cli else '`' + flags + '`'} | `{o.name}` | {o.type.__name__} | "
@@ -24,6 +27,7 @@ def _rows(options, cli_names: bool = True) -> list[str]:
 
 def markdown() -> str:
     from aigc_cli.export import DEFAULT_OPSET, FORMATS, MAX_OPSET, MIN_OPSET
+    from aigc_cli.cli.eval import own_names
     from aigc_cli.metrics.registry import FID_N, METRICS, SAMPLE_N
     from aigc_cli.models.registry import family_specs
     from aigc_cli.training.options import LOG_EVERY, train_options
@@ -64,7 +68,7 @@ def markdown() -> str:
     for name in METRICS.names():
         metric = METRICS.get(name)
         if metric.options:
-            out += [f"### `aigc eval {name}`", "", *_rows(metric.options), ""]
+            out += [f"### `aigc eval {name}`", "", *_rows(metric.options, renamed=own_names(metric)), ""]
     out += ["## `aigc export onnx`", "",
             f"`--opset` {MIN_OPSET} to {MAX_OPSET}, default {DEFAULT_OPSET}; `--format` one of "
             f"{', '.join(FORMATS)}, as far as the run's family exports it (default: the family's first: images for "

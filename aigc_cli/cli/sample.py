@@ -31,10 +31,13 @@ def sample(
 ) -> None:
     """Sample images or text from a trained run."""
     from aigc_cli.core.errors import ConfigError
+    from aigc_cli.core.options import check_seed
     from aigc_cli.generation import load_generator
 
     if n is not None and n < 1:
         raise ConfigError(f"-n must be at least 1, got {n}")
+    if seed is not None:
+        check_seed(seed)  # before anything is loaded or printed
     gen = load_generator(run, common.device(), command="sample")
     args = dict(n=n, output=output, seed=seed, latents=latents, nrow=nrow, save_latents=save_latents,
                 json_out=json_out, gen_options=gen_options)

@@ -19,6 +19,14 @@ from aigc_cli.core.errors import ConfigError, OptionError
 SEED_MAX = 2**32 - 1
 
 
+def check_seed(value: int, name: str = "seed") -> int:
+    """A seed given to a command or the Python API: a whole number in [0, SEED_MAX], else a
+    one-line OptionError naming ``name``'s flag (torch's generators overflow past 64 bits)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEED_MAX:
+        raise OptionError(name, f"must be a whole number in [0, {SEED_MAX}], got {value!r:.40}")
+    return value
+
+
 def flag(name: str) -> str:
     """The command-line spelling of an option's keyword: ``batch_size`` -> ``--batch-size``."""
     return "--" + name.replace("_", "-")
