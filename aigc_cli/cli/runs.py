@@ -104,6 +104,8 @@ def show(
 
 def _short(value):
     """A config value for the table: a tokenizer's vocabulary is summarised, not printed whole."""
+    if value is None:
+        return "-"  # null in config.json: not used by this run (a bpe run's alphabet)
     if isinstance(value, dict):
         return f"({len(value)} fields; --json shows them)"
     if isinstance(value, str) and len(value) > 120:
