@@ -62,6 +62,7 @@ def test_init_refuses_what_contradicts_the_parent(aigc_home, corpus, gpt_parent,
         (["--lora", "4"], ["--lora", "give --init RUN"]),
         (["--lora-alpha", "2"], ["--lora-alpha", "give --lora RANK"]),
         (["--init", "run1", "--lora", "2", "--lora-targets", "nope*"], ["--lora-targets 'nope*' matches no", "blocks.0"]),
+        (["--init", "run1", "--lora", "2", "--lora-targets", " , "], ["--lora-targets names no layer"]),
     ]
     for args, words in cases:
         code, _, err = cli("train", "text", "--dataset", corpus, *args, "--epochs", "1")
@@ -115,6 +116,15 @@ def test_lora_refuses_what_it_cannot_adapt(aigc_home, corpus, cli, clean_error):
                        "head", "--epochs", "1")
     assert code == 0, err
     assert _config(aigc_home, "run2")["adapters"]["layers"] == {"model": ["head"]}
+
+
+def test_a_lora_runs_base_is_kept_from_runs_rm(aigc_home, corpus, gpt_parent, cli, clean_error):
+    assert cli("-q", "train", "text", "--dataset", corpus, "--init", "run1", "--lora", "2", *FINE, "--epochs", "1")[0] == 0
+    code, _, err = cli("runs", "rm", "run1")
+    clean_error(code, err, "run1 is the base of LoRA run run2", "--force")
+    assert _runs(aigc_home) == ["run1", "run2"]
+    assert cli("runs", "rm", "run2", "run1")[0] == 0  # together: nothing is left without its base
+    assert _runs(aigc_home) == []
 
 
 def test_a_lora_run_whose_base_changed_is_refused(aigc_home, corpus, gpt_parent, cli, clean_error):

@@ -144,7 +144,8 @@ def rm(
     runs: list[str] = typer.Argument(..., help="Run ids, names or 'last'."),
     force: bool = typer.Option(
         False, "--force", "-f",
-        help="Also remove runs being trained: their training is stopped first (it saves and exits 143).",
+        help="Also remove runs being trained (their training is stopped first: it saves and exits 143), and bases "
+        "of LoRA runs (which then cannot be loaded).",
     ),
 ) -> None:
     """Delete runs and all their files."""
@@ -153,6 +154,15 @@ def rm(
 
     targets = [resolve_run(r) for r in runs]  # resolve all first: a typo removes nothing
     if not force:
+        from aigc_cli.runs.lineage import dependents
+
+        leaving = {r.id for r in targets}
+        for r in targets:
+            needed = [d for d in dependents(r) if d not in leaving]
+            if needed:
+                raise RunError(f"{r.id} is the base of LoRA run{'s' if len(needed) > 1 else ''} {', '.join(needed)} "
+                               "(whose adapters need its weights); remove those too, or pass --force to remove it "
+                               "anyway")
         for r in targets:
             writer = r.writer(confirm=BUSY_CONFIRM)  # held that long: a writer, not a reader's probe
             if writer is not None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from aigc_cli.core.errors import RunError
-from aigc_cli.runs.store import Run, resolve_run
+from aigc_cli.runs.store import Run, list_runs, resolve_run
 
 UNCHANGED = "unchanged"
 
@@ -61,3 +61,18 @@ def check_parent(config: dict[str, Any], where: str) -> Run | None:
         raise RunError(f"{where} descends from {record['run']} (weights sha256 {record['weights_sha256'][:12]}...), "
                        f"but {status}")
     return resolve_run(record["run"])
+
+
+def dependents(run: Run) -> list[str]:
+    """The ids of the runs that cannot be loaded without ``run``'s weights: LoRA runs whose base
+    it is (a run started from it with --init owns a full copy and needs it no more)."""
+    out = []
+    for other in list_runs():
+        try:
+            config = other.read_config()
+        except RunError:
+            continue  # a damaged run depends on nothing it can say
+        parent = config.get("parent")
+        if config.get("adapters") is not None and isinstance(parent, dict) and parent.get("run") == run.id:
+            out.append(other.id)
+    return out

@@ -22,7 +22,7 @@ import torch
 
 from aigc_cli import __version__
 from aigc_cli.core import distributed, signals
-from aigc_cli.core.errors import ConfigError, RunError, first_line, opt
+from aigc_cli.core.errors import ConfigError, OptionError, RunError, first_line, opt
 from aigc_cli.core.options import resolve
 from aigc_cli.core.schema import check_fields
 from aigc_cli.core.seeding import seed_everything
@@ -187,6 +187,8 @@ def _adapters(fam, config: dict[str, Any], values: dict[str, Any]) -> dict[str, 
     exactly what it trains)."""
     rank = values["lora"]
     targets = None if values["lora_targets"] is None else [t.strip() for t in values["lora_targets"].split(",") if t.strip()]
+    if targets == []:
+        raise OptionError("lora_targets", "names no layer; give comma-separated glob patterns such as 'blocks.*.fc'")
     with torch.device("meta"):
         modules = fam.impl.build(config)
     layers = resolve_layers(modules, fam.impl.lora_targets(config), targets, fam.name)
