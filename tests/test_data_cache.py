@@ -148,6 +148,15 @@ def test_prepare_list_info_train_rm(tmp_path, aigc_home, cli, clean_error):
     clean_error(code, err, "no dataset 'cats'")
 
 
+def test_preparing_a_name_again_replaces_its_entry(tmp_path, aigc_home, cli):
+    photos = make_folder(tmp_path / "photos")
+    assert cli("-q", "datasets", "prepare", photos, "--name", "cats", "--resolution", "8")[0] == 0
+    first = {p.name for p in cache.root().glob("*.npy")}
+    assert cli("-q", "datasets", "prepare", photos, "--name", "cats", "--resolution", "4")[0] == 0
+    now = {p.name for p in cache.root().glob("*.npy")}
+    assert len(now) == 1 and now != first and load_dataset("cats").shape == (3, 4, 4)
+
+
 def test_a_prepared_dataset_whose_cache_is_damaged_is_decoded_again(tmp_path, aigc_home, cli, decodes):
     photos = make_folder(tmp_path / "photos")
     assert cli("datasets", "prepare", photos, "--name", "cats")[0] == 0
@@ -184,3 +193,14 @@ def test_disk_full_during_prepare_leaves_nothing(tmp_path, aigc_home, cli, clean
     assert cache.registry() == {}
     # an ordinary load in the same state still gets its (decoded) pixels: the cache is only a cache
     assert len(load_dataset(str(photos))) == 8
+
+
+def test_eval_and_preflight_take_a_prepared_name(tmp_path, aigc_home, cli):
+    from aigc_cli.metrics.sides import resolve_side
+    from aigc_cli.training.preflight import check_dataset
+
+    photos = make_folder(tmp_path / "photos")
+    assert cli("-q", "datasets", "prepare", photos, "--name", "cats", "--resolution", "8")[0] == 0
+    side = resolve_side("cats")
+    assert side.kind == "dataset" and side.n == 8 and side.fingerprint == load_dataset("cats").fingerprint
+    check_dataset("images", "cats", "train")  # no error

@@ -220,11 +220,14 @@ def prepare(folder: Path, name: str, resolution: int | None, progress: Progress 
                            "prepare takes a folder of images")
     ds, key = load_folder_cached(folder, "train", progress, resolution, strict=True)
     reg = registry()
+    old = reg.get(name, {}).get("key")
     reg[name] = {"key": key, "source": str(folder.resolve()), "resolution": resolution}
     try:
         atomic_write_json(root() / REGISTRY, reg)
     except OSError as e:
         raise DatasetError(f"cannot write {root() / REGISTRY}: {e.strerror or e}") from None
+    if old and old != key and not any(e.get("key") == old for e in reg.values()):
+        remove_entry(old)  # the name prepared again from other content: its old pixels go
     return load_prepared(name, "train", resolution)
 
 
