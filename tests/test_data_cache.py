@@ -204,3 +204,15 @@ def test_eval_and_preflight_take_a_prepared_name(tmp_path, aigc_home, cli):
     side = resolve_side("cats")
     assert side.kind == "dataset" and side.n == 8 and side.fingerprint == load_dataset("cats").fingerprint
     check_dataset("images", "cats", "train")  # no error
+
+
+def test_a_run_resumes_on_the_mapped_cache(tmp_path, aigc_home, cli, decodes):
+    """The first invocation decodes the folder; the resume maps the cache, and its fingerprint
+    check (the run's dataset has not changed) passes."""
+    photos = make_folder(tmp_path / "photos")
+    args = ("-q", "train", "gan", "--dataset", photos, "--resolution", "8", "--batch-size", "4")
+    code, _, err = cli(*args, "--epochs", "1")
+    assert code == 0, err
+    code, _, err = cli("-q", "train", "gan", "--resume", "last", "--epochs", "2")
+    assert code == 0, err
+    assert len(decodes) == 1

@@ -81,7 +81,7 @@ def _checksum(header: dict[str, Any]) -> str:
 def pixel_hash(images: torch.Tensor | np.ndarray, labels) -> str:
     """ImageDataset.fingerprint, computed in chunks (a memory map is never copied whole)."""
     a = images.numpy() if isinstance(images, torch.Tensor) else images
-    h = hashlib.sha256()
+    h = hashlib.sha256()  # the same bytes in the same order as ImageDataset.fingerprint
     h.update(str(tuple(a.shape)).encode())
     flat = a.reshape(-1)
     for i in range(0, flat.size, CHUNK):
