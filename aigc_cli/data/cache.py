@@ -152,7 +152,7 @@ def read_entry(key: str) -> tuple[dict[str, Any], torch.Tensor] | None:
 
 def remove_entry(key: str) -> None:
     for suffix in (".json", ".npy"):  # the header first: a half-removed entry is never read
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):  # gone already, or a cache we may not write: only a cache
             (root() / f"{key}{suffix}").unlink()
 
 
