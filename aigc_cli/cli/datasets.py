@@ -12,7 +12,7 @@ from aigc_cli.training.options import DATA_OPTIONS
 
 RESOLUTION = next(o for o in DATA_OPTIONS if o.name == "resolution")  # declared once, for train
 
-app = typer.Typer(help="List and inspect datasets.", no_args_is_help=True)
+app = typer.Typer(help="List, inspect and prepare datasets.", no_args_is_help=True)
 
 SPEC_HELP = ("A dataset or text corpus name (see `aigc datasets list`), an image folder, an IDX file, a .npy/.npz "
              "file, or a .txt file.")
@@ -59,7 +59,8 @@ def load(spec: str, split: str = "train", resolution: int | None = None):
 
 @app.command("list")
 def list_datasets(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
-    """List the named datasets (images) and text corpora, and whether they are downloaded."""
+    """List the named datasets (images) and text corpora, and whether they are downloaded, and the
+    prepared datasets (aigc datasets prepare)."""
     from aigc_cli.data import CORPORA, DATASETS
     from aigc_cli.data.named import download_status
     from aigc_cli.data.text import corpus_status
