@@ -38,6 +38,17 @@ def aigc_home(tmp_path, monkeypatch):
     return home
 
 
+@pytest.fixture(autouse=True)
+def dataset_cache_in_tmp(tmp_path_factory, monkeypatch):
+    """Folders loaded in-process by a test without AIGC_HOME write their decoded cache
+    (aigc_cli.data.cache) under a session temporary folder, never into the user's cache."""
+    from aigc_cli.data import cache
+
+    fallback = tmp_path_factory.getbasetemp() / "dataset_cache"
+    real = cache.root
+    monkeypatch.setattr(cache, "root", lambda: real() if os.environ.get("AIGC_HOME") else fallback)
+
+
 @pytest.fixture
 def mnist_dir():
     """The real MNIST test split (IDX .gz files), when this machine has it."""

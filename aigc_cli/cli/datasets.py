@@ -12,7 +12,7 @@ from aigc_cli.training.options import DATA_OPTIONS
 
 RESOLUTION = next(o for o in DATA_OPTIONS if o.name == "resolution")  # declared once, for train
 
-app = typer.Typer(help="List and inspect datasets.", no_args_is_help=True)
+app = typer.Typer(help="List, inspect and prepare datasets.", no_args_is_help=True)
 
 SPEC_HELP = ("A dataset or text corpus name (see `aigc datasets list`), an image folder, an IDX file, a .npy/.npz "
              "file, or a .txt file.")
@@ -59,7 +59,8 @@ def load(spec: str, split: str = "train", resolution: int | None = None):
 
 @app.command("list")
 def list_datasets(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
-    """List the named datasets (images) and text corpora, and whether they are downloaded."""
+    """List the named datasets (images) and text corpora, and whether they are downloaded, and the
+    prepared datasets (aigc datasets prepare)."""
     from aigc_cli.data import CORPORA, DATASETS
     from aigc_cli.data.named import download_status
     from aigc_cli.data.text import corpus_status
@@ -73,11 +74,54 @@ def list_datasets(json_out: bool = typer.Option(False, "--json", help="Print as 
         entry = CORPORA.get(name)
         status = (corpus_status(name) or "unknown") if entry.needs_download else "built-in"
         rows.append({"name": name, "kind": "text", "description": entry.description, "status": status})
+    from aigc_cli.data import cache
+
+    for name, entry in sorted(cache.registry().items()):
+        res = entry.get("resolution")
+        rows.append({"name": name, "kind": "images", "status": "prepared",
+                     "description": f"{entry.get('source')}" + (f" at {res} px" if res else ""),
+                     "resolution": res, "cache": str(cache.root() / f"{entry.get('key')}.npy")})
     if json_out:
         common.print_json(rows)
     else:
         common.table(None, ["name", "kind", "status", "description"],
                      [[r["name"], r["kind"], r["status"], r["description"]] for r in rows], result=True)
+
+
+@app.command("prepare")
+def prepare(
+    folder: str = typer.Argument(..., help="A folder of images (searched recursively; subfolders are classes)."),
+    name: str = typer.Option(..., "--name", help="The name to train on it by: --dataset NAME."),
+    resolution: Optional[int] = typer.Option(
+        None, "--resolution", help=RESOLUTION.help, min=RESOLUTION.minimum, max=RESOLUTION.maximum,
+        show_default=False),
+    json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
+) -> None:
+    """Decode a folder of images once into the cache under a name; later runs memory-map it."""
+    from pathlib import Path
+
+    from aigc_cli.data import cache
+
+    with progress_bar() as progress:
+        ds = cache.prepare(Path(folder).expanduser(), name, resolution, progress)
+    entry = cache.registry()[name]
+    data = {**ds.info(), "cache": str(cache.root() / f"{entry['key']}.npy")}
+    if json_out:
+        common.print_json(data)
+        return
+    c, h, w = ds.shape
+    common.info(f"prepared {name}: {len(ds)} images of {c}x{h}x{w} in {data['cache']}")
+    if ds.skip_summary():
+        common.info(ds.skip_summary())
+
+
+@app.command("rm")
+def rm(name: str = typer.Argument(..., help="A prepared dataset's name (see `aigc datasets list`).")) -> None:
+    """Remove a prepared dataset and its cache file."""
+    from aigc_cli.data import cache
+
+    cache.remove_prepared(name)
+    common.info(f"removed {name}")
 
 
 def _is_text(spec: str) -> bool:
@@ -108,6 +152,11 @@ def info(
     ds = load(spec, split, resolution)
     data = ds.info()
     data["skipped"] = ds.skipped
+    from aigc_cli.data import cache
+
+    prepared = cache.registry().get(spec)
+    if prepared is not None:
+        data["cache"] = str(cache.root() / f"{prepared['key']}.npy")
     if json_out:
         common.print_json(data)
         return
@@ -123,6 +172,7 @@ def info(
         ["upscaled", ds.upscaled if ds.resolution is not None else ""],
         ["skipped files", ds.skip_reasons() or 0],
         ["fingerprint", ds.fingerprint],
+        ["cache", data.get("cache", "")],
     ]
     common.table(None, ["", ""], [r for r in rows if r[1] != ""], result=True)
 

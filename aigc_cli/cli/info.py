@@ -17,6 +17,7 @@ def info(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) 
     from aigc_cli.core.memory import tune_cpu_allocator
     from aigc_cli.core.paths import cache_dir, home, runs_root
     from aigc_cli.core.threads import describe as describe_threads
+    from aigc_cli.data.cache import cache_size as dataset_cache_size
 
     dev = common.device()
     data = {
@@ -32,6 +33,7 @@ def info(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) 
         "home": str(home()),
         "runs": str(runs_root()),
         "cache": str(cache_dir()),
+        "dataset_cache_bytes": dataset_cache_size(),
     }
     if dev.type == "cuda":
         data["gpu"] = torch.cuda.get_device_name(dev)

@@ -97,7 +97,9 @@ class ImageDataset:
         if self._fingerprint is None:
             h = hashlib.sha256()
             h.update(str(tuple(self.images.shape)).encode())
-            h.update(self.images.contiguous().numpy().tobytes())
+            flat = self.images.contiguous().numpy().reshape(-1)
+            for i in range(0, flat.size, 16 << 20):  # in chunks: never a second copy of the whole set
+                h.update(flat[i:i + (16 << 20)].tobytes())
             if self.labels is not None:
                 h.update(self.labels.to(torch.int64).contiguous().numpy().tobytes())
             self._fingerprint = h.hexdigest()

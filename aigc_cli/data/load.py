@@ -19,7 +19,7 @@ from aigc_cli.data import digits, named, shapes  # noqa: F401  (register the nam
 from aigc_cli.data.arrays import load_array_file
 from aigc_cli.data.base import DATASETS, SPLITS, ImageDataset, require_regular
 from aigc_cli.data.download import Progress
-from aigc_cli.data.folder import load_folder, load_image_file
+from aigc_cli.data.folder import load_image_file
 from aigc_cli.data.idx import is_idx, load_idx
 
 IDX_NAMES = (".gz", ".idx", "-ubyte")
@@ -43,6 +43,10 @@ def load_dataset(spec: str, split: str = "train", progress: Progress | None = No
         # Only datasets that download take a progress callback; ``load(split)`` stays the contract.
         ds = entry.load(split, progress=progress) if entry.needs_download else entry.load(split)
         return at_resolution(ds, resolution)
+    from aigc_cli.data import cache
+
+    if spec in cache.registry():  # a prepared dataset (aigc datasets prepare --name)
+        return cache.load_prepared(spec, split, resolution)
     path = Path(spec).expanduser()
     found, kind = probe(path)
     if kind == MISSING:
@@ -75,7 +79,9 @@ def at_resolution(ds: ImageDataset, resolution: int | None) -> ImageDataset:
 
 def _load_path(path: Path, split: str, progress: Progress | None, resolution: int | None) -> ImageDataset | None:
     if path.is_dir():
-        return load_folder(path, split, progress, resolution)
+        from aigc_cli.data.cache import load_folder_cached
+
+        return load_folder_cached(path, split, progress, resolution)[0]
     require_regular(path)  # a FIFO, device or socket is refused before anything opens it
     if path.suffix.lower() in (".npy", ".npz"):
         return at_resolution(load_array_file(path, split), resolution)

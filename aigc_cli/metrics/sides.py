@@ -7,7 +7,8 @@
    - a folder holding image files (searched recursively) -> an image folder, decoded exactly as
      pytorch-fid does (PIL, ``convert("RGB")``, native size);
    - any other file or folder -> a dataset, through ``load_dataset`` (npz/npy arrays, IDX...);
-2. a registered dataset name (``aigc datasets list``) -> that dataset, ``--split`` applying;
+2. a registered or prepared dataset name (``aigc datasets list``) -> that dataset, ``--split``
+   applying;
 3. otherwise a run: an id (``run3``, ``3``), a name, or ``last``. A run called like a dataset is
    reached by its id.
 """
@@ -100,7 +101,9 @@ def resolve_side(
     from aigc_cli.data import load as _load  # noqa: F401  (registers the built-in datasets)
     from aigc_cli.data.base import DATASETS
 
-    if spec in DATASETS:
+    from aigc_cli.data.cache import registry as prepared
+
+    if spec in DATASETS or spec in prepared():  # built-in, or prepared (aigc datasets prepare --name)
         return _dataset_side(spec, split, ref_n)
     from aigc_cli.runs.store import resolve_run
 

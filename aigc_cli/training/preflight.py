@@ -103,5 +103,10 @@ def check_dataset(trains_on: str, spec: str, split: str) -> None:
     from aigc_cli.data.base import SPLITS
 
     names = CORPORA if trains_on == "text" else DATASETS
+    if trains_on != "text" and split in SPLITS:
+        from aigc_cli.data.cache import registry
+
+        if spec in registry():  # a prepared dataset (aigc datasets prepare --name)
+            return
     if split not in SPLITS or (spec not in names and not Path(spec).expanduser().exists()):
         load_data(trains_on, spec, split)  # raises: no such split, name or path

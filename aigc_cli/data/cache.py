@@ -1,0 +1,275 @@
+"""The decoded cache: an image folder decoded once into a uint8 .npy in ``cache_dir()/datasets/``,
+memory-mapped by later loads, and prepared datasets (``aigc datasets prepare --name``).
+
+Key: sha256 of CACHE_VERSION, Pillow's version, the resolution, and the folder's listing (every
+file ``load_folder`` looks at: relative path, size, mtime in ns; and the count of other entries
+it passes over). Listing costs one stat per file; nothing is opened. A file added, removed,
+touched or rewritten changes the key, so the folder is decoded again (into a new entry).
+
+An entry is ``<key>.npy`` (the (N, C, H, W) pixels) and ``<key>.json`` (the header: shape,
+classes, labels, skip counts, the key's inputs, the pixels' fingerprint, and a sha256 of the
+header itself). Both are written atomically (temp + fsync + os.replace), the header last: an
+entry without a header is never read. On load: the header's own checksum, the .npy's shape and
+dtype, and the file's size against the header are checked; pixels of entries up to VERIFY_BYTES
+are hashed again and compared with the fingerprint (a byte edited by hand is caught there;
+above that size an edit that keeps the size is not, for a load must not read 20 GB). Whatever
+fails: the entry is decoded again, never trained on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from aigc_cli.core.errors import DatasetError
+from aigc_cli.core.io import atomic_path, atomic_write_json, probe
+from aigc_cli.core.paths import cache_dir
+from aigc_cli.data.base import ImageDataset
+from aigc_cli.data.download import Progress
+
+CACHE_VERSION = 1  # bump when the decoder's output changes
+VERIFY_BYTES = 256 << 20  # entries up to this size have their pixels hashed on every load
+REGISTRY = "prepared.json"
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+CHUNK = 16 << 20
+
+
+def root() -> Path:
+    return cache_dir() / "datasets"
+
+
+def listing(folder: Path) -> list:
+    """[[relative path, size, mtime_ns], ...] and a final [other entries] for what load_folder
+    reads (folder._files: hidden names skipped, sorted)."""
+    from aigc_cli.data.folder import _files
+
+    files, other = _files(folder)
+    out: list = []
+    for f in files:
+        st, _ = probe(f)
+        if st is not None:
+            out.append([f.relative_to(folder).as_posix(), st.st_size, st.st_mtime_ns])
+    out.append([other])
+    return out
+
+
+def key_inputs(folder: Path, resolution: int | None) -> dict[str, Any]:
+    import PIL
+
+    return {"version": CACHE_VERSION, "pillow": PIL.__version__, "resolution": resolution,
+            "listing": listing(folder)}
+
+
+def key_of(inputs: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def _checksum(header: dict[str, Any]) -> str:
+    body = {k: v for k, v in header.items() if k != "checksum"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+def pixel_hash(images: torch.Tensor | np.ndarray, labels) -> str:
+    """ImageDataset.fingerprint, computed in chunks (a memory map is never copied whole)."""
+    a = images.numpy() if isinstance(images, torch.Tensor) else images
+    h = hashlib.sha256()  # the same bytes in the same order as ImageDataset.fingerprint
+    h.update(str(tuple(a.shape)).encode())
+    flat = a.reshape(-1)
+    for i in range(0, flat.size, CHUNK):
+        h.update(flat[i:i + CHUNK].tobytes())
+    if labels is not None:
+        h.update(labels.to(torch.int64).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _write_pixels(f, flat: np.ndarray) -> None:
+    """Write the pixels in chunks (tests make this fail midway, as a full disk would)."""
+    for i in range(0, flat.size, CHUNK):
+        f.write(flat[i:i + CHUNK].tobytes())
+
+
+def write_entry(key: str, ds: ImageDataset, inputs: dict[str, Any]) -> Path:
+    """Write ``ds`` as the entry ``key``; a one-line DatasetError (and nothing left) on failure."""
+    folder = root()
+    npy, head = folder / f"{key}.npy", folder / f"{key}.json"
+    a = ds.images.contiguous().numpy()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(npy) as tmp, open(tmp, "wb") as f:
+            np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": a.shape})
+            _write_pixels(f, a.reshape(-1))
+        header = {
+            "shape": list(a.shape), "dtype": "uint8", "bytes": npy.stat().st_size,
+            "labels": ds.labels.tolist() if ds.labels is not None else None,
+            "classes": len(ds.classes) if ds.classes is not None else None, "class_names": ds.classes,
+            "fingerprint": ds.fingerprint, "skipped": ds.skipped, "skipped_why": ds.skipped_why,
+            "files": ds.files, "upscaled": ds.upscaled, "resolution": ds.resolution, "key": inputs,
+        }
+        header["checksum"] = _checksum(header)
+        atomic_write_json(head, header)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            npy.unlink()
+        hint = f"; free space in {folder}" if e.errno == errno.ENOSPC else ""
+        raise DatasetError(f"cannot write the dataset cache {npy}: {e.strerror or e}{hint}") from None
+    return npy
+
+
+def read_entry(key: str) -> tuple[dict[str, Any], torch.Tensor] | None:
+    """(header, memory-mapped pixels) of a sound entry; None when it is absent or damaged."""
+    npy, head = root() / f"{key}.npy", root() / f"{key}.json"
+    try:
+        header = json.loads(head.read_text())
+        if not isinstance(header, dict) or header.get("checksum") != _checksum(header):
+            return None
+        if npy.stat().st_size != header["bytes"]:
+            return None
+        # copy-on-write: torch gets a writable array (no warning) and nothing ever reaches the file;
+        # a batch is indexed out of it (a copy of its rows), the whole set is never read at once
+        a = np.load(npy, mmap_mode="c", allow_pickle=False)
+        if a.dtype != np.uint8 or list(a.shape) != header["shape"] or a.offset + a.nbytes != header["bytes"]:
+            return None
+        images = torch.from_numpy(a)
+        labels = header["labels"]
+        labels = torch.tensor(labels, dtype=torch.int64) if labels is not None else None
+        if labels is not None and len(labels) != len(images):
+            return None
+        if header["bytes"] <= VERIFY_BYTES and pixel_hash(images, labels) != header["fingerprint"]:
+            return None
+        return header, images
+    except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
+        return None
+
+
+def remove_entry(key: str) -> None:
+    for suffix in (".json", ".npy"):  # the header first: a half-removed entry is never read
+        with contextlib.suppress(OSError):  # gone already, or a cache we may not write: only a cache
+            (root() / f"{key}{suffix}").unlink()
+
+
+def dataset_from(header: dict[str, Any], images: torch.Tensor, name: str, spec: dict[str, Any]) -> ImageDataset:
+    labels = header["labels"]
+    ds = ImageDataset(
+        images=images, labels=torch.tensor(labels, dtype=torch.int64) if labels is not None else None,
+        name=name, spec=spec, classes=header["class_names"], skipped=header["skipped"],
+        skipped_why=dict(header["skipped_why"]), files=header["files"], resolution=header["resolution"],
+        upscaled=header["upscaled"])
+    ds._fingerprint = header["fingerprint"]
+    return ds
+
+
+def load_folder_cached(path: Path, split: str = "train", progress: Progress | None = None,
+                       resolution: int | None = None, strict: bool = False) -> tuple[ImageDataset, str]:
+    """(the folder's dataset, its cache key): memory-mapped from a sound entry, or decoded and
+    written. A failed write is an error where ``strict`` (prepare), else the decoded set is used."""
+    from aigc_cli.data import folder as folder_mod
+
+    inputs = key_inputs(path, resolution)
+    key = key_of(inputs)
+    spec = {"spec": str(path.resolve()), "split": split}
+    if resolution is not None:
+        spec["resolution"] = resolution
+    found = read_entry(key)
+    if found is not None:
+        return dataset_from(found[0], found[1], path.resolve().name, spec), key
+    remove_entry(key)
+    ds = folder_mod.load_folder(path, split, progress, resolution)
+    try:
+        write_entry(key, ds, inputs)
+    except DatasetError:
+        if strict:
+            raise
+    return ds, key
+
+
+# -- prepared datasets: names -> entries ---------------------------------------------------------
+
+def registry() -> dict[str, dict[str, Any]]:
+    try:
+        data = json.loads((root() / REGISTRY).read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def check_name(name: str) -> None:
+    from aigc_cli.data.base import DATASETS
+    from aigc_cli.data.text import CORPORA
+
+    if name in DATASETS or name in CORPORA:
+        raise DatasetError(f"{name!r} is a built-in dataset name; pick another --name")
+    if not NAME.fullmatch(name):
+        raise DatasetError(f"bad dataset name {name!r}: use letters, digits, '.', '_' and '-' (up to 64), "
+                           "starting with a letter or digit")
+
+
+def prepare(folder: Path, name: str, resolution: int | None, progress: Progress | None = None) -> ImageDataset:
+    check_name(name)
+    st, kind = probe(folder)
+    if st is None or kind != "a folder":
+        raise DatasetError(f"{folder} is {'missing' if st is None and kind == 'missing' else kind}; "
+                           "prepare takes a folder of images")
+    ds, key = load_folder_cached(folder, "train", progress, resolution, strict=True)
+    reg = registry()
+    old = reg.get(name, {}).get("key")
+    reg[name] = {"key": key, "source": str(folder.resolve()), "resolution": resolution}
+    try:
+        atomic_write_json(root() / REGISTRY, reg)
+    except OSError as e:
+        raise DatasetError(f"cannot write {root() / REGISTRY}: {e.strerror or e}") from None
+    if old and old != key and not any(e.get("key") == old for e in reg.values()):
+        remove_entry(old)  # the name prepared again from other content: its old pixels go
+    return load_prepared(name, "train", resolution)
+
+
+def load_prepared(name: str, split: str = "train", resolution: int | None = None) -> ImageDataset:
+    entry = registry()[name]
+    if resolution is not None and resolution != entry.get("resolution"):
+        have = entry.get("resolution")
+        raise DatasetError(f"{name} was prepared at --resolution {have if have is not None else '(none)'}, "
+                           f"not {resolution}; prepare it again at {resolution} under another name")
+    found = read_entry(entry["key"])
+    spec = {"spec": name, "split": split}
+    if entry.get("resolution") is not None:
+        spec["resolution"] = entry["resolution"]
+    source = Path(entry.get("source") or "")
+    if found is None and entry.get("source") and probe(source)[1] == "a folder":  # decoded again
+        ds, key = load_folder_cached(source, split, None, entry.get("resolution"), strict=True)
+        reg = registry()
+        reg[name] = {**entry, "key": key}
+        with contextlib.suppress(OSError):
+            atomic_write_json(root() / REGISTRY, reg)
+        found = read_entry(key)
+    if found is None:
+        raise DatasetError(f"the cache of the prepared dataset {name} is damaged or gone; prepare it again: "
+                           f"aigc datasets prepare {entry.get('source')} --name {name}")
+    return dataset_from(found[0], found[1], name, spec)
+
+
+def remove_prepared(name: str) -> None:
+    reg = registry()
+    if name not in reg:
+        raise DatasetError(f"no prepared dataset {name!r}" + (f"; prepared: {', '.join(sorted(reg))}" if reg else ""))
+    entry = reg.pop(name)
+    atomic_write_json(root() / REGISTRY, reg)
+    if not any(e.get("key") == entry["key"] for e in reg.values()):
+        remove_entry(entry["key"])
+
+
+def cache_size() -> int:
+    """Bytes under the datasets cache folder."""
+    total = 0
+    for dirpath, _, names in os.walk(root()):
+        for n in names:
+            with contextlib.suppress(OSError):
+                total += os.stat(os.path.join(dirpath, n)).st_size
+    return total
