@@ -84,10 +84,16 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, parents: bool = False) -> None:
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any], parents: bool = False) -> None:
+    """``write(f)`` into a temporary file beside ``path``, then fsync and move it into place: a
+    large file streamed in pieces appears whole or not at all."""
     with atomic_path(path, parents) as tmp:
         with open(tmp, "wb") as f:
-            f.write(data)
+            write(f)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, parents: bool = False) -> None:
+    atomic_write(path, lambda f: f.write(data), parents)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, parents: bool = False) -> None:
@@ -253,9 +259,7 @@ def write_output(target: str | os.PathLike | Output, data: bytes | Callable[[IO[
         if out.stream:
             _stream(out, write)
         else:
-            out.path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_path(out.path) as tmp, open(tmp, "wb") as f:
-                write(f)
+            atomic_write(out.path, write, parents=True)
     except BrokenPipeError:
         raise PathError(f"cannot write {out.given}: its reader closed it before the end") from None
     except OSError as e:

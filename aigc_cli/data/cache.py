@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from aigc_cli.core.errors import DatasetError
-from aigc_cli.core.io import atomic_path, atomic_write_json, probe
+from aigc_cli.core.io import atomic_write, atomic_write_json, probe
 from aigc_cli.core.paths import cache_dir
 from aigc_cli.data.base import ImageDataset
 from aigc_cli.data.download import Progress
@@ -103,10 +103,11 @@ def write_entry(key: str, ds: ImageDataset, inputs: dict[str, Any]) -> Path:
     npy, head = folder / f"{key}.npy", folder / f"{key}.json"
     a = ds.images.contiguous().numpy()
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(npy) as tmp, open(tmp, "wb") as f:
+        def write(f) -> None:
             np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": a.shape})
             _write_pixels(f, a.reshape(-1))
+
+        atomic_write(npy, write, parents=True)
         header = {
             "shape": list(a.shape), "dtype": "uint8", "bytes": npy.stat().st_size,
             "labels": ds.labels.tolist() if ds.labels is not None else None,

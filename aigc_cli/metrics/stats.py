@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from aigc_cli.core.errors import AigcError
-from aigc_cli.core.io import atomic_path, open_input, write_output
+from aigc_cli.core.io import atomic_write, open_input, write_output
 
 CACHE_FORMAT = "aigc-fid-cache/1"
 
@@ -50,9 +50,8 @@ def compute_stats(features: np.ndarray) -> Stats:
 
 
 def _write_npz(path: str | os.PathLike, arrays: dict[str, np.ndarray]) -> None:
-    with atomic_path(path, parents=True) as tmp:
-        with open(tmp, "wb") as f:  # a file object: np.savez would add ".npz" to a name
-            np.savez(f, **arrays)
+    # np.savez to a file object: given a name, it would add ".npz" to it
+    atomic_write(path, lambda f: np.savez(f, **arrays), parents=True)
 
 
 def save_stats(path: str | os.PathLike, stats: Stats) -> Path:

@@ -157,10 +157,6 @@ def merge(module: nn.Module) -> nn.Module:
     return module
 
 
-def adapter_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for n, p in module.named_parameters() if is_adapter_key(n))
-
-
 def resolve_layers(modules: dict[str, nn.Module], defaults: dict[str, tuple[str, ...]],
                    targets: list[str] | None, family: str) -> dict[str, list[str]]:
     """Inference module -> the layers that get adapters: the family's defaults, or ``targets``

@@ -285,8 +285,9 @@ def _start(task, config: dict, restore: bool, progress: ProgressSink):
         from aigc_cli.generation import load_modules
 
         parent = check_parent(config, "this run's config.json")
-        weights = {name: m.state_dict() for name, m in load_modules(parent).items()}
-        parent_model = load_config(parent)["model"]
+        parent_config = load_config(parent)
+        weights = {name: m.state_dict() for name, m in load_modules(parent, config=parent_config).items()}
+        parent_model = parent_config["model"]
         family = get_family(config["family"])
         # Fields the run decided from its own data (its classes): tensors sized by them start afresh.
         changed = any(parent_model.get(k) != config["model"].get(k) for k in family.impl.init_free)
