@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from aigc_cli.core.errors import ConfigError, RunError, opt
 from aigc_cli.core.options import Option, option_table, resolve
 from aigc_cli.core.registry import Registry
+from aigc_cli.core.schema import Field, check_fields
 from aigc_cli.models.conditions import CONDITIONS, condition_options
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -224,8 +225,6 @@ def load_config(run) -> dict[str, Any]:
 
 def check_adapters(adapters: Any, where: str) -> None:
     """config.json's 'adapters' (a LoRA run: models/adapters.py), checked as the families' fields are."""
-    from aigc_cli.core.schema import Field, check_fields
-
     check_fields(adapters, (Field("kind", str, choices=("lora",)), Field("rank", int, minimum=1),
                             Field("alpha", float, minimum=1e-12)),
                  f"{where} 'adapters'")
