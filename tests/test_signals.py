@@ -154,3 +154,41 @@ def test_signal_in_eval(tmp_path, data, signum, start, signal_at):
     proc = start(tmp_path / "home", ["eval", "fid", data, data, "--inception-weights", weights], "dataset:load:1")
     signal_at(proc, tmp_path / "home" / "paused-1", signum)
     _finish(proc, CODES[signum], "aborted")
+
+
+SWALLOWED = r"""
+import os, signal, sys, time, weakref
+from aigc_cli.core import signals
+
+class Thing:
+    pass
+
+def callback(ref):
+    # What happened in CI: the signal lands while an import's module-lock weakref callback runs,
+    # where Python prints "Exception ignored in ..." and drops what the handler raised.
+    os.kill(os.getpid(), signal.SIGNUM)
+    for _ in range(100000):
+        pass  # the handler runs in here
+    print("the handler did not run in the callback", file=sys.stderr)
+
+try:
+    with signals.installed():
+        thing = Thing()
+        ref = weakref.ref(thing, callback)
+        del thing
+        time.sleep(10)
+        print("never raised")
+except signals.Signalled as exc:
+    print("raised", exc.exit_code)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_inside_a_callback_python_swallows_is_raised_after_it(signum, tmp_path):
+    import subprocess
+    import sys
+
+    script = SWALLOWED.replace("SIGNUM", signal.Signals(signum).name)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert result.stdout.split() == ["raised", str(CODES[signum])], (result.stdout, result.stderr)
+    assert result.stderr == "", result.stderr  # no "Exception ignored in ..."

@@ -13,13 +13,22 @@ A signal is raised once: the process is then on its way out, and a further Ctrl-
 sends one to every process of the job, and torchrun forwards its own on top) is only counted,
 so it cannot interrupt the one line that says why, nor the exit. ``early()`` covers the start
 of ``python -m aigc_cli`` (every rank of a launch), before the CLI's handlers are in place.
+
+A handler runs wherever the main thread is, and Python swallows what a weakref callback or a
+``__del__`` raises (it prints "Exception ignored in ..." and goes on): an import's module-lock
+callback is such a place. Inside ``installed()`` a ``Signalled`` lost that way is not printed but
+delivered again, by a signal to this process, so it is raised in ordinary code a moment later.
 """
 
 from __future__ import annotations
 
+import _thread
 import contextlib
+import os
 import signal
+import sys
 import threading
+import time
 from typing import Iterator
 
 NAMES = {signal.SIGINT: "interrupted", signal.SIGTERM: "terminated"}
@@ -62,7 +71,28 @@ def _handle(signum, frame):
     if _state["depth"]:
         _state["pending"] = _state["pending"] or signum  # raised when the save ends
         return
+    if _inside(frame, _unraisable.__code__):
+        _state["count"] -= 1
+        return _deliver_again(signum)  # raised here, it would be swallowed once more
     _raise(signum)
+
+
+def _inside(frame, code) -> bool:
+    while frame is not None:
+        if frame.f_code is code:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _deliver_again(signum: int) -> None:
+    # A C-level thread: threading.Thread.start would wait in Python, where the signal can land.
+    _thread.start_new_thread(_kill_soon, (signum,))
+
+
+def _kill_soon(signum: int) -> None:
+    time.sleep(0.001)  # let the main thread leave the hook first (_handle checks it did)
+    os.kill(os.getpid(), signum)
 
 
 def _count(signum: int) -> None:
@@ -73,6 +103,19 @@ def _count(signum: int) -> None:
 def _raise(signum: int) -> None:
     _state["raised"] = True
     raise Signalled(signum)
+
+
+def _unraisable(unraisable) -> None:
+    """sys.unraisablehook inside ``installed()``: see the module's docstring."""
+    exc = unraisable.exc_value
+    if not isinstance(exc, Signalled):
+        return _previous_hook(unraisable)
+    _state["raised"] = False  # it was never raised where anyone could see it
+    _state["count"] -= 1  # the same signal, not another
+    _deliver_again(exc.signum)
+
+
+_previous_hook = sys.__unraisablehook__
 
 
 def _remember(signum, frame):
@@ -137,10 +180,17 @@ def _handling(action) -> Iterator[bool]:
 @contextlib.contextmanager
 def installed() -> Iterator[None]:
     """SIGINT and SIGTERM raise ``Signalled`` inside the block; the old handlers come back after."""
+    global _previous_hook
     with _handling(_handle) as handled:
-        if handled:
-            _state.update(raised=False, first=_state["early"])
-        yield
+        if not handled:
+            yield
+            return
+        _state.update(raised=False, first=_state["early"])
+        _previous_hook, sys.unraisablehook = sys.unraisablehook, _unraisable
+        try:
+            yield
+        finally:
+            sys.unraisablehook = _previous_hook
 
 
 @contextlib.contextmanager
