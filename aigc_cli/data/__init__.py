@@ -8,11 +8,12 @@ from aigc_cli.data.text import CORPORA, TextCorpus, list_corpora, load_corpus
 LOADERS = {"images": load_dataset, "text": load_corpus}  # by models/registry.py's PRODUCTS
 
 
-def load_data(produces: str, spec: str, split: str = "train", progress=None, resolution: int | None = None):
+def load_data(produces: str, spec: str, split: str = "train", progress=None, resolution: int | None = None,
+              crop: str = "center"):
     """The training data of a family that produces ``produces``: an ImageDataset (at
-    ``resolution``, when given) or a TextCorpus."""
+    ``resolution``, when given, with ``crop``) or a TextCorpus."""
     if produces == "images":
-        return load_dataset(spec, split, progress=progress, resolution=resolution)
+        return load_dataset(spec, split, progress=progress, resolution=resolution, crop=crop)
     return LOADERS[produces](spec, split, progress=progress)
 
 

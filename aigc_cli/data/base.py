@@ -47,6 +47,10 @@ class ImageDataset:
     files: int = 0  # files looked at (image folders), for the skip summary
     resolution: int | None = None  # --resolution: every image scaled and centre-cropped to N x N
     upscaled: int = 0  # images whose short side was below ``resolution`` (scaled up)
+    # --crop random: the (N, C, M, M) images whose random N x N windows train (``images`` is
+    # their centre view, what evaluation and previews see); None: ``images`` train as they are
+    windows: torch.Tensor | None = None
+    mapped: bool = False  # memory-mapped from the decoded cache (data/cache.py): batches read from disk
     _fingerprint: str | None = field(default=None, repr=False)
 
     def __post_init__(self):
@@ -95,9 +99,10 @@ class ImageDataset:
     def fingerprint(self) -> str:
         """sha256 of the pixels and labels: two datasets with the same content match."""
         if self._fingerprint is None:
+            stored = self.windows if self.windows is not None else self.images
             h = hashlib.sha256()
-            h.update(str(tuple(self.images.shape)).encode())
-            flat = self.images.contiguous().numpy().reshape(-1)
+            h.update(str(tuple(stored.shape)).encode())
+            flat = stored.contiguous().numpy().reshape(-1)
             for i in range(0, flat.size, 16 << 20):  # in chunks: never a second copy of the whole set
                 h.update(flat[i:i + (16 << 20)].tobytes())
             if self.labels is not None:
@@ -123,6 +128,8 @@ class ImageDataset:
         if self.resolution is not None:
             out["resolution"] = self.resolution
             out["upscaled"] = self.upscaled
+        if self.windows is not None:
+            out["crop"] = {"kind": "random", "from": list(self.windows.shape[1:])}
         if self.factors:
             out["factors"] = sorted(self.factors)
         return out

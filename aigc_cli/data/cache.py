@@ -78,17 +78,24 @@ def _checksum(header: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def pixel_hash(images: torch.Tensor | np.ndarray, labels) -> str:
-    """ImageDataset.fingerprint, computed in chunks (a memory map is never copied whole)."""
-    a = images.numpy() if isinstance(images, torch.Tensor) else images
-    h = hashlib.sha256()  # the same bytes in the same order as ImageDataset.fingerprint
-    h.update(str(tuple(a.shape)).encode())
-    flat = a.reshape(-1)
-    for i in range(0, flat.size, CHUNK):
-        h.update(flat[i:i + CHUNK].tobytes())
+def _with_labels(h, labels) -> str:
     if labels is not None:
         h.update(labels.to(torch.int64).contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def file_hash(npy: Path, offset: int, shape: tuple[int, ...], labels) -> str:
+    """ImageDataset.fingerprint of an entry (the same bytes in the same order), read in chunks
+    through the file, not its memory map: the pages a check
+    reads stay in the page cache, not in every rank's resident memory (each rank maps the entry
+    and touches only its slices of the batches, training/loop.py)."""
+    h = hashlib.sha256()
+    h.update(str(tuple(shape)).encode())
+    with open(npy, "rb") as f:
+        f.seek(offset)
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return _with_labels(h, labels)
 
 
 def _write_pixels(f, flat: np.ndarray) -> None:
@@ -144,7 +151,7 @@ def read_entry(key: str) -> tuple[dict[str, Any], torch.Tensor] | None:
         labels = torch.tensor(labels, dtype=torch.int64) if labels is not None else None
         if labels is not None and len(labels) != len(images):
             return None
-        if header["bytes"] <= VERIFY_BYTES and pixel_hash(images, labels) != header["fingerprint"]:
+        if header["bytes"] <= VERIFY_BYTES and file_hash(npy, a.offset, a.shape, labels) != header["fingerprint"]:
             return None
         return header, images
     except (OSError, ValueError, KeyError, TypeError, json.JSONDecodeError):
@@ -163,7 +170,7 @@ def dataset_from(header: dict[str, Any], images: torch.Tensor, name: str, spec: 
         images=images, labels=torch.tensor(labels, dtype=torch.int64) if labels is not None else None,
         name=name, spec=spec, classes=header["class_names"], skipped=header["skipped"],
         skipped_why=dict(header["skipped_why"]), files=header["files"], resolution=header["resolution"],
-        upscaled=header["upscaled"])
+        upscaled=header["upscaled"], mapped=True)
     ds._fingerprint = header["fingerprint"]
     return ds
 

@@ -5,6 +5,12 @@ magic number), a ``.npy``/``.npz`` array file, or a single image. ``split`` only
 named datasets; a path is one set of images whatever the split. ``resolution`` N: every image
 scaled so its short side is N and centre-cropped to N x N, whatever the kind (a folder's images as
 they are decoded, arrays and named datasets afterwards: ``core.images.resize_images``).
+
+``crop`` "random" (training's ``--crop random``): the images are loaded at ``margin(N)`` instead
+(a prepared dataset: at the resolution it was prepared at, which must be larger than N), and the
+training loop takes a random N x N window of each per batch (training/loop.py). A cache holds
+one shape per dataset, so the windows move in both directions inside a square a ninth larger,
+where diffusers' ``--random_crop`` moves along the long side of the unsquared image only.
 """
 
 from __future__ import annotations
@@ -26,10 +32,16 @@ IDX_NAMES = (".gz", ".idx", "-ubyte")
 
 
 RESOLUTIONS = (4, 4096)  # the --resolution bounds (training/options.py declares them on the option)
+CROPS = ("center", "random")  # --crop (training/options.py)
+
+
+def margin(resolution: int) -> int:
+    """The side of the images ``--crop random`` takes N x N windows of: about 9/8 of N."""
+    return resolution + -(-resolution // 8)
 
 
 def load_dataset(spec: str, split: str = "train", progress: Progress | None = None,
-                 resolution: int | None = None) -> ImageDataset:
+                 resolution: int | None = None, crop: str = "center") -> ImageDataset:
     """``progress(description, done, total)`` hears about downloads and image decoding."""
     fault_point("dataset:load")
     if split not in SPLITS:
@@ -38,6 +50,33 @@ def load_dataset(spec: str, split: str = "train", progress: Progress | None = No
                                    or not RESOLUTIONS[0] <= resolution <= RESOLUTIONS[1]):
         raise OptionError("resolution", f"must be a whole number of pixels from {RESOLUTIONS[0]} to "
                           f"{RESOLUTIONS[1]}, got {resolution!r}")
+    if crop not in CROPS:
+        raise OptionError("crop", f"{crop!r} is not one of: {', '.join(CROPS)}")
+    if crop == "center":
+        return _load(spec, split, progress, resolution)
+    if resolution is None:
+        raise OptionError("crop", "random needs --resolution N, the size of the windows it takes")
+    from aigc_cli.data import cache
+
+    prepared = spec in cache.registry()  # windows of the images as they were prepared
+    return random_windows(_load(spec, split, progress, None if prepared else margin(resolution)), resolution)
+
+
+def random_windows(ds: ImageDataset, resolution: int) -> ImageDataset:
+    """``ds`` for ``--crop random --resolution N``: its square images become ``windows`` and
+    ``images`` their centre N x N view (no copy); recorded in the spec, for --resume."""
+    _, _, h, w = ds.images.shape
+    if h != w or h <= resolution:
+        raise DatasetError(f"{ds.name}: its images are {w}x{h}; --crop random --resolution {resolution} takes "
+                           f"windows of larger square images (prepare it at --resolution {margin(resolution)})")
+    top = (h - resolution) // 2
+    ds.windows = ds.images
+    ds.images = ds.images[:, :, top : top + resolution, top : top + resolution]
+    ds.resolution, ds.spec = resolution, {**ds.spec, "resolution": resolution, "crop": "random"}
+    return ds
+
+
+def _load(spec: str, split: str, progress: Progress | None, resolution: int | None) -> ImageDataset:
     if spec in DATASETS:
         entry = DATASETS.get(spec)
         # Only datasets that download take a progress callback; ``load(split)`` stays the contract.

@@ -43,6 +43,8 @@ class TrainingData:
     per_item: int = 1  # units in one item: 1 image; a text window's trained tokens
     held_out: "torch.Tensor | None" = None  # scored after every epoch by the task's ``validate``
     steps_per_epoch: int | None = None  # self-made batches only: steps between two epoch ends
+    windows: "torch.Tensor | None" = None  # --crop random: (N, C, M, M) images whose random windows train
+    mapped: bool = False  # read from a memory-mapped file: a GPU takes each batch, not the whole set
 
     def __len__(self) -> int:
         return len(self.items) if self.items is not None else 0
@@ -195,7 +197,7 @@ class FamilyImpl(ABC):
 
     def training_data(self, data: Any, config: dict[str, Any]) -> TrainingData:
         """What the loop trains on: by default the dataset's images and labels."""
-        return TrainingData(data.images, data.labels)
+        return TrainingData(data.images, data.labels, windows=data.windows, mapped=data.mapped)
 
     def upgrade_config(self, config: dict[str, Any], version: int) -> dict[str, Any]:
         """A config written by run format ``version`` (older than runs/store.py's RUN_FORMAT)

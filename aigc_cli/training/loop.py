@@ -114,13 +114,19 @@ class DataSource(ABC):
 
 
 class DatasetEpochs(DataSource):
-    """A dataset on the training device, in a seeded order per epoch; a batch is one indexing op,
-    no workers. Every rank orders the epoch alike and takes its slice of each global batch."""
+    """A dataset in a seeded order per epoch; a batch is one indexing op, no workers. Every rank
+    orders the epoch alike and takes its slice of each global batch, so a memory-mapped dataset
+    (data/cache.py) is read by each rank only where its slices lie. In memory, the whole set goes
+    to the training device once; mapped, it stays where it is and a GPU is sent each batch."""
 
     def __init__(self, data: TrainingData, loop: LoopConfig, device: torch.device, rank: int, local_batch: int):
-        self.items = data.items.to(device)  # (N, C, H, W) uint8 images, or a text family's (N, L) token windows
-        self.labels = data.labels.to(device) if data.labels is not None else None
-        self.seed, self.batch_size, self.device = loop.seed, loop.batch_size, device
+        home = device if device.type == "cpu" or not data.mapped else torch.device("cpu")
+        # (N, C, H, W) uint8 images, or a text family's (N, L) token windows; --crop random:
+        # (N, C, M, M) images whose random H x W windows train, ``items`` their centre view
+        self.items = data.items.to(home)
+        self.windows = data.windows.to(home) if data.windows is not None else None
+        self.labels = data.labels.to(home) if data.labels is not None else None
+        self.home, self.seed, self.batch_size, self.device = home, loop.seed, loop.batch_size, device
         self.lo, self.local_batch = rank * local_batch, local_batch
         self.steps_per_epoch = len(data) // loop.batch_size  # drop the ragged last batch
         self.flip = loop.flip and self.items.ndim == 4  # images only
@@ -128,14 +134,41 @@ class DatasetEpochs(DataSource):
 
     def batch(self, epoch: int, index: int, step: int):
         if self._order is None or self._order[0] != epoch:
-            self._order = (epoch, epoch_permutation(len(self.items), self.seed, epoch).to(self.device))
+            self._order = (epoch, epoch_permutation(len(self.items), self.seed, epoch).to(self.home))
         idx = self._order[1][index * self.batch_size : (index + 1) * self.batch_size]
         idx = idx[self.lo : self.lo + self.local_batch]
-        items = self.items[idx]
-        if self.flip:  # this rank's rows of the global batch's draws, applied on the device
-            mask = flip_mask(self.batch_size, self.seed, epoch, index)[self.lo : self.lo + self.local_batch]
+        rows = slice(self.lo, self.lo + self.local_batch)  # this rank's rows of the global batch's draws
+        if self.windows is not None:
+            h, w = self.items.shape[-2:]
+            top, left = window_offsets(self.batch_size, self.windows.shape[-1] - w + 1, self.seed, epoch, index)
+            items = crop_windows(self.windows[idx].to(self.device), top[rows], left[rows], h, w)
+        else:
+            items = self.items[idx].to(self.device)
+        if self.flip:  # applied on the device
+            mask = flip_mask(self.batch_size, self.seed, epoch, index)[rows]
             items = torch.where(mask.to(self.device)[:, None, None, None], items.flip(-1), items)
-        return items, (self.labels[idx] if self.labels is not None else None)
+        labels = self.labels[idx].to(self.device) if self.labels is not None else None
+        return items, labels
+
+
+def window_offsets(batch_size: int, positions: int, seed: int, epoch: int, index: int):
+    """((batch_size,), (batch_size,)) int64: where each image of the global batch ``index`` of
+    ``epoch`` is cropped (--crop random), one of ``positions`` per axis; from (seed, epoch, index)
+    alone, as flip_mask: the same on every device and rank count, nothing to save for resume."""
+    key = hashlib.sha256(f"aigc-crop/{seed}/{epoch}/{index}".encode()).digest()
+    g = torch.Generator().manual_seed(int.from_bytes(key[:8], "little") >> 1)
+    offsets = torch.randint(positions, (2, batch_size), generator=g)
+    return offsets[0], offsets[1]
+
+
+def crop_windows(images: torch.Tensor, top: torch.Tensor, left: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(B, C, M, M) -> (B, C, h, w): image b's window at (top[b], left[b]), one gather."""
+    b, c = images.shape[:2]
+    top, left = top.to(images.device), left.to(images.device)
+    ys = (top[:, None] + torch.arange(h, device=images.device))[:, None, :, None]  # (B, 1, h, 1)
+    xs = (left[:, None] + torch.arange(w, device=images.device))[:, None, None, :]  # (B, 1, 1, w)
+    return images[torch.arange(b, device=images.device)[:, None, None, None],
+                  torch.arange(c, device=images.device)[None, :, None, None], ys, xs]
 
 
 class TaskBatches(DataSource):

@@ -21,6 +21,9 @@ DATA_OPTIONS = (
     Option("resolution", int, None, "Scale every image so its short side is N px, then centre-crop it to N x N "
            "(antialiased; smaller images are upscaled and counted). Needed for a folder of images larger than "
            "256 px.", default_text="the dataset's own size", minimum=4, maximum=4096),
+    Option("crop", str, "center", "How --resolution makes an image square: center (its middle N x N) or random "
+           "(a random N x N window each batch, of the image scaled to 9/8 N; drawn from the run's seed).",
+           choices=("center", "random")),
     Option("flip", bool, False, "Flip training batches horizontally at random (each image with probability "
            "1/2, drawn from the run's seed). Off by default: digits and text-like images must not be mirrored."),
 )

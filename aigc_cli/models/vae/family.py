@@ -154,9 +154,11 @@ class VaeTask(TrainTask):
         labels = labels if self.spec.num_classes else None
         self.E.eval()
         encode = VaeEncoder(self.E)
+        device = next(self.E.parameters()).device  # a memory-mapped dataset stays on the CPU (training/loop.py)
         codes = torch.cat([
-            encode(images[i : i + 500].float() / 255,
-                   Conditioning(len(images[i : i + 500]), labels=labels[i : i + 500] if labels is not None else None))
+            encode(images[i : i + 500].to(device).float() / 255,
+                   Conditioning(len(images[i : i + 500]),
+                                labels=labels[i : i + 500].to(device) if labels is not None else None))
             for i in range(0, len(images), 500)
         ])  # (N, latent)
         self.prior.fit(codes, self.seed)
