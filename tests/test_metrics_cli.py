@@ -321,3 +321,29 @@ def test_training_records_fid_and_a_trained_run_is_a_side(fake, home, tiny_npz, 
     assert (r["a"]["kind"], r["n_a"], r["n_b"]) == ("run", 16, 16)
     assert r["b"]["cached"] is True and fake.calls == [16]  # the reference came from training's cache
     assert r["fid"] == pytest.approx(rows[-1]["fid"], rel=1e-6)  # same weights, same seed 0: same samples
+
+
+def test_resolution_reads_folders_and_datasets_as_training_sees_them(fake, tmp_path, cli, clean_error):
+    from PIL import Image
+
+    big = tmp_path / "photos"
+    big.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(6):  # larger than a folder may be without --resolution when read as a dataset
+        Image.fromarray(rng.integers(0, 256, (300, 400, 3), np.uint8)).save(big / f"{i}.png")
+    small = _folder(tmp_path / "small", 6, 1, size=16)
+    code, out, err = cli("eval", "fid", big, small, "--resolution", "16", "--inception-weights", fake.weights, "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    a = result["a"]
+    assert a["kind"] == "dataset" and a["resolution"] == 16 and a["n"] == 6, a
+    code, out, err = cli("eval", "fid", big, small, "--inception-weights", fake.weights, "--json")  # natively: pytorch-fid's folder reading
+    assert code == 0, err
+    native = json.loads(out)
+    assert native["a"]["kind"] == "folder"
+    assert native["fid"] != result["fid"]
+    code, _, err = cli("eval", "stats", "digits", "--resolution", "12", "-o", tmp_path / "d.npz",
+                      "--inception-weights", fake.weights, "--json")
+    assert code == 0, err
+    code, _, err = cli("eval", "fid", big, small, "--resolution", "2")
+    assert code == 2 and "--resolution" in err

@@ -51,6 +51,15 @@ def _split_opt():
     return typer.Option("train", "--split", help="Split of a dataset side: train or test.")
 
 
+def _resolution_opt():
+    from aigc_cli.cli.datasets import RESOLUTION  # declared once, on train's option
+
+    return typer.Option(None, "--resolution", min=RESOLUTION.minimum, max=RESOLUTION.maximum,
+                        help="Scale the images of folder and dataset sides so their short side is N px, then "
+                        "centre-crop them to N x N, as 'train --resolution N' does (give a run's training "
+                        "resolution to compare like with like). Runs and statistics files are as they are.")
+
+
 def _weights_opt():
     return typer.Option(
         None,
@@ -115,10 +124,12 @@ def _context(inception_weights: Optional[str], batch_size: Optional[int]):
     return EvalContext(weights=inception_weights, device=common.device(), batch_size=batch_size, reporter=_CliReporter())
 
 
-def _sides(specs: list[str], split: str, n: int, seed: int, ref_n: Optional[int], gen_options: dict):
+def _sides(specs: list[str], split: str, n: int, seed: int, ref_n: Optional[int], gen_options: dict,
+           resolution: Optional[int] = None):
     from aigc_cli.metrics.sides import resolve_side
 
-    return [resolve_side(s, split=split, n=n, seed=seed, ref_n=ref_n, options=gen_options) for s in specs]
+    return [resolve_side(s, split=split, n=n, seed=seed, ref_n=ref_n, options=gen_options, resolution=resolution)
+            for s in specs]
 
 
 def _fmt(value: Any) -> str:
@@ -161,6 +172,7 @@ def stats(
     seed: int = _seed_opt(),
     ref_n: Optional[int] = _ref_n_opt(),
     split: str = _split_opt(),
+    resolution: Optional[int] = _resolution_opt(),
     inception_weights: Optional[str] = _weights_opt(),
     batch_size: Optional[int] = _batch_opt(),
     json_out: bool = _json_opt(),
@@ -170,7 +182,7 @@ def stats(
     from aigc_cli.metrics.evaluate import compute_stats_file
 
     ctx = _context(inception_weights, batch_size)
-    (side,) = _sides([spec], split, n, seed, ref_n, gen_options)
+    (side,) = _sides([spec], split, n, seed, ref_n, gen_options, resolution)
     result = compute_stats_file(side, output, ctx)
     if json_out:
         common.print_json(result)
@@ -196,13 +208,14 @@ def _metric_command(metric):
         for i, name in enumerate(metric.side_names)]
     common_options = [
         _param("n", int, _n_opt()), _param("seed", int, _seed_opt()), _param("ref_n", Optional[int], _ref_n_opt()),
-        _param("split", str, _split_opt()), _param("inception_weights", Optional[str], _weights_opt()),
+        _param("split", str, _split_opt()), _param("resolution", Optional[int], _resolution_opt()),
+        _param("inception_weights", Optional[str], _weights_opt()),
         _param("batch_size", Optional[int], _batch_opt()),
     ]
     own = [parameter(o, rename.get(o.name)) for o in metric.options]
     keywords = {rename.get(o.name, o.name): o.name for o in metric.options}
 
-    def command(n, seed, ref_n, split, inception_weights, batch_size, json_out, gen_options, **given):
+    def command(n, seed, ref_n, split, resolution, inception_weights, batch_size, json_out, gen_options, **given):
         from aigc_cli.core.errors import OptionError
         from aigc_cli.core.options import check_seed
         from aigc_cli.metrics import measure
@@ -211,7 +224,8 @@ def _metric_command(metric):
         specs = [given.pop(f"side{i}") for i in range(len(metric.side_names))]
         options = {keywords[k]: v for k, v in given.items()}
         try:
-            result = measure(metric.name, *specs, n=n, seed=seed, ref_n=ref_n, split=split, weights=inception_weights,
+            result = measure(metric.name, *specs, n=n, seed=seed, ref_n=ref_n, split=split, resolution=resolution,
+                             weights=inception_weights,
                              device=common.device(), batch_size=batch_size, reporter=_CliReporter(),
                              generation=gen_options, options=options)
         except OptionError as e:  # the metric's own seed is --<metric>-seed here, not --seed

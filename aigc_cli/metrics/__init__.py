@@ -18,12 +18,13 @@ from aigc_cli.metrics.registry import METRICS, SAMPLE_N, Metric, run_metric
 
 
 def measure(name: str, *sides: str, n: int = SAMPLE_N, seed: int = 0, ref_n: int | None = None, split: str = "train",
-            weights: str | None = None, device: Any = "cpu", batch_size: int | None = None, reporter=None,
+            resolution: int | None = None, weights: str | None = None, device: Any = "cpu", batch_size: int | None = None, reporter=None,
             generation: dict[str, Any] | None = None, options: dict[str, Any] | None = None) -> dict[str, Any]:
     """``aigc eval NAME SIDE...`` as a function: ``measure("fid", "run3", "digits", n=2048)``.
 
     Each side is a run (sampled on the fly: ``n`` images from ``seed``, under its decode options
-    ``generation``), an image folder, a dataset (``split``; at most ``ref_n`` images) or a
+    ``generation``), an image folder, a dataset (``split``; at most ``ref_n`` images; with
+    ``resolution``, folders and datasets are scaled and centre-cropped to it as training does) or a
     statistics file; ``options`` are the metric's own (metrics/registry.py: ``{"subsets": 50}``
     for KID; absent: their declared defaults). Returns what ``--json`` prints."""
     from aigc_cli.metrics.evaluate import EvalContext, Reporter
@@ -32,7 +33,8 @@ def measure(name: str, *sides: str, n: int = SAMPLE_N, seed: int = 0, ref_n: int
 
     ctx = EvalContext(weights=weights, device=device, batch_size=batch_size, reporter=reporter or Reporter())
     check_seed(seed)
-    resolved = [resolve_side(s, split=split, n=n, seed=seed, ref_n=ref_n, options=generation or {}) for s in sides]
+    resolved = [resolve_side(s, split=split, n=n, seed=seed, ref_n=ref_n, options=generation or {},
+                             resolution=resolution) for s in sides]
     return run_metric(name, resolved, ctx, **(options or {}))
 
 

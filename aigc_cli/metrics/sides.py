@@ -7,6 +7,9 @@
    - a folder holding image files (searched recursively) -> an image folder, decoded exactly as
      pytorch-fid does (PIL, ``convert("RGB")``, native size);
    - any other file or folder -> a dataset, through ``load_dataset`` (npz/npy arrays, IDX...);
+   with ``resolution`` N (``--resolution``), a folder of images is read as a dataset too, every
+   image scaled so its short side is N and centre-cropped, as ``train --resolution N`` saw it
+   (decoded once, through the dataset cache): compare a run with its data at the size it trained;
 2. a registered or prepared dataset name (``aigc datasets list``) -> that dataset, ``--split``
    applying;
 3. otherwise a run: an id (``run3``, ``3``), a name, or ``last``. A run called like a dataset is
@@ -74,6 +77,7 @@ def resolve_side(
     seed: int = 0,
     ref_n: int | None = None,
     options: dict[str, Any] | None = None,
+    resolution: int | None = None,
 ) -> Side:
     """Decide what ``spec`` names. ``n``/``seed``/``options``: samples drawn from a run (its
     family's generation options); ``ref_n``: at most this many images from a folder or dataset
@@ -93,18 +97,18 @@ def resolve_side(
             from aigc_cli.metrics.features import list_images
 
             files = list_images(path)
-            if files:
+            if files and resolution is None:
                 return _folder_side(spec, path, files, ref_n)
             if (path / "run.json").is_file():
                 raise AigcError(f"{spec} is a run folder; name the run by its id ({path.name}) instead")
-        return _dataset_side(spec, split, ref_n)
+        return _dataset_side(spec, split, ref_n, resolution)
     from aigc_cli.data import load as _load  # noqa: F401  (registers the built-in datasets)
     from aigc_cli.data.base import DATASETS
 
     from aigc_cli.data.cache import registry as prepared
 
     if spec in DATASETS or spec in prepared():  # built-in, or prepared (aigc datasets prepare --name)
-        return _dataset_side(spec, split, ref_n)
+        return _dataset_side(spec, split, ref_n, resolution)
     from aigc_cli.runs.store import resolve_run
 
     try:
@@ -136,11 +140,11 @@ def _folder_side(spec: str, path: Path, files: list[Path], ref_n: int | None) ->
                 files=files, path=path)  # fmt: skip
 
 
-def _dataset_side(spec: str, split: str, ref_n: int | None) -> Side:
+def _dataset_side(spec: str, split: str, ref_n: int | None, resolution: int | None = None) -> Side:
     from aigc_cli.data.load import load_dataset
 
     try:
-        ds = load_dataset(spec, split)
+        ds = load_dataset(spec, split, resolution=resolution)
     except DatasetError:
         raise
     except (OSError, ValueError) as e:
@@ -155,6 +159,8 @@ def _dataset_side(spec: str, split: str, ref_n: int | None) -> Side:
         images = images[idx]
         fingerprint = f"{fingerprint}|subset{SUBSET_SEED}"
     details = {"split": split, "dataset": ds.name, "available": total}
+    if resolution is not None:
+        details["resolution"] = resolution
     return Side(spec, "dataset", ds.name, n=len(images), fingerprint=fingerprint, details=details, images=images)
 
 
