@@ -85,6 +85,30 @@ def test_a_changed_folder_is_decoded_again(tmp_path, aigc_home, decodes, change)
         assert after.fingerprint != before.fingerprint
     load_dataset(str(photos))
     assert len(decodes) == 2  # and cached again
+    assert len([e for e in entries() if e.endswith(".npy")]) == 1  # the old listing's entry is gone
+    assert after.mapped and torch.equal(after.images, folder.load_folder(photos).images)  # trains from the map
+
+
+def test_prune_keeps_prepared_entries_and_young_temporary_files(tmp_path, aigc_home, cli):
+    import time
+
+    prepared, loose = make_folder(tmp_path / "kept"), make_folder(tmp_path / "loose", size=(10, 10))
+    assert cli("datasets", "prepare", prepared, "--name", "kept")[0] == 0
+    load_dataset(str(loose))
+    load_dataset(str(loose), resolution=4)
+    old, young = cache.root() / ".x.npy.0a1b2c3d.tmp", cache.root() / ".y.npy.0a1b2c3d.tmp"
+    old.write_bytes(b"0" * 100)
+    young.write_bytes(b"0" * 100)
+    os.utime(old, (time.time() - 7200, time.time() - 7200))
+    assert len([e for e in entries() if e.endswith(".npy")]) == 3
+    code, out, err = cli("datasets", "prune", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["entries"] == 2 and result["bytes"] > 100
+    assert not old.exists() and young.exists()
+    assert len([e for e in entries() if e.endswith(".npy")]) == 1
+    assert cli("datasets", "info", "kept")[0] == 0  # the prepared one still loads, not decoded again
+    assert cli("datasets", "prune", "--json")[1] and json.loads(cli("datasets", "prune", "--json")[1])["entries"] == 0
 
 
 def _npy():
@@ -95,6 +119,7 @@ def _npy():
 def test_a_damaged_entry_is_decoded_again(tmp_path, aigc_home, decodes, damage):
     photos = make_folder(tmp_path / "photos")
     first = load_dataset(str(photos))
+    pixels = first.images.clone()  # ``first`` maps the entry this test damages: its pixels as decoded
     npy = _npy()
     head = npy.with_suffix(".json")
     if damage == "truncate":
@@ -116,7 +141,7 @@ def test_a_damaged_entry_is_decoded_again(tmp_path, aigc_home, decodes, damage):
         head.unlink()
     again = load_dataset(str(photos))
     assert len(decodes) == 2
-    assert torch.equal(again.images, first.images) and again.fingerprint == first.fingerprint
+    assert torch.equal(again.images, pixels) and again.fingerprint == first.fingerprint
     load_dataset(str(photos))
     assert len(decodes) == 2  # the entry was written anew
 

@@ -124,6 +124,19 @@ def rm(name: str = typer.Argument(..., help="A prepared dataset's name (see `aig
     common.info(f"removed {name}")
 
 
+@app.command("prune")
+def prune(json_out: bool = typer.Option(False, "--json", help="Print as JSON.")) -> None:
+    """Remove the cached decodes of folders that no prepared name holds (a run decodes its folder
+    again when it needs it), and temporary files left by writes that were killed."""
+    from aigc_cli.data import cache
+
+    entries, freed = cache.prune()
+    if json_out:
+        common.print_json({"entries": entries, "bytes": freed})
+    else:
+        common.info(f"removed {entries} cached dataset{'s' if entries != 1 else ''}, {freed / 1e6:.1f} MB")
+
+
 def _is_text(spec: str) -> bool:
     from pathlib import Path
 

@@ -14,6 +14,11 @@ dtype, and the file's size against the header are checked; pixels of entries up 
 are hashed again and compared with the fingerprint (a byte edited by hand is caught there;
 above that size an edit that keeps the size is not, for a load must not read 20 GB). Whatever
 fails: the entry is decoded again, never trained on.
+
+Stale entries: a folder decoded again (it changed) replaces the entries of the same folder and
+resolution that no prepared name holds; ``prune()`` (``aigc datasets prune``) removes every entry
+no prepared name holds, and the temporary files of writes killed midway (older than an hour: a
+younger one may be a write under way).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import hashlib
 import json
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +127,7 @@ def write_entry(key: str, ds: ImageDataset, inputs: dict[str, Any]) -> Path:
             "classes": len(ds.classes) if ds.classes is not None else None, "class_names": ds.classes,
             "fingerprint": ds.fingerprint, "skipped": ds.skipped, "skipped_why": ds.skipped_why,
             "files": ds.files, "upscaled": ds.upscaled, "resolution": ds.resolution, "key": inputs,
+            "source": ds.spec.get("spec"),
         }
         header["checksum"] = _checksum(header)
         atomic_write_json(head, header)
@@ -196,7 +203,56 @@ def load_folder_cached(path: Path, split: str = "train", progress: Progress | No
     except DatasetError:
         if strict:
             raise
-    return ds, key
+        return ds, key
+    _supersede(key, spec["spec"], resolution)
+    found = read_entry(key)  # train from the map as every later run will: the decoded copy goes
+    return (dataset_from(found[0], found[1], path.resolve().name, spec) if found is not None else ds), key
+
+
+def _headers() -> dict[str, dict[str, Any]]:
+    """key -> header of every entry whose header reads (damaged ones are left to read_entry)."""
+    out = {}
+    for head in root().glob("*.json"):
+        if head.name != REGISTRY:
+            with contextlib.suppress(OSError, ValueError):
+                header = json.loads(head.read_text())
+                if isinstance(header, dict):
+                    out[head.stem] = header
+    return out
+
+
+def _supersede(key: str, source: str, resolution: int | None) -> None:
+    """Remove the other entries of ``source`` at ``resolution`` (older listings of the folder)
+    that no prepared name holds. A run training from one keeps its mapping (the file's data
+    lives until it is unmapped); its --resume would meet a changed fingerprint anyway."""
+    held = {e.get("key") for e in registry().values()}
+    for k, header in _headers().items():
+        if k != key and k not in held and header.get("source") == source and header.get("resolution") == resolution:
+            remove_entry(k)
+
+
+def prune() -> tuple[int, int]:
+    """Remove every entry no prepared name holds, and stale temporary files: (entries, bytes)."""
+    held = {e.get("key") for e in registry().values()}
+    entries, freed = set(), 0
+    for path in root().iterdir() if root().is_dir() else ():
+        entry = path.suffix in (".npy", ".json") and re.fullmatch(r"[0-9a-f]{32}", path.stem) is not None
+        if path.name == REGISTRY or (entry and path.stem in held):
+            continue
+        st, kind = probe(path)
+        if st is None or kind != "a regular file":
+            continue
+        if entry:
+            entries.add(path.stem)  # removed below, the header first
+        elif time.time() - st.st_mtime < 3600:
+            continue  # a temporary file of a write that may be under way
+        else:
+            with contextlib.suppress(OSError):
+                path.unlink()
+        freed += st.st_size
+    for k in entries:
+        remove_entry(k)
+    return len(entries), freed
 
 
 # -- prepared datasets: names -> entries ---------------------------------------------------------
