@@ -29,18 +29,20 @@ import hashlib
 import json
 import os
 import re
+import struct
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from aigc_cli.core.errors import DatasetError
-from aigc_cli.core.io import atomic_write, atomic_write_json, probe
+from aigc_cli.core.io import atomic_path, atomic_write_json, probe
 from aigc_cli.core.paths import cache_dir
 from aigc_cli.data.base import ImageDataset
 from aigc_cli.data.download import Progress
+from aigc_cli.data.folder import Pixels
 
 CACHE_VERSION = 1  # bump when the decoder's output changes
 VERIFY_BYTES = 256 << 20  # entries up to this size have their pixels hashed on every load
@@ -110,22 +112,71 @@ def _write_pixels(f, flat: np.ndarray) -> None:
         f.write(flat[i:i + CHUNK].tobytes())
 
 
-def write_entry(key: str, ds: ImageDataset, inputs: dict[str, Any]) -> Path:
-    """Write ``ds`` as the entry ``key``; a one-line DatasetError (and nothing left) on failure."""
+class CacheWriteError(DatasetError):
+    """The cache could not be written (a full disk, a read-only folder): fatal to ``prepare``
+    alone; a folder given to ``train`` is decoded into memory instead."""
+
+
+HEADER = 128  # bytes of an entry's .npy header: room for any shape, rewritten in place at the end
+
+
+def npy_header(shape: tuple[int, ...]) -> bytes:
+    """A version 1.0 .npy header of uint8 ``shape``, HEADER bytes long (np.load reads any
+    padding): a file streamed before its row count is known gets its header last, in place."""
+    body = f"{{'descr': '|u1', 'fortran_order': False, 'shape': {tuple(shape)!r}, }}".encode("latin1")
+    return b"\x93NUMPY\x01\x00" + struct.pack("<H", HEADER - 10) + body.ljust(HEADER - 11) + b"\n"
+
+
+class EntryFile(Pixels):
+    """A folder's images decoded straight into an entry's .npy (load_folder's ``pixels``): rows
+    of 3 channels appended as they come; at the end a gray folder's rows are compacted in place
+    to channel 0 (each row moves to an offset before the one it is read from), the file cut to
+    size and the header written. A full disk is an OSError of a write, never a SIGBUS of a map."""
+
+    def __init__(self, f, n: int, h: int, w: int):
+        self.f, self.h, self.w, self.kept = f, h, w, 0
+        f.write(b"\0" * HEADER)
+
+    def add(self, image: np.ndarray) -> None:
+        rows = np.broadcast_to(image.transpose(2, 0, 1), (3, self.h, self.w))  # (C, H, W); gray broadcasts
+        _write_pixels(self.f, np.ascontiguousarray(rows).reshape(-1))
+        self.kept += 1
+
+    def finish(self, channels: int) -> torch.Tensor:
+        f, plane, step = self.f, self.h * self.w, max(1, CHUNK // (3 * self.h * self.w))
+        if channels == 1:
+            for i in range(0, self.kept, step):  # rows i.. read whole before their first plane is written
+                m = min(step, self.kept - i)
+                f.seek(HEADER + i * 3 * plane)
+                rows = np.frombuffer(f.read(m * 3 * plane), np.uint8).reshape(m, 3, plane)
+                f.seek(HEADER + i * plane)
+                f.write(np.ascontiguousarray(rows[:, 0]).tobytes())
+        f.truncate(HEADER + self.kept * channels * plane)
+        f.seek(0)
+        f.write(npy_header((self.kept, channels, self.h, self.w)))
+        f.flush()
+        return torch.from_numpy(np.load(f.name, mmap_mode="c", allow_pickle=False))
+
+
+def write_entry(key: str, inputs: dict[str, Any], fill: Callable[[Any], ImageDataset]) -> ImageDataset:
+    """Write the entry ``key``: ``fill(f)`` writes the .npy into the open file ``f`` (a temporary
+    one) and returns its dataset; then the header, last. A one-line DatasetError, and nothing
+    left, on failure; the dataset, mapped from the entry, on success."""
     folder = root()
     npy, head = folder / f"{key}.npy", folder / f"{key}.json"
-    a = ds.images.contiguous().numpy()
     try:
-        def write(f) -> None:
-            np.lib.format.write_array_header_1_0(f, {"descr": "|u1", "fortran_order": False, "shape": a.shape})
-            _write_pixels(f, a.reshape(-1))
-
-        atomic_write(npy, write, parents=True)
+        with atomic_path(npy, parents=True) as tmp, open(tmp, "r+b") as f:
+            ds = fill(f)
+            f.flush()
+            a = np.load(tmp, mmap_mode="r", allow_pickle=False)
+            offset, shape = a.offset, a.shape
+            del a
+            fingerprint = file_hash(tmp, offset, shape, ds.labels)  # through the file: see file_hash
         header = {
-            "shape": list(a.shape), "dtype": "uint8", "bytes": npy.stat().st_size,
+            "shape": list(shape), "dtype": "uint8", "bytes": npy.stat().st_size,
             "labels": ds.labels.tolist() if ds.labels is not None else None,
             "classes": len(ds.classes) if ds.classes is not None else None, "class_names": ds.classes,
-            "fingerprint": ds.fingerprint, "skipped": ds.skipped, "skipped_why": ds.skipped_why,
+            "fingerprint": fingerprint, "skipped": ds.skipped, "skipped_why": ds.skipped_why,
             "files": ds.files, "upscaled": ds.upscaled, "resolution": ds.resolution, "key": inputs,
             "source": ds.spec.get("spec"),
         }
@@ -135,8 +186,23 @@ def write_entry(key: str, ds: ImageDataset, inputs: dict[str, Any]) -> Path:
         with contextlib.suppress(OSError):
             npy.unlink()
         hint = f"; free space in {folder}" if e.errno == errno.ENOSPC else ""
-        raise DatasetError(f"cannot write the dataset cache {npy}: {e.strerror or e}{hint}") from None
-    return npy
+        raise CacheWriteError(f"cannot write the dataset cache {npy}: {e.strerror or e}{hint}") from None
+    found = read_entry(key)
+    if found is None:
+        raise CacheWriteError(f"the dataset cache {npy} did not read back as written; is {folder} shared?")
+    return dataset_from(found[0], found[1], ds.name, ds.spec)
+
+
+def write_dataset(key: str, ds: ImageDataset, inputs: dict[str, Any]) -> ImageDataset:
+    """``ds`` (in memory) as the entry ``key`` (write_entry)."""
+    a = ds.images.contiguous().numpy()
+
+    def fill(f) -> ImageDataset:
+        f.write(npy_header(a.shape))
+        _write_pixels(f, a.reshape(-1))
+        return ds
+
+    return write_entry(key, inputs, fill)
 
 
 def read_entry(key: str) -> tuple[dict[str, Any], torch.Tensor] | None:
@@ -197,16 +263,15 @@ def load_folder_cached(path: Path, split: str = "train", progress: Progress | No
     if found is not None:
         return dataset_from(found[0], found[1], path.resolve().name, spec), key
     remove_entry(key)
-    ds = folder_mod.load_folder(path, split, progress, resolution)
-    try:
-        write_entry(key, ds, inputs)
-    except DatasetError:
+    try:  # decoded straight into the entry: a folder larger than memory prepares in constant memory
+        ds = write_entry(key, inputs, lambda f: folder_mod.load_folder(
+            path, split, progress, resolution, pixels=lambda n, h, w: EntryFile(f, n, h, w)))
+    except CacheWriteError:
         if strict:
             raise
-        return ds, key
+        return folder_mod.load_folder(path, split, progress, resolution), key  # the cache is only a cache
     _supersede(key, spec["spec"], resolution)
-    found = read_entry(key)  # train from the map as every later run will: the decoded copy goes
-    return (dataset_from(found[0], found[1], path.resolve().name, spec) if found is not None else ds), key
+    return ds, key
 
 
 def _headers() -> dict[str, dict[str, Any]]:

@@ -22,6 +22,7 @@ import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -33,6 +34,7 @@ from aigc_cli.data.base import ImageDataset
 from aigc_cli.data.download import Progress
 
 LARGE = 256  # px on the short side: a folder of larger images needs a --resolution
+AHEAD = 64 << 20  # bytes of decoded images held ahead of the one being written
 
 
 def _files(root: Path) -> tuple[list[Path], int]:
@@ -69,8 +71,27 @@ def too_large(root: Path, size: tuple[int, int]) -> DatasetError:
                         f"{opt('resolution')} 64 (or the size to train at) to scale {them} down")
 
 
+class Pixels:
+    """Where a folder's decoded images go, one after another, as (N, 3, H, W) uint8 rows: memory
+    (this class), or the dataset cache's file (data/cache.py: a folder larger than memory decodes
+    in constant memory). ``finish(channels)``: the (kept, channels, H, W) tensor; a gray folder
+    keeps channel 0 of its rows."""
+
+    def __init__(self, n: int, h: int, w: int):
+        self.rows = np.empty((n, 3, h, w), np.uint8)
+        self.kept = 0
+
+    def add(self, image: np.ndarray) -> None:
+        self.rows[self.kept] = image.transpose(2, 0, 1)  # (H, W, C) -> (C, H, W); gray broadcasts
+        self.kept += 1
+
+    def finish(self, channels: int) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(self.rows[: self.kept, :channels]))
+
+
 def load_folder(root: Path, split: str = "train", progress: Progress | None = None,
-                resolution: int | None = None) -> ImageDataset:
+                resolution: int | None = None, pixels: Callable[[int, int, int], Pixels] = Pixels) -> ImageDataset:
+    """``pixels(n, h, w)``: where the decoded images go (default: memory)."""
     files, not_regular_count = _files(root)
     total = len(files) + not_regular_count
     why: Counter = Counter()
@@ -92,28 +113,31 @@ def load_folder(root: Path, split: str = "train", progress: Progress | None = No
             raise too_large(root, size)
         if resolution is not None:
             size = (resolution, resolution)
-        decoded = []
-        for i, d in enumerate(pool.map(lambda f: decode_file(f, size, resolution), [f for f, _ in readable])):
-            decoded.append(d)
+        out = pixels(len(readable), size[1], size[0])
+        kept, channels, upscaled = [], 1, 0
+        # In path order, each image written as it comes: besides ``out``, at most a window of
+        # decoded images is held (Executor.map would run ahead over the whole folder).
+        window = max(2 * workers, AHEAD // (3 * size[0] * size[1]))
+        decoded = (d for i in range(0, len(readable), window)
+                   for d in pool.map(lambda f: decode_file(f, size, resolution),
+                                     [f for f, _ in readable[i : i + window]]))
+        for i, ((f, _), (a, note)) in enumerate(zip(readable, decoded)):
+            if a is None:
+                why[note] += 1
+            else:
+                out.add(a)
+                kept.append(f)
+                channels = max(channels, a.shape[-1])
+                upscaled += note == "upscaled"
             if progress is not None:
                 progress("decoding images", i + 1, len(readable))
 
-    kept = []
-    for (f, _), (a, note) in zip(readable, decoded):
-        if a is None:
-            why[note] += 1
-        else:
-            kept.append((f, a, note))
     skipped = total - len(kept)
     if not kept:
         raise DatasetError(f"no readable images in {root} ({skipped} files skipped)")
-    channels = max(a.shape[-1] for _, a, _ in kept)
-    images = np.empty((len(kept), size[1], size[0], channels), np.uint8)  # (N, H, W, C)
-    for i, (_, a, _) in enumerate(kept):
-        images[i] = a  # a gray image broadcasts into all three channels
-    images = torch.from_numpy(images).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W)
+    images = out.finish(channels)  # (N, C, H, W)
 
-    rel = [f.relative_to(root).parts for f, _, _ in kept]
+    rel = [f.relative_to(root).parts for f in kept]
     labels = classes = None
     if all(len(p) >= 2 for p in rel):  # every image inside a subfolder: subfolders are classes
         classes = sorted({p[0] for p in rel})
@@ -132,7 +156,7 @@ def load_folder(root: Path, split: str = "train", progress: Progress | None = No
         skipped_why=dict(why),
         files=total,
         resolution=resolution,
-        upscaled=sum(note == "upscaled" for _, _, note in kept),
+        upscaled=upscaled,
     )
 
 
