@@ -22,6 +22,7 @@ from aigc_cli.cli import reconstruct as reconstruct_cmd
 from aigc_cli.cli import runs as runs_cmd
 from aigc_cli.cli import sample as sample_cmd
 from aigc_cli.cli import train as train_cmd
+from aigc_cli.cli import tune as tune_cmd
 
 RANK_GRACE = 2.0  # seconds another rank waits before exiting after rank 0's failure
 
@@ -64,6 +65,7 @@ def root(
 
 
 app.add_typer(train_cmd.app, name="train")
+app.command("tune")(tune_cmd.tune)
 app.command("sample")(sample_cmd.sample)
 app.command("interpolate")(interpolate_cmd.interpolate)
 app.command("reconstruct")(reconstruct_cmd.reconstruct)

@@ -44,6 +44,10 @@ def markdown() -> str:
     ]
     for spec in family_specs():
         out += [f"## `aigc train {spec.name}`", "", spec.summary, "", *_rows(train_options(spec)), ""]
+    from aigc_cli.tune.options import TUNE_OPTIONS
+
+    out += ["## `aigc tune`", "", "Tune a trained run against a reward (docs/tune.md); the Python API is "
+            "`aigc_cli.training.tune(run, **options)`.", "", *_rows(TUNE_OPTIONS), ""]
     out += ["## Generation options", "",
             "Options of a family's sampler, by what they act on: `draw` options change how a seed becomes a latent",
             "(`aigc sample`), `decode` options how latents (or a prompt) become the output (sample, interpolate,",

@@ -8,7 +8,7 @@ from aigc_cli.cli import common
 
 app = typer.Typer(help="Manage runs: list, show, plot, rm, path.", no_args_is_help=True)
 
-FIELDS = ("id", "name", "family", "status", "epoch", "epochs", "step", "created", "dataset", "imported")
+FIELDS = ("id", "name", "family", "status", "epoch", "epochs", "step", "created", "dataset", "imported", "tuned")
 
 
 def summary(run) -> dict:
@@ -30,7 +30,8 @@ def list_runs(json_out: bool = typer.Option(False, "--json", help="Print as JSON
         return
     common.table(None, ["id", "name", "family", "status", "epoch", "step", "created", "dataset"],
                  [[r["id"], r["name"], r["family"], r["status"], epoch_cell(r["epoch"], r["epochs"]), r["step"],
-                   r["created"], r["dataset"] or (f"imported from {r['imported']}" if r["imported"] else None)]
+                   r["created"], r["dataset"] or (f"imported from {r['imported']}" if r["imported"] else None)
+                   or (f"tuned from {r['tuned']}" if r["tuned"] else None)]
                   for r in rows], result=True)
 
 
@@ -87,6 +88,13 @@ def show(
     if isinstance(source, dict):
         where = source.get("hub_id") or source.get("folder")
         items.append(["imported", f"{where} ({source.get('format')})" + (f" at {source['revision']}" if source.get("revision") else "")])
+    tune = cfg.get("tune")
+    if isinstance(tune, dict):
+        reward = tune.get("reward") or {}
+        prompts = tune.get("prompts") or []
+        items.append(["tune", f"{tune.get('method')} on {reward.get('spec') or reward.get('command')}, kl {tune.get('kl')}, "
+                      f"{tune.get('group')} completions of {tune.get('length')} tokens per prompt, "
+                      f"{f'{len(prompts)} prompts' if prompts else 'the empty prompt'}"])
     adapters = cfg.get("adapters")
     if isinstance(adapters, dict) and isinstance(adapters.get("layers"), dict):
         count = sum(len(v) for v in adapters["layers"].values() if isinstance(v, list))

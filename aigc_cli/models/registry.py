@@ -109,16 +109,19 @@ class Family:
         return self.impl.training_data(data, config)
 
     def training_task(self, config: dict[str, Any], device, frozen=None, horizon: int | None = None,
-                      prepare=None):
+                      prepare=None, wrap=None):
         """The family's training task with its optimizers built from its parameter groups
         (models/optim.py), less the parameters ``frozen`` accepts: what the loop steps, and what a
         bench steps by hand. ``horizon``: the step learning-rate schedules end at (the loop sets
         it; default: the config's epochs of ``items // batch_size`` steps, when it has them).
         ``prepare(task)``: runs before the optimizers and weight averages are built (a parent's
-        weights loaded, adapters added); it may return more to freeze."""
+        weights loaded, adapters added); it may return more to freeze. ``wrap(task)``: the task
+        that trains instead, around the family's (a tuned run's objective, tune/methods.py)."""
         from aigc_cli.models.optim import attach
 
         task = self.impl.make_task(config, device)
+        if wrap is not None:  # another objective over the family's modules (aigc tune: tune/methods.py)
+            task = wrap(task)
         more = prepare(task) if prepare is not None else None
         if more is not None:
             frozen = more if frozen is None else (lambda name, a=frozen, b=more: a(name) or b(name))

@@ -240,6 +240,11 @@ def _prepare_resume(run: Run, epochs, budget, progress, dataset_progress):
                       time_budget=budget, flip=train_cfg.get("flip", False))
     family = get_family(config["family"])
     data = None
+    if config.get("tune") is not None:  # a tuned run makes its own batches (its samples)
+        from aigc_cli.training.tuning import tune_items
+
+        check_parent(config, where)
+        return {**config, "train": train_cfg}, loop, None, tune_items(config)
     if family.spec.trains_on != "none":
         try:
             spec = config["dataset"]["spec"]
@@ -281,9 +286,13 @@ def _say_skipped(data, progress: ProgressSink | None) -> None:
 
 def _start(task, config: dict, restore: bool, progress: ProgressSink):
     """Before the optimizers exist: a run with a parent starts from its weights (a LoRA run's
-    frozen base, on every resume too), and a LoRA run gains its adapters. Returns what to freeze."""
+    frozen base, on every resume too), a tuned run keeps them as its reference (every start),
+    and a LoRA run gains its adapters. Returns what to freeze."""
+    from aigc_cli.tune.methods import TuneTask
+
     adapters = config.get("adapters")
-    if config.get("parent") is not None and (adapters or not restore):
+    tuned = isinstance(task, TuneTask)
+    if config.get("parent") is not None and (adapters or not restore or tuned):
         from aigc_cli.generation import load_modules
 
         parent = check_parent(config, "this run's config.json")
@@ -293,10 +302,13 @@ def _start(task, config: dict, restore: bool, progress: ProgressSink):
         family = get_family(config["family"])
         # Fields the run decided from its own data (its classes): tensors sized by them start afresh.
         changed = any(parent_model.get(k) != config["model"].get(k) for k in family.impl.init_free)
-        fresh = start_from(task, weights, parent.id, changed)
-        if fresh and not restore:
-            progress.message(f"{', '.join(fresh)} start{'s' if len(fresh) == 1 else ''} from random weights: "
-                             f"{parent.id}'s model.safetensors holds {', '.join(weights)}")
+        if adapters or not restore:
+            fresh = start_from(task, weights, parent.id, changed)
+            if fresh and not restore:
+                progress.message(f"{', '.join(fresh)} start{'s' if len(fresh) == 1 else ''} from random weights: "
+                                 f"{parent.id}'s model.safetensors holds {', '.join(weights)}")
+        if tuned:
+            task.load_reference(weights)
     return add_adapters(task, adapters) if adapters else None
 
 
@@ -304,8 +316,13 @@ def _fit(run: Run, config: dict, data, items: TrainingData, loop: LoopConfig, de
          progress: ProgressSink, restore: bool, new_epochs: bool = False) -> Run:
     """Train ``items`` (the family's TrainingData of ``data``, made once by _prepare/_prepare_resume);
     ``data`` itself serves FID during training."""
-    task = get_family(config["family"]).training_task(config, device, prepare=lambda t: _start(t, config, restore,
-                                                                                               progress))
+    family = get_family(config["family"])
+    wrap = None
+    if config.get("tune") is not None:  # aigc tune: another objective over the family's modules
+        from aigc_cli.tune.methods import wrap as tune_wrap
+
+        wrap = tune_wrap(config, family.impl, device)
+    task = family.training_task(config, device, prepare=lambda t: _start(t, config, restore, progress), wrap=wrap)
     eval_every = config.get("eval", {}).get("every", 0)
     evaluate = make_evaluator(run, config, data, device, say=progress.message) if eval_every else None
     trainer = Trainer(task, items, run, loop, device, progress=progress, evaluate=evaluate, eval_every=eval_every)

@@ -1,0 +1,85 @@
+"""``aigc tune RUN``: a new run tuned from a trained one against a reward (training/tuning.py)."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Annotated, Any, Optional
+
+import typer
+
+from aigc_cli.cli import common
+from aigc_cli.cli.options import parameter, with_signature
+from aigc_cli.tune.options import TUNE_OPTIONS
+
+_RUN = inspect.Parameter(
+    "run", inspect.Parameter.KEYWORD_ONLY, default=None,
+    annotation=Annotated[Optional[str], typer.Argument(help="The run to tune (id, name or 'last').", show_default=False)])
+_RESUME = inspect.Parameter(
+    "resume", inspect.Parameter.KEYWORD_ONLY, default=None,
+    annotation=Annotated[Optional[str], typer.Option("--resume", help="Continue the tuned RUN (id, name or 'last').")])
+_LIST = inspect.Parameter(
+    "list_rewards", inspect.Parameter.KEYWORD_ONLY, default=False,
+    annotation=Annotated[bool, typer.Option("--list-rewards", help="List the built-in rewards and exit.")])
+_JSON = inspect.Parameter(
+    "json_out", inspect.Parameter.KEYWORD_ONLY, default=False,
+    annotation=Annotated[bool, typer.Option("--json", help="Print the finished run as JSON.")])
+
+
+def tune(run: Optional[str] = None, resume: Optional[str] = None, list_rewards: bool = False, json_out: bool = False,
+         **given: Any) -> None:
+    from aigc_cli import training
+    from aigc_cli.cli.progress import RichProgress
+    from aigc_cli.core.errors import ConfigError, Interrupted
+    from aigc_cli.runs.store import resolve_run
+
+    if list_rewards:
+        return _list_rewards(json_out)
+    if (run is None) == (resume is None):
+        raise ConfigError("give the run to tune (aigc tune RUN --reward ...) or a tuned run to continue (--resume RUN)")
+    if resume is not None:
+        extra = [k for k, v in given.items() if v is not None and k not in ("epochs", "time")]
+        if extra:
+            flags = ", ".join("--" + k.replace("_", "-") for k in extra)
+            raise ConfigError(f"--resume continues a run as it was configured; drop {flags}")
+    device = common.device()
+    progress = RichProgress()
+    try:
+        if resume is not None:
+            from aigc_cli.training.tuning import tuned_run
+
+            out = training.resume(tuned_run(resolve_run(resume)), epochs=given.get("epochs"), time=given.get("time"),
+                                  device=device, progress=progress)
+        else:
+            def announce(r):
+                parent = r.read_config()["parent"]["run"]
+                common.info(f"[bold]{r.id}[/bold] tunes {parent} ({r.read_config()['tune']['method']}) in {r.path} "
+                            f"on {device}")
+
+            out = training.tune(run, device=device, progress=progress, on_run=announce, **given)
+    except Interrupted as e:
+        if e.run_id is None:
+            raise
+        raise Interrupted(f"{e}; continue with 'aigc tune --resume {e.run_id}'", exit_code=e.exit_code,
+                          run_id=e.run_id) from None
+    meta = out.read_meta()
+    if json_out:
+        common.print_json({"id": out.id, "name": meta.get("name"), "path": str(out.path), "status": meta["status"],
+                           "stopped": meta.get("stopped"), "epoch": meta.get("epoch"), "step": meta.get("step"),
+                           "last_metrics": out.last_metrics()})
+    else:
+        common.print_result(out.id)
+
+
+def _list_rewards(json_out: bool) -> None:
+    from aigc_cli.tune.rewards import describe_rewards
+
+    rows = describe_rewards()
+    if json_out:
+        common.print_json([{"name": n, "scores": s, "description": d} for n, s, d in rows])
+    else:
+        common.table(None, ["name", "scores", "description"], [list(r) for r in rows], result=True)
+
+
+tune = with_signature(tune, [_RUN, *(parameter(o) for o in TUNE_OPTIONS if o.cli), _RESUME, _LIST, _JSON],
+                      "Tune a trained run against a reward: a new run, its child, that scores better while staying "
+                      "close to it (GRPO for text runs). See docs/tune.md.")

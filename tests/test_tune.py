@@ -1,0 +1,158 @@
+"""``aigc tune``: GRPO on a reward for text runs (issue 32). Tiny GPTs on the shared corpus."""
+
+import json
+
+import pytest
+import torch
+
+TINY = ["--arch", "gpt", "--layers", "1", "--width", "16", "--heads", "2", "--context", "32", "--batch-size", "32",
+        "--seed", "1", "--lr", "1e-2", "--warmup", "5"]
+QUICK = ["--batch-size", "2", "--group", "2", "--length", "8"]
+
+
+def _config(home, run):
+    return json.loads((home / "runs" / run / "config.json").read_text())
+
+
+def _runs(home):
+    return sorted(p.name for p in (home / "runs").iterdir() if p.name.startswith("run"))
+
+
+@pytest.fixture
+def parent(aigc_home, corpus, cli):
+    code, _, err = cli("-q", "train", "text", "--dataset", corpus, *TINY, "--epochs", "1")
+    assert code == 0, err
+    return "run1"
+
+
+def test_tune_makes_a_child_run_that_logs_previews_and_samples(aigc_home, parent, cli, tmp_path):
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("the \n\nand \n")
+    code, out, err = cli("tune", parent, "--reward", "avoid:e", "--prompts", prompts, *QUICK, "--epochs", "1",
+                         "--log-every", "1", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["id"] == "run2" and result["status"] == "completed" and result["step"] == 1  # 3 prompts // 2
+    config = _config(aigc_home, "run2")
+    assert config["family"] == "text" and config["parent"]["run"] == "run1" and config["model"] == _config(
+        aigc_home, "run1")["model"]
+    assert config["tune"]["method"] == "grpo" and config["tune"]["prompts"] == ["the ", "", "and "]
+    assert config["tune"]["reward"] == {"spec": "avoid:e", "command": None, "timeout": 60.0}
+    row = json.loads((aigc_home / "runs/run2/metrics.jsonl").read_text().splitlines()[0])
+    for key in ("reward", "reward_min", "reward_max", "kl", "entropy", "samples_per_s"):
+        assert key in row, row
+    assert 0 <= row["reward_min"] <= row["reward"] <= row["reward_max"] <= 1 and row["kl"] >= 0
+    preview = (aigc_home / "runs/run2/samples/samples_epoch001.txt").read_text()
+    assert preview.startswith("the ") and preview.count("[reward ") == 3
+    code, out, _ = cli("runs", "list", "--json")
+    assert json.loads(out)[1]["tuned"] == "run1"
+    code, out, err = cli("sample", "run2", "-n", "2", "--length", "10", "--prompt", "and ")
+    assert code == 0 and out.decode().count("and ") >= 2, err
+
+
+def test_tune_is_reproducible_and_resumes_bit_identically(aigc_home, parent, cli, assert_same_tensors, start_aigc,
+                                                         paused, tmp_path):
+    import signal
+
+    base = ["tune", parent, "--reward", "avoid:e", *QUICK, "--seed", "4"]
+    assert cli(*base, "--epochs", "2")[0] == 0
+    assert cli(*base, "--epochs", "2")[0] == 0
+    runs = aigc_home / "runs"
+    assert_same_tensors(runs / "run2/model.safetensors", runs / "run3/model.safetensors")
+    proc = start_aigc(aigc_home, "-q", *base, "--epochs", "2", AIGC_TEST_PAUSE="step:32", AIGC_TEST_PAUSE_DIR=tmp_path)
+    paused(proc, tmp_path / "paused-1")  # mid-way through the second epoch
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "aigc tune --resume run4" in err, err
+    code, _, err = cli("tune", "--resume", "run4")
+    assert code == 0, err
+    assert_same_tensors(runs / "run2/checkpoint.safetensors", runs / "run4/checkpoint.safetensors")
+    assert cli(*base[:-2], "--seed", "5", "--epochs", "2")[0] == 0  # another seed, other samples, other weights
+    with pytest.raises(AssertionError):
+        assert_same_tensors(runs / "run2/model.safetensors", runs / "run5/model.safetensors")
+
+
+def _share_of_e(run, n=64):
+    from aigc_cli.generation import load_generator
+
+    gen = load_generator(run)
+    ids = gen.sampler.generate(gen.sampler.tokenizer.encode(gen.sampler.start), n, 24, torch.Generator().manual_seed(9))
+    text = "".join(gen.sampler.tokenizer.decode(row.tolist()) for row in ids).lower()
+    return text.count("e") / max(len(text), 1)
+
+
+def test_tune_lowers_what_the_reward_punishes(aigc_home, parent, cli):
+    code, _, err = cli("tune", parent, "--reward", "avoid:e", "--batch-size", "4", "--group", "8", "--length", "16",
+                       "--lr", "3e-3", "--kl", "0", "--epochs", "2")
+    assert code == 0, err
+    before, after = _share_of_e("run1"), _share_of_e("run2")
+    assert after < 0.6 * before, (before, after)
+
+
+@pytest.mark.parametrize("args,words", [
+    ([], ["give the reward once"]),
+    (["--reward", "avoid:e", "--reward-cmd", "cat"], ["give the reward once"]),
+    (["--reward", "nothing.py:score"], ["nothing.py"]),
+    (["--reward", "no-such-reward"], ["unknown reward 'no-such-reward'"]),
+    (["--reward", "compressibility"], ["compressibility"]),
+    (["--reward", "avoid:e", "--prompts", "latin1.txt"], ["not UTF-8 text"]),
+    (["--reward", "avoid:e", "--length", "40"], ["exceed the run's context of 32 tokens"]),
+    (["--reward", "avoid:e", "--lora-alpha", "2"], ["--lora-alpha applies to LoRA adapters"]),
+])
+def test_a_bad_tune_is_one_line_and_makes_no_run(aigc_home, parent, cli, clean_error, tmp_path, monkeypatch, args,
+                                                words):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "latin1.txt").write_bytes("café\n".encode("latin-1"))
+    code, _, err = cli("tune", parent, *args)
+    clean_error(code, err, *words)
+    assert _runs(aigc_home) == ["run1"]
+
+
+def test_what_cannot_be_tuned_or_resumed(aigc_home, parent, cli, clean_error, tiny_npz, tiny_gan):
+    code, _, err = cli("tune", parent, "--reward", "avoid:e", "--resume", parent)
+    clean_error(code, err, "give the run to tune")
+    code, _, err = cli("tune", "--resume", parent)
+    clean_error(code, err, "run1 was trained, not tuned", "aigc train text --resume run1")
+    assert cli("-q", "tune", parent, "--reward", "avoid:e", *QUICK, "--epochs", "1")[0] == 0
+    code, _, err = cli("tune", "--resume", "run2", "--kl", "1")
+    clean_error(code, err, "drop --kl")
+    assert cli("-q", "train", "gan", "--dataset", tiny_npz, *tiny_gan, "--epochs", "1")[0] == 0
+    code, _, err = cli("tune", "run3", "--reward", "avoid:e")
+    clean_error(code, err, "no tuning method learns images from reward yet")
+
+
+def test_a_reward_that_fails_mid_run_is_one_line_and_the_run_resumes(aigc_home, parent, cli, clean_error, tmp_path):
+    trigger = tmp_path / "fail"
+    reward = tmp_path / "score.py"
+    reward.write_text(f"""
+import pathlib
+calls = 0
+def short(texts):
+    global calls
+    calls += 1
+    if calls == 3 and pathlib.Path({str(trigger)!r}).exists():
+        raise ValueError("the judge is out")
+    return [-len(t) for t in texts]
+""")
+    trigger.touch()
+    code, _, err = cli("-q", "tune", parent, "--reward", f"{reward}:short", *QUICK, "--epochs", "1")
+    clean_error(code, err, "raised ValueError: the judge is out")
+    assert json.loads((aigc_home / "runs/run2/run.json").read_text())["status"] == "failed"
+    trigger.unlink()
+    code, _, err = cli("tune", "--resume", "run2")
+    assert code == 0, err
+    assert json.loads((aigc_home / "runs/run2/run.json").read_text())["status"] == "completed"
+
+
+def test_tune_with_lora_holds_only_adapters(aigc_home, parent, cli):
+    code, _, err = cli("-q", "tune", parent, "--reward", "avoid:e", *QUICK, "--epochs", "1", "--lora", "2",
+                       "--lr", "1e-3")
+    assert code == 0, err
+    config = _config(aigc_home, "run2")
+    assert config["adapters"]["rank"] == 2 and config["tune"]["method"] == "grpo"
+    from safetensors.torch import load_file
+
+    names = list(load_file(str(aigc_home / "runs/run2/model.safetensors")))
+    assert names and all("lora" in n for n in names), names
+    code, out, err = cli("sample", "run2", "-n", "1", "--length", "5")
+    assert code == 0, err
