@@ -1,0 +1,1 @@
+"""Tuning a trained run against a reward or preferences (issue 32)."""
