@@ -75,6 +75,10 @@ def raises(samples):
 def nan_third(samples):
     return [0.0, 0.0, float("nan")] + [0.0] * (len(samples) - 3)
 
+def edits(samples):
+    samples[0, 0, 0, 0] = 1
+    return [0.0] * len(samples)
+
 not_callable = 3
 '''
 
@@ -94,6 +98,9 @@ def test_function_on_images_and_labels(tmp_path):
     assert load_reward(f"{path}:brightness", None, "images")(x) == pytest.approx(x.mean(axis=(1, 2, 3)))
     assert load_reward(f"{path}:with_labels", None, "images")(x, labels=[1, 2, 3]) == [1.0, 2.0, 3.0]
     assert load_reward(f"{path}:with_labels", None, "images")(x) == [-1.0] * 3
+    before = x.copy()
+    fails("reward", "edits raised ValueError", "read-only")(lambda: load_reward(f"{path}:edits", None, "images")(x))
+    assert (x == before).all()
 
 
 def test_function_gets_no_keyword_it_does_not_declare(tmp_path):
@@ -109,6 +116,8 @@ def test_path_with_colons_and_main_block(tmp_path):
     reward = load_reward(f"{path}:f", None, "text")
     assert reward(["a"]) == [1.0] and reward.name == f"{path}:f" and reward.scores == "text"
     reward.close()
+    noext = write(folder, "reward", "def f(x):\n    return [2] * len(x)\n")  # a path with a folder: a file
+    assert load_reward(f"{noext}:f", None, "text")(["a"]) == [2.0]
 
 
 def test_function_load_failures(tmp_path):
@@ -229,6 +238,8 @@ def test_command_failures(tmp_path):
     fails("line 2 (sample 1) is not a number: 'oops'")(lambda: run("print('1\\noops\\n3\\n4')"))
     fails("sample 3 scored nan")(lambda: run("print('1\\n2\\n3\\nnan')"))
     fails("program 'no-such-program-here' not found")(lambda: load_reward(None, "no-such-program-here --x", "text"))
+    plain = write(tmp_path, "plain.sh", "echo 1")
+    fails("plain.sh is not an executable file")(lambda: load_reward(None, str(plain), "text"))
     fails("cannot be split")(lambda: load_reward(None, "python 'unclosed", "text"))
     fails("--reward-cmd is empty", render=True)(lambda: load_reward(None, "  ", "text"))
     fails("--reward-timeout must be", "got 0", render=True)(lambda: load_reward(None, "true", "text", timeout=0))
@@ -238,17 +249,19 @@ def test_hanging_command_is_killed_with_its_children(tmp_path):
     pids = tmp_path / "pids"
     script = write(tmp_path, "hang.py", f'''
 import subprocess, sys, time
+import os
 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-open({str(pids)!r}, "w").write(f"{{child.pid}}")
+open({str(pids)!r}, "w").write(f"{{os.getpid()}} {{child.pid}}")
 time.sleep(30)
 ''')
     reward = load_reward(None, command(script), "text", timeout=1)
     start = time.monotonic()
     text = fails("took longer than --reward-timeout 1 s", render=True)(lambda: reward(TEXTS))
     assert time.monotonic() - start < 10, text
-    grandchild = int(pids.read_text())
+    child, grandchild = map(int, pids.read_text().split())
+    assert not _alive(child)  # reaped
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and _alive(grandchild):
+    while time.monotonic() < deadline and _alive(grandchild):  # killed with its group; init reaps it
         time.sleep(0.05)
     assert not _alive(grandchild)
 
@@ -275,6 +288,7 @@ def test_avoid_and_length():
     assert avoid.name == "avoid:e"
     assert avoid(["hEllo", "xyz", "EEE", ""]) == [0.8, 1.0, 0.0, 0.0]  # case-insensitive; empty: 0
     assert load_reward("avoid:ab:", None, "text")(["a:bc"]) == [0.25]  # CHARS may hold ':'
+    assert load_reward("avoid:/:", None, "text")(["a/:b"]) == [0.5]  # and '/'
     assert load_reward("length", None, "text")(["x" * 150, ""]) == [1.5, 0.0]
 
 

@@ -9,12 +9,15 @@ Three kinds, chosen by ``load_reward``:
   by that keyword instead, and one that declares ``prompts`` (text) or ``labels`` (images), or
   takes ``**kwargs``, gets those by keyword too: TRL passes ``prompts=`` and ``completions=`` as
   keywords, so its reward functions work unchanged. Nothing is passed that a function does not
-  declare.
+  declare. The samples it gets are the caller's own: a copy of the lists, a read-only view of the
+  images (an in-place edit is a one-line error, never a change to what is trained on). It runs in
+  this process, with no timeout: a function that hangs is stopped with Ctrl-C.
 * ``--reward-cmd "CMD"``: CMD is split with shlex (no shell) and started once per call, in a new
   session (a timeout kills its whole process group, grandchildren too). It reads one JSON object
   a line on stdin and prints one number a line on stdout, in the same order: text
   ``{"prompt": str or null, "completion": str}``; images ``{"image": "/abs/0.png", "label": int
-  or null}``, PNGs in a fresh temporary folder removed after the call, whatever happened.
+  or null}``, PNGs in a fresh temporary folder removed after the call, whatever happened. It
+  inherits this process's environment and working folder.
   Trailing blank lines are ignored; any other line must be a number. A command that outlives
   ``reward_timeout`` seconds (default 60) is killed.
 * built-ins (``list_rewards``): text ``avoid:CHARS`` (1 minus the share of the completion's
@@ -48,6 +51,7 @@ import subprocess
 import sys
 import tempfile
 from abc import ABC, abstractmethod
+from importlib.machinery import SourceFileLoader
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -96,7 +100,7 @@ def check_scores(name: str, scores: Any, n: int) -> list[float]:
     out = []
     for i, v in enumerate(values):
         if hasattr(v, "tolist") and not isinstance(v, (list, tuple)):
-            v = v.tolist()  # a numpy scalar or 0-d tensor in a list; an array stays one (refused below)
+            v = v.tolist()  # a numpy scalar or 0-d tensor in a list (an array becomes a list: refused below)
         if isinstance(v, bool) or not isinstance(v, numbers.Real):
             raise RewardError(f"reward {name}: sample {i} scored {_show(v)}, not a number")
         try:
@@ -109,7 +113,7 @@ def check_scores(name: str, scores: Any, n: int) -> list[float]:
     return out
 
 
-def _images(samples) -> "Any":
+def _images(samples) -> Any:
     """The images as a uint8 (N, H, W, C) array, C in {1, 3}; anything else is the caller's bug."""
     import numpy as np
 
@@ -121,17 +125,18 @@ def _images(samples) -> "Any":
 
 # -- FILE.py:FUNCTION ----------------------------------------------------------------------------
 
-_modules = itertools.count()
+_module_ids = itertools.count()
 
 
 class FunctionReward(Reward):
     def __init__(self, name: str, path: str, function: str, scores: str):
         self.name, self.scores = name, scores
         check_input(path, f"a Python file defining {function} ({opt('reward')} FILE.py:FUNCTION)", error=RewardError)
-        self.module = f"_aigc_reward_{next(_modules)}"
-        spec = importlib.util.spec_from_file_location(self.module, Path(path).expanduser())
-        if spec is None or spec.loader is None:
-            raise RewardError(f"reward file {path} cannot be imported as Python; name it FILE.py")
+        self.module = f"_aigc_reward_{next(_module_ids)}"
+        file = str(Path(path).expanduser())
+        # The loader named: a file read as Python source whatever its suffix (spec_from_file_location
+        # alone knows only .py and extension modules).
+        spec = importlib.util.spec_from_file_location(self.module, file, loader=SourceFileLoader(self.module, file))
         module = importlib.util.module_from_spec(spec)
         sys.modules[self.module] = module  # dataclasses and pickle look classes up there
         try:
@@ -156,16 +161,19 @@ class FunctionReward(Reward):
         self.sample_keyword, self.keywords = _keywords(fn, scores)
 
     def __call__(self, samples, prompts=None, labels=None) -> list[float]:
-        extra = {"prompts": prompts} if self.scores == "text" else {"labels": labels}
-        kwargs = {k: v for k, v in extra.items() if k in self.keywords}
         if self.scores == "images":
-            samples = _images(samples)
+            samples = _images(samples).view()
+            samples.flags.writeable = False
+            extra = {"labels": None if labels is None else list(labels)}
+        else:
+            samples, extra = list(samples), {"prompts": None if prompts is None else list(prompts)}
+        kwargs = {k: v for k, v in extra.items() if k in self.keywords}
         try:
             if self.sample_keyword:
                 result = self.fn(**{self.sample_keyword: samples}, **kwargs)
             else:
                 result = self.fn(samples, **kwargs)
-        except Exception as e:
+        except (Exception, SystemExit) as e:
             raise RewardError(f"reward {self.name} raised {type(e).__name__}: {first_line(e)}") from None
         return check_scores(self.name, result, len(samples))
 
@@ -241,10 +249,17 @@ class CommandReward(Reward):
                 proc.communicate()
         if proc.returncode != 0:
             said = [s for s in err.decode(errors="replace").splitlines() if s.strip()]
-            how = (f"was killed by {signal.Signals(-proc.returncode).name}" if proc.returncode < 0
+            how = (f"was killed by {_signal_name(-proc.returncode)}" if proc.returncode < 0
                    else f"exited with code {proc.returncode}")
             raise RewardError(f"reward {self.who} {how}: " + (said[-1].strip() if said else "(nothing on stderr)"))
         return check_scores(self.who, _parse(self.who, out.decode(errors="replace"), len(lines)), len(lines))
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:  # a real-time signal has no name
+        return f"signal {number}"
 
 
 def _parse(who: str, stdout: str, n: int) -> list[float]:
@@ -368,14 +383,16 @@ def load_reward(spec: str | None, command: str | None, scores: str,
         return CommandReward(command, scores, float(timeout))
     if not spec.strip():
         raise RewardError(f"{opt('reward')} is empty; give {options}")
+    # FILE.py:FUNCTION, split on the last ':'; a built-in, on the first (avoid:/: avoids '/' and ':');
+    # a file not named .py is taken for one when its path has a folder in it.
     head, colon, tail = spec.rpartition(":")
-    if colon and (head.endswith(".py") or os.sep in head):  # FILE.py:FUNCTION, split on the last ':'
+    name, _, param = spec.partition(":")
+    if colon and (head.endswith(".py") or name not in BUILTINS and os.sep in head):
         if not tail:
             raise RewardError(f"reward {spec} names no function; give {head}:FUNCTION")
         return FunctionReward(spec, head, tail, scores)
     if spec.endswith(".py"):
         raise RewardError(f"reward {spec} names no function; give {spec}:FUNCTION")
-    name, _, param = spec.partition(":")  # a built-in's parameter may hold ':' itself: avoid:a:b
     if name not in BUILTINS:
         raise RewardError(f"unknown reward {spec!r}; give {options}")
     builtin = BUILTINS.get(name)
