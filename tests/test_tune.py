@@ -90,8 +90,8 @@ def test_tune_lowers_what_the_reward_punishes(aigc_home, parent, cli):
 
 
 @pytest.mark.parametrize("args,words", [
-    ([], ["give the reward once"]),
-    (["--reward", "avoid:e", "--reward-cmd", "cat"], ["give the reward once"]),
+    ([], ["give what the run learns from", "--preferences"]),
+    (["--reward", "avoid:e", "--reward-cmd", "cat"], ["give exactly one of", "both given"]),
     (["--reward", "nothing.py:score"], ["nothing.py"]),
     (["--reward", "no-such-reward"], ["unknown reward 'no-such-reward'"]),
     (["--reward", "compressibility"], ["compressibility"]),
@@ -156,3 +156,56 @@ def test_tune_with_lora_holds_only_adapters(aigc_home, parent, cli):
     assert names and all("lora" in n for n in names), names
     code, out, err = cli("sample", "run2", "-n", "1", "--length", "5")
     assert code == 0, err
+
+
+def _prefs(path, rows):
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+PAIRS = [{"prompt": "th", "chosen": "at was a good day", "rejected": "e end of me"},
+         {"chosen": "a man", "rejected": "the end"}] * 4
+
+
+def test_dpo_learns_the_pairs_and_refuses_a_changed_file(aigc_home, parent, cli, clean_error, tmp_path):
+    prefs = _prefs(tmp_path / "prefs.jsonl", PAIRS)
+    code, out, err = cli("tune", parent, "--preferences", prefs, "--batch-size", "4", "--epochs", "6", "--lr", "1e-2",
+                         "--log-every", "1", "--json")
+    assert code == 0, err
+    config = _config(aigc_home, "run2")
+    assert config["tune"]["method"] == "dpo" and config["tune"]["beta"] == 0.1
+    assert config["tune"]["preferences"]["pairs"] == 8 and len(config["tune"]["preferences"]["sha256"]) == 64
+    rows = [json.loads(line) for line in (aigc_home / "runs/run2/metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 12 and {"reward_chosen", "reward_rejected", "margin", "accuracy"} <= set(rows[0])
+    late = sum(r["margin"] for r in rows[-4:]) / 4  # 1.1 on the 2-core EPYC; 0 at the first step
+    assert late > rows[0]["margin"] + 0.6 and rows[-1]["accuracy"] == 1.0
+    assert rows[-1]["reward_chosen"] > 0 > rows[-1]["reward_rejected"]  # chosen up, rejected down, against the parent
+    _prefs(prefs, PAIRS[:6])
+    code, _, err = cli("tune", "--resume", "run2", "--epochs", "7")
+    clean_error(code, err, "has changed since this run started")
+
+
+@pytest.mark.parametrize("rows,words", [
+    (["{not json"], ["line 1: not JSON"]),
+    ([{"prompt": "a", "chosen": "b"}], ["line 1: 'rejected' must be a non-empty string"]),
+    ([{"prompt": 3, "chosen": "b", "rejected": "c"}], ["line 1: 'prompt' must be a string"]),
+    ([[1, 2]], ["line 1: a JSON object"]),
+    ([], ["holds no preference pairs"]),
+    ([{"chosen": "the " * 20, "rejected": "a"}], ["pair 1's prompt and chosen are", "more than the run's context"]),
+])
+def test_a_bad_preference_file_is_one_line(aigc_home, parent, cli, clean_error, tmp_path, rows, words):
+    prefs = _prefs(tmp_path / "prefs.jsonl", rows)
+    code, _, err = cli("tune", parent, "--preferences", prefs)
+    clean_error(code, err, *words)
+    assert _runs(aigc_home) == ["run1"]
+
+
+def test_options_of_the_other_method_are_refused(aigc_home, parent, cli, clean_error, tmp_path):
+    prefs = _prefs(tmp_path / "prefs.jsonl", PAIRS)
+    code, _, err = cli("tune", parent, "--preferences", prefs, "--kl", "1")
+    clean_error(code, err, "--kl does not apply to dpo")
+    code, _, err = cli("tune", parent, "--reward", "avoid:e", "--beta", "1")
+    clean_error(code, err, "--beta does not apply to grpo")
+    code, _, err = cli("tune", parent, "--reward", "avoid:e", "--preferences", prefs)
+    clean_error(code, err, "or --preferences, not both")
+    assert _runs(aigc_home) == ["run1"]

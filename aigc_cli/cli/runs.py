@@ -90,11 +90,7 @@ def show(
         items.append(["imported", f"{where} ({source.get('format')})" + (f" at {source['revision']}" if source.get("revision") else "")])
     tune = cfg.get("tune")
     if isinstance(tune, dict):
-        reward = tune.get("reward") or {}
-        prompts = tune.get("prompts") or []
-        items.append(["tune", f"{tune.get('method')} on {reward.get('spec') or reward.get('command')}, kl {tune.get('kl')}, "
-                      f"{tune.get('group')} completions of {tune.get('length')} tokens per prompt, "
-                      f"{f'{len(prompts)} prompts' if prompts else 'the empty prompt'}"])
+        items.append(["tune", _tune_summary(tune)])
     adapters = cfg.get("adapters")
     if isinstance(adapters, dict) and isinstance(adapters.get("layers"), dict):
         count = sum(len(v) for v in adapters["layers"].values() if isinstance(v, list))
@@ -108,6 +104,18 @@ def show(
     if data["fid"]:
         items.append(["fid", f"{data['fid']['fid']:.3f} (epoch {data['fid'].get('epoch')})"])
     common.table(None, ["field", "value"], items, result=True)
+
+
+def _tune_summary(tune: dict) -> str:
+    """A tuned run's method and what it learnt from, in a line."""
+    prefs = tune.get("preferences")
+    if isinstance(prefs, dict):
+        return f"{tune.get('method')} on {prefs.get('pairs')} preference pairs of {prefs.get('path')}, beta {tune.get('beta')}"
+    reward = tune.get("reward") if isinstance(tune.get("reward"), dict) else {}
+    prompts = tune.get("prompts") or []
+    return (f"{tune.get('method')} on {reward.get('spec') or reward.get('command')}, kl {tune.get('kl')}, "
+            f"{tune.get('group')} completions of {tune.get('length')} tokens per prompt, "
+            f"{f'{len(prompts)} prompts' if prompts else 'the empty prompt'}")
 
 
 def _short(value):

@@ -8,8 +8,8 @@ run = tune("text3", reward="avoid:e", epochs=2, kl=0.05)
 
 A tuned run is an ordinary run of its parent's family (the same architecture and tokenizer; the
 parent's weights to start from, recorded in its config's ``parent``) with a ``tune`` section:
-the method (tune/methods.py), the reward, the prompts (kept in the config: a resume needs no
-file) and the method's options. The training loop drives it as it drives training: ``--time``,
+the method (tune/methods.py) and what it learns from: the reward and the prompts (kept in the
+config: a resume needs no file), or the preference file (its path and digest) and its options. The training loop drives it as it drives training: ``--time``,
 Ctrl-C, ``--resume``, checkpoints, metrics.jsonl (reward, KL to the parent, entropy per step)
 and previews. Its parent must stay (its weights are the reference every start loads); ``aigc
 runs rm`` of the parent is refused while a LoRA-tuned run needs it, as for any LoRA run.
@@ -17,14 +17,12 @@ runs rm`` of the parent is refused while a LoRA-tuned run needs it, as for any L
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
 from aigc_cli.core import distributed
 from aigc_cli.core.errors import ConfigError, OptionError, RunError
-from aigc_cli.core.io import check_input
 from aigc_cli.core.options import resolve
 from aigc_cli.core.seeding import seed_everything
 from aigc_cli.models.protocol import TrainingData
@@ -35,9 +33,7 @@ from aigc_cli.training.loop import LoopConfig, NoProgress, ProgressSink, check_l
 from aigc_cli.training.options import time_budget
 from aigc_cli.training.preflight import check_not_broken
 from aigc_cli.tune.methods import get_method, method_for
-from aigc_cli.tune.options import TUNE_OPTIONS
-
-MAX_PROMPTS_BYTES = 1 << 20  # prompts travel inside config.json
+from aigc_cli.tune.options import METHOD_OPTIONS, TUNE_OPTIONS
 
 
 def tune(run_ref: str | Run, *, device: torch.device | str = "cpu", progress: ProgressSink | None = None,
@@ -75,17 +71,23 @@ def _prepare(run_ref: str | Run, options: dict[str, Any]) -> tuple[dict, LoopCon
     check_not_broken(parent)
     parent_config = load_config(parent)
     family = get_family(parent_config["family"])
-    method = method_for(family.spec.produces, "reward")
-    reward = _reward(values, family.spec.produces)
+    if values["preferences"] is None and values["reward"] is None and values["reward_cmd"] is None:
+        raise ConfigError("give what the run learns from: --reward FILE.py:FUNCTION or a built-in name (aigc tune "
+                          "--list-rewards), --reward-cmd 'PROGRAM ARGS', or --preferences FILE.jsonl")
+    if values["preferences"] is not None and (values["reward"] is not None or values["reward_cmd"] is not None):
+        raise ConfigError("give a reward (--reward, --reward-cmd) or --preferences, not both")
+    method = method_for(family.spec.produces, "reward" if values["preferences"] is None else "preferences")
+    stray = [k for k in METHOD_OPTIONS if options.get(k) is not None and k not in method.options]
+    if stray:
+        raise OptionError(stray[0], f"does not apply to {method.name} ({method.description})")
     if values["lora"] == 0 and (values["lora_alpha"] is not None or values["lora_targets"] is not None):
         raise OptionError("lora_alpha" if values["lora_alpha"] is not None else "lora_targets",
                           "applies to LoRA adapters: give --lora RANK too")
     loop = LoopConfig(epochs=values["epochs"], batch_size=values["batch_size"], seed=values["seed"],
                       log_every=values["log_every"], time_budget=time_budget(values["time"]))
-    tune_cfg = {"method": method.name, "reward": reward, "prompts": read_prompts(values["prompts"]),
-                **{k: values[k] for k in ("group", "length", "temperature", "kl")}}
+    tune_cfg = {"method": method.name, **method.configure(values, family.spec.produces)}
     train = {**parent_config["train"], "lr": values["lr"], "warmup": 0, "ema_decay": 0.0, "epochs": loop.epochs,
-             "batch_size": loop.batch_size, "log_every": loop.log_every, "items": 0}
+             "batch_size": loop.batch_size, "log_every": loop.log_every}
     config = {
         "format": f"aigc-run/{RUN_FORMAT}", "family": family.name, "model": parent_config["model"], "train": train,
         "dataset": None, "seed": loop.seed, "eval": {"every": 0, "fid_n": None}, "tune": tune_cfg,
@@ -95,53 +97,14 @@ def _prepare(run_ref: str | Run, options: dict[str, Any]) -> tuple[dict, LoopCon
         config["adapters"] = _adapters(family, config, values)
     method.check(config)  # what the family's network cannot do (a prompt beyond a GPT's context)
     items = tune_items(config)
-    check_loop(loop, None, distributed.world())
+    train["items"] = len(items)  # what an epoch steps through (0: the task makes its batches)
+    check_loop(loop, len(items) if items.items is not None else None, distributed.world())
     return config, loop, items, values["name"]
 
 
 def tune_items(config: dict[str, Any]) -> TrainingData:
-    """What the loop steps through for a tuned run: batches its task makes (its samples)."""
-    tune = config["tune"]
-    method = get_method(tune["method"])
-    steps = method.steps_per_epoch(tune, config["train"]["batch_size"])
-    return TrainingData(None, unit="samples", per_item=tune["group"], steps_per_epoch=steps)
-
-
-def _reward(values: dict[str, Any], produces: str) -> dict[str, Any]:
-    """config.json's record of the reward, loaded once here so that a bad one fails before a run exists."""
-    from aigc_cli.tune.rewards import load_reward
-
-    spec, command, timeout = values["reward"], values["reward_cmd"], values["reward_timeout"]
-    if (spec is None) == (command is None):
-        raise ConfigError("give the reward once: --reward FILE.py:FUNCTION or a built-in name, or --reward-cmd "
-                          "'PROGRAM ARGS'")
-    if spec is not None and ":" in spec and Path(spec.rpartition(":")[0]).expanduser().suffix == ".py":
-        spec = f"{Path(spec.rpartition(':')[0]).expanduser().resolve()}:{spec.rpartition(':')[2]}"  # a resume may run elsewhere
-    load_reward(spec, command, produces, timeout).close()
-    return {"spec": spec, "command": command, "timeout": timeout}
-
-
-def read_prompts(path: str | None) -> list[str]:
-    """The prompts of a UTF-8 file, one a line ('' for an empty line); [] without a file."""
-    if path is None:
-        return []
-    p = Path(path).expanduser()
-    size = check_input(p, "a prompts file", error=ConfigError).st_size
-    if size > MAX_PROMPTS_BYTES:
-        raise ConfigError(f"{path} holds {size:,} bytes of prompts; at most {MAX_PROMPTS_BYTES:,} (they are kept in "
-                          "the run's config.json)")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path} is not UTF-8 text (byte {e.start}); save the prompts as UTF-8") from None
-    except OSError as e:
-        raise ConfigError(f"cannot read {path}: {e.strerror or e}") from None
-    prompts = text.split("\n")
-    if prompts and prompts[-1] == "":
-        prompts.pop()  # the newline that ends the last line
-    if not prompts:
-        raise ConfigError(f"{path} holds no prompts; give one a line (an empty line is the empty prompt)")
-    return prompts
+    """What the loop steps through for a tuned run: its method's (samples it makes, or pairs)."""
+    return get_method(config["tune"]["method"]).items(config)
 
 
 def tuned_run(run: Run) -> Run:

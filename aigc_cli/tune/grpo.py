@@ -22,6 +22,7 @@ run continues bit-identically (given a deterministic reward).
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,11 +30,56 @@ import torch
 from aigc_cli.core.device import autocast
 from aigc_cli.core.distributed import rank
 from aigc_cli.core.errors import ConfigError
+from aigc_cli.core.io import check_input
+from aigc_cli.models.protocol import TrainingData
 from aigc_cli.models.text.sampling import generate
 from aigc_cli.tune.methods import TuneMethod, TuneTask, register_method
 
 EMPTY_PROMPT_STEPS = 25  # steps in an epoch when every sample starts from the empty prompt
 PREVIEWS = 3
+MAX_PROMPTS_BYTES = 1 << 20  # prompts travel inside config.json: a resume needs no file
+
+
+def configure(values: dict[str, Any], produces: str) -> dict[str, Any]:
+    return {"reward": reward_record(values, produces), "prompts": read_prompts(values["prompts"]),
+            **{k: values[k] for k in ("group", "length", "temperature", "kl")}}
+
+
+def reward_record(values: dict[str, Any], produces: str) -> dict[str, Any]:
+    """config.json's record of the reward, loaded once here so that a bad one fails before a run
+    exists; a reward file by its absolute path (a resume may start elsewhere)."""
+    from aigc_cli.tune.rewards import FunctionReward, load_reward
+
+    spec, command, timeout = values["reward"], values["reward_cmd"], values["reward_timeout"]
+    reward = load_reward(spec, command, produces, timeout)
+    reward.close()
+    if isinstance(reward, FunctionReward):
+        file, _, function = spec.rpartition(":")
+        spec = f"{Path(file).expanduser().resolve()}:{function}"
+    return {"spec": spec, "command": command, "timeout": timeout}
+
+
+def read_prompts(path: str | None) -> list[str]:
+    """The prompts of a UTF-8 file, one a line ('' for an empty line); [] without a file."""
+    if path is None:
+        return []
+    p = Path(path).expanduser()
+    size = check_input(p, "a prompts file", error=ConfigError).st_size
+    if size > MAX_PROMPTS_BYTES:
+        raise ConfigError(f"{path} holds {size:,} bytes of prompts; at most {MAX_PROMPTS_BYTES:,} (they are kept in "
+                          "the run's config.json)")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {e.start}); save the prompts as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror or e}") from None
+    prompts = text.split("\n")
+    if prompts and prompts[-1] == "":
+        prompts.pop()  # the newline that ends the last line
+    if not prompts:
+        raise ConfigError(f"{path} holds no prompts; give one a line (an empty line is the empty prompt)")
+    return prompts
 
 
 def _generator(*key: Any) -> torch.Generator:
@@ -151,11 +197,16 @@ class GRPOTask(TuneTask):
         return {"samples": "\n\n---\n\n".join(out) + "\n"}
 
 
-def steps_per_epoch(tune: dict[str, Any], batch_size: int) -> int:
-    """A pass over the prompts; EMPTY_PROMPT_STEPS steps without any."""
-    return max(1, len(tune["prompts"]) // batch_size) if tune["prompts"] else EMPTY_PROMPT_STEPS
+def items(config: dict[str, Any]) -> TrainingData:
+    """Batches the task makes (its samples); an epoch is a pass over the prompts, or
+    EMPTY_PROMPT_STEPS steps without any."""
+    tune, batch = config["tune"], config["train"]["batch_size"]
+    steps = max(1, len(tune["prompts"]) // batch) if tune["prompts"] else EMPTY_PROMPT_STEPS
+    return TrainingData(None, unit="samples", per_item=tune["group"], steps_per_epoch=steps)
 
 
 register_method(TuneMethod(
     name="grpo", description="policy gradient with a group baseline and a KL penalty to the parent (text)",
-    produces="text", learns_from="reward", make_task=GRPOTask, steps_per_epoch=steps_per_epoch, check=check))
+    produces="text", learns_from="reward", make_task=GRPOTask,
+    options=("reward", "reward_cmd", "reward_timeout", "prompts", "group", "length", "temperature", "kl"),
+    configure=configure, items=items, check=check))

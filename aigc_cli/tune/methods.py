@@ -11,7 +11,6 @@ the one that fits the run and the inputs given.
 
 from __future__ import annotations
 
-from abc import abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -24,7 +23,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
     from aigc_cli.models.optim import OptimizerSpec
-    from aigc_cli.models.protocol import FamilyImpl
+    from aigc_cli.models.protocol import FamilyImpl, TrainingData
 
 
 class TuneTask(TrainTask):
@@ -51,9 +50,6 @@ class TuneTask(TrainTask):
     def inference_names(self) -> dict[str, str]:
         return self.base.inference_names()
 
-    @abstractmethod
-    def make_batch(self, batch_size: int, step: int) -> tuple["torch.Tensor", "torch.Tensor | None"]: ...
-
 
 @dataclass(frozen=True)
 class TuneMethod:
@@ -62,7 +58,11 @@ class TuneMethod:
     produces: str  # "text" or "images": the runs it tunes
     learns_from: str  # "reward" or "preferences"
     make_task: Callable[[TrainTask, "FamilyImpl", dict[str, Any], "torch.device"], TuneTask]
-    steps_per_epoch: Callable[[dict[str, Any], int], int]  # of a config's 'tune' section and the batch size
+    options: tuple[str, ...]  # the method options (tune/options.py METHOD_OPTIONS) it reads
+    # The config's 'tune' section (less 'method') from the resolved options and what the run
+    # produces: every input read and checked (a reward loaded once, a file's pairs).
+    configure: Callable[[dict[str, Any], str], dict[str, Any]]
+    items: Callable[[dict[str, Any]], "TrainingData"]  # what the loop steps through, from a whole config
     check: Callable[[dict[str, Any]], None] = lambda config: None  # a new run's config, before it exists
 
 
@@ -104,4 +104,4 @@ def wrap(config: dict[str, Any], impl: "FamilyImpl", device: "torch.device") -> 
 
 
 def _discover() -> None:
-    from aigc_cli.tune import grpo  # noqa: F401  (each method module registers itself)
+    from aigc_cli.tune import dpo, grpo  # noqa: F401  (each method module registers itself)
