@@ -118,7 +118,7 @@ def test_what_cannot_be_tuned_or_resumed(aigc_home, parent, cli, clean_error, ti
     clean_error(code, err, "drop --kl")
     assert cli("-q", "train", "gan", "--dataset", tiny_npz, *tiny_gan, "--epochs", "1")[0] == 0
     code, _, err = cli("tune", "run3", "--reward", "avoid:e")
-    clean_error(code, err, "no tuning method learns images from reward yet")
+    clean_error(code, err, "no tuning method learns a gan run from a reward yet")
 
 
 def test_a_reward_that_fails_mid_run_is_one_line_and_the_run_resumes(aigc_home, parent, cli, clean_error, tmp_path):
@@ -208,4 +208,49 @@ def test_options_of_the_other_method_are_refused(aigc_home, parent, cli, clean_e
     clean_error(code, err, "--beta does not apply to grpo")
     code, _, err = cli("tune", parent, "--reward", "avoid:e", "--preferences", prefs)
     clean_error(code, err, "or --preferences, not both")
+    assert _runs(aigc_home) == ["run1"]
+
+
+UNET = ["--width", "8", "--channel-mult", "1,2", "--batch-size", "32", "--epochs", "1"]
+CHAINS = ["--batch-size", "2", "--steps", "3", "--epochs", "1", "--log-every", "5"]
+
+
+@pytest.fixture
+def diffusion_parent(aigc_home, cli, make_bars, tmp_path):
+    bars = make_bars(tmp_path / "bars.npz", n=64)
+    code, _, err = cli("-q", "train", "diffusion", "--dataset", bars, *UNET)
+    assert code == 0, err
+    return "run1"
+
+
+@pytest.mark.slow  # 2 x 25 DDPO steps of a tiny U-Net (20-40 s on 2 busy cores)
+def test_ddpo_tunes_a_diffusion_run_reproducibly(aigc_home, diffusion_parent, cli, assert_same_tensors, tmp_path):
+    base = ["tune", diffusion_parent, "--reward", "compressibility", *CHAINS, "--label", "2"]
+    code, _, err = cli(*base)
+    assert code == 0, err
+    config = _config(aigc_home, "run2")
+    assert config["tune"]["method"] == "ddpo" and config["tune"]["steps"] == 3 and config["tune"]["label"] == 2
+    rows = [json.loads(line) for line in (aigc_home / "runs/run2/metrics.jsonl").read_text().splitlines()]
+    assert {"reward", "reward_min", "reward_max", "kl", "clipfrac"} <= set(rows[-1]) and rows[-1]["reward"] < 0
+    assert (aigc_home / "runs/run2/samples/samples_epoch001.png").exists()
+    assert cli(*base)[0] == 0
+    assert_same_tensors(aigc_home / "runs/run2/model.safetensors", aigc_home / "runs/run3/model.safetensors")
+    code, _, err = cli("sample", "run2", "-n", "2", "--label", "2", "-o", tmp_path / "s.png")
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--reward", "compressibility", "--label", "1"], ["--label 1: this run is unconditional"]),
+    (["--reward", "compressibility", "--batch-size", "3"], ["--batch-size 3 does not split into --minibatches 2"]),
+    (["--reward", "compressibility", "--group", "4"], ["--group does not apply to ddpo"]),
+    (["--reward", "avoid:e"], ["avoid"]),
+    (["--preferences", "prefs.jsonl"], ["no tuning method learns a diffusion run from preferences"]),
+])
+def test_what_ddpo_refuses(aigc_home, cli, clean_error, make_bars, tmp_path, monkeypatch, args, words):
+    monkeypatch.chdir(tmp_path)
+    _prefs(tmp_path / "prefs.jsonl", PAIRS)
+    bars = make_bars(tmp_path / "bars.npz", n=64)
+    assert cli("-q", "train", "diffusion", "--dataset", bars, *UNET, "--unconditional")[0] == 0
+    code, _, err = cli("tune", "run1", *args)
+    clean_error(code, err, *words)
     assert _runs(aigc_home) == ["run1"]

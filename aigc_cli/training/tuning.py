@@ -76,7 +76,7 @@ def _prepare(run_ref: str | Run, options: dict[str, Any]) -> tuple[dict, LoopCon
                           "--list-rewards), --reward-cmd 'PROGRAM ARGS', or --preferences FILE.jsonl")
     if values["preferences"] is not None and (values["reward"] is not None or values["reward_cmd"] is not None):
         raise ConfigError("give a reward (--reward, --reward-cmd) or --preferences, not both")
-    method = method_for(family.spec.produces, "reward" if values["preferences"] is None else "preferences")
+    method = method_for(family.name, family.spec.produces, "reward" if values["preferences"] is None else "preferences")
     stray = [k for k in METHOD_OPTIONS if options.get(k) is not None and k not in method.options]
     if stray:
         raise OptionError(stray[0], f"does not apply to {method.name} ({method.description})")

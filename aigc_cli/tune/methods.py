@@ -64,6 +64,7 @@ class TuneMethod:
     configure: Callable[[dict[str, Any], str], dict[str, Any]]
     items: Callable[[dict[str, Any]], "TrainingData"]  # what the loop steps through, from a whole config
     check: Callable[[dict[str, Any]], None] = lambda config: None  # a new run's config, before it exists
+    families: tuple[str, ...] | None = None  # the families whose task it knows (None: any that produces it)
 
 
 TUNE_METHODS: Registry[TuneMethod] = Registry("tuning method")
@@ -86,15 +87,19 @@ def get_method(name: str) -> TuneMethod:
     return TUNE_METHODS.get(name)
 
 
-def method_for(produces: str, learns_from: str) -> TuneMethod:
-    """The method that tunes a run of ``produces`` from a reward or preferences; one line if none."""
+def method_for(family: str, produces: str, learns_from: str) -> TuneMethod:
+    """The method that tunes a ``family`` run (of ``produces``) from a reward or preferences; one
+    line naming those there are if none does."""
     _discover()
     for name in TUNE_METHODS.names():
         m = TUNE_METHODS.get(name)
-        if m.produces == produces and m.learns_from == learns_from:
+        if (m.produces == produces and m.learns_from == learns_from
+                and (m.families is None or family in m.families)):
             return m
-    have = [f"{m.name} ({m.produces}, from {m.learns_from})" for m in map(TUNE_METHODS.get, TUNE_METHODS.names())]
-    raise ConfigError(f"no tuning method learns {produces} from {learns_from} yet; there are: {', '.join(have)}")
+    have = [f"{m.name} ({', '.join(m.families) if m.families else m.produces} runs, from a {m.learns_from})"
+            for m in map(TUNE_METHODS.get, TUNE_METHODS.names())]
+    raise ConfigError(f"no tuning method learns a {family} run from {'a reward' if learns_from == 'reward' else 'preferences'} "
+                      f"yet; there are: {'; '.join(have)}")
 
 
 def wrap(config: dict[str, Any], impl: "FamilyImpl", device: "torch.device") -> Callable[[TrainTask], TrainTask]:
@@ -104,4 +109,4 @@ def wrap(config: dict[str, Any], impl: "FamilyImpl", device: "torch.device") -> 
 
 
 def _discover() -> None:
-    from aigc_cli.tune import dpo, grpo  # noqa: F401  (each method module registers itself)
+    from aigc_cli.tune import ddpo, dpo, grpo  # noqa: F401  (each method module registers itself)

@@ -1,0 +1,178 @@
+"""DDPO for diffusion runs: the denoising chain as a policy (Black et al. 2023).
+
+Each step samples ``--batch-size`` chains of ``--steps`` DDIM steps with eta 1, so that every
+step is a Gaussian, ``x_prev ~ N(mean_theta(x_t), sigma_t^2)``, from the current weights; the
+reward scores the final images; an advantage is a sample's reward less the batch's mean, over its
+standard deviation. The chains then train in ``--minibatches`` parts for ``--inner-epochs``
+passes, an optimizer step each, on DDPO's clipped importance-sampling objective per denoising
+step:
+
+    max(-A * ratio, -A * clip(ratio, 1 - clip, 1 + clip)),  ratio = pi_theta(x_prev | x_t) / pi_old(x_prev | x_t)
+
+with the log-probabilities averaged over pixels, as DDPO's code does (a ratio of sums over 784
+pixels would overflow). The first part trains on-policy (ratio 1); the later ones see the weights
+the earlier parts moved, which the clipping bounds. ``--kl`` adds the exact KL divergence between
+this run's step and its parent's (two Gaussians of the same sigma: ``|mean - mean_ref|^2 / 2
+sigma^2``, averaged over pixels), which the paper does not have. The last step, to the clean
+image, has sigma 0 here (alpha-bar 1): it is deterministic, not part of the policy.
+
+A class-conditional run samples its labels at random (or ``--label``'s) and is tuned without
+guidance (one U-Net pass a step); ``aigc sample`` guides it afterwards as any run. Reproducible as
+GRPO is: every draw of a step comes from (seed, step, the sample's place in the global batch).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import torch
+
+from aigc_cli.core.device import autocast
+from aigc_cli.core.distributed import rank
+from aigc_cli.core.errors import ConfigError
+from aigc_cli.core.images import to_uint8
+from aigc_cli.models.diffusion.sampling import SamplingRules, _Denoise
+from aigc_cli.models.protocol import TrainingData
+from aigc_cli.tune.grpo import reward_record
+from aigc_cli.tune.methods import TuneMethod, TuneTask, register_method
+
+STEPS_PER_EPOCH = 25  # sampling rounds in an epoch (a reward has no data to pass over)
+
+
+def _generator(*key: Any) -> torch.Generator:
+    digest = hashlib.sha256("/".join(map(str, ("aigc-ddpo", *key))).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
+
+def configure(values: dict[str, Any], produces: str) -> dict[str, Any]:
+    return {"reward": reward_record(values, produces),
+            **{k: values[k] for k in ("steps", "kl", "clip", "minibatches", "inner_epochs", "label")}}
+
+
+def check(config: dict[str, Any]) -> None:
+    tune, model, batch = config["tune"], config["model"], config["train"]["batch_size"]
+    if batch % tune["minibatches"]:
+        raise ConfigError(f"--batch-size {batch} does not split into --minibatches {tune['minibatches']}")
+    k = model["num_classes"] if model["conditional"] else None
+    if tune["label"] is not None and (k is None or not 0 <= tune["label"] < k):
+        raise ConfigError(f"--label {tune['label']}: " + ("this run is unconditional" if k is None
+                                                         else f"the run has classes 0 to {k - 1}"))
+
+
+def _sigma(ab: torch.Tensor, ab_next: torch.Tensor) -> torch.Tensor:
+    """DDIM's sigma at eta 1 from alpha-bar ab to ab_next (0 for the step to a clean image)."""
+    return ((1 - ab_next) / (1 - ab) * (1 - ab / ab_next)).clamp(min=0).sqrt()
+
+
+def items(config: dict[str, Any]) -> TrainingData:
+    return TrainingData(None, unit="images", steps_per_epoch=STEPS_PER_EPOCH)
+
+
+class DDPOTask(TuneTask):
+    def __init__(self, base, impl, config, device):
+        super().__init__(base, impl, config, device)
+        model = base.model_cfg
+        self.net, self.ab, self.classes = base.net, base.ab, base.num_classes
+        self.shape, self.prediction = tuple(model["image_shape"]), model["prediction"]
+        self.rules = SamplingRules.from_model(model)
+        self.pairs = self.rules.steps(len(self.ab), self.tune["steps"])  # (t, t_prev) of each DDIM step
+        den = _Denoise(self.net, self.ab, self.prediction, self.shape, 1.0, self.rules)
+        self.sigmas = [float(_sigma(self.ab[t], den.ab_at(t_prev, self.ab[t]))) for t, t_prev in self.pairs]
+        self.batch_size, self.seed = config["train"]["batch_size"], config["seed"]
+        self.reward = None
+        self.old: dict[str, torch.Tensor] = {}  # the chains' labels and log-probabilities at sampling
+        self.stats: dict[str, torch.Tensor] = {}
+
+    def _reward(self):
+        if self.reward is None:
+            from aigc_cli.tune.rewards import load_reward
+
+            r = self.tune["reward"]
+            self.reward = load_reward(r["spec"], r["command"], "images", r["timeout"])
+        return self.reward
+
+    def _step(self, net, x: torch.Tensor, i: int, labels: torch.Tensor | None):
+        """(mean, sigma) of DDIM step i with eta 1 from x (N, C, H, W) under ``net``."""
+        t, t_prev = self.pairs[i]
+        den = _Denoise(net, self.ab, self.prediction, self.shape, 1.0, self.rules)
+        with autocast(self.device, self.base.precision):
+            x0, eps = den.predict(x, t, labels)
+        x0, eps = x0.float(), eps.float()
+        ab = self.ab[t]
+        ab_next = den.ab_at(t_prev, ab)
+        sigma = _sigma(ab, ab_next)
+        mean = ab_next.sqrt() * x0 + (1 - ab_next - sigma**2).clamp(min=0).sqrt() * eps
+        return mean, sigma
+
+    @staticmethod
+    def _logp(x_prev: torch.Tensor, mean: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        """(N,) Gaussian log-density of x_prev, averaged over pixels, less its constant."""
+        return (-((x_prev - mean) ** 2) / (2 * sigma**2)).mean(dim=(1, 2, 3))
+
+    @torch.no_grad()
+    def make_batch(self, batch_size: int, step: int):
+        """(this rank's chains (N, S + 1, C, H, W): x_T then each step's draw; (N,) advantages)."""
+        lo, s = rank() * batch_size, len(self.pairs)
+        noise = torch.stack([torch.randn(s + 1, *self.shape, generator=_generator(self.seed, step, j))
+                             for j in range(lo, lo + batch_size)]).to(self.device)  # (N, S + 1, C, H, W)
+        labels = None
+        if self.classes:
+            drawn = torch.randint(self.classes, (self.batch_size,), generator=_generator(self.seed, step, "labels"))
+            if self.tune["label"] is not None:
+                drawn.fill_(self.tune["label"])
+            labels = drawn[lo : lo + batch_size].to(self.device)
+        self.net.eval()
+        x, chain, logps = noise[:, 0], [noise[:, 0]], []
+        for i in range(s):
+            mean, sigma = self._step(self.net, x, i, labels)
+            x = mean + sigma * noise[:, i + 1] if sigma > 0 else mean
+            chain.append(x)
+            logps.append(self._logp(x, mean, sigma) if sigma > 0 else torch.zeros(len(x), device=x.device))
+        images = to_uint8(((x + 1) / 2).clamp(0, 1)).permute(0, 2, 3, 1).numpy()  # (N, H, W, C)
+        scores = torch.tensor(self._reward()(images, labels=labels.tolist() if labels is not None else None),
+                              dtype=torch.float32)
+        adv = (scores - scores.mean()) / (scores.std(unbiased=False) + 1e-4)
+        self.old = {"labels": labels, "logp": torch.stack(logps, 1)}  # (N, S)
+        self.stats = {"reward": scores.mean(), "reward_min": scores.min(), "reward_max": scores.max()}
+        return torch.stack(chain, 1), adv.to(self.device)
+
+    def train_step(self, batch: torch.Tensor, labels: torch.Tensor | None, step: int) -> dict[str, torch.Tensor]:
+        adv, n = labels, batch.shape[0]
+        steps = [i for i, s in enumerate(self.sigmas) if s > 0]  # the stochastic ones
+        parts = self.tune["minibatches"]
+        size = max(n // parts, 1)
+        clip, opt = self.tune["clip"], self.optim["unet"]
+        clipped, kls, count = 0.0, 0.0, 0
+        for _ in range(self.tune["inner_epochs"]):
+            for lo in range(0, n, size):
+                rows = slice(lo, lo + size)
+                y = self.old["labels"][rows] if self.old["labels"] is not None else None
+                opt.zero_grad()
+                for i in steps:  # one backward a step: the graph of one U-Net pass at a time
+                    x, x_prev = batch[rows, i], batch[rows, i + 1]
+                    mean, sigma = self._step(self.net, x, i, y)
+                    ratio = (self._logp(x_prev, mean, sigma) - self.old["logp"][rows, i]).exp()
+                    a = adv[rows]
+                    loss = torch.maximum(-a * ratio, -a * ratio.clamp(1 - clip, 1 + clip)).mean()
+                    with torch.no_grad():
+                        ref, _ = self._step(self.reference["unet"], x, i, y)
+                    kl = ((mean - ref) ** 2 / (2 * sigma**2)).mean()  # logged whatever its weight
+                    loss = loss + self.tune["kl"] * kl
+                    kls += float(kl.detach())
+                    opt.backward(loss / len(steps))
+                    clipped += float(((ratio - 1).abs() > clip).float().mean())
+                    count += 1
+                opt.step(step)
+        return {"loss": loss.detach(), **self.stats, "kl": torch.tensor(kls / max(count, 1)),
+                "clipfrac": torch.tensor(clipped / max(count, 1))}
+
+    def previews(self) -> dict[str, torch.Tensor]:
+        return self.base.previews()
+
+
+register_method(TuneMethod(
+    name="ddpo", description="the denoising chain as a policy, clipped importance sampling (diffusion)",
+    produces="images", learns_from="reward", make_task=DDPOTask,
+    options=("reward", "reward_cmd", "reward_timeout", "steps", "kl", "clip", "minibatches", "inner_epochs", "label"),
+    configure=configure, items=items, check=check, families=("diffusion",)))
