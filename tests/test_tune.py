@@ -96,7 +96,7 @@ def test_tune_lowers_what_the_reward_punishes(aigc_home, parent, cli):
     (["--reward", "no-such-reward"], ["unknown reward 'no-such-reward'"]),
     (["--reward", "compressibility"], ["compressibility"]),
     (["--reward", "avoid:e", "--prompts", "latin1.txt"], ["not UTF-8 text"]),
-    (["--reward", "avoid:e", "--length", "40"], ["exceed the run's context of 32 tokens"]),
+    (["--reward", "avoid:e", "--length", "33"], ["exceed the run's context of 32 tokens"]),
     (["--reward", "avoid:e", "--lora-alpha", "2"], ["--lora-alpha applies to LoRA adapters"]),
 ])
 def test_a_bad_tune_is_one_line_and_makes_no_run(aigc_home, parent, cli, clean_error, tmp_path, monkeypatch, args,
@@ -254,3 +254,21 @@ def test_what_ddpo_refuses(aigc_home, cli, clean_error, make_bars, tmp_path, mon
     code, _, err = cli("tune", "run1", *args)
     clean_error(code, err, *words)
     assert _runs(aigc_home) == ["run1"]
+
+
+@pytest.mark.slow  # two tunings, one on 2 launched ranks (20-40 s on 2 busy cores)
+def test_tune_on_two_ranks_computes_what_one_process_does(aigc_home, parent, cli, run_aigc, run_rows, tmp_path):
+    import shutil
+
+    args = ["tune", parent, "--reward", "avoid:e", "--batch-size", "4", "--group", "2", "--length", "8", "--epochs", "1",
+            "--log-every", "1"]
+    shutil.copytree(aigc_home, tmp_path / "two")
+    one = run_aigc(aigc_home, "-q", *args, timeout=240)
+    assert one.returncode == 0, one.stderr
+    two = run_aigc(tmp_path / "two", "-q", *args, "--nproc", "2", timeout=240)
+    assert two.returncode == 0, two.stderr
+    a, b = run_rows(aigc_home, "run2"), run_rows(tmp_path / "two", "run2")
+    assert [r["step"] for r in a] == [r["step"] for r in b] and len(a) == 25
+    for x, y in zip(a, b):  # the same samples and rewards; float32 sums in another order
+        assert y["reward"] == pytest.approx(x["reward"], abs=1e-6), x["step"]
+        assert y["loss"] == pytest.approx(x["loss"], rel=1e-4, abs=1e-5), x["step"]

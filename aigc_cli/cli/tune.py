@@ -20,13 +20,18 @@ _RESUME = inspect.Parameter(
 _LIST = inspect.Parameter(
     "list_rewards", inspect.Parameter.KEYWORD_ONLY, default=False,
     annotation=Annotated[bool, typer.Option("--list-rewards", help="List the built-in rewards and exit.")])
+_NPROC = inspect.Parameter(
+    "nproc", inspect.Parameter.KEYWORD_ONLY, default=1,
+    annotation=Annotated[int, typer.Option(
+        "--nproc", metavar="<int>", help="Tune on N processes of this machine (--batch-size is then split over "
+        "them). See docs/distributed.md.")])
 _JSON = inspect.Parameter(
     "json_out", inspect.Parameter.KEYWORD_ONLY, default=False,
     annotation=Annotated[bool, typer.Option("--json", help="Print the finished run as JSON.")])
 
 
-def tune(run: Optional[str] = None, resume: Optional[str] = None, list_rewards: bool = False, json_out: bool = False,
-         **given: Any) -> None:
+def tune(run: Optional[str] = None, resume: Optional[str] = None, list_rewards: bool = False, nproc: int = 1,
+         json_out: bool = False, **given: Any) -> None:
     from aigc_cli import training
     from aigc_cli.cli.progress import RichProgress
     from aigc_cli.core.errors import ConfigError, Interrupted
@@ -41,6 +46,8 @@ def tune(run: Optional[str] = None, resume: Optional[str] = None, list_rewards: 
         if extra:
             flags = ", ".join("--" + k.replace("_", "-") for k in extra)
             raise ConfigError(f"--resume continues a run as it was configured; drop {flags}")
+    if nproc != 1:
+        return _launch(run, resume, nproc, given)
     device = common.device()
     progress = RichProgress()
     try:
@@ -70,6 +77,29 @@ def tune(run: Optional[str] = None, resume: Optional[str] = None, list_rewards: 
         common.print_result(out.id)
 
 
+def _launch(run: Optional[str], resume: Optional[str], nproc: int, given: dict[str, Any]) -> None:
+    """This very command on ``nproc`` ranks (training/launch.py), once what can be checked alone
+    has passed: a bad command starts no process."""
+    from aigc_cli.cli.train import without_nproc
+    from aigc_cli.core import distributed
+    from aigc_cli.core.errors import ConfigError
+    from aigc_cli.runs.store import resolve_run
+    from aigc_cli.training.launch import launch
+    from aigc_cli.training.preflight import check_resume
+    from aigc_cli.training.tuning import check_new, tuned_run
+
+    if nproc < 1:
+        raise ConfigError(f"--nproc must be at least 1, got {nproc}")
+    if distributed.launched():
+        raise ConfigError("--nproc starts processes itself; under torchrun, leave it out (use --nproc-per-node)")
+    if resume is not None:
+        check_resume(tuned_run(resolve_run(resume)), given.get("epochs"), given.get("time"), nproc)
+    else:
+        check_new(run, given, nproc)
+    distributed.check_device(common.device(), nproc)  # a GPU, or a CPU core, per rank
+    launch(nproc, without_nproc(common.settings.argv), debug=common.settings.debug)
+
+
 def _list_rewards(json_out: bool) -> None:
     from aigc_cli.tune.rewards import describe_rewards
 
@@ -80,6 +110,6 @@ def _list_rewards(json_out: bool) -> None:
         common.table(None, ["name", "scores", "description"], [list(r) for r in rows], result=True)
 
 
-tune = with_signature(tune, [_RUN, *(parameter(o) for o in TUNE_OPTIONS if o.cli), _RESUME, _LIST, _JSON],
+tune = with_signature(tune, [_RUN, *(parameter(o) for o in TUNE_OPTIONS if o.cli), _RESUME, _NPROC, _LIST, _JSON],
                       "Tune a trained run against a reward: a new run, its child, that scores better while staying "
                       "close to it (GRPO for text runs). See docs/tune.md.")

@@ -62,6 +62,12 @@ def tune(run_ref: str | Run, *, device: torch.device | str = "cpu", progress: Pr
         run.release()
 
 
+def check_new(run_ref: str | Run, options: dict[str, Any], world: int) -> None:
+    """Every check of a new tuned run, on ``world`` processes, before any starts (--nproc)."""
+    _, loop, items, _ = _prepare(run_ref, options)
+    check_loop(loop, len(items) if items.items is not None else None, world)
+
+
 def _prepare(run_ref: str | Run, options: dict[str, Any]) -> tuple[dict, LoopConfig, TrainingData, str | None]:
     """(config, LoopConfig, TrainingData, name) of a new tuned run, every input checked."""
     from aigc_cli.training.run import _adapters

@@ -100,10 +100,11 @@ def prompt_ids(config: dict[str, Any]) -> list[torch.Tensor]:
 
 
 def check(config: dict[str, Any]) -> None:
-    """A GPT scores at most its context at once: the longest prompt and --length must fit."""
+    """A GPT scores at most its context at once: the longest prompt and --length must fit (the
+    last token is scored, never read)."""
     model, length = config["model"], config["tune"]["length"]
     longest = max(len(p) for p in prompt_ids(config))
-    if model["arch"] == "gpt" and longest + length > model["context"]:
+    if model["arch"] == "gpt" and longest + length - 1 > model["context"]:
         raise ConfigError(f"the longest prompt ({longest} tokens) and --length {length} exceed the run's context "
                           f"of {model['context']} tokens; use shorter prompts or a smaller --length")
 
