@@ -44,7 +44,7 @@ def markdown() -> str:
     ]
     for spec in family_specs():
         out += [f"## `aigc train {spec.name}`", "", spec.summary, "", *_rows(train_options(spec)), ""]
-    from aigc_cli.tune.options import TUNE_OPTIONS
+    from aigc_cli.training.tune_options import TUNE_OPTIONS
 
     out += ["## `aigc tune`", "", "Tune a trained run against a reward (docs/tune.md); the Python API is "
             "`aigc_cli.training.tune(run, **options)`.", "", *_rows(TUNE_OPTIONS), ""]

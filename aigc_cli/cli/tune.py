@@ -9,7 +9,7 @@ import typer
 
 from aigc_cli.cli import common
 from aigc_cli.cli.options import parameter, with_signature
-from aigc_cli.tune.options import TUNE_OPTIONS
+from aigc_cli.training.tune_options import TUNE_OPTIONS
 
 _RUN = inspect.Parameter(
     "run", inspect.Parameter.KEYWORD_ONLY, default=None,

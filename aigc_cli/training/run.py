@@ -241,10 +241,10 @@ def _prepare_resume(run: Run, epochs, budget, progress, dataset_progress):
     family = get_family(config["family"])
     data = None
     if config.get("tune") is not None:  # a tuned run makes its own batches (its samples)
-        from aigc_cli.training.tuning import tune_items
+        from aigc_cli.tune.methods import get_method
 
         check_parent(config, where)
-        return {**config, "train": train_cfg}, loop, None, tune_items(config)
+        return {**config, "train": train_cfg}, loop, None, get_method(config["tune"]["method"]).items(config)
     if family.spec.trains_on != "none":
         try:
             spec = config["dataset"]["spec"]

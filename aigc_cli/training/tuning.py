@@ -33,12 +33,12 @@ from aigc_cli.training.loop import LoopConfig, NoProgress, ProgressSink, check_l
 from aigc_cli.training.options import time_budget
 from aigc_cli.training.preflight import check_not_broken
 from aigc_cli.tune.methods import get_method, method_for
-from aigc_cli.tune.options import METHOD_OPTIONS, TUNE_OPTIONS
+from aigc_cli.training.tune_options import METHOD_OPTIONS, TUNE_OPTIONS
 
 
 def tune(run_ref: str | Run, *, device: torch.device | str = "cpu", progress: ProgressSink | None = None,
          on_run: Callable[[Run], None] | None = None, **options: Any) -> Run:
-    """A new run tuned from ``run_ref`` against a reward; ``options`` are tune/options.py's."""
+    """A new run tuned from ``run_ref`` against a reward; ``options`` are training/tune_options.py's."""
     from aigc_cli.training.run import _fit, _versions
 
     device = torch.device(device)

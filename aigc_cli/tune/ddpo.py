@@ -34,8 +34,8 @@ from aigc_cli.core.errors import ConfigError
 from aigc_cli.core.images import to_uint8
 from aigc_cli.models.diffusion.sampling import SamplingRules, _Denoise
 from aigc_cli.models.protocol import TrainingData
-from aigc_cli.tune.grpo import reward_record
 from aigc_cli.tune.methods import TuneMethod, TuneTask, register_method
+from aigc_cli.tune.rewards import reward_record
 
 STEPS_PER_EPOCH = 25  # sampling rounds in an epoch (a reward has no data to pass over)
 

@@ -34,6 +34,7 @@ from aigc_cli.core.io import check_input
 from aigc_cli.models.protocol import TrainingData
 from aigc_cli.models.text.sampling import generate
 from aigc_cli.tune.methods import TuneMethod, TuneTask, register_method
+from aigc_cli.tune.rewards import reward_record
 
 EMPTY_PROMPT_STEPS = 25  # steps in an epoch when every sample starts from the empty prompt
 PREVIEWS = 3
@@ -43,20 +44,6 @@ MAX_PROMPTS_BYTES = 1 << 20  # prompts travel inside config.json: a resume needs
 def configure(values: dict[str, Any], produces: str) -> dict[str, Any]:
     return {"reward": reward_record(values, produces), "prompts": read_prompts(values["prompts"]),
             **{k: values[k] for k in ("group", "length", "temperature", "kl")}}
-
-
-def reward_record(values: dict[str, Any], produces: str) -> dict[str, Any]:
-    """config.json's record of the reward, loaded once here so that a bad one fails before a run
-    exists; a reward file by its absolute path (a resume may start elsewhere)."""
-    from aigc_cli.tune.rewards import FunctionReward, load_reward
-
-    spec, command, timeout = values["reward"], values["reward_cmd"], values["reward_timeout"]
-    reward = load_reward(spec, command, produces, timeout)
-    reward.close()
-    if isinstance(reward, FunctionReward):
-        file, _, function = spec.rpartition(":")
-        spec = f"{Path(file).expanduser().resolve()}:{function}"
-    return {"spec": spec, "command": command, "timeout": timeout}
 
 
 def read_prompts(path: str | None) -> list[str]:

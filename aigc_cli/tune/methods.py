@@ -58,7 +58,7 @@ class TuneMethod:
     produces: str  # "text" or "images": the runs it tunes
     learns_from: str  # "reward" or "preferences"
     make_task: Callable[[TrainTask, "FamilyImpl", dict[str, Any], "torch.device"], TuneTask]
-    options: tuple[str, ...]  # the method options (tune/options.py METHOD_OPTIONS) it reads
+    options: tuple[str, ...]  # the method options (training/tune_options.py METHOD_OPTIONS) it reads
     # The config's 'tune' section (less 'method') from the resolved options and what the run
     # produces: every input read and checked (a reward loaded once, a file's pairs).
     configure: Callable[[dict[str, Any], str], dict[str, Any]]
@@ -108,5 +108,11 @@ def wrap(config: dict[str, Any], impl: "FamilyImpl", device: "torch.device") -> 
     return lambda base: method.make_task(base, impl, config, device)
 
 
+METHOD_MODULES = ("grpo", "dpo", "ddpo")  # each registers its method when imported
+
+
 def _discover() -> None:
-    from aigc_cli.tune import ddpo, dpo, grpo  # noqa: F401  (each method module registers itself)
+    import importlib
+
+    for name in METHOD_MODULES:
+        importlib.import_module(f"aigc_cli.tune.{name}")

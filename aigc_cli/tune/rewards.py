@@ -404,3 +404,15 @@ def load_reward(spec: str | None, command: str | None, scores: str,
     if not builtin.param and ":" in spec:
         raise RewardError(f"reward {name} takes no parameter; give {name}")
     return BuiltInReward(spec, builtin, param or None)
+
+
+def reward_record(values: dict[str, Any], produces: str) -> dict[str, Any]:
+    """config.json's record of the reward, loaded once here so that a bad one fails before a run
+    exists; a reward file by its absolute path (a resume may start elsewhere)."""
+    spec, command, timeout = values["reward"], values["reward_cmd"], values["reward_timeout"]
+    reward = load_reward(spec, command, produces, timeout)
+    reward.close()
+    if isinstance(reward, FunctionReward):
+        file, _, function = spec.rpartition(":")
+        spec = f"{Path(file).expanduser().resolve()}:{function}"
+    return {"spec": spec, "command": command, "timeout": timeout}
