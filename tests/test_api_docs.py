@@ -29,3 +29,4 @@ def test_the_api_page_runs_as_written(aigc_home, fake_inception, tmp_path, monke
     assert "torch.Size([1, 8, 1, 28, 28]) slerp" in out
     assert (tmp_path / "digits-gan.onnx").is_file()
     assert "['head']" in out and (tmp_path / "adapter/adapter_config.json").is_file()  # the LoRA example
+    assert "grpo " in out  # the tuning example
