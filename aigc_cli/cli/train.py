@@ -134,6 +134,11 @@ def run_training(family: str, options: list[Option], resume: Optional[str], json
             raise
         raise Interrupted(f"{e}; continue with 'aigc train {family} --resume {e.run_id}'",
                           exit_code=e.exit_code, run_id=e.run_id) from None
+    report(run, json_out)
+
+
+def report(run, json_out: bool) -> None:
+    """A finished run: its id on stdout, or JSON (``--json``)."""
     meta = run.read_meta()
     if json_out:
         common.print_json({"id": run.id, "name": meta.get("name"), "path": str(run.path), "status": meta["status"],

@@ -68,13 +68,9 @@ def tune(run: Optional[str] = None, resume: Optional[str] = None, list_rewards: 
             raise
         raise Interrupted(f"{e}; continue with 'aigc tune --resume {e.run_id}'", exit_code=e.exit_code,
                           run_id=e.run_id) from None
-    meta = out.read_meta()
-    if json_out:
-        common.print_json({"id": out.id, "name": meta.get("name"), "path": str(out.path), "status": meta["status"],
-                           "stopped": meta.get("stopped"), "epoch": meta.get("epoch"), "step": meta.get("step"),
-                           "last_metrics": out.last_metrics()})
-    else:
-        common.print_result(out.id)
+    from aigc_cli.cli.train import report
+
+    report(out, json_out)
 
 
 def _launch(run: Optional[str], resume: Optional[str], nproc: int, given: dict[str, Any]) -> None:

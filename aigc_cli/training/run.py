@@ -69,13 +69,20 @@ def train(
         lambda: _prepare(family, dataset, split, options, progress, dataset_progress, device, parent),
         "checking the options and data")
     info = data.info() if data is not None else {"name": None}
+    return create_and_fit(config, loop, data, items, device, progress, on_run, values["name"], dataset=info["name"])
+
+
+def create_and_fit(config: dict, loop: LoopConfig, data, items: TrainingData, device: torch.device,
+                   progress: ProgressSink | None, on_run: Callable[[Run], None] | None, name: str | None,
+                   **meta: Any) -> Run:
+    """A new run of ``config`` (``meta``: run.json's fields), trained from step 0."""
     # The run appears whole (run.json + config.json) and locked: nobody else writes it from here.
     # Several ranks: rank 0 creates it, the others follow its id.
     created: list[Run] = []
 
     def create() -> str:
-        created.append(create_run(family, name=values["name"], config=config, epochs=loop.epochs,
-                                  dataset=info["name"], device=str(device)))
+        created.append(create_run(config["family"], name=name, config=config, epochs=loop.epochs, device=str(device),
+                                  **meta))
         return created[0].id
 
     run_id = distributed.from_main(create, "creating the run")

@@ -24,12 +24,11 @@ import torch
 from aigc_cli.core import distributed
 from aigc_cli.core.errors import ConfigError, OptionError, RunError
 from aigc_cli.core.options import resolve
-from aigc_cli.core.seeding import seed_everything
 from aigc_cli.models.protocol import TrainingData
 from aigc_cli.models.registry import RUN_FORMAT, get_family, load_config
 from aigc_cli.runs.lineage import parent_record
-from aigc_cli.runs.store import Run, create_run, now_iso, resolve_run
-from aigc_cli.training.loop import LoopConfig, NoProgress, ProgressSink, check_loop
+from aigc_cli.runs.store import Run, now_iso, resolve_run
+from aigc_cli.training.loop import LoopConfig, ProgressSink, check_loop
 from aigc_cli.training.options import time_budget
 from aigc_cli.training.preflight import check_not_broken
 from aigc_cli.tune.methods import get_method, method_for
@@ -39,27 +38,13 @@ from aigc_cli.training.tune_options import METHOD_OPTIONS, TUNE_OPTIONS
 def tune(run_ref: str | Run, *, device: torch.device | str = "cpu", progress: ProgressSink | None = None,
          on_run: Callable[[Run], None] | None = None, **options: Any) -> Run:
     """A new run tuned from ``run_ref`` against a reward; ``options`` are training/tune_options.py's."""
-    from aigc_cli.training.run import _fit, _versions
+    from aigc_cli.training.run import _versions, create_and_fit
 
     device = torch.device(device)
     config, loop, items, name = distributed.main_first(lambda: _prepare(run_ref, options), "checking the options")
     config["versions"] = _versions()
-    created: list[Run] = []
-
-    def create() -> str:
-        created.append(create_run(config["family"], name=name, config=config, epochs=loop.epochs,
-                                  dataset=None, device=str(device), tuned=config["parent"]["run"]))
-        return created[0].id
-
-    run_id = distributed.from_main(create, "creating the run")
-    run = created[0] if created else resolve_run(run_id)
-    try:
-        if on_run:
-            on_run(run)
-        seed_everything(loop.seed)
-        return _fit(run, config, None, items, loop, device, progress or NoProgress(), restore=False)
-    finally:
-        run.release()
+    return create_and_fit(config, loop, None, items, device, progress, on_run, name, dataset=None,
+                          tuned=config["parent"]["run"])
 
 
 def check_new(run_ref: str | Run, options: dict[str, Any], world: int) -> None:

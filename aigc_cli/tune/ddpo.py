@@ -80,17 +80,8 @@ class DDPOTask(TuneTask):
         den = _Denoise(self.net, self.ab, self.prediction, self.shape, 1.0, self.rules)
         self.sigmas = [float(_sigma(self.ab[t], den.ab_at(t_prev, self.ab[t]))) for t, t_prev in self.pairs]
         self.batch_size, self.seed = config["train"]["batch_size"], config["seed"]
-        self.reward = None
         self.old: dict[str, torch.Tensor] = {}  # the chains' labels and log-probabilities at sampling
         self.stats: dict[str, torch.Tensor] = {}
-
-    def _reward(self):
-        if self.reward is None:
-            from aigc_cli.tune.rewards import load_reward
-
-            r = self.tune["reward"]
-            self.reward = load_reward(r["spec"], r["command"], "images", r["timeout"])
-        return self.reward
 
     def _step(self, net, x: torch.Tensor, i: int, labels: torch.Tensor | None):
         """(mean, sigma) of DDIM step i with eta 1 from x (N, C, H, W) under ``net``."""
@@ -130,7 +121,7 @@ class DDPOTask(TuneTask):
             chain.append(x)
             logps.append(self._logp(x, mean, sigma) if sigma > 0 else torch.zeros(len(x), device=x.device))
         images = to_uint8(((x + 1) / 2).clamp(0, 1)).permute(0, 2, 3, 1).numpy()  # (N, H, W, C)
-        scores = torch.tensor(self._reward()(images, labels=labels.tolist() if labels is not None else None),
+        scores = torch.tensor(self.reward("images")(images, labels=labels.tolist() if labels is not None else None),
                               dtype=torch.float32)
         adv = (scores - scores.mean()) / (scores.std(unbiased=False) + 1e-4)
         self.old = {"labels": labels, "logp": torch.stack(logps, 1)}  # (N, S)

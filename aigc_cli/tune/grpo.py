@@ -104,16 +104,7 @@ class GRPOTask(TuneTask):
         self.prompts = self.tune["prompts"] or [""]
         self.ids = prompt_ids(config)
         self.batch_size, self.seed = config["train"]["batch_size"], config["seed"]
-        self.reward = None  # loaded on first use: a reward file runs user code
         self.stats: dict[str, torch.Tensor] = {}
-
-    def _reward(self):
-        if self.reward is None:
-            from aigc_cli.tune.rewards import load_reward
-
-            r = self.tune["reward"]
-            self.reward = load_reward(r["spec"], r["command"], "text", r["timeout"])
-        return self.reward
 
     def _complete(self, prompt: torch.Tensor, n: int, g: torch.Generator) -> torch.Tensor:
         """(n, length) completion ids of ``prompt`` from the policy, as plain tensors (autograd-able)."""
@@ -135,7 +126,7 @@ class GRPOTask(TuneTask):
             masks += [torch.cat([torch.zeros(len(p)), torch.ones(len(c))]) for c in done]
             texts += [self.base.tokenizer.decode(c.tolist()) for c in done]
             prompts += [self.prompts[int(which[j])]] * group
-        scores = torch.tensor(self._reward()(texts, prompts=prompts), dtype=torch.float32)  # (N,)
+        scores = torch.tensor(self.reward("text")(texts, prompts=prompts), dtype=torch.float32)  # (N,)
         by_group = scores.view(-1, group)
         adv = (by_group - by_group.mean(1, keepdim=True)) / (by_group.std(1, keepdim=True, unbiased=False) + 1e-4)
         width = max(len(r) for r in rows)
@@ -179,7 +170,7 @@ class GRPOTask(TuneTask):
             done = generate(net, ids, 1, self.tune["length"], _generator(self.seed, "preview", i),
                             temperature=self.tune["temperature"])[0]
             text = self.base.tokenizer.decode(done.tolist())
-            score = self._reward()([text], prompts=[p])[0]
+            score = self.reward("text")([text], prompts=[p])[0]
             out.append(f"{p}{text}\n[reward {score:.4g}]")
         self.net.eval()
         return {"samples": "\n\n---\n\n".join(out) + "\n"}

@@ -35,6 +35,16 @@ class TuneTask(TrainTask):
         self.tune = config["tune"]
         self.modules = base.modules  # the same names: the checkpoint, LoRA and --init see the family's
         self.reference: dict[str, "nn.Module"] = {}
+        self._reward = None
+
+    def reward(self, scores: str):
+        """The run's reward (tune/rewards.py), loaded on first use: a reward file runs user code."""
+        if self._reward is None:
+            from aigc_cli.tune.rewards import load_reward
+
+            r = self.tune["reward"]
+            self._reward = load_reward(r["spec"], r["command"], scores, r["timeout"])
+        return self._reward
 
     def load_reference(self, weights: dict[str, dict[str, "torch.Tensor"]]) -> None:
         """The parent's inference weights (its model.safetensors, adapters merged), frozen."""
