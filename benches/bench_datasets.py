@@ -14,7 +14,7 @@ ratios aigc / peer. Then the second run's start: ``data.cache.load_folder_cached
 first decodes and writes the entry; the second is timed), and as CLI subprocesses ``aigc datasets
 prepare`` (cold: decodes), ``prepare`` again (cached) and ``aigc datasets info NAME --json``.
 
-``--part mmap``: 20,000 random 3x32x32 images, written as a prepared dataset (``cache.write_entry``
+``--part mmap``: 20,000 random 3x32x32 images, written as a prepared dataset (``cache.write_dataset``
 and prepared.json, as ``aigc datasets prepare`` leaves them) and as an .npz (loaded into memory);
 ``aigc train gan --arch mlp --epochs 1`` on each, in turn; the rate is aigc's own: the median of
 metrics.jsonl's ``images_per_s`` rows (the first window, with the warm-up, left out). Medians
@@ -25,7 +25,9 @@ into the cache format (chunks; the file's page cache dropped after writing), tra
 --time by ``aigc train gan --arch mlp`` inside a cgroup v1 memory controller limited to --limit
 (2G), under ``/usr/bin/time -v``. Records: exit status, images/s, the cgroup's
 memory.max_usage_in_bytes and its peak anon RSS / mapped file (memory.stat, polled), time's maximum
-resident set size; and the same model for the same time on 10,000 such images in an .npz. The
+resident set size; and the same model for the same time on 10,000 such images in an .npz. aigc
+maps the file advised MADV_RANDOM (data/cache.py map_npy); random batches indexed out of it with
+the kernel's default read-around and with the advice show what the advice buys. The
 cgroup and the 6 GB are removed afterwards. Needs root (the cgroup) and 7 GB free in --work.
 
 Every figure is printed with the 1-minute load average measured beside it: other jobs may share
@@ -225,7 +227,7 @@ def part_decode(a, home: Path) -> None:
 # -- part 2 and 3: training --------------------------------------------------------------------
 
 def register(home: Path, name: str, images, fingerprint: str | None = None) -> None:
-    """images (N, C, H, W) uint8 as the prepared dataset ``name`` (write_entry + prepared.json)."""
+    """images (N, C, H, W) uint8 as the prepared dataset ``name`` (write_dataset + prepared.json)."""
     import torch
 
     from aigc_cli.core.io import atomic_write_json
@@ -236,7 +238,7 @@ def register(home: Path, name: str, images, fingerprint: str | None = None) -> N
     ds = ImageDataset(images=torch.from_numpy(images), labels=None, name=name, spec={"spec": name, "split": "train"})
     inputs = {"bench": name, "shape": list(images.shape)}
     key = cache.key_of(inputs)
-    cache.write_entry(key, ds, inputs)
+    cache.write_dataset(key, ds, inputs)
     reg = cache.registry()
     reg[name] = {"key": key, "source": "", "resolution": None}
     atomic_write_json(cache.root() / cache.REGISTRY, reg)
@@ -351,25 +353,9 @@ def read_bytes() -> int:
         return next(int(line.split()[1]) for line in f if line.startswith("read_bytes"))
 
 
-MADVISE_RANDOM = """
-import mmap, sys
-import numpy as np
-_load = np.load
-def _random(*args, **kwargs):  # every mapped array aigc loads gets madvise(MADV_RANDOM)
-    out = _load(*args, **kwargs)
-    if isinstance(out, np.memmap):
-        out._mmap.madvise(mmap.MADV_RANDOM)
-    return out
-np.load = _random
-from aigc_cli.__main__ import main
-sys.argv[0] = "aigc"
-sys.exit(main())
-"""
-
-
 def index_only(spec: str) -> None:
     """``--index-only NPY:ADVICE:SECONDS``: random batches of 64 indexed out of the cache file
-    mapped as data/cache.read_entry maps it (np.load, mmap_mode="c", torch.from_numpy), with the
+    mapped copy-on-write (np.load, mmap_mode="c", torch.from_numpy), with the
     kernel's default read-around (``normal``) or madvise(MADV_RANDOM) (``random``) on the mapping;
     its page cache dropped first. Prints images/s and bytes read from disk per image."""
     import mmap
@@ -483,24 +469,6 @@ def part_memory(a, home: Path) -> None:
                       f"image; load {load():.1f}")
             else:
                 print(f"indexing, {advice}: failed {res}")
-        # the same training with the mapping advised MADV_RANDOM (np.load wrapped from outside:
-        # aigc_cli as it is otherwise): what that one call would buy
-        with open(npy, "rb") as f:
-            os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
-        timev.unlink(missing_ok=True)
-        wrap_r = ["sh", "-c", f'echo $$ > {CGROUP}/cgroup.procs; exec "$@"', "sh"]
-        if Path("/usr/bin/time").exists():
-            wrap_r += ["/usr/bin/time", "-v", "-o", str(timev)]
-        (CGROUP / "memory.max_usage_in_bytes").write_text("0")
-        rate_r, out_r = train_rate(["--dataset", "bench-big"] + common, big_home, wrap_r,
-                                   [sys.executable, "-c", MADVISE_RANDOM])
-        inputs = time_v(timev, "File system inputs")
-        print(f"with MADV_RANDOM: exit status {out_r['rc']}; images/s {rate_r}; steps {out_r.get('steps')}; "
-              f"read from disk {int(inputs) * 512 / 1e9 if inputs != '?' else float('nan'):.2f} GB; "
-              f"cgroup max usage {int((CGROUP / 'memory.max_usage_in_bytes').read_text()) / 2**20:.0f} MiB; "
-              f"maximum resident set size {max_rss(timev)} KiB; load {out_r['load']:.1f}")
-        if out_r["rc"]:
-            print(f"stderr tail:\n{out_r['stderr'][-2000:]}")
         # the same model, the same time, a small set in memory
         rng = np.random.default_rng(3)
         npz = big_home / "small.npz"
@@ -512,8 +480,7 @@ def part_memory(a, home: Path) -> None:
         print(f"the same for --time {a.small_time} on {SMALL_N:,} images in memory (.npz, no cgroup): images/s {rate2}; steps {out2.get('steps')}; "
               f"rc {out2['rc']}; maximum resident set size {max_rss(timev)} KiB; load {out2['load']:.1f}")
         if rate and rate2:
-            print(f"ratio big mmap under the limit / small in memory: {rate / rate2:.3f}"
-                  + (f"; with MADV_RANDOM: {rate_r / rate2:.3f}" if rate_r else ""))
+            print(f"ratio big mmap under the limit / small in memory: {rate / rate2:.3f}")
     finally:
         shutil.rmtree(big_home, ignore_errors=True)
         if CGROUP.exists():

@@ -283,3 +283,22 @@ def test_prepare_decodes_a_folder_in_constant_memory(tmp_path, aigc_env):
     peak = _peak_rss(env, "datasets", "prepare", big, "--name", "big", "--resolution", "256")
     pixels = 1200 * 3 * 256 * 256  # 236 MB: held whole in memory (twice, before the rows were streamed)
     assert peak - base < 0.4 * pixels, (base, peak, pixels)
+
+
+def test_the_map_is_advised_random(tmp_path, aigc_home):
+    """Batches are random rows: the kernel's read-around would read megabytes for each
+    (docs/benchmarks/datasets.md); smaps' VmFlags say 'rr' for a mapping advised MADV_RANDOM."""
+    from pathlib import Path
+
+    photos = make_folder(tmp_path / "photos")
+    ds = load_dataset(str(photos))
+    assert ds.mapped
+    name = _npy().name
+    flags, inside = [], False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()
+        if head and "-" in head[0] and len(head) >= 5:
+            inside = line.rstrip().endswith(name)
+        elif inside and head[:1] == ["VmFlags:"]:
+            flags.append(head[1:])
+    assert flags and all("rr" in f for f in flags), flags
