@@ -12,7 +12,7 @@ Parts (each runnable alone; a part trains the parent it needs when ``--home`` la
 - ``dpo``: pairs drawn from the parent (``--pairs`` pairs: two completions of the empty prompt,
   63 tokens at temperature 1, seed 2; the one with the smaller share of 'e' per character is
   "chosen", ties skipped) written as TRL's JSONL, then ``aigc tune gpt-parent --preferences
-  pairs.jsonl`` with the same two budgets.
+  pairs.jsonl`` with the same two budgets (``--epochs N``: N passes over the pairs instead).
 - ``reinforce``: the peer, a plain REINFORCE loop written here on the parent's own network
   (loaded as ``aigc sample`` loads it): 64 completions of 63 tokens a step from the empty prompt
   at temperature 1, reward avoid:e, advantage = reward less the batch mean (no division by the
@@ -38,7 +38,8 @@ after it; the rows are appended as JSON to ``$HOME/bench_tune.jsonl``.
 Runs use ``--threads`` threads (default 1: two parts run side by side on a 2-core machine).
 
     python benches/bench_tune.py --part grpo|dpo|ddpo|reinforce [--minutes 3,8] [--home /tmp/tunebench-home]
-        [--kl 0.05,0.5] [--parent-minutes 4] [-n 64] [--threads 1] [--pairs 512]
+        [--kl 0.05,0.5] [--parent-minutes 4] [-n 64] [--threads 1] [--pairs 512] [--tag=-r2]
+    python benches/bench_tune.py --part dpo --epochs 1     # DPO for a number of passes over the pairs
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("-n", type=int, default=64, help="samples per measurement")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--pairs", type=int, default=512, help="DPO: completions pairs drawn (ties skipped)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="DPO: passes over the pairs instead of the --minutes budgets (one run, measured at its end)")
     p.add_argument("--tag", default="", help="suffix of the child runs' names (a second round)")
     return p.parse_args()
 
@@ -175,7 +178,7 @@ def text_figures(gen, label: str, minutes: float | None, extra: dict | None = No
 def measure_run(name: str, minutes: float | None) -> None:
     from aigc_cli.generation import load_generator
 
-    text_figures(load_generator(name, command="eval ppl"), name, minutes, curve(name) if minutes else None)
+    text_figures(load_generator(name, command="eval ppl"), name, minutes, curve(name) if minutes is not None else None)
 
 
 def staged(name: str, first: list[str]) -> None:
@@ -216,6 +219,11 @@ def part_dpo() -> None:
         record({"run": "pairs", "pairs_drawn": ARGS.pairs, "pairs_kept": len(kept),
                 "chosen_e_share": round(e_share([r["chosen"] for r in kept]), 4),
                 "rejected_e_share": round(e_share([r["rejected"] for r in kept]), 4)})
+    if ARGS.epochs is not None:
+        name = f"dpo-e{ARGS.epochs}{ARGS.tag}"
+        aigc("tune", parent, "--preferences", str(pairs_path), "--epochs", ARGS.epochs, "--seed", "0", "--name", name)
+        measure_run(name, 0.0)
+        return
     staged(f"dpo{ARGS.tag}", ["tune", parent, "--preferences", str(pairs_path), "--epochs", "100000", "--seed", "0"])
 
 
@@ -283,7 +291,7 @@ def image_figures(name: str, minutes: float | None) -> None:
         j = classifier.judge(judge, images, asked)
         row |= {f"jpeg_kb_{how}": round(sum(kb) / len(kb), 4), f"asked_share_{how}": j["asked_share"],
                 f"confident_{how}": j["confident_share"]}
-    record(row | (curve(name) if minutes else {}))
+    record(row | (curve(name) if minutes is not None else {}))
 
 
 def part_ddpo() -> None:
