@@ -92,7 +92,8 @@ def check(config: dict[str, Any]) -> None:
     model, length = config["model"], config["tune"]["length"]
     longest = max(len(p) for p in prompt_ids(config))
     if model["arch"] == "gpt" and longest + length - 1 > model["context"]:
-        raise ConfigError(f"the longest prompt ({longest} tokens) and --length {length} exceed the run's context "
+        raise ConfigError(f"the longest prompt ({longest} token{'s' if longest != 1 else ''}) and --length {length} "
+                          f"exceed the run's context "
                           f"of {model['context']} tokens; use shorter prompts or a smaller --length")
 
 
