@@ -77,16 +77,14 @@ def parse() -> argparse.Namespace:
     return p.parse_args()
 
 
-ARGS = parse()
-os.environ["AIGC_HOME"] = ARGS.home
-os.environ["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
 sys.path.insert(0, str(ROOT))
 
-import torch
+import torch  # noqa: E402
 
-torch.set_num_threads(ARGS.threads)
-BUDGETS = [float(m) for m in ARGS.minutes.split(",")]
-LOG = Path(ARGS.home) / "bench_tune.jsonl"
+# Set by main() from the command line (importing the module, as tests/test_benches.py does, parses nothing).
+ARGS: argparse.Namespace = argparse.Namespace()
+BUDGETS: list[float] = []
+LOG = Path()
 
 
 def load1() -> float:
@@ -311,7 +309,18 @@ def part_ddpo() -> None:
         image_figures(name, m)
 
 
-if __name__ == "__main__":
+def main() -> None:
+    global ARGS, BUDGETS, LOG
+    ARGS = parse()
+    os.environ["AIGC_HOME"] = ARGS.home
+    os.environ["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
+    torch.set_num_threads(ARGS.threads)
+    BUDGETS = [float(m) for m in ARGS.minutes.split(",")]
+    LOG = Path(ARGS.home) / "bench_tune.jsonl"
     print(f"[{now()}] part {ARGS.part}, budgets {BUDGETS} min, {ARGS.threads} thread(s), home {ARGS.home}, "
           f"load {load1()}, {torch.__version__}")
     {"grpo": part_grpo, "dpo": part_dpo, "ddpo": part_ddpo, "reinforce": part_reinforce}[ARGS.part]()
+
+
+if __name__ == "__main__":
+    main()
