@@ -374,3 +374,15 @@ def fake_inception(tmp_path, monkeypatch):
     weights.write_bytes(b"dummy weights")
     ex.weights = str(weights)
     return ex
+
+
+@pytest.fixture(scope="session")
+def run_config():
+    """``run_config(home, run)``: the config.json of ``run`` in the store at ``home``."""
+    return lambda home, run: json.loads((Path(home) / "runs" / run / "config.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def run_ids():
+    """``run_ids(home)``: the ids of the runs in the store at ``home``, sorted."""
+    return lambda home: sorted(p.name for p in (Path(home) / "runs").iterdir() if p.name.startswith("run"))

@@ -3,7 +3,6 @@
 Tiny GPTs on the shared 20,000-character corpus, tiny diffusion models and GANs on 8x8 bars.
 """
 
-import json
 
 import pytest
 import torch
@@ -15,12 +14,6 @@ FINE = ["--batch-size", "32", "--seed", "2", "--lr", "1e-2", "--warmup", "5"]  #
 UNET = ["--width", "8", "--channel-mult", "1,2", "--batch-size", "32"]
 
 
-def _config(home, run):
-    return json.loads((home / "runs" / run / "config.json").read_text())
-
-
-def _runs(home):
-    return sorted(p.name for p in (home / "runs").iterdir() if p.name.startswith("run"))
 
 
 @pytest.fixture
@@ -37,12 +30,12 @@ def _modules(ref):
     return load_modules(resolve_run(ref))
 
 
-def test_init_starts_from_the_parents_weights_with_its_architecture(aigc_home, corpus, gpt_parent, cli):
+def test_init_starts_from_the_parents_weights_with_its_architecture(aigc_home, corpus, gpt_parent, cli, run_config):
     # A learning rate too small to move anything: the new run's weights are its parent's.
     code, _, err = cli("-q", "train", "text", "--dataset", corpus, "--init", gpt_parent, "--epochs", "1",
                        "--lr", "1e-12", "--warmup", "1")
     assert code == 0, err
-    child, parent = _config(aigc_home, "run2"), _config(aigc_home, "run1")
+    child, parent = run_config(aigc_home, "run2"), run_config(aigc_home, "run1")
     assert child["model"] == parent["model"]  # the architecture, the tokenizer and its alphabet
     assert child["train"]["lr"] == 1e-12 and child["parent"]["run"] == "run1"
     a, b = _modules("run1")["model"].state_dict(), _modules("run2")["model"].state_dict()
@@ -54,7 +47,7 @@ def test_init_starts_from_the_parents_weights_with_its_architecture(aigc_home, c
     assert cli("-q", "train", "text", "--resume", "run3", "--epochs", "2")[0] == 0
 
 
-def test_init_refuses_what_contradicts_the_parent(aigc_home, corpus, gpt_parent, cli, clean_error, tmp_path):
+def test_init_refuses_what_contradicts_the_parent(aigc_home, corpus, gpt_parent, cli, clean_error, tmp_path, run_ids):
     cases = [
         (["--init", "run1", "--width", "32"], ["--init run1 takes the architecture from run1", "--width (run1 has 16)"]),
         (["--init", "run1", "--tokenizer", "byte"], ["drop --tokenizer (run1 has char)"]),
@@ -74,14 +67,15 @@ def test_init_refuses_what_contradicts_the_parent(aigc_home, corpus, gpt_parent,
     clean_error(code, err, "outside its alphabet", "--tokenizer byte or bpe")
     code, _, err = cli("train", "gan", "--init", "run1")
     clean_error(code, err, "run1 is a text run", "aigc train text --init run1")
-    assert _runs(aigc_home) == ["run1"]  # nothing written for any of them
+    assert run_ids(aigc_home) == ["run1"]  # nothing written for any of them
 
 
-def test_lora_run_holds_only_adapters_and_samples_evaluates_exports(aigc_home, corpus, gpt_parent, cli, tmp_path):
+def test_lora_run_holds_only_adapters_and_samples_evaluates_exports(aigc_home, corpus, gpt_parent, cli, tmp_path,
+                                                                    run_config):
     code, _, err = cli("-q", "train", "text", "--dataset", corpus, "--init", "run1", "--lora", "4", "--lora-alpha", "8",
                        *FINE, "--epochs", "1")
     assert code == 0, err
-    config = _config(aigc_home, "run2")
+    config = run_config(aigc_home, "run2")
     layers = config["adapters"]["layers"]["model"]
     assert layers == ["blocks.0.attn.qkv", "blocks.0.attn.proj", "blocks.0.fc", "blocks.0.out"]  # the default targets
     assert config["adapters"]["rank"] == 4 and config["adapters"]["alpha"] == 8.0
@@ -106,25 +100,25 @@ def test_lora_run_holds_only_adapters_and_samples_evaluates_exports(aigc_home, c
     assert "LoRA rank 4, alpha 8.0, on 4 layers of model" in " ".join(out.decode().split())
 
 
-def test_lora_refuses_what_it_cannot_adapt(aigc_home, corpus, cli, clean_error):
+def test_lora_refuses_what_it_cannot_adapt(aigc_home, corpus, cli, clean_error, run_config, run_ids):
     assert cli("-q", "train", "text", "--dataset", corpus, *TINY[2:], "--arch", "gru", "--epochs", "1")[0] == 0
     code, _, err = cli("train", "text", "--dataset", corpus, "--init", "run1", "--lora", "2")
     clean_error(code, err, "no default LoRA layers", "--lora-targets")
-    assert _runs(aigc_home) == ["run1"]
+    assert run_ids(aigc_home) == ["run1"]
     # Named layers of any family work: the RNN's output layer here.
     code, _, err = cli("-q", "train", "text", "--dataset", corpus, "--init", "run1", "--lora", "2", "--lora-targets",
                        "head", "--epochs", "1")
     assert code == 0, err
-    assert _config(aigc_home, "run2")["adapters"]["layers"] == {"model": ["head"]}
+    assert run_config(aigc_home, "run2")["adapters"]["layers"] == {"model": ["head"]}
 
 
-def test_a_lora_runs_base_is_kept_from_runs_rm(aigc_home, corpus, gpt_parent, cli, clean_error):
+def test_a_lora_runs_base_is_kept_from_runs_rm(aigc_home, corpus, gpt_parent, cli, clean_error, run_ids):
     assert cli("-q", "train", "text", "--dataset", corpus, "--init", "run1", "--lora", "2", *FINE, "--epochs", "1")[0] == 0
     code, _, err = cli("runs", "rm", "run1")
     clean_error(code, err, "run1 is the base of LoRA run run2", "--force")
-    assert _runs(aigc_home) == ["run1", "run2"]
+    assert run_ids(aigc_home) == ["run1", "run2"]
     assert cli("runs", "rm", "run2", "run1")[0] == 0  # together: nothing is left without its base
-    assert _runs(aigc_home) == []
+    assert run_ids(aigc_home) == []
 
 
 def test_a_lora_run_whose_base_changed_is_refused(aigc_home, corpus, gpt_parent, cli, clean_error):
@@ -153,12 +147,13 @@ def test_lora_resume_after_ctrl_c_is_bit_identical(tmp_path, corpus, run_aigc, i
         assert_same_tensors(homes[0] / "runs/run2" / name, homes[1] / "runs/run2" / name)
 
 
-def test_diffusion_lora_and_init_on_images(aigc_home, tiny_npz, make_bars, tmp_path, cli, clean_error):
+def test_diffusion_lora_and_init_on_images(aigc_home, tiny_npz, make_bars, tmp_path, cli, clean_error, run_config,
+                                           run_ids):
     assert cli("-q", "train", "diffusion", "--dataset", tiny_npz, *UNET, "--epochs", "1", "--unconditional")[0] == 0
     code, _, err = cli("-q", "train", "diffusion", "--dataset", tiny_npz, "--init", "run1", "--lora", "2",
                        "--batch-size", "32", "--epochs", "1", "--unconditional")
     assert code == 0, err
-    layers = _config(aigc_home, "run2")["adapters"]["layers"]["unet"]
+    layers = run_config(aigc_home, "run2")["adapters"]["layers"]["unet"]
     assert "attn.qkv" in layers and "down.0.conv1" in layers and "conv_in" not in layers
     for args in (["sample", "run2", "-n", "4", "--steps", "3", "-o", tmp_path / "s.png"],
                  ["interpolate", "run2", "--frames", "3", "--steps", "3", "-o", tmp_path / "i.png"],
@@ -170,12 +165,12 @@ def test_diffusion_lora_and_init_on_images(aigc_home, tiny_npz, make_bars, tmp_p
                        "--epochs", "1")
     assert code == 0, err
     assert "the class embeddings (4 classes) start from random weights: run1 is unconditional" in " ".join(err.split())
-    assert _config(aigc_home, "run3")["model"]["conditional"] is True
+    assert run_config(aigc_home, "run3")["model"]["conditional"] is True
     # Another image size: refused, nothing written.
     other = make_bars(tmp_path / "big.npz", size=16)
     code, _, err = cli("train", "diffusion", "--dataset", other, "--init", "run1")
     clean_error(code, err, "--init run1: its network draws 1x8x8 images", "1x16x16")
-    assert _runs(aigc_home) == ["run1", "run2", "run3"]
+    assert run_ids(aigc_home) == ["run1", "run2", "run3"]
 
 
 def test_gan_init_says_what_starts_afresh(aigc_home, tiny_npz, tiny_gan, cli):

@@ -10,12 +10,6 @@ TINY = ["--arch", "gpt", "--layers", "1", "--width", "16", "--heads", "2", "--co
 QUICK = ["--batch-size", "2", "--group", "2", "--length", "8"]
 
 
-def _config(home, run):
-    return json.loads((home / "runs" / run / "config.json").read_text())
-
-
-def _runs(home):
-    return sorted(p.name for p in (home / "runs").iterdir() if p.name.startswith("run"))
 
 
 @pytest.fixture
@@ -25,7 +19,7 @@ def parent(aigc_home, corpus, cli):
     return "run1"
 
 
-def test_tune_makes_a_child_run_that_logs_previews_and_samples(aigc_home, parent, cli, tmp_path):
+def test_tune_makes_a_child_run_that_logs_previews_and_samples(aigc_home, parent, cli, tmp_path, run_config):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("the \n\nand \n")
     code, out, err = cli("tune", parent, "--reward", "avoid:e", "--prompts", prompts, *QUICK, "--epochs", "1",
@@ -33,8 +27,8 @@ def test_tune_makes_a_child_run_that_logs_previews_and_samples(aigc_home, parent
     assert code == 0, err
     result = json.loads(out)
     assert result["id"] == "run2" and result["status"] == "completed" and result["step"] == 1  # 3 prompts // 2
-    config = _config(aigc_home, "run2")
-    assert config["family"] == "text" and config["parent"]["run"] == "run1" and config["model"] == _config(
+    config = run_config(aigc_home, "run2")
+    assert config["family"] == "text" and config["parent"]["run"] == "run1" and config["model"] == run_config(
         aigc_home, "run1")["model"]
     assert config["tune"]["method"] == "grpo" and config["tune"]["prompts"] == ["the ", "", "and "]
     assert config["tune"]["reward"] == {"spec": "avoid:e", "command": None, "timeout": 60.0}
@@ -100,12 +94,12 @@ def test_tune_lowers_what_the_reward_punishes(aigc_home, parent, cli):
     (["--reward", "avoid:e", "--lora-alpha", "2"], ["--lora-alpha applies to LoRA adapters"]),
 ])
 def test_a_bad_tune_is_one_line_and_makes_no_run(aigc_home, parent, cli, clean_error, tmp_path, monkeypatch, args,
-                                                words):
+                                                words, run_ids):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "latin1.txt").write_bytes("café\n".encode("latin-1"))
     code, _, err = cli("tune", parent, *args)
     clean_error(code, err, *words)
-    assert _runs(aigc_home) == ["run1"]
+    assert run_ids(aigc_home) == ["run1"]
 
 
 def test_what_cannot_be_tuned_or_resumed(aigc_home, parent, cli, clean_error, tiny_npz, tiny_gan):
@@ -144,11 +138,11 @@ def short(texts):
     assert json.loads((aigc_home / "runs/run2/run.json").read_text())["status"] == "completed"
 
 
-def test_tune_with_lora_holds_only_adapters(aigc_home, parent, cli):
+def test_tune_with_lora_holds_only_adapters(aigc_home, parent, cli, run_config):
     code, _, err = cli("-q", "tune", parent, "--reward", "avoid:e", *QUICK, "--epochs", "1", "--lora", "2",
                        "--lr", "1e-3")
     assert code == 0, err
-    config = _config(aigc_home, "run2")
+    config = run_config(aigc_home, "run2")
     assert config["adapters"]["rank"] == 2 and config["tune"]["method"] == "grpo"
     from safetensors.torch import load_file
 
@@ -167,12 +161,12 @@ PAIRS = [{"prompt": "th", "chosen": "at was a good day", "rejected": "e end of m
          {"chosen": "a man", "rejected": "the end"}] * 4
 
 
-def test_dpo_learns_the_pairs_and_refuses_a_changed_file(aigc_home, parent, cli, clean_error, tmp_path):
+def test_dpo_learns_the_pairs_and_refuses_a_changed_file(aigc_home, parent, cli, clean_error, tmp_path, run_config):
     prefs = _prefs(tmp_path / "prefs.jsonl", PAIRS)
     code, out, err = cli("tune", parent, "--preferences", prefs, "--batch-size", "4", "--epochs", "6", "--lr", "1e-2",
                          "--log-every", "1", "--json")
     assert code == 0, err
-    config = _config(aigc_home, "run2")
+    config = run_config(aigc_home, "run2")
     assert config["tune"]["method"] == "dpo" and config["tune"]["beta"] == 0.1
     assert config["tune"]["preferences"]["pairs"] == 8 and len(config["tune"]["preferences"]["sha256"]) == 64
     rows = [json.loads(line) for line in (aigc_home / "runs/run2/metrics.jsonl").read_text().splitlines()]
@@ -193,14 +187,14 @@ def test_dpo_learns_the_pairs_and_refuses_a_changed_file(aigc_home, parent, cli,
     ([], ["holds no preference pairs"]),
     ([{"chosen": "the " * 20, "rejected": "a"}], ["pair 1's prompt and chosen are", "more than the run's context"]),
 ])
-def test_a_bad_preference_file_is_one_line(aigc_home, parent, cli, clean_error, tmp_path, rows, words):
+def test_a_bad_preference_file_is_one_line(aigc_home, parent, cli, clean_error, tmp_path, rows, words, run_ids):
     prefs = _prefs(tmp_path / "prefs.jsonl", rows)
     code, _, err = cli("tune", parent, "--preferences", prefs)
     clean_error(code, err, *words)
-    assert _runs(aigc_home) == ["run1"]
+    assert run_ids(aigc_home) == ["run1"]
 
 
-def test_options_of_the_other_method_are_refused(aigc_home, parent, cli, clean_error, tmp_path):
+def test_options_of_the_other_method_are_refused(aigc_home, parent, cli, clean_error, tmp_path, run_ids):
     prefs = _prefs(tmp_path / "prefs.jsonl", PAIRS)
     code, _, err = cli("tune", parent, "--preferences", prefs, "--kl", "1")
     clean_error(code, err, "--kl does not apply to dpo")
@@ -208,7 +202,7 @@ def test_options_of_the_other_method_are_refused(aigc_home, parent, cli, clean_e
     clean_error(code, err, "--beta does not apply to grpo")
     code, _, err = cli("tune", parent, "--reward", "avoid:e", "--preferences", prefs)
     clean_error(code, err, "or --preferences, not both")
-    assert _runs(aigc_home) == ["run1"]
+    assert run_ids(aigc_home) == ["run1"]
 
 
 UNET = ["--width", "8", "--channel-mult", "1,2", "--batch-size", "32", "--epochs", "1"]
@@ -224,11 +218,12 @@ def diffusion_parent(aigc_home, cli, make_bars, tmp_path):
 
 
 @pytest.mark.slow  # 2 x 25 DDPO steps of a tiny U-Net (20-40 s on 2 busy cores)
-def test_ddpo_tunes_a_diffusion_run_reproducibly(aigc_home, diffusion_parent, cli, assert_same_tensors, tmp_path):
+def test_ddpo_tunes_a_diffusion_run_reproducibly(aigc_home, diffusion_parent, cli, assert_same_tensors, tmp_path,
+                                                 run_config):
     base = ["tune", diffusion_parent, "--reward", "compressibility", *CHAINS, "--label", "2"]
     code, _, err = cli(*base)
     assert code == 0, err
-    config = _config(aigc_home, "run2")
+    config = run_config(aigc_home, "run2")
     assert config["tune"]["method"] == "ddpo" and config["tune"]["steps"] == 3 and config["tune"]["label"] == 2
     rows = [json.loads(line) for line in (aigc_home / "runs/run2/metrics.jsonl").read_text().splitlines()]
     assert {"reward", "reward_min", "reward_max", "kl", "clipfrac"} <= set(rows[-1]) and rows[-1]["reward"] < 0
@@ -246,14 +241,14 @@ def test_ddpo_tunes_a_diffusion_run_reproducibly(aigc_home, diffusion_parent, cl
     (["--reward", "avoid:e"], ["avoid"]),
     (["--preferences", "prefs.jsonl"], ["no tuning method learns a diffusion run from preferences"]),
 ])
-def test_what_ddpo_refuses(aigc_home, cli, clean_error, make_bars, tmp_path, monkeypatch, args, words):
+def test_what_ddpo_refuses(aigc_home, cli, clean_error, make_bars, tmp_path, monkeypatch, args, words, run_ids):
     monkeypatch.chdir(tmp_path)
     _prefs(tmp_path / "prefs.jsonl", PAIRS)
     bars = make_bars(tmp_path / "bars.npz", n=64)
     assert cli("-q", "train", "diffusion", "--dataset", bars, *UNET, "--unconditional")[0] == 0
     code, _, err = cli("tune", "run1", *args)
     clean_error(code, err, *words)
-    assert _runs(aigc_home) == ["run1"]
+    assert run_ids(aigc_home) == ["run1"]
 
 
 @pytest.mark.slow  # two tunings, one on 2 launched ranks (20-40 s on 2 busy cores)
