@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 
 import numpy as np
@@ -21,6 +22,14 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+def keyed_generator(*key: object) -> torch.Generator:
+    """A CPU generator seeded from ``key`` alone ('aigc-flip', seed, epoch, batch): draws that are
+    a pure function of where they are made, so N ranks draw what one process draws and a resumed
+    run needs no saved state for them."""
+    digest = hashlib.sha256("/".join(map(str, key)).encode()).digest()
+    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
 def get_rng_state() -> dict[str, torch.Tensor]:

@@ -11,7 +11,6 @@ was never stopped.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -31,7 +30,7 @@ from aigc_cli.core.faults import fault_point
 from aigc_cli.core.images import make_grid, png_bytes, to_uint8
 from aigc_cli.core.io import atomic_write_bytes, atomic_write_text
 from aigc_cli.core.memory import tune_cpu_allocator
-from aigc_cli.core.seeding import get_rng_state, set_rng_state
+from aigc_cli.core.seeding import get_rng_state, keyed_generator, set_rng_state
 from aigc_cli.models.protocol import TrainingData, TrainTask
 from aigc_cli.models.adapters import saved_state
 from aigc_cli.runs.checkpoint import load_checkpoint, save_checkpoint, save_weights
@@ -96,9 +95,7 @@ def flip_mask(batch_size: int, seed: int, epoch: int, index: int) -> torch.Tenso
     """(batch_size,) bool: which images of the global batch ``index`` of ``epoch`` are mirrored
     (--flip), from (seed, epoch, index) alone, drawn on the CPU: the same on every device and
     rank count, and a resumed run needs no saved state for it."""
-    key = hashlib.sha256(f"aigc-flip/{seed}/{epoch}/{index}".encode()).digest()
-    g = torch.Generator().manual_seed(int.from_bytes(key[:8], "little") >> 1)
-    return torch.rand(batch_size, generator=g) < 0.5
+    return torch.rand(batch_size, generator=keyed_generator("aigc-flip", seed, epoch, index)) < 0.5
 
 
 class DataSource(ABC):
@@ -155,9 +152,7 @@ def window_offsets(batch_size: int, positions: int, seed: int, epoch: int, index
     """((batch_size,), (batch_size,)) int64: where each image of the global batch ``index`` of
     ``epoch`` is cropped (--crop random), one of ``positions`` per axis; from (seed, epoch, index)
     alone, as flip_mask: the same on every device and rank count, nothing to save for resume."""
-    key = hashlib.sha256(f"aigc-crop/{seed}/{epoch}/{index}".encode()).digest()
-    g = torch.Generator().manual_seed(int.from_bytes(key[:8], "little") >> 1)
-    offsets = torch.randint(positions, (2, batch_size), generator=g)
+    offsets = torch.randint(positions, (2, batch_size), generator=keyed_generator("aigc-crop", seed, epoch, index))
     return offsets[0], offsets[1]
 
 

@@ -23,13 +23,13 @@ GRPO is: every draw of a step comes from (seed, step, the sample's place in the 
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import torch
 
 from aigc_cli.core.device import autocast
 from aigc_cli.core.distributed import rank
+from aigc_cli.core.seeding import keyed_generator
 from aigc_cli.core.errors import ConfigError
 from aigc_cli.core.images import to_uint8
 from aigc_cli.models.diffusion.sampling import SamplingRules, _Denoise
@@ -37,12 +37,9 @@ from aigc_cli.models.protocol import TrainingData
 from aigc_cli.tune.methods import TuneMethod, TuneTask, register_method
 from aigc_cli.tune.rewards import reward_record
 
+KEY = "aigc-ddpo"  # of every draw's generator (core.seeding.keyed_generator)
 STEPS_PER_EPOCH = 25  # sampling rounds in an epoch (a reward has no data to pass over)
 
-
-def _generator(*key: Any) -> torch.Generator:
-    digest = hashlib.sha256("/".join(map(str, ("aigc-ddpo", *key))).encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
 def configure(values: dict[str, Any], produces: str) -> dict[str, Any]:
@@ -105,11 +102,12 @@ class DDPOTask(TuneTask):
     def make_batch(self, batch_size: int, step: int):
         """(this rank's chains (N, S + 1, C, H, W): x_T then each step's draw; (N,) advantages)."""
         lo, s = rank() * batch_size, len(self.pairs)
-        noise = torch.stack([torch.randn(s + 1, *self.shape, generator=_generator(self.seed, step, j))
+        noise = torch.stack([torch.randn(s + 1, *self.shape, generator=keyed_generator(KEY, self.seed, step, j))
                              for j in range(lo, lo + batch_size)]).to(self.device)  # (N, S + 1, C, H, W)
         labels = None
         if self.classes:
-            drawn = torch.randint(self.classes, (self.batch_size,), generator=_generator(self.seed, step, "labels"))
+            g = keyed_generator(KEY, self.seed, step, "labels")
+            drawn = torch.randint(self.classes, (self.batch_size,), generator=g)
             if self.tune["label"] is not None:
                 drawn.fill_(self.tune["label"])
             labels = drawn[lo : lo + batch_size].to(self.device)

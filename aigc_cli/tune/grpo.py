@@ -21,7 +21,6 @@ run continues bit-identically (given a deterministic reward).
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ import torch
 
 from aigc_cli.core.device import autocast
 from aigc_cli.core.distributed import rank
+from aigc_cli.core.seeding import keyed_generator
 from aigc_cli.core.errors import ConfigError
 from aigc_cli.core.io import check_input
 from aigc_cli.models.protocol import TrainingData
@@ -36,6 +36,7 @@ from aigc_cli.models.text.sampling import generate
 from aigc_cli.tune.methods import TuneMethod, TuneTask, register_method
 from aigc_cli.tune.rewards import reward_record
 
+KEY = "aigc-grpo"  # of every draw's generator (core.seeding.keyed_generator)
 EMPTY_PROMPT_STEPS = 25  # steps in an epoch when every sample starts from the empty prompt
 PREVIEWS = 3
 MAX_PROMPTS_BYTES = 1 << 20  # prompts travel inside config.json: a resume needs no file
@@ -68,10 +69,6 @@ def read_prompts(path: str | None) -> list[str]:
         raise ConfigError(f"{path} holds no prompts; give one a line (an empty line is the empty prompt)")
     return prompts
 
-
-def _generator(*key: Any) -> torch.Generator:
-    digest = hashlib.sha256("/".join(map(str, ("aigc-grpo", *key))).encode()).digest()
-    return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") >> 1)
 
 
 def prompt_ids(config: dict[str, Any]) -> list[torch.Tensor]:
@@ -117,12 +114,12 @@ class GRPOTask(TuneTask):
         """(this rank's ``batch_size`` prompts x group rows: (N, 2, T) ids and completion mask,
         (N,) advantages); rewards kept for the step's metrics."""
         group, world_batch = self.tune["group"], self.batch_size
-        which = torch.randint(len(self.ids), (world_batch,), generator=_generator(self.seed, step, "prompts"))
+        which = torch.randint(len(self.ids), (world_batch,), generator=keyed_generator(KEY, self.seed, step, "prompts"))
         lo = rank() * batch_size
         rows, masks, texts, prompts = [], [], [], []
         for j in range(lo, lo + batch_size):
             p = self.ids[int(which[j])]
-            done = self._complete(p, group, _generator(self.seed, step, j))  # (G, L)
+            done = self._complete(p, group, keyed_generator(KEY, self.seed, step, j))  # (G, L)
             rows += [torch.cat([p, c]) for c in done]
             masks += [torch.cat([torch.zeros(len(p)), torch.ones(len(c))]) for c in done]
             texts += [self.base.tokenizer.decode(c.tolist()) for c in done]
@@ -168,7 +165,7 @@ class GRPOTask(TuneTask):
         net = self.inference_modules()["model"]
         out = []
         for i, (p, ids) in enumerate(list(zip(self.prompts, self.ids))[:PREVIEWS]):
-            done = generate(net, ids, 1, self.tune["length"], _generator(self.seed, "preview", i),
+            done = generate(net, ids, 1, self.tune["length"], keyed_generator(KEY, self.seed, "preview", i),
                             temperature=self.tune["temperature"])[0]
             text = self.base.tokenizer.decode(done.tolist())
             score = self.reward("text")([text], prompts=[p])[0]

@@ -108,8 +108,8 @@ def method_for(family: str, produces: str, learns_from: str) -> TuneMethod:
             return m
     have = [f"{m.name} ({', '.join(m.families) if m.families else m.produces} runs, from a {m.learns_from})"
             for m in map(TUNE_METHODS.get, TUNE_METHODS.names())]
-    raise ConfigError(f"no tuning method learns a {family} run from {'a reward' if learns_from == 'reward' else 'preferences'} "
-                      f"yet; there are: {'; '.join(have)}")
+    source = "a reward" if learns_from == "reward" else "preferences"
+    raise ConfigError(f"no tuning method learns a {family} run from {source} yet; there are: {'; '.join(have)}")
 
 
 def wrap(config: dict[str, Any], impl: "FamilyImpl", device: "torch.device") -> Callable[[TrainTask], TrainTask]:
