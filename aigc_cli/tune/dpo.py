@@ -24,25 +24,29 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from aigc_cli.core.device import autocast
 from aigc_cli.core.errors import ConfigError
 from aigc_cli.core.io import check_input
+from aigc_cli.data.text import decode_text
 from aigc_cli.models.protocol import TrainingData
-from aigc_cli.tune.methods import TuneMethod, TuneTask, register_method
+from aigc_cli.models.text.tokenizer import make_tokenizer
+from aigc_cli.tune.methods import TuneMethod, register_method
+from aigc_cli.tune.text import TextTuneTask, encode_prompt
 
 MAX_BYTES = 256 << 20  # a preference file read whole
 
 
-def read_pairs(path: str | Path) -> list[tuple[str, str, str]]:
-    """(prompt, chosen, rejected) of every line of a JSONL file; one line naming the first bad line."""
+def read_pairs(path: str | Path) -> tuple[list[tuple[str, str, str]], str]:
+    """((prompt, chosen, rejected) of every line of a JSONL file, the sha256 of its bytes), from
+    one read; one line naming the first bad line."""
     p = Path(path).expanduser()
     size = check_input(p, "a preference file (JSON lines)", error=ConfigError).st_size
     if size > MAX_BYTES:
         raise ConfigError(f"{path} holds {size:,} bytes; at most {MAX_BYTES:,}")
     try:
-        lines = p.read_bytes().decode("utf-8").split("\n")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path} is not UTF-8 text (byte {e.start})") from None
+        data = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read {path}: {e.strerror or e}") from None
+    lines = decode_text(data, str(path)).split("\n")
     pairs = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
@@ -61,35 +65,28 @@ def read_pairs(path: str | Path) -> list[tuple[str, str, str]]:
         pairs.append((row.get("prompt", ""), row["chosen"], row["rejected"]))
     if not pairs:
         raise ConfigError(f"{path} holds no preference pairs; give one JSON object a line")
-    return pairs
-
-
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return pairs, hashlib.sha256(data).hexdigest()
 
 
 def configure(values: dict[str, Any], produces: str) -> dict[str, Any]:
     path = Path(values["preferences"]).expanduser().resolve()
-    pairs = read_pairs(path)
-    return {"preferences": {"path": str(path), "sha256": _digest(path), "pairs": len(pairs)}, "beta": values["beta"]}
+    pairs, digest = read_pairs(path)
+    return {"preferences": {"path": str(path), "sha256": digest, "pairs": len(pairs)}, "beta": values["beta"]}
 
 
 def pair_tokens(config: dict[str, Any]) -> torch.Tensor:
     """(N, 2, 2, T) int64: for each pair, the chosen then the rejected sequence (prompt +
     completion), each as token ids and a mask of its completion's tokens; right-padded."""
-    from aigc_cli.models.text.family import start_tokens
-    from aigc_cli.models.text.tokenizer import make_tokenizer
-
     record, model = config["tune"]["preferences"], config["model"]
     path = Path(record["path"])
-    pairs = read_pairs(path)
-    if _digest(path) != record["sha256"]:
+    pairs, digest = read_pairs(path)
+    if digest != record["sha256"]:
         raise ConfigError(f"{path} has changed since this run started (sha256 differs); tuning on would not "
                           "continue the same run")
     tok = make_tokenizer(model)
     seqs = []
     for n, (prompt, chosen, rejected) in enumerate(pairs, 1):
-        p = tok.encode(prompt or start_tokens(tok), f"pair {n}'s prompt")
+        p = encode_prompt(tok, prompt, f"pair {n}'s prompt")
         pair = []
         for key, text in (("chosen", chosen), ("rejected", rejected)):
             c = tok.encode(text, f"pair {n}'s {key}")
@@ -110,18 +107,10 @@ def items(config: dict[str, Any]) -> TrainingData:
     return TrainingData(pair_tokens(config), unit="pairs")
 
 
-class DPOTask(TuneTask):
-    def __init__(self, base, impl, config, device):
-        super().__init__(base, impl, config, device)
-        self.net = base.net
-        self.net.eval()  # no dropout: the pairs' likelihoods are compared with the parent's, without it
-
+class DPOTask(TextTuneTask):
     def _seq_logp(self, net, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(N,) summed log-probabilities of each row's completion tokens."""
-        with autocast(self.device, self.base.precision):
-            out = net(x[:, :-1])
-        logits = (out[0] if isinstance(out, tuple) else out).float()  # (N, T - 1, V)
-        logp = logits.log_softmax(-1).gather(-1, x[:, 1:, None]).squeeze(-1)
+        logp = self.logprobs(net, x).gather(-1, x[:, 1:, None]).squeeze(-1)
         return (logp * mask[:, 1:]).sum(1)
 
     def train_step(self, batch: torch.Tensor, labels: torch.Tensor | None, step: int) -> dict[str, torch.Tensor]:

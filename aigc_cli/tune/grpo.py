@@ -26,15 +26,17 @@ from typing import Any
 
 import torch
 
-from aigc_cli.core.device import autocast
 from aigc_cli.core.distributed import rank
 from aigc_cli.core.seeding import keyed_generator
 from aigc_cli.core.errors import ConfigError
 from aigc_cli.core.io import check_input
+from aigc_cli.data.text import decode_text
 from aigc_cli.models.protocol import TrainingData
 from aigc_cli.models.text.sampling import generate
-from aigc_cli.tune.methods import TuneMethod, TuneTask, register_method
+from aigc_cli.models.text.tokenizer import make_tokenizer
+from aigc_cli.tune.methods import TuneMethod, register_method
 from aigc_cli.tune.rewards import reward_record
+from aigc_cli.tune.text import TextTuneTask, encode_prompt
 
 KEY = "aigc-grpo"  # of every draw's generator (core.seeding.keyed_generator)
 EMPTY_PROMPT_STEPS = 25  # steps in an epoch when every sample starts from the empty prompt
@@ -57,12 +59,10 @@ def read_prompts(path: str | None) -> list[str]:
         raise ConfigError(f"{path} holds {size:,} bytes of prompts; at most {MAX_PROMPTS_BYTES:,} (they are kept in "
                           "the run's config.json)")
     try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path} is not UTF-8 text (byte {e.start}); save the prompts as UTF-8") from None
+        data = p.read_bytes()
     except OSError as e:
         raise ConfigError(f"cannot read {path}: {e.strerror or e}") from None
-    prompts = text.split("\n")
+    prompts = decode_text(data, str(path)).split("\n")
     if prompts and prompts[-1] == "":
         prompts.pop()  # the newline that ends the last line
     if not prompts:
@@ -72,15 +72,9 @@ def read_prompts(path: str | None) -> list[str]:
 
 
 def prompt_ids(config: dict[str, Any]) -> list[torch.Tensor]:
-    """Each prompt's token ids; the empty prompt stands for the run's start text (a newline,
-    GPT-2's <|endoftext|>), as in ``aigc sample``. A character outside a char run's alphabet:
-    one line naming the prompt."""
-    from aigc_cli.models.text.family import start_tokens
-    from aigc_cli.models.text.tokenizer import make_tokenizer
-
+    """Each prompt's token ids (tune/text.py: the empty prompt is the run's start text)."""
     tok = make_tokenizer(config["model"])
-    prompts = config["tune"]["prompts"] or [""]
-    return [tok.encode(p or start_tokens(tok), f"prompt {i + 1}") for i, p in enumerate(prompts)]
+    return [encode_prompt(tok, p, f"prompt {i + 1}") for i, p in enumerate(config["tune"]["prompts"] or [""])]
 
 
 def check(config: dict[str, Any]) -> None:
@@ -90,15 +84,13 @@ def check(config: dict[str, Any]) -> None:
     longest = max(len(p) for p in prompt_ids(config))
     if model["arch"] == "gpt" and longest + length - 1 > model["context"]:
         raise ConfigError(f"the longest prompt ({longest} token{'s' if longest != 1 else ''}) and --length {length} "
-                          f"exceed the run's context "
-                          f"of {model['context']} tokens; use shorter prompts or a smaller --length")
+                          f"exceed the run's context of {model['context']} tokens; use shorter prompts or a smaller "
+                          "--length")
 
 
-class GRPOTask(TuneTask):
+class GRPOTask(TextTuneTask):
     def __init__(self, base, impl, config, device):
         super().__init__(base, impl, config, device)
-        self.net = base.net
-        self.net.eval()  # no dropout: tokens are scored by the network that drew them
         self.prompts = self.tune["prompts"] or [""]
         self.ids = prompt_ids(config)
         self.batch_size, self.seed = config["train"]["batch_size"], config["seed"]
@@ -135,18 +127,12 @@ class GRPOTask(TuneTask):
         self.stats = {"reward": scores.mean(), "reward_min": scores.min(), "reward_max": scores.max()}
         return torch.stack([tokens, mask], 1).to(self.device), adv.flatten().to(self.device)
 
-    def _logp(self, net, x: torch.Tensor) -> torch.Tensor:
-        with autocast(self.device, self.base.precision):
-            out = net(x[:, :-1])
-        logits = (out[0] if isinstance(out, tuple) else out).float()  # (N, T - 1, V)
-        return logits.log_softmax(-1)
-
     def train_step(self, batch: torch.Tensor, labels: torch.Tensor | None, step: int) -> dict[str, torch.Tensor]:
         x, mask, adv = batch[:, 0], batch[:, 1, 1:].float(), labels  # mask: which next tokens were sampled
-        logp_all = self._logp(self.net, x)  # (N, T - 1, V)
+        logp_all = self.logprobs(self.net, x)  # (N, T - 1, V)
         logp = logp_all.gather(-1, x[:, 1:, None]).squeeze(-1)  # (N, T - 1)
         with torch.no_grad():
-            ref = self._logp(self.reference["model"], x).gather(-1, x[:, 1:, None]).squeeze(-1)
+            ref = self.logprobs(self.reference["model"], x).gather(-1, x[:, 1:, None]).squeeze(-1)
             entropy = -(logp_all.exp() * logp_all).sum(-1)
         count = mask.sum().clamp(min=1)
         r = ref - logp
