@@ -32,7 +32,7 @@ from aigc_cli.core.distributed import rank
 from aigc_cli.core.seeding import keyed_generator
 from aigc_cli.core.errors import ConfigError
 from aigc_cli.core.images import to_uint8
-from aigc_cli.models.diffusion.sampling import SamplingRules, _Denoise
+from aigc_cli.models.diffusion.sampling import SamplingRules, _Denoise, ddim_mean, ddim_sigma
 from aigc_cli.models.protocol import TrainingData
 from aigc_cli.tune.methods import TuneMethod, TuneTask, register_method
 from aigc_cli.tune.rewards import reward_record
@@ -57,11 +57,6 @@ def check(config: dict[str, Any]) -> None:
                                                          else f"the run has classes 0 to {k - 1}"))
 
 
-def _sigma(ab: torch.Tensor, ab_next: torch.Tensor) -> torch.Tensor:
-    """DDIM's sigma at eta 1 from alpha-bar ab to ab_next (0 for the step to a clean image)."""
-    return ((1 - ab_next) / (1 - ab) * (1 - ab / ab_next)).clamp(min=0).sqrt()
-
-
 def items(config: dict[str, Any]) -> TrainingData:
     return TrainingData(None, unit="images", steps_per_epoch=STEPS_PER_EPOCH)
 
@@ -73,25 +68,26 @@ class DDPOTask(TuneTask):
         self.net, self.ab, self.classes = base.net, base.ab, base.num_classes
         self.shape, self.prediction = tuple(model["image_shape"]), model["prediction"]
         self.rules = SamplingRules.from_model(model)
-        self.pairs = self.rules.steps(len(self.ab), self.tune["steps"])  # (t, t_prev) of each DDIM step
-        den = _Denoise(self.net, self.ab, self.prediction, self.shape, 1.0, self.rules)
-        self.sigmas = [float(_sigma(self.ab[t], den.ab_at(t_prev, self.ab[t]))) for t, t_prev in self.pairs]
+        self.denoise = _Denoise(self.net, self.ab, self.prediction, self.shape, 1.0, self.rules)  # the policy's
+        # (t, alpha-bar at t_prev) of each DDIM step, and its sigma at eta 1
+        self.steps = [(t, self.denoise.ab_at(t_prev, self.ab[t])) for t, t_prev in
+                      self.rules.steps(len(self.ab), self.tune["steps"])]
+        self.sigmas = [float(ddim_sigma(self.ab[t], ab_next, 1.0)) for t, ab_next in self.steps]
         self.batch_size, self.seed = config["train"]["batch_size"], config["seed"]
         self.old: dict[str, torch.Tensor] = {}  # the chains' labels and log-probabilities at sampling
         self.stats: dict[str, torch.Tensor] = {}
 
-    def _step(self, net, x: torch.Tensor, i: int, labels: torch.Tensor | None):
-        """(mean, sigma) of DDIM step i with eta 1 from x (N, C, H, W) under ``net``."""
-        t, t_prev = self.pairs[i]
-        den = _Denoise(net, self.ab, self.prediction, self.shape, 1.0, self.rules)
+    def load_reference(self, weights) -> None:
+        super().load_reference(weights)
+        self.denoise_ref = _Denoise(self.reference["unet"], self.ab, self.prediction, self.shape, 1.0, self.rules)
+
+    def _step(self, den: _Denoise, x: torch.Tensor, i: int, labels: torch.Tensor | None):
+        """(mean, sigma) of DDIM step i with eta 1 from x (N, C, H, W), ``den`` the policy's or
+        the parent's denoiser."""
+        t, ab_next = self.steps[i]
         with autocast(self.device, self.base.precision):
             x0, eps = den.predict(x, t, labels)
-        x0, eps = x0.float(), eps.float()
-        ab = self.ab[t]
-        ab_next = den.ab_at(t_prev, ab)
-        sigma = _sigma(ab, ab_next)
-        mean = ab_next.sqrt() * x0 + (1 - ab_next - sigma**2).clamp(min=0).sqrt() * eps
-        return mean, sigma
+        return ddim_mean(x0.float(), eps.float(), self.ab[t], ab_next, 1.0)
 
     @staticmethod
     def _logp(x_prev: torch.Tensor, mean: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
@@ -101,7 +97,7 @@ class DDPOTask(TuneTask):
     @torch.no_grad()
     def make_batch(self, batch_size: int, step: int):
         """(this rank's chains (N, S + 1, C, H, W): x_T then each step's draw; (N,) advantages)."""
-        lo, s = rank() * batch_size, len(self.pairs)
+        lo, s = rank() * batch_size, len(self.steps)
         noise = torch.stack([torch.randn(s + 1, *self.shape, generator=keyed_generator(KEY, self.seed, step, j))
                              for j in range(lo, lo + batch_size)]).to(self.device)  # (N, S + 1, C, H, W)
         labels = None
@@ -114,10 +110,11 @@ class DDPOTask(TuneTask):
         self.net.eval()
         x, chain, logps = noise[:, 0], [noise[:, 0]], []
         for i in range(s):
-            mean, sigma = self._step(self.net, x, i, labels)
-            x = mean + sigma * noise[:, i + 1] if sigma > 0 else mean
+            mean, sigma = self._step(self.denoise, x, i, labels)
+            stochastic = self.sigmas[i] > 0  # not the last step, to the clean image
+            x = mean + sigma * noise[:, i + 1] if stochastic else mean
             chain.append(x)
-            logps.append(self._logp(x, mean, sigma) if sigma > 0 else torch.zeros(len(x), device=x.device))
+            logps.append(self._logp(x, mean, sigma) if stochastic else torch.zeros(len(x), device=x.device))
         images = to_uint8(((x + 1) / 2).clamp(0, 1)).permute(0, 2, 3, 1).numpy()  # (N, H, W, C)
         scores = torch.tensor(self.reward("images")(images, labels=labels.tolist() if labels is not None else None),
                               dtype=torch.float32)
@@ -140,12 +137,12 @@ class DDPOTask(TuneTask):
                 opt.zero_grad()
                 for i in steps:  # one backward a step: the graph of one U-Net pass at a time
                     x, x_prev = batch[rows, i], batch[rows, i + 1]
-                    mean, sigma = self._step(self.net, x, i, y)
+                    mean, sigma = self._step(self.denoise, x, i, y)
                     ratio = (self._logp(x_prev, mean, sigma) - self.old["logp"][rows, i]).exp()
                     a = adv[rows]
                     loss = torch.maximum(-a * ratio, -a * ratio.clamp(1 - clip, 1 + clip)).mean()
                     with torch.no_grad():
-                        ref, _ = self._step(self.reference["unet"], x, i, y)
+                        ref, _ = self._step(self.denoise_ref, x, i, y)
                     kl = ((mean - ref) ** 2 / (2 * sigma**2)).mean()  # logged whatever its weight
                     loss = loss + self.tune["kl"] * kl
                     kls += float(kl.detach())

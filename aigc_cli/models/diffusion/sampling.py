@@ -149,8 +149,7 @@ class DiffusionDecoder(_Denoise, Decoder):
         return ((x + 1) / 2).clamp(0, 1)
 
     def _ddim_step(self, x, x0, eps, ab, ab_next, gen):
-        sigma = self.eta * ((1 - ab_next) / (1 - ab) * (1 - ab / ab_next)).clamp(min=0).sqrt()
-        x = ab_next.sqrt() * x0 + (1 - ab_next - sigma**2).clamp(min=0).sqrt() * eps
+        x, sigma = ddim_mean(x0, eps, ab, ab_next, self.eta)
         if self.eta > 0:
             x = x + sigma * torch.randn(x.shape, generator=gen).to(x.device, x.dtype)
         return x
@@ -169,6 +168,19 @@ class DiffusionDecoder(_Denoise, Decoder):
         sigma_ratio = ((1 - ab_next) / (1 - ab)).sqrt()
         x = sigma_ratio * x - ab_next.sqrt() * torch.expm1(-h) * d
         return x, x0, h
+
+
+def ddim_sigma(ab: torch.Tensor, ab_next: torch.Tensor, eta: float) -> torch.Tensor:
+    """The noise of DDIM's step from alpha-bar ab to ab_next (0 at eta 0, and for the step to a
+    clean image, ab_next 1)."""
+    return eta * ((1 - ab_next) / (1 - ab) * (1 - ab / ab_next)).clamp(min=0).sqrt()
+
+
+def ddim_mean(x0: torch.Tensor, eps: torch.Tensor, ab: torch.Tensor, ab_next: torch.Tensor, eta: float):
+    """(mean, sigma): DDIM's step from alpha-bar ab to ab_next as a Gaussian, given the predicted
+    clean image and noise (tune/ddpo.py scores its draws as a policy)."""
+    sigma = ddim_sigma(ab, ab_next, eta)
+    return ab_next.sqrt() * x0 + (1 - ab_next - sigma**2).clamp(min=0).sqrt() * eps, sigma
 
 
 class DdimInverter(_Denoise):
