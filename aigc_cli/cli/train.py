@@ -7,7 +7,7 @@ Each command takes the loop's options (training/options.py), the family's own (i
 from __future__ import annotations
 
 import inspect
-from typing import Annotated, Any, Optional
+from typing import Annotated, Any, Callable, Optional
 
 import typer
 
@@ -58,8 +58,13 @@ def make_command(spec: FamilySpec):
 
 
 def launch_ranks(family: str, options: list[Option], resume: Optional[str], nproc: int, given: dict[str, Any]) -> None:
-    """This very command on ``nproc`` ranks (training/launch.py), without its --nproc, once every
-    check that needs no rank has passed: a bad command starts no process."""
+    """``aigc train`` on ``nproc`` ranks (launch_this)."""
+    launch_this(nproc, lambda: preflight(family, options, resume, given, nproc))
+
+
+def launch_this(nproc: int, checks: Callable[[], Any]) -> None:
+    """This very command on ``nproc`` ranks (training/launch.py), without its --nproc, once
+    ``checks()``, every check that needs no rank, has passed: a bad command starts no process."""
     from aigc_cli.core import distributed
     from aigc_cli.core.errors import ConfigError
 
@@ -67,7 +72,7 @@ def launch_ranks(family: str, options: list[Option], resume: Optional[str], npro
         raise ConfigError(f"--nproc must be at least 1, got {nproc}")
     if distributed.launched():
         raise ConfigError("--nproc starts processes itself; under torchrun, leave it out (use --nproc-per-node)")
-    preflight(family, options, resume, given, nproc)
+    checks()
     distributed.check_device(common.device(), nproc)  # a GPU, or a CPU core, per rank
 
     from aigc_cli.training.launch import launch
@@ -150,20 +155,26 @@ def report(run, json_out: bool) -> None:
 
 def _resume_target(family, options, resume, given):
     """The run ``--resume`` names, if this command may continue it."""
-    from aigc_cli.core.errors import ConfigError, RunError
+    from aigc_cli.core.errors import RunError
     from aigc_cli.runs.store import resolve_run
 
-    # Only --epochs and --time may change: anything else would no longer be the same run.
-    table = {o.name: o for o in options}
-    extra = [k for k, v in given.items() if v is not None and k not in ("epochs", "time")]
-    if extra:
-        flags = ", ".join(_flag(table[k], given[k]) for k in extra)
-        raise ConfigError(f"--resume continues a run as it was configured; drop {flags}")
+    check_unchanged(options, given)
     run = resolve_run(resume)
     own = run.read_config().get("family")
     if own != family:
         raise RunError(f"{run.id} is a {own} run; resume it with 'aigc train {own} --resume {run.id}'")
     return run
+
+
+def check_unchanged(options: list[Option], given: dict[str, Any]) -> None:
+    """Only --epochs and --time may change on --resume: anything else would no longer be the same run."""
+    from aigc_cli.core.errors import ConfigError
+
+    table = {o.name: o for o in options}
+    extra = [k for k, v in given.items() if v is not None and k not in ("epochs", "time")]
+    if extra:
+        flags = ", ".join(_flag(table[k], given[k]) for k in extra)
+        raise ConfigError(f"--resume continues a run as it was configured; drop {flags}")
 
 
 def _resume(family, options, resume, given, device, progress, data_progress, run=None):

@@ -9,6 +9,7 @@ import typer
 
 from aigc_cli.cli import common
 from aigc_cli.cli.options import parameter, with_signature
+from aigc_cli.cli.train import check_unchanged, launch_this
 from aigc_cli.training.tune_options import TUNE_OPTIONS
 
 _RUN = inspect.Parameter(
@@ -42,10 +43,7 @@ def tune(run: Optional[str] = None, resume: Optional[str] = None, list_rewards: 
     if (run is None) == (resume is None):
         raise ConfigError("give the run to tune (aigc tune RUN --reward ...) or a tuned run to continue (--resume RUN)")
     if resume is not None:
-        extra = [k for k, v in given.items() if v is not None and k not in ("epochs", "time")]
-        if extra:
-            flags = ", ".join("--" + k.replace("_", "-") for k in extra)
-            raise ConfigError(f"--resume continues a run as it was configured; drop {flags}")
+        check_unchanged(list(TUNE_OPTIONS), given)
     if nproc != 1:
         return _launch(run, resume, nproc, given)
     device = common.device()
@@ -74,26 +72,19 @@ def tune(run: Optional[str] = None, resume: Optional[str] = None, list_rewards: 
 
 
 def _launch(run: Optional[str], resume: Optional[str], nproc: int, given: dict[str, Any]) -> None:
-    """This very command on ``nproc`` ranks (training/launch.py), once what can be checked alone
-    has passed: a bad command starts no process."""
-    from aigc_cli.cli.train import without_nproc
-    from aigc_cli.core import distributed
-    from aigc_cli.core.errors import ConfigError
+    """``aigc tune`` on ``nproc`` ranks (cli/train.py launch_this), once every check of the new or
+    resumed run has passed."""
     from aigc_cli.runs.store import resolve_run
-    from aigc_cli.training.launch import launch
     from aigc_cli.training.preflight import check_resume
     from aigc_cli.training.tuning import check_new, tuned_run
 
-    if nproc < 1:
-        raise ConfigError(f"--nproc must be at least 1, got {nproc}")
-    if distributed.launched():
-        raise ConfigError("--nproc starts processes itself; under torchrun, leave it out (use --nproc-per-node)")
-    if resume is not None:
-        check_resume(tuned_run(resolve_run(resume)), given.get("epochs"), given.get("time"), nproc)
-    else:
-        check_new(run, given, nproc)
-    distributed.check_device(common.device(), nproc)  # a GPU, or a CPU core, per rank
-    launch(nproc, without_nproc(common.settings.argv), debug=common.settings.debug)
+    def checks() -> None:
+        if resume is not None:
+            check_resume(tuned_run(resolve_run(resume)), given.get("epochs"), given.get("time"), nproc)
+        else:
+            check_new(run, given, nproc)
+
+    launch_this(nproc, checks)
 
 
 def _list_rewards(json_out: bool) -> None:
