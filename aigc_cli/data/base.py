@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -18,6 +18,22 @@ SPLITS = ("train", "test")
 # The most pixel bytes one dataset file may declare: the whole set lives in memory, and a header
 # (IDX dims, .npy shape) or a .gz must not make us allocate or inflate more than this.
 MAX_BYTES = 8 << 30
+
+CHUNK = 16 << 20  # bytes of pixels hashed at once
+
+
+def pixel_digest(shape, chunks: Iterable[bytes], labels: torch.Tensor | None) -> str:
+    """A dataset's fingerprint: sha256 of its shape, its uint8 pixels in C order (given in
+    ``chunks``), and its labels as int64. One definition for a tensor in memory and a cache file
+    read from disk (data/cache.py), which must agree to the byte."""
+    h = hashlib.sha256()
+    h.update(str(tuple(shape)).encode())
+    for chunk in chunks:
+        h.update(chunk)
+    if labels is not None:
+        h.update(labels.to(torch.int64).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
 
 def require_regular(path: Path, what: str = "a dataset file or folder") -> int:
     """The size of ``path``, a regular file, found by stat before any open (core.io.check_input:
@@ -100,14 +116,9 @@ class ImageDataset:
         """sha256 of the pixels and labels: two datasets with the same content match."""
         if self._fingerprint is None:
             stored = self.windows if self.windows is not None else self.images
-            h = hashlib.sha256()
-            h.update(str(tuple(stored.shape)).encode())
             flat = stored.contiguous().numpy().reshape(-1)
-            for i in range(0, flat.size, 16 << 20):  # in chunks: never a second copy of the whole set
-                h.update(flat[i:i + (16 << 20)].tobytes())
-            if self.labels is not None:
-                h.update(self.labels.to(torch.int64).contiguous().numpy().tobytes())
-            self._fingerprint = h.hexdigest()
+            chunks = (flat[i:i + CHUNK].tobytes() for i in range(0, flat.size, CHUNK))  # never a second copy
+            self._fingerprint = pixel_digest(stored.shape, chunks, self.labels)
         return self._fingerprint
 
     def info(self) -> dict[str, Any]:

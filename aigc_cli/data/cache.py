@@ -42,7 +42,7 @@ import torch
 from aigc_cli.core.errors import DatasetError
 from aigc_cli.core.io import atomic_path, atomic_write_json, probe
 from aigc_cli.core.paths import cache_dir
-from aigc_cli.data.base import ImageDataset
+from aigc_cli.data.base import CHUNK, ImageDataset, pixel_digest
 from aigc_cli.data.download import Progress
 from aigc_cli.data.folder import Pixels
 
@@ -50,7 +50,6 @@ CACHE_VERSION = 1  # bump when the decoder's output changes
 VERIFY_BYTES = 256 << 20  # entries up to this size have their pixels hashed on every load
 REGISTRY = "prepared.json"
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-CHUNK = 16 << 20
 
 
 def root() -> Path:
@@ -88,24 +87,14 @@ def _checksum(header: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-def _with_labels(h, labels) -> str:
-    if labels is not None:
-        h.update(labels.to(torch.int64).contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 def file_hash(npy: Path, offset: int, shape: tuple[int, ...], labels) -> str:
     """ImageDataset.fingerprint of an entry (the same bytes in the same order), read in chunks
     through the file, not its memory map: the pages a check
     reads stay in the page cache, not in every rank's resident memory (each rank maps the entry
     and touches only its slices of the batches, training/loop.py)."""
-    h = hashlib.sha256()
-    h.update(str(tuple(shape)).encode())
     with open(npy, "rb") as f:
         f.seek(offset)
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return _with_labels(h, labels)
+        return pixel_digest(shape, iter(lambda: f.read(CHUNK), b""), labels)
 
 
 def _write_pixels(f, flat: np.ndarray) -> None:
