@@ -100,7 +100,8 @@ def tune_items(config: dict[str, Any]) -> TrainingData:
 
 def tuned_run(run: Run) -> Run:
     """``run``, which must be a tuned run (for ``aigc tune --resume``)."""
-    if load_config(run).get("tune") is None:
-        family = run.read_config().get("family")
-        raise RunError(f"{run.id} was trained, not tuned; resume it with 'aigc train {family} --resume {run.id}'")
+    config = load_config(run)
+    if config.get("tune") is None:
+        raise RunError(f"{run.id} was trained, not tuned; resume it with 'aigc train {config['family']} --resume "
+                       f"{run.id}'")
     return run

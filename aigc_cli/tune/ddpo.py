@@ -66,6 +66,7 @@ class DDPOTask(TuneTask):
         super().__init__(base, impl, config, device)
         model = base.model_cfg
         self.net, self.ab, self.classes = base.net, base.ab, base.num_classes
+        self.net.eval()  # in inference mode throughout: chains are drawn and scored by the same network
         self.shape, self.prediction = tuple(model["image_shape"]), model["prediction"]
         self.rules = SamplingRules.from_model(model)
         self.denoise = _Denoise(self.net, self.ab, self.prediction, self.shape, 1.0, self.rules)  # the policy's
@@ -107,7 +108,6 @@ class DDPOTask(TuneTask):
             if self.tune["label"] is not None:
                 drawn.fill_(self.tune["label"])
             labels = drawn[lo : lo + batch_size].to(self.device)
-        self.net.eval()
         x, chain, logps = noise[:, 0], [noise[:, 0]], []
         for i in range(s):
             mean, sigma = self._step(self.denoise, x, i, labels)

@@ -99,7 +99,6 @@ class GRPOTask(TextTuneTask):
     def _complete(self, prompt: torch.Tensor, n: int, g: torch.Generator) -> torch.Tensor:
         """(n, length) completion ids of ``prompt`` from the policy, as plain tensors (autograd-able)."""
         ids = generate(self.net, prompt, n, self.tune["length"], g, temperature=self.tune["temperature"])
-        self.net.eval()
         return ids.clone()  # out of inference mode
 
     def make_batch(self, batch_size: int, step: int):
@@ -156,7 +155,6 @@ class GRPOTask(TextTuneTask):
             text = self.base.tokenizer.decode(done.tolist())
             score = self.reward("text")([text], prompts=[p])[0]
             out.append(f"{p}{text}\n[reward {score:.4g}]")
-        self.net.eval()
         return {"samples": "\n\n---\n\n".join(out) + "\n"}
 
 
