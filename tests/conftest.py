@@ -322,6 +322,26 @@ def interrupted(start_aigc, paused):
     return stop
 
 
+@pytest.fixture
+def resumes_bit_identically(tmp_path, run_aigc, interrupted, assert_same_tensors, run_rows):
+    """``check(args, step, resume, drop=())``: ``aigc *args`` run straight (in tmp_path/a), and run
+    again (in tmp_path/b) stopped by Ctrl-C inside ``step`` then continued by ``aigc *resume``,
+    end with the same weights and the same metrics.jsonl rows, less the keys in ``drop``
+    (throughputs, which no two runs share)."""
+
+    def check(args, step, resume, drop=()):
+        straight = run_aigc(tmp_path / "a", *args)
+        assert straight.returncode == 0, straight.stderr
+        home = tmp_path / "b"
+        interrupted(home, args, step)
+        resumed = run_aigc(home, *resume)
+        assert resumed.returncode == 0, resumed.stderr
+        assert_same_tensors(tmp_path / "a/runs/run1/model.safetensors", home / "runs/run1/model.safetensors")
+        assert run_rows(tmp_path / "a", drop=drop) == run_rows(home, drop=drop)
+
+    return check
+
+
 class FakeExtractor:
     """A cheap deterministic stand-in for the FID Inception network: 64-d features from pooled
     pixels, 1008 logits from them; ``calls`` records the batch sizes it was asked for."""

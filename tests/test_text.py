@@ -177,20 +177,11 @@ def test_kv_cache_and_rnn_state_match_full_forward():
 
 @pytest.mark.slow  # each: three text trainings, each in a process (16-26 s)
 @pytest.mark.parametrize("arch", ["gpt", "gru"])
-def test_resume_after_ctrl_c_is_bit_identical(tmp_path, corpus, arch, run_aigc, interrupted, assert_same_tensors,
-                                              run_rows):
+def test_resume_after_ctrl_c_is_bit_identical(corpus, arch, resumes_bit_identically):
     """SIGINT inside step 50 (epoch 2), --resume: the weights equal those of a run never stopped
     (dropout on: the random state is part of the checkpoint)."""
     args = ["-q", "train", "text", "--dataset", corpus, *TINY, "--epochs", "2", "--dropout", "0.1", "--arch", arch]
-    straight = run_aigc(tmp_path / "a", *args)
-    assert straight.returncode == 0, straight.stderr
-    home = tmp_path / "b"
-    interrupted(home, args, 50)
-    resumed = run_aigc(home, "-q", "train", "text", "--resume", "run1")
-    assert resumed.returncode == 0, resumed.stderr
-    assert_same_tensors(tmp_path / "a/runs/run1/model.safetensors", home / "runs/run1/model.safetensors")
-    throughput = ("tokens_per_s",)
-    assert run_rows(tmp_path / "a", drop=throughput) == run_rows(home, drop=throughput)
+    resumes_bit_identically(args, 50, ["-q", "train", "text", "--resume", "run1"], drop=("tokens_per_s",))
 
 
 def test_byte_tokenizer_trains_on_any_text_and_streams_utf8(tmp_path, cli, monkeypatch):

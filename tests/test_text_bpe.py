@@ -124,18 +124,10 @@ def test_a_bpe_run_trains_samples_scores_and_exports(bpe_home, corpus, cli, monk
 
 
 @pytest.mark.slow  # three text trainings, two in a process (about 15 s)
-def test_a_bpe_run_resumes_bit_identically(tmp_path, corpus, run_aigc, interrupted, assert_same_tensors, run_rows):
+def test_a_bpe_run_resumes_bit_identically(corpus, resumes_bit_identically):
     """SIGINT inside step 30 (epoch 2), --resume: the weights equal those of a run never stopped."""
     args = ["-q", "train", "text", "--dataset", corpus, *TINY, *BPE, "--epochs", "2", "--dropout", "0.1"]
-    straight = run_aigc(tmp_path / "a", *args)
-    assert straight.returncode == 0, straight.stderr
-    home = tmp_path / "b"
-    interrupted(home, args, 30)
-    resumed = run_aigc(home, "-q", "train", "text", "--resume", "run1")
-    assert resumed.returncode == 0, resumed.stderr
-    assert_same_tensors(tmp_path / "a/runs/run1/model.safetensors", home / "runs/run1/model.safetensors")
-    throughput = ("tokens_per_s",)
-    assert run_rows(tmp_path / "a", drop=throughput) == run_rows(home, drop=throughput)
+    resumes_bit_identically(args, 30, ["-q", "train", "text", "--resume", "run1"], drop=("tokens_per_s",))
 
 
 @pytest.mark.parametrize("edit, words", [
