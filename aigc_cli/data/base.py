@@ -67,6 +67,9 @@ class ImageDataset:
     # their centre view, what evaluation and previews see); None: ``images`` train as they are
     windows: torch.Tensor | None = None
     mapped: bool = False  # memory-mapped from the decoded cache (data/cache.py): batches read from disk
+    # One caption per image ("" for an image without one: trained unconditionally), or None when
+    # the dataset has no captions at all (docs/text-to-image.md)
+    captions: list[str] | None = None
     _fingerprint: str | None = field(default=None, repr=False)
 
     def __post_init__(self):
@@ -74,6 +77,8 @@ class ImageDataset:
             raise ValueError("images must be a (N, C, H, W) uint8 tensor")
         if self.labels is not None and len(self.labels) != len(self.images):
             raise ValueError("labels and images differ in length")
+        if self.captions is not None and len(self.captions) != len(self.images):
+            raise ValueError("captions and images differ in length")
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -118,8 +123,19 @@ class ImageDataset:
             stored = self.windows if self.windows is not None else self.images
             flat = stored.contiguous().numpy().reshape(-1)
             chunks = (flat[i:i + CHUNK].tobytes() for i in range(0, flat.size, CHUNK))  # never a second copy
-            self._fingerprint = pixel_digest(stored.shape, chunks, self.labels)
+            digest = pixel_digest(stored.shape, chunks, self.labels)
+            if self.captions is not None:  # the same pixels captioned otherwise train another model
+                h = hashlib.sha256(digest.encode())
+                for caption in self.captions:
+                    h.update(caption.encode("utf-8") + b"\0")
+                digest = h.hexdigest()
+            self._fingerprint = digest
         return self._fingerprint
+
+    @property
+    def captioned(self) -> int:
+        """How many images have a non-empty caption (0 when the dataset has none)."""
+        return sum(1 for c in self.captions if c) if self.captions is not None else 0
 
     def info(self) -> dict[str, Any]:
         c, h, w = self.shape
@@ -143,6 +159,8 @@ class ImageDataset:
             out["crop"] = {"kind": "random", "from": list(self.windows.shape[1:])}
         if self.factors:
             out["factors"] = sorted(self.factors)
+        if self.captions is not None:
+            out["captions"] = self.captioned
         return out
 
 
