@@ -38,6 +38,38 @@ def make_grid(images: torch.Tensor, nrow: int | None = None, padding: int = 2) -
     return grid
 
 
+CAPTION_CELL = 128  # px: a captioned grid's cell, each image scaled up (nearest) to fit it
+CAPTION_LINES = 3  # lines of text under each image
+
+
+def captioned_grid(images: torch.Tensor, captions, nrow: int = 8, padding: int = 2) -> torch.Tensor:
+    """(B, C, H, W) uint8 and B texts -> (3, H', W') uint8: each image scaled up by a whole factor
+    to about CAPTION_CELL px, its text wrapped under it in white (a captioned run's previews)."""
+    import textwrap
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    b, c, h, w = images.shape
+    k = max(1, CAPTION_CELL // max(h, w))
+    cw, ch = w * k, h * k
+    font = ImageFont.load_default()
+    line = 11  # px per line of the default font
+    width = max(8, cw // 6)  # characters per line
+    ncol = math.ceil(b / nrow)
+    cell_h = ch + CAPTION_LINES * line + padding
+    canvas = Image.new("RGB", (nrow * (cw + padding) + padding, ncol * (cell_h + padding) + padding))
+    draw = ImageDraw.Draw(canvas)
+    for i in range(b):
+        r, col = divmod(i, nrow)
+        x, y = padding + col * (cw + padding), padding + r * (cell_h + padding)
+        image = _pil(images[i]).convert("RGB").resize((cw, ch), Image.NEAREST)
+        canvas.paste(image, (x, y))
+        lines = textwrap.wrap(str(captions[i]) or "(no caption)", width)[:CAPTION_LINES]
+        for j, text in enumerate(lines):
+            draw.text((x, y + ch + 1 + j * line), text, fill=(255, 255, 255), font=font)
+    return torch.from_numpy(np.asarray(canvas).copy()).permute(2, 0, 1).contiguous()
+
+
 def interleave_rows(originals: torch.Tensor, reconstructions: torch.Tensor, per_row: int) -> torch.Tensor:
     """(n, C, H, W) twice -> (2n, C, H, W): a row of originals, the row of their reconstructions, ..."""
     parts = []

@@ -16,6 +16,15 @@ from aigc_cli.models.conditions import Conditioning
 from aigc_cli.models.protocol import Decoder, FamilyImpl, Sampler
 
 PREVIEW_COUNT = 64  # images in an image family's per-epoch preview grids
+
+
+@dataclass(frozen=True)
+class CaptionedImages:
+    """A preview of a captioned run: (N, C, H, W) images in [0, 1], each drawn with its prompt
+    written under it (core/images.py ``captioned_grid``)."""
+
+    images: torch.Tensor
+    captions: tuple[str, ...]
 PREVIEW_SEED_OFFSET = 7  # the preview latents' seed: the run's seed plus this
 
 

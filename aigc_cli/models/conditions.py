@@ -31,14 +31,20 @@ if TYPE_CHECKING:  # pragma: no cover
 class Conditioning:
     """The conditions of ``n`` generations, one row each; a field the run does not use is None.
 
-    ``labels``: (n,) int64 class ids. ``prompts``: n texts. Rows travel together: slicing,
-    moving to a device and repeating act on every field alike, so a batch of latents and its
-    conditions never part.
+    ``labels``: (n,) int64 class ids. ``prompts``: n texts (a text run's start, a captioned
+    image run's captions). ``negatives``: a captioned run's n negative prompts, the unconditional
+    half of guidance ("" for none). ``prompts_to``/``mix``: a blend of each row's caption towards
+    another ((n,) weights in [0, 1], 0 = ``prompts``), for interpolations between prompts. Rows
+    travel together: slicing, moving to a device and repeating act on every field alike, so a
+    batch of latents and its conditions never part.
     """
 
     n: int
     labels: "torch.Tensor | None" = None
     prompts: tuple[str, ...] | None = None
+    negatives: tuple[str, ...] | None = None
+    prompts_to: tuple[str, ...] | None = None
+    mix: "torch.Tensor | None" = None
 
     def _values(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "n"}
@@ -128,16 +134,37 @@ class LabelCondition(ConditionKind):
 
 
 class PromptCondition(ConditionKind):
-    """A text to continue (text runs); a run accepts it with the text its empty prompt stands for."""
+    """A text to continue (text runs) or a caption to draw (captioned image runs). A run accepts
+    it with ``{"defaults": [...], "empty": text}``: the prompts used in turn when none is given
+    (a text run's start text; a captioned run's preview prompts), and what an empty prompt
+    stands for (the start text; "" for a captioned run: an unconditional image)."""
 
     name = "prompt"
-    option = Option("prompt", str, None, "Text to continue (- reads standard input).", default_text="a newline")
-    needs = "a text run"
-    help = "every text run"
+    option = Option("prompt", str, None, "Text to continue, or the caption to draw for a captioned run (- reads "
+                    "standard input: a captioned run draws each of its lines).",
+                    default_text="a newline; captioned runs: their preview prompts in turn")
+    needs = "a text run or a captioned image run"
+    help = "every text run; captioned image runs"
 
-    def build(self, n: int, value: str | None, accepts: str, run_id: str) -> dict[str, Any]:
-        text = value if value else accepts  # an empty or absent prompt: the run's start text
-        return {"prompts": (text,) * n}
+    def build(self, n: int, value: str | None, accepts: dict, run_id: str) -> dict[str, Any]:
+        if value is None:
+            defaults = accepts["defaults"]
+            return {"prompts": tuple(defaults[i % len(defaults)] for i in range(n))}
+        return {"prompts": (value if value else accepts["empty"],) * n}
+
+
+class NegativePromptCondition(ConditionKind):
+    """What a captioned run's guidance steers away from: the unconditional half of classifier-free
+    guidance drawn from this caption instead of the empty one."""
+
+    name = "negative_prompt"
+    option = Option("negative_prompt", str, None, "Caption to steer away from (replaces the empty caption of "
+                    "classifier-free guidance).", default_text="none")
+    needs = "a captioned image run"
+    help = "captioned image runs"
+
+    def build(self, n: int, value: str | None, accepts: Any, run_id: str) -> dict[str, Any]:
+        return {"negatives": (value or "",) * n}
 
 
 CONDITIONS: Registry[ConditionKind] = Registry("condition kind")
@@ -149,6 +176,7 @@ def register_condition(kind: ConditionKind) -> ConditionKind:
 
 register_condition(LabelCondition())
 register_condition(PromptCondition())
+register_condition(NegativePromptCondition())
 
 
 def condition_options(names: tuple[str, ...] | None = None) -> list[Option]:

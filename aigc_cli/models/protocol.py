@@ -93,7 +93,7 @@ class TextSampler(ABC):
 
     @property
     def conditions(self) -> dict[str, Any]:
-        return {"prompt": self.start}
+        return {"prompt": {"defaults": [self.start], "empty": self.start}}
 
     @abstractmethod
     def generate(self, prompt: "torch.Tensor", n: int, length: int, generator: "torch.Generator", *,

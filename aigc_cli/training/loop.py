@@ -27,12 +27,13 @@ from aigc_cli.core.errors import Interrupted, OptionError, TrainingDiverged, Wei
 from aigc_cli.core import distributed, signals
 from aigc_cli.core.distributed import RankError, lost_rank
 from aigc_cli.core.faults import fault_point
-from aigc_cli.core.images import make_grid, png_bytes, to_uint8
+from aigc_cli.core.images import captioned_grid, make_grid, png_bytes, to_uint8
 from aigc_cli.core.io import atomic_write_bytes, atomic_write_text
 from aigc_cli.core.memory import tune_cpu_allocator
 from aigc_cli.core.seeding import get_rng_state, keyed_generator, set_rng_state
 from aigc_cli.models.protocol import TrainingData, TrainTask
 from aigc_cli.models.adapters import saved_state
+from aigc_cli.models.common import CaptionedImages
 from aigc_cli.runs.checkpoint import load_checkpoint, save_checkpoint, save_weights
 from aigc_cli.runs.curves import CURVES, write_curves
 from aigc_cli.runs.store import Run
@@ -439,7 +440,10 @@ class Trainer:
                 data = preview.encode("utf-8")
             else:
                 path = self.run.samples_dir / f"{name}_epoch{self.epoch:03d}.png"
-                grid = make_grid(to_uint8(preview))
+                if isinstance(preview, CaptionedImages):  # a captioned run's: each prompt under its image
+                    grid = captioned_grid(to_uint8(preview.images), preview.captions)
+                else:
+                    grid = make_grid(to_uint8(preview))
                 data = png_bytes(grid, {"aigc:run": self.run.id, "aigc:epoch": str(self.epoch)})
             with self._preview_file(path):
                 atomic_write_bytes(path, data)

@@ -37,6 +37,7 @@ from aigc_cli.runs.store import Run, create_run, lock_run, now_iso, resolve_run
 from aigc_cli.training.evaluation import make_evaluator
 from aigc_cli.training.loop import LoopConfig, NoProgress, ProgressSink, Trainer, check_loop
 from aigc_cli.training.options import LOOP_FIELDS, loop_options, loop_section, time_budget, train_options
+from aigc_cli.training.text_encoders import source_weights
 from aigc_cli.training.preflight import check_init, check_not_broken, check_not_imported, check_resume_options
 
 DatasetProgress = Callable[[str, int, "int | None"], None]
@@ -299,6 +300,13 @@ def _start(task, config: dict, restore: bool, progress: ProgressSink):
 
     adapters = config.get("adapters")
     tuned = isinstance(task, TuneTask)
+    text = config["model"].get("text")
+    if text and not restore and config.get("parent") is None:
+        # A captioned run's frozen encoder starts from its source (a text run, a CLIP model); from
+        # then on the run's own checkpoints hold it.
+        weights = source_weights(text)
+        if weights is not None:
+            task.modules["text"].load_state_dict(weights)
     if config.get("parent") is not None and (adapters or not restore or tuned):
         from aigc_cli.generation import load_modules
 

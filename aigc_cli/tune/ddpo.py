@@ -87,7 +87,7 @@ class DDPOTask(TuneTask):
         the parent's denoiser."""
         t, ab_next = self.steps[i]
         with autocast(self.device, self.base.precision):
-            x0, eps = den.predict(x, t, labels)
+            x0, eps = den.predict(x, t, {"labels": labels})
         return ddim_mean(x0.float(), eps.float(), self.ab[t], ab_next, 1.0)
 
     @staticmethod

@@ -3,6 +3,7 @@ DDIM, DDPM or DPM-Solver++ and classifier-free guidance, inverted with DDIM (fam
 implements it; schedule.py and sampling.py hold the mathematics, unet.py the network)."""
 
 from aigc_cli.core.device import PRECISIONS
+from aigc_cli.models.captions import TEXT_ENCODER
 from aigc_cli.core.options import Option
 from aigc_cli.models.registry import STEPS, FamilySpec, conditional_option, register_family, width_option
 
@@ -31,10 +32,11 @@ SPEC = register_family(FamilySpec(
         Option("weighting", str, "min-snr", "Loss weight per timestep: none or min-snr (Min-SNR-5, Hang et al. 2023).",
                choices=WEIGHTINGS),
         Option("lr", float, 5e-4, "AdamW learning rate.", above=0.0),
-        conditional_option("Class-conditional (needs labels), with label dropout for guidance.",
-                           "conditional when the dataset has labels"),
-        Option("cond_drop", float, 0.1, "Share of steps trained without the label (classifier-free guidance).",
-               minimum=0.0, below=1.0),
+        conditional_option("Conditioned on the dataset's captions, else on its labels, with their dropout for "
+                           "guidance.", "on captions when the dataset has them, else on labels when it has them"),
+        TEXT_ENCODER,
+        Option("cond_drop", float, 0.1, "Share of steps trained without the label or caption (classifier-free "
+               "guidance).", minimum=0.0, below=1.0),
         Option("ema_decay", float, 0.999, "Decay of the weight average used for sampling.", minimum=0.0, below=1.0,
                cli=False),
         # diffusers' accelerate calls this mixed_precision (no|fp16|bf16); one string option here too.
@@ -42,7 +44,7 @@ SPEC = register_family(FamilySpec(
                "scaling); auto: bf16 on CUDA where supported (else fp16) and on CPUs with AMX, fp32 elsewhere.",
                choices=PRECISIONS),
     ),
-    conditions=("label",),
+    conditions=("label", "prompt", "negative_prompt"),
     decode_options=(
         STEPS,
         Option("sampler", str, "dpm++", "ddim, ddpm (ancestral) or dpm++ (DPM-Solver++ 2M).", choices=SAMPLERS),
@@ -51,6 +53,6 @@ SPEC = register_family(FamilySpec(
                default_text=f"{DEFAULT_GUIDANCE:g} for class-conditional runs, else 1", minimum=0.0),
     ),
     encoder="inversion",
-    export_formats=("images", "fidelity", "denoiser"),
+    export_formats=("images", "fidelity", "denoiser", "text-encoder"),
     docs="docs/diffusion.md",
 ))

@@ -72,13 +72,23 @@ class SamplingRules:
         return [(t, t - stride if t - stride >= 0 else -1) for t in ts]
 
 
+def _both(a, b):
+    """The conditional and unconditional halves of one keyword in one batch: (2N, ...) tensors,
+    or tuples of them (a caption's states and mask)."""
+    if isinstance(a, tuple):
+        return tuple(torch.cat([x, y]) for x, y in zip(a, b))
+    return torch.cat([a, b])
+
+
 class _Denoise(nn.Module):
-    """Shared: the U-Net with guidance, returning (x0, eps) at a timestep."""
+    """Shared: the U-Net with guidance, returning (x0, eps) at a timestep. ``text``: a captioned
+    run's text encoder (models/captions/encoders.py), which turns the Conditioning's prompts into
+    the states the U-Net attends to."""
 
     def __init__(self, unet: nn.Module, alpha_bar: torch.Tensor, prediction: str, image_shape, guidance: float,
-                 rules: SamplingRules):
+                 rules: SamplingRules, text: nn.Module | None = None):
         super().__init__()
-        self.unet = unet
+        self.unet, self.text = unet, text
         self.register_buffer("ab", alpha_bar.float(), persistent=False)
         self.prediction = prediction
         self.image_shape = tuple(image_shape)
@@ -91,18 +101,49 @@ class _Denoise(nn.Module):
             return self.ab[t]
         return torch.ones_like(like) if self.rules.final_alpha_one else self.ab[0]
 
-    def predict(self, x: torch.Tensor, t: int, labels: torch.Tensor | None, clip: bool = True):
+    def inputs(self, cond: Conditioning | None, device) -> tuple[dict, dict | None]:
+        """(the U-Net's keywords for the rows, those of guidance's unconditional half or None):
+        a class run's labels and the "no label" label; a captioned run's encoded captions and
+        negative prompts ("" unless given)."""
+        guided = self.guidance != 1.0
+        if self.text is None:
+            labels = cond.labels if cond is not None else None
+            if labels is None or not guided:
+                return {"labels": labels}, None
+            return {"labels": labels}, {"labels": torch.full_like(labels, self.unet.null_label)}
+        n = cond.n
+        states = self.encode(cond.prompts, device)
+        if cond.mix is not None:  # a blend towards other captions: their states, weighted per row
+            other = self.encode(cond.prompts_to, device)
+            w = cond.mix.to(device, states[0].dtype).view(-1, 1, 1)
+            states = (states[0] * (1 - w) + other[0] * w, states[1] | other[1])
+        if not guided:
+            return {"text": states}, None
+        return {"text": states}, {"text": self.encode(cond.negatives or ("",) * n, device)}
+
+    def encode(self, texts, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(states (N, L, D), mask (N, L)) of N texts, each distinct text encoded once."""
+        unique = list(dict.fromkeys(texts))
+        ids, mask = self.text.tokenize(unique)
+        ids, mask = ids.to(device), mask.to(device)
+        states = self.text(ids, mask)
+        at = torch.tensor([unique.index(t) for t in texts], device=device)
+        return states[at], mask[at]
+
+    def predict(self, x: torch.Tensor, t: int, given: dict, unconditional: dict | None = None, clip: bool = True):
+        """(x0, eps) at timestep t from the U-Net given ``given`` (its keywords: labels=, text=),
+        guided away from ``unconditional`` (None: no guidance)."""
         n = x.shape[0]
         tt = torch.full((n,), t, device=x.device, dtype=torch.long)
         ab = self.ab[tt]
-        if labels is not None and self.guidance != 1.0:
+        if unconditional is not None:
             # Conditional and unconditional predictions in one batch (classifier-free guidance).
-            null = torch.full_like(labels, self.unet.null_label)
-            both = self.unet(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([labels, null]))  # (2N, C, H, W)
+            both = self.unet(torch.cat([x, x]), torch.cat([tt, tt]),
+                             **{k: _both(v, unconditional[k]) for k, v in given.items()})  # (2N, C, H, W)
             out_c, out_u = both[:n], both[n:]  # slices, not chunk(2): chunk pins the batch size in an export
             out = out_u + self.guidance * (out_c - out_u)
         else:
-            out = self.unet(x, tt, labels)
+            out = self.unet(x, tt, **given)
         x0, eps = to_x0_eps(self.prediction, out, x, ab)
         c = self.rules.clip_x0
         if clip and c is not None:  # images live in [-1, 1]: a clipped x0 (and its matching eps) keep few-step sampling stable
@@ -116,8 +157,8 @@ class DiffusionDecoder(_Denoise, Decoder):
     """(z (N, C*H*W), Conditioning) -> (N, C, H, W) images in [0, 1]; ``on_pass()`` after each step."""
 
     def __init__(self, unet, alpha_bar, prediction, image_shape, steps: int = 25, sampler: str = "dpm++",
-                 eta: float = 0.0, guidance: float = 1.0, rules: SamplingRules = SamplingRules()):
-        super().__init__(unet, alpha_bar, prediction, image_shape, guidance, rules)
+                 eta: float = 0.0, guidance: float = 1.0, rules: SamplingRules = SamplingRules(), text=None):
+        super().__init__(unet, alpha_bar, prediction, image_shape, guidance, rules, text)
         self.pairs = rules.steps(len(alpha_bar), steps)  # DDIM's (t, t_prev)
         self.ts = [t for t, _ in self.pairs]
         self.sampler, self.eta = sampler, (1.0 if sampler == "ddpm" else eta)
@@ -127,7 +168,7 @@ class DiffusionDecoder(_Denoise, Decoder):
         return len(self.ts)
 
     def forward(self, z: torch.Tensor, cond: Conditioning | None = None, on_pass=None) -> torch.Tensor:
-        labels = cond.labels if cond is not None else None
+        given, unconditional = self.inputs(cond, z.device)
         x = z.reshape(-1, *self.image_shape)  # x_T: (N, C, H, W)
         # DDPM/DDIM noise is drawn from a generator seeded by the first latent value's bits, so a
         # seed still gives one image on a given machine.
@@ -136,7 +177,7 @@ class DiffusionDecoder(_Denoise, Decoder):
             gen = torch.Generator(device="cpu").manual_seed(int(z.detach().flatten()[:1].abs().sum().item() * 1e6) % 2**31)
         x0_prev, h_prev = None, None
         for i, t in enumerate(self.ts):
-            x0, eps = self.predict(x, t, labels)
+            x0, eps = self.predict(x, t, given, unconditional)
             ab = self.ab[t]
             if self.sampler == "dpm++":  # a multistep solver: from each listed timestep to the next
                 last = i + 1 == len(self.ts)
@@ -189,17 +230,17 @@ class DdimInverter(_Denoise):
     each step uses the prediction at the next timestep)."""
 
     def __init__(self, unet, alpha_bar, prediction, image_shape, steps: int = 25, guidance: float = 1.0,
-                 rules: SamplingRules = SamplingRules()):
-        super().__init__(unet, alpha_bar, prediction, image_shape, guidance, rules)
+                 rules: SamplingRules = SamplingRules(), text=None):
+        super().__init__(unet, alpha_bar, prediction, image_shape, guidance, rules, text)
         self.pairs = rules.steps(len(alpha_bar), steps)[::-1]  # the decoder's DDIM steps, last first
 
     def forward(self, images: torch.Tensor, cond: Conditioning | None = None) -> torch.Tensor:
-        labels = cond.labels if cond is not None else None
+        given, _ = self.inputs(cond, images.device)  # guidance 1: no unconditional half
         x = images * 2 - 1
         one = torch.ones((), device=x.device)
         for t, t_prev in self.pairs:  # each decoder step (t -> t_prev) undone: t_prev -> t
             ab = self.ab_at(t_prev, one)
-            _, eps = self.predict(x, t, labels, clip=False)  # eps at the next timestep stands in for this one's
+            _, eps = self.predict(x, t, given, clip=False)  # eps at the next timestep stands in for this one's
             ab_next = self.ab[t]
             x0 = (x - (1 - ab).sqrt() * eps) / ab.sqrt()
             x = ab_next.sqrt() * x0 + (1 - ab_next).sqrt() * eps

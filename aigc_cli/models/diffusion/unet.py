@@ -83,6 +83,45 @@ class Attention(nn.Module):
         return out if self.scale == 1.0 else out / self.scale
 
 
+class CrossAttention(nn.Module):
+    """Attention from the H*W positions to a caption's L token states (Rombach et al. 2022's
+    cross-attention): q from the image (a 1x1 convolution after GroupNorm), k and v from the
+    states (linear maps from the encoder's width D), padding tokens masked out; residual."""
+
+    def __init__(self, channels: int, context_dim: int, heads: int = 1, groups=default_groups, eps: float = 1e-5):
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"{channels} channels do not split into {heads} heads")
+        self.heads = heads
+        self.norm = nn.GroupNorm(groups(channels), channels, eps=eps)
+        self.q = nn.Conv2d(channels, channels, 1)
+        self.kv = nn.Linear(context_dim, 2 * channels)
+        self.out = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor, text: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        states, mask = text  # (B, L, D), (B, L) bool
+        b, c, h, w = x.shape
+        heads, d = self.heads, c // self.heads
+        q = self.q(self.norm(x)).reshape(b, heads, d, h * w).transpose(2, 3)  # (B, heads, HW, d)
+        k, v = self.kv(states).reshape(b, -1, 2, heads, d).permute(2, 0, 3, 1, 4)  # each (B, heads, L, d)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[:, None, None, :])  # (B, heads, HW, d)
+        return x + self.out(a.transpose(2, 3).reshape(b, c, h, w))
+
+
+class NoCross(nn.Module):
+    """A level without cross-attention: the features pass unchanged."""
+
+    def forward(self, x: torch.Tensor, text) -> torch.Tensor:
+        return x
+
+
+def pooled_text(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(B, L, D), (B, L) -> (B, D): the mean of a caption's token states (every encoder keeps a
+    start token, so no row is empty)."""
+    m = mask.to(states.dtype)[..., None]
+    return (states * m).sum(1) / m.sum(1)
+
+
 LAYOUTS = ("compact", "ddpm")
 
 
@@ -99,14 +138,17 @@ class UNet(nn.Module):
     block's projection; ``down_attention``/``up_attention``: per level, attention after each
     block; ``mid_attention``; ``head_dim`` (None: one head); ``mid_scale``: the middle blocks'
     output divisor; ``down_padding`` 1 (symmetric) or 0 (one zero row and column at the bottom
-    and right, then no padding); ``center_input``: inputs in [0, 1] are mapped to [-1, 1]."""
+    and right, then no padding); ``center_input``: inputs in [0, 1] are mapped to [-1, 1].
+    ``context_dim``: a captioned run's text width D: cross-attention to the caption's states at
+    the levels ``cross_attention`` names (after each block there) and in the middle, and the
+    states' masked mean, projected, added to the time embedding."""
 
     def __init__(self, channels: int, width: int, mult: tuple[int, ...], num_classes: int | None,
                  layout: str = "compact", blocks: int = 1, *, norm_groups: int | None = None,
                  norm_eps: float = 1e-5, flip_sin_to_cos: bool = False, freq_shift: int = 0,
                  time_act: bool = False, down_attention=None, up_attention=None, mid_attention: bool = True,
                  head_dim: int | None = None, mid_scale: float = 1.0, down_padding: int = 1,
-                 center_input: bool = False):
+                 center_input: bool = False, context_dim: int | None = None, cross_attention=None):
         super().__init__()
         if layout not in LAYOUTS or blocks < 1 or down_padding not in (0, 1):
             raise ValueError(f"layout must be one of {LAYOUTS}, blocks at least 1 and down_padding 0 or 1")
@@ -118,6 +160,15 @@ class UNet(nn.Module):
         if len(down_attention) != self.levels or len(up_attention) != self.levels:
             raise ValueError("down_attention and up_attention need one entry per level")
         groups = default_groups if norm_groups is None else (lambda c: norm_groups)
+        cross_attention = tuple(cross_attention or (False,) * self.levels)
+        if len(cross_attention) != self.levels:
+            raise ValueError("cross_attention needs one entry per level")
+        self.context_dim = context_dim
+
+        def cross(ch: int, here: bool) -> nn.Module:
+            if context_dim is None or not here:
+                return NoCross()
+            return CrossAttention(ch, context_dim, 1 if head_dim is None else ch // head_dim, groups, norm_eps)
 
         def attention(ch: int, scale: float = 1.0) -> Attention:
             return Attention(ch, 1 if head_dim is None else ch // head_dim, groups, norm_eps, scale)
@@ -127,10 +178,13 @@ class UNet(nn.Module):
         self.time_mlp = nn.Sequential(nn.Linear(width, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
         self.label_emb = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None  # last: no label
         self.null_label = num_classes
+        self.text_emb = nn.Linear(context_dim, emb_dim) if context_dim else None  # the pooled caption
         self.conv_in = nn.Conv2d(channels, width, 3, padding=1)
         # Flat lists, level by level (with blocks=1 the compact layout's weights keep their names);
         # *_attn holds one entry per block, Identity (no weights) where a level has no attention.
         self.down, self.down_attn, self.downsample = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
+        self.down_cross, self.up_cross = nn.ModuleList(), nn.ModuleList()  # empty without a caption
+        captioned = context_dim is not None
         ch = width
         skips = [ch] if layout == "ddpm" else []  # channels of each skip, in the order pushed
         for i, m in enumerate(mult):
@@ -138,6 +192,8 @@ class UNet(nn.Module):
                 self.down.append(ResBlock(ch, width * m, emb_dim, groups, norm_eps))
                 ch = width * m
                 self.down_attn.append(attention(ch) if down_attention[i] else nn.Identity())
+                if captioned:
+                    self.down_cross.append(cross(ch, cross_attention[i]))
                 if layout == "ddpm":
                     skips.append(ch)
             if layout == "compact":
@@ -148,6 +204,7 @@ class UNet(nn.Module):
                     skips.append(ch)
         self.mid1 = ResBlock(ch, ch, emb_dim, groups, norm_eps, mid_scale)
         self.attn = attention(ch, mid_scale) if mid_attention else nn.Identity()
+        self.mid_cross = cross(ch, True) if captioned else None
         self.mid2 = ResBlock(ch, ch, emb_dim, groups, norm_eps, mid_scale)
         self.up, self.up_attn, self.upsample = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
         self.up_skips: list[bool] = []  # per up block: does it take a skip connection
@@ -158,13 +215,17 @@ class UNet(nn.Module):
                 self.up_skips.append(takes)
                 ch = width * mult[i]
                 self.up_attn.append(attention(ch) if up_attention[i] else nn.Identity())
+                if captioned:
+                    self.up_cross.append(cross(ch, cross_attention[i]))
             if i > 0:
                 self.upsample.append(nn.Conv2d(ch, ch, 3, padding=1))
         self.norm_out = nn.GroupNorm(groups(ch), ch, eps=norm_eps)
         self.conv_out = nn.Conv2d(ch, channels, 3, padding=1)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """x (B, C, H, W), t (B,) timesteps, labels (B,) with ``null_label`` for "none" -> (B, C, H, W)."""
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None,
+                text: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """x (B, C, H, W), t (B,) timesteps, labels (B,) with ``null_label`` for "none", text: a
+        captioned run's (states (B, L, D), mask (B, L) bool) -> (B, C, H, W)."""
         height, width = x.shape[-2:]
         if self.center_input:
             x = 2 * x - 1.0
@@ -180,15 +241,20 @@ class UNet(nn.Module):
             if labels is None:
                 labels = torch.full((x.shape[0],), self.null_label, device=x.device, dtype=torch.long)
             emb = emb + self.label_emb(labels)
+        if self.text_emb is not None:
+            emb = emb + self.text_emb(pooled_text(*text))
         if self.time_act:  # diffusers' ResnetBlock2D applies SiLU before its time_emb_proj: once here for all
             emb = F.silu(emb)
         h = self.conv_in(x)
         ddpm = self.layout == "ddpm"
         skips = [h] if ddpm else []
         blocks, attns = iter(self.down), iter(self.down_attn)
+        crosses = iter(self.down_cross) if self.text_emb is not None else None
         for i in range(self.levels):
             for _ in range(self.blocks):
                 h = next(attns)(next(blocks)(h, emb))
+                if crosses is not None:
+                    h = next(crosses)(h, text)
                 if ddpm:
                     skips.append(h)
             if not ddpm:
@@ -199,13 +265,19 @@ class UNet(nn.Module):
                 h = self.downsample[i](h)
                 if ddpm:
                     skips.append(h)
-        h = self.mid2(self.attn(self.mid1(h, emb)), emb)
+        h = self.attn(self.mid1(h, emb))
+        if self.mid_cross is not None:
+            h = self.mid_cross(h, text)
+        h = self.mid2(h, emb)
         blocks, attns, takes = iter(self.up), iter(self.up_attn), iter(self.up_skips)
+        crosses = iter(self.up_cross) if self.text_emb is not None else None
         per_level = self.blocks + ddpm
         for j in range(self.levels):
             for _ in range(per_level):
                 block = next(blocks)
                 h = next(attns)(block(torch.cat([h, skips.pop()], dim=1) if next(takes) else h, emb))
+                if crosses is not None:
+                    h = next(crosses)(h, text)
             if j < self.levels - 1:
                 h = self.upsample[j](F.interpolate(h, scale_factor=2.0, mode="nearest"))
         out = self.conv_out(F.silu(self.norm_out(h)))
