@@ -39,6 +39,7 @@ SMALL_BELOW = math.sqrt(SCALES["small"][1] * SCALES["large"][0])  # halfway, in 
 def check_factors(images: torch.Tensor) -> dict[str, torch.Tensor]:
     """Factor name -> (N,) int64 value index (into data.shapes_captions.FACTORS), -1 for an image
     with nothing bright in it; ``images`` (N, 3, H, W) uint8, as shapes-captions renders them."""
+    images = images.cpu()  # a sampler's output may still be on its device
     weight = _blob_weights(images)  # (N, H, W) brightness of the largest bright blob, else 0
     mass = weight.sum((1, 2))
     empty = mass == 0
