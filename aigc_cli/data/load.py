@@ -21,7 +21,7 @@ from aigc_cli.core.errors import DatasetError, OptionError
 from aigc_cli.core.images import resize_images
 from aigc_cli.core.faults import fault_point
 from aigc_cli.core.io import MISSING, probe
-from aigc_cli.data import digits, named, shapes  # noqa: F401  (register the named and built-in datasets)
+from aigc_cli.data import digits, named, shapes, shapes_captions  # noqa: F401  (register the named and built-in datasets)
 from aigc_cli.data.arrays import load_array_file
 from aigc_cli.data.base import DATASETS, SPLITS, ImageDataset, require_regular
 from aigc_cli.data.download import Progress

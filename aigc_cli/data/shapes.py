@@ -30,6 +30,17 @@ def render_shapes(n: int, seed: int, size: int = SIZE) -> tuple[torch.Tensor, to
     angle = 2 * math.pi * torch.rand(n, generator=g)
     hue = torch.rand(n, generator=g)
 
+    images = rasterise(shape, scale, cx, cy, angle, hue, size)
+    factors = {"shape": shape, "scale": scale, "x": cx, "y": cy, "rotation": angle, "hue": hue}
+    return images, shape.to(torch.int64), factors
+
+
+def rasterise(shape: torch.Tensor, scale: torch.Tensor, cx: torch.Tensor, cy: torch.Tensor, angle: torch.Tensor,
+              hue: torch.Tensor, size: int = SIZE) -> torch.Tensor:
+    """(n, 3, size, size) uint8: shape index ``shape`` (into SHAPES) of half-size ``scale`` and centre
+    (``cx``, ``cy``), in units of the image width, turned by ``angle`` and coloured ``hue``, on black.
+    Shared by ``shapes`` and ``shapes-captions`` (data/shapes_captions.py)."""
+    n = len(shape)
     # Pixel centres in [0, 1], moved into each shape's own frame: (n, size, size).
     coords = (torch.arange(size, dtype=torch.float32) + 0.5) / size
     yy, xx = torch.meshgrid(coords, coords, indexing="ij")
@@ -39,6 +50,7 @@ def render_shapes(n: int, seed: int, size: int = SIZE) -> tuple[torch.Tensor, to
     u = (cos * dx + sin * dy) / scale[:, None, None]
     v = (-sin * dx + cos * dy) / scale[:, None, None]
 
+    # The square's half-side is 0.8 scale (circumradius 1.13 scale); circle and triangle: radius scale.
     square = (u.abs() <= 0.8) & (v.abs() <= 0.8)
     circle = u * u + v * v <= 1.0
     # Equilateral triangle with circumradius 1, pointing up in its own frame.
@@ -47,9 +59,7 @@ def render_shapes(n: int, seed: int, size: int = SIZE) -> tuple[torch.Tensor, to
     mask = masks[torch.arange(n), shape].float()  # (n, size, size)
 
     rgb = _hue_to_rgb(hue)  # (n, 3)
-    images = (mask[:, None] * rgb[:, :, None, None] * 255).round().to(torch.uint8)
-    factors = {"shape": shape, "scale": scale, "x": cx, "y": cy, "rotation": angle, "hue": hue}
-    return images, shape.to(torch.int64), factors
+    return (mask[:, None] * rgb[:, :, None, None] * 255).round().to(torch.uint8)
 
 
 def _hue_to_rgb(hue: torch.Tensor) -> torch.Tensor:

@@ -9,8 +9,9 @@ from aigc_cli.metrics.registry import FID_N
 
 LOG_EVERY = 20  # steps between two rows of metrics.jsonl (and at the end of every epoch)
 
-DATASET_HELP = ("Dataset: a name (digits: built in, the MNIST test digits; shapes: built in; mnist, fashion-mnist, "
-                "cifar10: downloaded once), an image folder, an IDX or .npy/.npz file.")
+DATASET_HELP = ("Dataset: a name (digits: built in, the MNIST test digits; shapes: built in; shapes-captions: built "
+                "in, captioned; mnist, fashion-mnist, cifar10: downloaded once), an image folder, an IDX or "
+                ".npy/.npz file.")
 CORPUS_HELP = ("Text: a name (bard: built in; shakespeare: downloaded once), a UTF-8 text file or a folder of .txt "
                "files (the first 90% trains, the last 10% validates).")
 
