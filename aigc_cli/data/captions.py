@@ -72,11 +72,7 @@ class Source:
         the folder has no captions at all."""
         if self.metadata is None:
             return _sidecars(self.root, rows)
-        present = set(rows)
-        for name, (_, n) in self.metadata.items():
-            if name not in present and probe(self.root / name)[1] == MISSING:  # a skipped file is no error
-                raise DatasetError(f"{self.path} line {n}: {name} is not in {self.root}; fix the "
-                                   f"{FILE_NAME} (a path relative to the folder) or remove the line")
+        # a named file that is not a row was skipped (unreadable): it is not in the set, no error
         return [self.metadata[r][0] if r in self.metadata else "" for r in rows]
 
 
@@ -86,7 +82,12 @@ def source(root: Path, column: str = COLUMN) -> Source:
     path = root / METADATA
     if probe(path)[1] == MISSING:
         return Source(root, None, None)
-    return Source(root, path, _metadata(path, column))
+    rows = _metadata(path, column)
+    for name, (_, n) in rows.items():
+        if probe(root / name)[1] == MISSING:
+            raise DatasetError(f"{path} line {n}: {name} is not in {root}; fix the {FILE_NAME} (a path "
+                               "relative to the folder) or remove the line")
+    return Source(root, path, rows)
 
 
 def _metadata(path: Path, column: str) -> dict[str, tuple[str, int]]:
