@@ -179,3 +179,17 @@ def test_train_takes_caption_column(tmp_path, aigc_home, cli, clean_error):
     metadata(root, {"file_name": "a.png", "text": "x"})
     code, _, err = cli("-q", "train", "gan", "--dataset", root, "--caption-column", "prompt", "--epochs", "1")
     clean_error(code, err, "metadata.jsonl line 1: no 'prompt' field", "--caption-column")
+
+
+def test_resume_keeps_the_caption_column_and_notices_an_edit(tmp_path, aigc_home, cli, tiny_gan):
+    root = images(tmp_path / "imgs", [f"{i}.png" for i in range(16)])
+    metadata(root, {"file_name": "0.png", "prompt": "zero"})
+    code, _, err = cli("-q", "train", "gan", "--dataset", root, "--caption-column", "prompt", *tiny_gan, "--epochs", "1")
+    assert code == 0, err
+    spec = json.loads((aigc_home / "runs/run1/config.json").read_text())["dataset"]["spec"]
+    assert spec["caption_column"] == "prompt"
+    code, _, err = cli("-q", "train", "gan", "--resume", "run1", "--epochs", "2")  # read with its column
+    assert code == 0, err
+    metadata(root, {"file_name": "0.png", "prompt": "nought"})
+    code, _, err = cli("-q", "train", "gan", "--resume", "run1", "--epochs", "3")
+    assert code == 1 and "has changed since run1 started" in err
