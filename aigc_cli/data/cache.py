@@ -8,8 +8,8 @@ touched or rewritten changes the key, so the folder is decoded again (into a new
 
 An entry is ``<key>.npy`` (the (N, C, H, W) pixels) and ``<key>.json`` (the header: shape,
 classes, labels, skip counts, the file of each row, the key's inputs, the pixels' fingerprint,
-and a sha256 of the header itself). Both are written atomically (temp + fsync + os.replace), the header last: an
-entry without a header is never read. On load: the header's own checksum, the .npy's shape and
+and a sha256 of the header itself). Both are written atomically (temp + fsync + os.replace),
+the header last: an entry without a header is never read. On load: the header's own checksum, the .npy's shape and
 dtype, and the file's size against the header are checked; pixels of entries up to VERIFY_BYTES
 are hashed again and compared with the fingerprint (a byte edited by hand is caught there;
 above that size an edit that keeps the size is not, for a load must not read 20 GB). Whatever
