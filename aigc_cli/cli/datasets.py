@@ -11,6 +11,7 @@ from aigc_cli.cli import common
 from aigc_cli.training.options import DATA_OPTIONS
 
 RESOLUTION = next(o for o in DATA_OPTIONS if o.name == "resolution")  # declared once, for train
+CAPTION_COLUMN = next(o for o in DATA_OPTIONS if o.name == "caption_column")
 
 app = typer.Typer(help="List, inspect and prepare datasets.", no_args_is_help=True)
 
@@ -49,12 +50,24 @@ def progress_bar() -> Iterator:
         yield update
 
 
-def load(spec: str, split: str = "train", resolution: int | None = None):
+def load(spec: str, split: str = "train", resolution: int | None = None, caption_column: str = CAPTION_COLUMN.default):
     """load_dataset with a progress bar: what every command that takes --dataset should call."""
     from aigc_cli.data import load_dataset
 
     with progress_bar() as progress:
-        return load_dataset(spec, split, progress=progress, resolution=resolution)
+        return load_dataset(spec, split, progress=progress, resolution=resolution, caption_column=caption_column)
+
+
+def caption_column_option():
+    return typer.Option(CAPTION_COLUMN.default, "--caption-column", help=CAPTION_COLUMN.help)
+
+
+def captions_line(ds) -> str:
+    """"950 of 1,000 images (50 without: trained unconditionally)"; "" for a set without captions."""
+    if ds.captions is None:
+        return ""
+    n, without = len(ds), len(ds) - ds.captioned
+    return f"{ds.captioned:,} of {n:,} images" + (f" ({without:,} without: trained unconditionally)" if without else "")
 
 
 @app.command("list")
@@ -95,15 +108,17 @@ def prepare(
     resolution: Optional[int] = typer.Option(
         None, "--resolution", help=RESOLUTION.help, min=RESOLUTION.minimum, max=RESOLUTION.maximum,
         show_default=False),
+    caption_column: str = caption_column_option(),
     json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
-    """Decode a folder of images once into the cache under a name; later runs memory-map it."""
+    """Decode a folder of images once into the cache under a name; later runs memory-map it (and
+    its captions, as they are now: prepare again after editing them)."""
     from pathlib import Path
 
     from aigc_cli.data import cache
 
     with progress_bar() as progress:
-        ds = cache.prepare(Path(folder).expanduser(), name, resolution, progress)
+        ds = cache.prepare(Path(folder).expanduser(), name, resolution, progress, caption_column)
     entry = cache.registry()[name]
     data = {**ds.info(), "cache": str(cache.root() / f"{entry['key']}.npy")}
     if json_out:
@@ -111,6 +126,8 @@ def prepare(
         return
     c, h, w = ds.shape
     common.info(f"prepared {name}: {len(ds)} images of {c}x{h}x{w} in {data['cache']}")
+    if ds.captions is not None:
+        common.info(f"captions: {captions_line(ds)}")
     if ds.skip_summary():
         common.info(ds.skip_summary())
 
@@ -152,17 +169,18 @@ def info(
     resolution: Optional[int] = typer.Option(
         None, "--resolution", help=RESOLUTION.help, min=RESOLUTION.minimum, max=RESOLUTION.maximum,
         show_default=False),
+    caption_column: str = caption_column_option(),
     json_out: bool = typer.Option(False, "--json", help="Print as JSON."),
 ) -> None:
-    """Load a dataset and show its size, shape, classes and fingerprint (a text corpus: its
-    characters, held-out part and alphabet)."""
+    """Load a dataset and show its size, shape, classes, captions and fingerprint (a text corpus:
+    its characters, held-out part and alphabet)."""
     if _is_text(spec):
         if resolution is not None:
             from aigc_cli.core.errors import ConfigError
 
             raise ConfigError(f"--resolution applies to images; {spec} is a text corpus")
         return _corpus_info(spec, split, json_out)
-    ds = load(spec, split, resolution)
+    ds = load(spec, split, resolution, caption_column)
     data = ds.info()
     data["skipped"] = ds.skipped
     from aigc_cli.data import cache
@@ -183,6 +201,7 @@ def info(
         ["class names", ", ".join(ds.classes) if ds.classes else ""],
         ["resolution", ds.resolution if ds.resolution is not None else ""],
         ["upscaled", ds.upscaled if ds.resolution is not None else ""],
+        ["captions", captions_line(ds)],
         ["skipped files", ds.skip_reasons() or 0],
         ["fingerprint", ds.fingerprint],
         ["cache", data.get("cache", "")],

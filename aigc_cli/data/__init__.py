@@ -9,11 +9,13 @@ LOADERS = {"images": load_dataset, "text": load_corpus}  # by models/registry.py
 
 
 def load_data(produces: str, spec: str, split: str = "train", progress=None, resolution: int | None = None,
-              crop: str = "center"):
+              crop: str = "center", caption_column: str = "text"):
     """The training data of a family that produces ``produces``: an ImageDataset (at
-    ``resolution``, when given, with ``crop``) or a TextCorpus."""
+    ``resolution``, when given, with ``crop``; an image folder's captions from ``caption_column``)
+    or a TextCorpus."""
     if produces == "images":
-        return load_dataset(spec, split, progress=progress, resolution=resolution, crop=crop)
+        return load_dataset(spec, split, progress=progress, resolution=resolution, crop=crop,
+                            caption_column=caption_column)
     return LOADERS[produces](spec, split, progress=progress)
 
 

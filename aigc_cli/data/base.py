@@ -35,6 +35,18 @@ def pixel_digest(shape, chunks: Iterable[bytes], labels: torch.Tensor | None) ->
     return h.hexdigest()
 
 
+def with_captions(digest: str, captions: list[str] | None) -> str:
+    """A pixel digest with the captions folded in (the digest itself when there are none): the
+    same pixels captioned otherwise train another model. The decoded cache stores the pixel
+    digest and folds in the captions it reads at each load (data/cache.py)."""
+    if captions is None:
+        return digest
+    h = hashlib.sha256(digest.encode())
+    for caption in captions:
+        h.update(caption.encode("utf-8") + b"\0")
+    return h.hexdigest()
+
+
 def require_regular(path: Path, what: str = "a dataset file or folder") -> int:
     """The size of ``path``, a regular file, found by stat before any open (core.io.check_input:
     opening a FIFO blocks, reading a device never ends); a one-line DatasetError otherwise."""
@@ -70,6 +82,8 @@ class ImageDataset:
     # One caption per image ("" for an image without one: trained unconditionally), or None when
     # the dataset has no captions at all (docs/text-to-image.md)
     captions: list[str] | None = None
+    # Image folders: each row's file, relative to the folder (posix), which captions are matched to
+    sources: list[str] | None = None
     _fingerprint: str | None = field(default=None, repr=False)
 
     def __post_init__(self):
@@ -123,13 +137,7 @@ class ImageDataset:
             stored = self.windows if self.windows is not None else self.images
             flat = stored.contiguous().numpy().reshape(-1)
             chunks = (flat[i:i + CHUNK].tobytes() for i in range(0, flat.size, CHUNK))  # never a second copy
-            digest = pixel_digest(stored.shape, chunks, self.labels)
-            if self.captions is not None:  # the same pixels captioned otherwise train another model
-                h = hashlib.sha256(digest.encode())
-                for caption in self.captions:
-                    h.update(caption.encode("utf-8") + b"\0")
-                digest = h.hexdigest()
-            self._fingerprint = digest
+            self._fingerprint = with_captions(pixel_digest(stored.shape, chunks, self.labels), self.captions)
         return self._fingerprint
 
     @property

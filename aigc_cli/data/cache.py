@@ -7,13 +7,18 @@ it passes over). Listing costs one stat per file; nothing is opened. A file adde
 touched or rewritten changes the key, so the folder is decoded again (into a new entry).
 
 An entry is ``<key>.npy`` (the (N, C, H, W) pixels) and ``<key>.json`` (the header: shape,
-classes, labels, skip counts, the key's inputs, the pixels' fingerprint, and a sha256 of the
-header itself). Both are written atomically (temp + fsync + os.replace), the header last: an
-entry without a header is never read. On load: the header's own checksum, the .npy's shape and
+classes, labels, skip counts, the file of each row, the key's inputs, the pixels' fingerprint,
+and a sha256 of the header itself). Both are written atomically (temp + fsync + os.replace),
+the header last: an entry without a header is never read. On load: the header's own checksum, the .npy's shape and
 dtype, and the file's size against the header are checked; pixels of entries up to VERIFY_BYTES
 are hashed again and compared with the fingerprint (a byte edited by hand is caught there;
 above that size an edit that keeps the size is not, for a load must not read 20 GB). Whatever
 fails: the entry is decoded again, never trained on.
+
+Captions are not in an entry: a folder's are read at every load (data/captions.py) and matched
+to the header's ``rows``, so that an edited metadata.jsonl or sidecar takes effect without a
+decode (caption files are not in the listing). A prepared name keeps the captions it was
+prepared with in ``<name>.captions.json`` beside the registry: it loads without its folder.
 
 Stale entries: a folder decoded again (it changed) replaces the entries of the same folder and
 resolution that no prepared name holds; ``prune()`` (``aigc datasets prune``) removes every entry
@@ -42,9 +47,10 @@ import torch
 from aigc_cli.core.errors import DatasetError
 from aigc_cli.core.io import atomic_path, atomic_write_json, probe
 from aigc_cli.core.paths import cache_dir
-from aigc_cli.data.base import CHUNK, ImageDataset, pixel_digest
+from aigc_cli.data import captions as caps
+from aigc_cli.data.base import CHUNK, ImageDataset, pixel_digest, with_captions
 from aigc_cli.data.download import Progress
-from aigc_cli.data.folder import Pixels
+from aigc_cli.data.folder import Pixels, folder_spec
 
 CACHE_VERSION = 1  # bump when the decoder's output changes
 VERIFY_BYTES = 256 << 20  # entries up to this size have their pixels hashed on every load
@@ -197,6 +203,7 @@ def write_entry(key: str, inputs: dict[str, Any], fill: Callable[[Any], ImageDat
             "classes": len(ds.classes) if ds.classes is not None else None, "class_names": ds.classes,
             "fingerprint": fingerprint, "skipped": ds.skipped, "skipped_why": ds.skipped_why,
             "files": ds.files, "upscaled": ds.upscaled, "resolution": ds.resolution, "key": inputs,
+            "rows": ds.sources,
             "source": ds.spec.get("spec"),
         }
         header["checksum"] = _checksum(header)
@@ -209,7 +216,7 @@ def write_entry(key: str, inputs: dict[str, Any], fill: Callable[[Any], ImageDat
     found = read_entry(key)
     if found is None:
         raise CacheWriteError(f"the dataset cache {npy} did not read back as written; is {folder} shared?")
-    return dataset_from(found[0], found[1], ds.name, ds.spec)
+    return dataset_from(found[0], found[1], ds.name, ds.spec, ds.captions)
 
 
 def write_dataset(key: str, ds: ImageDataset, inputs: dict[str, Any]) -> ImageDataset:
@@ -254,39 +261,51 @@ def remove_entry(key: str) -> None:
             (root() / f"{key}{suffix}").unlink()
 
 
-def dataset_from(header: dict[str, Any], images: torch.Tensor, name: str, spec: dict[str, Any]) -> ImageDataset:
+def dataset_from(header: dict[str, Any], images: torch.Tensor, name: str, spec: dict[str, Any],
+                 captions: list[str] | None = None) -> ImageDataset:
     labels = header["labels"]
     ds = ImageDataset(
         images=images, labels=torch.tensor(labels, dtype=torch.int64) if labels is not None else None,
         name=name, spec=spec, classes=header["class_names"], skipped=header["skipped"],
         skipped_why=dict(header["skipped_why"]), files=header["files"], resolution=header["resolution"],
-        upscaled=header["upscaled"], mapped=True)
-    ds._fingerprint = header["fingerprint"]
+        upscaled=header["upscaled"], mapped=True, captions=captions, sources=rows_of(header))
+    ds._fingerprint = with_captions(header["fingerprint"], captions)  # the header's is the pixels' alone
     return ds
 
 
+def rows_of(header: dict[str, Any]) -> list[str] | None:
+    """The file of each row of an entry; None for an entry written before captions (no rows)."""
+    rows = header.get("rows")
+    ok = isinstance(rows, list) and len(rows) == header["shape"][0] and all(isinstance(r, str) for r in rows)
+    return rows if ok else None
+
+
 def load_folder_cached(path: Path, split: str = "train", progress: Progress | None = None,
-                       resolution: int | None = None, strict: bool = False) -> tuple[ImageDataset, str]:
+                       resolution: int | None = None, strict: bool = False,
+                       caption_column: str | None = caps.COLUMN) -> tuple[ImageDataset, str]:
     """(the folder's dataset, its cache key): memory-mapped from a sound entry, or decoded and
-    written. A failed write is an error where ``strict`` (prepare), else the decoded set is used."""
+    written. A failed write is an error where ``strict`` (prepare), else the decoded set is used.
+    Captions (``caption_column``: folder.load_folder's) are read from the folder either way."""
     from aigc_cli.data import folder as folder_mod
 
     inputs = key_inputs(path, resolution)
     key = key_of(inputs)
-    spec = {"spec": str(path.resolve()), "split": split}
-    if resolution is not None:
-        spec["resolution"] = resolution
+    spec = folder_spec(path, split, resolution, caption_column)
     found = read_entry(key)
-    if found is not None:
-        return dataset_from(found[0], found[1], path.resolve().name, spec), key
+    if found is not None and rows_of(found[0]) is not None:  # an entry without rows decodes again
+        source = caps.source(path, caption_column) if caption_column is not None else None
+        captions = source.match(rows_of(found[0])) if source is not None else None
+        return dataset_from(found[0], found[1], path.resolve().name, spec, captions), key
     remove_entry(key)
     try:  # decoded straight into the entry: a folder larger than memory prepares in constant memory
         ds = write_entry(key, inputs, lambda f: folder_mod.load_folder(
-            path, split, progress, resolution, pixels=lambda n, h, w: EntryFile(f, n, h, w)))
+            path, split, progress, resolution, pixels=lambda n, h, w: EntryFile(f, n, h, w),
+            caption_column=caption_column))
     except CacheWriteError:
         if strict:
             raise
-        return folder_mod.load_folder(path, split, progress, resolution), key  # the cache is only a cache
+        # the cache is only a cache
+        return folder_mod.load_folder(path, split, progress, resolution, caption_column=caption_column), key
     _supersede(key, spec["spec"], resolution)
     return ds, key
 
@@ -295,7 +314,7 @@ def _headers() -> dict[str, dict[str, Any]]:
     """key -> header of every entry whose header reads (damaged ones are left to read_entry)."""
     out = {}
     for head in root().glob("*.json"):
-        if head.name != REGISTRY:
+        if re.fullmatch(r"[0-9a-f]{32}", head.stem):  # not the registry, nor a name's captions
             with contextlib.suppress(OSError, ValueError):
                 header = json.loads(head.read_text())
                 if isinstance(header, dict):
@@ -315,11 +334,13 @@ def _supersede(key: str, source: str, resolution: int | None) -> None:
 
 def prune() -> tuple[int, int]:
     """Remove every entry no prepared name holds, and stale temporary files: (entries, bytes)."""
-    held = {e.get("key") for e in registry().values()}
+    reg = registry()
+    held = {e.get("key") for e in reg.values()}
+    kept = {REGISTRY, *(captions_path(n).name for n in reg)}
     entries, freed = set(), 0
     for path in root().iterdir() if root().is_dir() else ():
         entry = path.suffix in (".npy", ".json") and re.fullmatch(r"[0-9a-f]{32}", path.stem) is not None
-        if path.name == REGISTRY or (entry and path.stem in held):
+        if path.name in kept or (entry and path.stem in held):
             continue
         st, kind = probe(path)
         if st is None or kind != "a regular file":
@@ -358,16 +379,54 @@ def check_name(name: str) -> None:
                            "starting with a letter or digit")
 
 
-def prepare(folder: Path, name: str, resolution: int | None, progress: Progress | None = None) -> ImageDataset:
+def captions_path(name: str) -> Path:
+    """Where the prepared dataset ``name`` keeps its captions (names hold no '/': check_name)."""
+    return root() / f"{name}.captions.json"
+
+
+def _save_captions(name: str, ds: ImageDataset, column: str | None) -> None:
+    """The captions ``name`` was prepared with, or none (a stale file of the name removed)."""
+    path = captions_path(name)
+    try:
+        if ds.captions is None:
+            path.unlink(missing_ok=True)
+        else:
+            atomic_write_json(path, {"column": column, "rows": ds.sources, "captions": ds.captions})
+    except OSError as e:
+        raise DatasetError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def _prepared_captions(name: str, entry: dict[str, Any], header: dict[str, Any]) -> list[str] | None:
+    """The captions of the prepared ``name``, checked against the rows of its entry."""
+    if not entry.get("captions"):
+        return None
+    path = captions_path(name)
+    try:
+        data = json.loads(path.read_text())
+        captions = data["captions"]
+        ok = (isinstance(captions, list) and all(isinstance(c, str) for c in captions)
+              and len(captions) == header["shape"][0] and data.get("rows") in (None, rows_of(header)))
+    except (OSError, ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise DatasetError(f"the captions of the prepared dataset {name} ({path}) are damaged, gone or of other "
+                           f"images; prepare it again: aigc datasets prepare {entry.get('source')} --name {name}")
+    return captions
+
+
+def prepare(folder: Path, name: str, resolution: int | None, progress: Progress | None = None,
+            caption_column: str = caps.COLUMN) -> ImageDataset:
     check_name(name)
     st, kind = probe(folder)
     if st is None or kind != "a folder":
         raise DatasetError(f"{folder} is {'missing' if st is None and kind == 'missing' else kind}; "
                            "prepare takes a folder of images")
-    ds, key = load_folder_cached(folder, "train", progress, resolution, strict=True)
+    ds, key = load_folder_cached(folder, "train", progress, resolution, strict=True, caption_column=caption_column)
+    _save_captions(name, ds, caption_column)  # before the registry names them
     reg = registry()
     old = reg.get(name, {}).get("key")
-    reg[name] = {"key": key, "source": str(folder.resolve()), "resolution": resolution}
+    reg[name] = {"key": key, "source": str(folder.resolve()), "resolution": resolution,
+                 "captions": ds.captions is not None}
     try:
         atomic_write_json(root() / REGISTRY, reg)
     except OSError as e:
@@ -389,7 +448,8 @@ def load_prepared(name: str, split: str = "train", resolution: int | None = None
         spec["resolution"] = entry["resolution"]
     source = Path(entry.get("source") or "")
     if found is None and entry.get("source") and probe(source)[1] == "a folder":  # decoded again
-        ds, key = load_folder_cached(source, split, None, entry.get("resolution"), strict=True)
+        # its captions are those it was prepared with, not the folder's today
+        ds, key = load_folder_cached(source, split, None, entry.get("resolution"), strict=True, caption_column=None)
         reg = registry()
         reg[name] = {**entry, "key": key}
         with contextlib.suppress(OSError):
@@ -398,7 +458,7 @@ def load_prepared(name: str, split: str = "train", resolution: int | None = None
     if found is None:
         raise DatasetError(f"the cache of the prepared dataset {name} is damaged or gone; prepare it again: "
                            f"aigc datasets prepare {entry.get('source')} --name {name}")
-    return dataset_from(found[0], found[1], name, spec)
+    return dataset_from(found[0], found[1], name, spec, _prepared_captions(name, entry, found[0]))
 
 
 def remove_prepared(name: str) -> None:
@@ -407,6 +467,8 @@ def remove_prepared(name: str) -> None:
         raise DatasetError(f"no prepared dataset {name!r}" + (f"; prepared: {', '.join(sorted(reg))}" if reg else ""))
     entry = reg.pop(name)
     atomic_write_json(root() / REGISTRY, reg)
+    with contextlib.suppress(OSError):
+        captions_path(name).unlink(missing_ok=True)
     if not any(e.get("key") == entry["key"] for e in reg.values()):
         remove_entry(entry["key"])
 

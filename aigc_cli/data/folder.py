@@ -13,7 +13,9 @@ Decisions, so every folder loads into one (N, C, H, W) uint8 tensor:
 - channels: RGB (3) if any image has colour (any pixel with R != G or G != B), else gray (1);
   transparency is composited on black;
 - labels: when every image lies inside an immediate subfolder, the subfolder names (sorted)
-  are the classes; otherwise the dataset is unlabelled.
+  are the classes; otherwise the dataset is unlabelled;
+- captions: from the root's metadata.jsonl or cat.txt sidecars (data/captions.py); those files
+  are not images and are left out of the listing, so an edited caption decodes nothing again.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import torch
 from aigc_cli.core.errors import DatasetError, opt
 from aigc_cli.core.images import UNREADABLE, decode_file, failure, stored_size
 from aigc_cli.core.io import open_input, probe
+from aigc_cli.data import captions as caps
 from aigc_cli.data.base import ImageDataset
 from aigc_cli.data.download import Progress
 
@@ -43,7 +46,10 @@ def _files(root: Path) -> tuple[list[Path], int]:
     out, other = [], 0
     for folder, dirs, names in os.walk(root):
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for path in (Path(folder) / n for n in sorted(names) if not n.startswith(".")):
+        names = [n for n in names if not n.startswith(".")]
+        stems = {Path(n).stem for n in names if Path(n).suffix.lower() != caps.SIDECAR}
+        at_root = Path(folder) == root
+        for path in (Path(folder) / n for n in sorted(names) if not caps.is_caption_file(n, stems, at_root)):
             if probe(path)[1] == "a regular file":
                 out.append(path)
             else:
@@ -90,8 +96,12 @@ class Pixels:
 
 
 def load_folder(root: Path, split: str = "train", progress: Progress | None = None,
-                resolution: int | None = None, pixels: Callable[[int, int, int], Pixels] = Pixels) -> ImageDataset:
-    """``pixels(n, h, w)``: where the decoded images go (default: memory)."""
+                resolution: int | None = None, pixels: Callable[[int, int, int], Pixels] = Pixels,
+                caption_column: str | None = caps.COLUMN) -> ImageDataset:
+    """``pixels(n, h, w)``: where the decoded images go (default: memory). ``caption_column``:
+    the metadata.jsonl field of the captions; None: no captions read (a prepared dataset keeps
+    its own)."""
+    captions = caps.source(root, caption_column) if caption_column is not None else None  # checked before decoding
     files, not_regular_count = _files(root)
     total = len(files) + not_regular_count
     why: Counter = Counter()
@@ -137,27 +147,38 @@ def load_folder(root: Path, split: str = "train", progress: Progress | None = No
         raise DatasetError(f"no readable images in {root} ({skipped} files skipped)")
     images = out.finish(channels)  # (N, C, H, W)
 
+    rows = [f.relative_to(root).as_posix() for f in kept]
     rel = [f.relative_to(root).parts for f in kept]
     labels = classes = None
     if all(len(p) >= 2 for p in rel):  # every image inside a subfolder: subfolders are classes
         classes = sorted({p[0] for p in rel})
         index = {c: i for i, c in enumerate(classes)}
         labels = torch.tensor([index[p[0]] for p in rel], dtype=torch.int64)
-    spec = {"spec": str(root.resolve()), "split": split}
-    if resolution is not None:
-        spec["resolution"] = resolution
     return ImageDataset(
         images=images,
         labels=labels,
         name=root.resolve().name,
-        spec=spec,
+        spec=folder_spec(root, split, resolution, caption_column),
         classes=classes,
         skipped=skipped,
         skipped_why=dict(why),
         files=total,
         resolution=resolution,
         upscaled=upscaled,
+        captions=captions.match(rows) if captions is not None else None,
+        sources=rows,
     )
+
+
+def folder_spec(root: Path, split: str, resolution: int | None, caption_column: str | None) -> dict:
+    """What load_dataset needs to load the folder again (a run's --resume): the caption column
+    only when it is not the default, so that the specs of runs without it stay as they were."""
+    spec = {"spec": str(root.resolve()), "split": split}
+    if resolution is not None:
+        spec["resolution"] = resolution
+    if caption_column not in (None, caps.COLUMN):
+        spec["caption_column"] = caption_column
+    return spec
 
 
 def load_image_file(path: Path, split: str = "train", resolution: int | None = None) -> ImageDataset | None:

@@ -11,6 +11,9 @@ they are decoded, arrays and named datasets afterwards: ``core.images.resize_ima
 training loop takes a random N x N window of each per batch (training/loop.py). A cache holds
 one shape per dataset, so the windows move in both directions inside a square a ninth larger,
 where diffusers' ``--random_crop`` moves along the long side of the unsquared image only.
+
+``caption_column``: the metadata.jsonl field an image folder's captions are read from
+(data/captions.py); another than the default is refused for anything but a folder.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from aigc_cli.core.images import resize_images
 from aigc_cli.core.faults import fault_point
 from aigc_cli.core.io import MISSING, probe
 from aigc_cli.data import digits, named, shapes, shapes_captions  # noqa: F401  (register the named and built-in datasets)
+from aigc_cli.data.captions import COLUMN
 from aigc_cli.data.arrays import load_array_file
 from aigc_cli.data.base import DATASETS, SPLITS, ImageDataset, require_regular
 from aigc_cli.data.download import Progress
@@ -41,7 +45,7 @@ def margin(resolution: int) -> int:
 
 
 def load_dataset(spec: str, split: str = "train", progress: Progress | None = None,
-                 resolution: int | None = None, crop: str = "center") -> ImageDataset:
+                 resolution: int | None = None, crop: str = "center", caption_column: str = COLUMN) -> ImageDataset:
     """``progress(description, done, total)`` hears about downloads and image decoding."""
     fault_point("dataset:load")
     if split not in SPLITS:
@@ -52,14 +56,17 @@ def load_dataset(spec: str, split: str = "train", progress: Progress | None = No
                           f"{RESOLUTIONS[1]}, got {resolution!r}")
     if crop not in CROPS:
         raise OptionError("crop", f"{crop!r} is not one of: {', '.join(CROPS)}")
+    if not isinstance(caption_column, str) or not caption_column:
+        raise OptionError("caption_column", f"must name a metadata.jsonl field, got {caption_column!r}")
     if crop == "center":
-        return _load(spec, split, progress, resolution)
+        return _load(spec, split, progress, resolution, caption_column)
     if resolution is None:
         raise OptionError("crop", "random needs --resolution N, the size of the windows it takes")
     from aigc_cli.data import cache
 
     prepared = spec in cache.registry()  # windows of the images as they were prepared
-    return random_windows(_load(spec, split, progress, None if prepared else margin(resolution)), resolution)
+    return random_windows(_load(spec, split, progress, None if prepared else margin(resolution), caption_column),
+                          resolution)
 
 
 def random_windows(ds: ImageDataset, resolution: int) -> ImageDataset:
@@ -76,14 +83,19 @@ def random_windows(ds: ImageDataset, resolution: int) -> ImageDataset:
     return ds
 
 
-def _load(spec: str, split: str, progress: Progress | None, resolution: int | None) -> ImageDataset:
+def _load(spec: str, split: str, progress: Progress | None, resolution: int | None,
+          caption_column: str = COLUMN) -> ImageDataset:
+    from aigc_cli.data import cache
+
+    if caption_column != COLUMN and (spec in DATASETS or spec in cache.registry() or not Path(spec).expanduser().is_dir()):
+        raise OptionError("caption_column", f"applies to image folders (their metadata.jsonl); {spec} is not one"
+                          + (" (a prepared dataset keeps the captions it was prepared with)"
+                             if spec in cache.registry() else ""))
     if spec in DATASETS:
         entry = DATASETS.get(spec)
         # Only datasets that download take a progress callback; ``load(split)`` stays the contract.
         ds = entry.load(split, progress=progress) if entry.needs_download else entry.load(split)
         return at_resolution(ds, resolution)
-    from aigc_cli.data import cache
-
     if spec in cache.registry():  # a prepared dataset (aigc datasets prepare --name)
         return cache.load_prepared(spec, split, resolution)
     path = Path(spec).expanduser()
@@ -96,7 +108,7 @@ def _load(spec: str, split: str, progress: Progress | None, resolution: int | No
     if found is None:  # a link loop, a broken link: said as such, not as "no such file"
         raise DatasetError(f"{spec} is {kind}; pass a dataset name, file or folder")
     try:
-        ds = _load_path(path, split, progress, resolution)
+        ds = _load_path(path, split, progress, resolution, caption_column)
     except OSError as e:  # permissions, I/O errors: still a one-line message
         raise DatasetError(f"cannot read {spec}: {e.strerror or e}") from None
     if ds is None:
@@ -116,11 +128,12 @@ def at_resolution(ds: ImageDataset, resolution: int | None) -> ImageDataset:
     return ds
 
 
-def _load_path(path: Path, split: str, progress: Progress | None, resolution: int | None) -> ImageDataset | None:
+def _load_path(path: Path, split: str, progress: Progress | None, resolution: int | None,
+               caption_column: str = COLUMN) -> ImageDataset | None:
     if path.is_dir():
         from aigc_cli.data.cache import load_folder_cached
 
-        return load_folder_cached(path, split, progress, resolution)[0]
+        return load_folder_cached(path, split, progress, resolution, caption_column=caption_column)[0]
     require_regular(path)  # a FIFO, device or socket is refused before anything opens it
     if path.suffix.lower() in (".npy", ".npz"):
         return at_resolution(load_array_file(path, split), resolution)

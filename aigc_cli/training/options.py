@@ -25,6 +25,8 @@ DATA_OPTIONS = (
     Option("crop", str, "center", "How --resolution makes an image square: center (its middle N x N) or random "
            "(a random N x N window each batch, of the image scaled to 9/8 N; drawn from the run's seed).",
            choices=("center", "random")),
+    Option("caption_column", str, "text", "The field of an image folder's metadata.jsonl that holds the captions "
+           "(a folder without one takes cat.txt beside cat.png; docs/text-to-image.md)."),
     Option("flip", bool, False, "Flip training batches horizontally at random (each image with probability "
            "1/2, drawn from the run's seed). Off by default: digits and text-like images must not be mirrored."),
 )

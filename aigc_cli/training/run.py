@@ -135,7 +135,8 @@ def _prepare(family, dataset, split, options, progress, dataset_progress, device
     data = None
     if fam.spec.trains_on != "none":
         data = load_data(fam.spec.trains_on, values["dataset"], values["split"], progress=dataset_progress,
-                         resolution=values.get("resolution"), crop=values.get("crop") or "center")
+                         resolution=values.get("resolution"), crop=values.get("crop") or "center",
+                         caption_column=values.get("caption_column") or "text")
         _say_skipped(data, progress)
     info = data.info() if data is not None else {}
     # The networks are sized for this device and one process's batch (models/sizing.py).
@@ -257,11 +258,11 @@ def _prepare_resume(run: Run, epochs, budget, progress, dataset_progress):
         try:
             spec = config["dataset"]["spec"]
             spec_name, split, resolution = spec["spec"], spec["split"], spec.get("resolution")
-            crop = spec.get("crop", "center")
+            crop, caption_column = spec.get("crop", "center"), spec.get("caption_column", "text")
         except (KeyError, TypeError, AttributeError) as e:
             raise RunError(f"{where} lacks the dataset's {e}; it cannot be resumed") from None
         data = load_data(family.spec.trains_on, spec_name, split, progress=dataset_progress, resolution=resolution,
-                         crop=crop)
+                         crop=crop, caption_column=caption_column)
         _say_skipped(data, progress)
     items = family.training_data(data, config)
     check_loop(loop, len(items) if items.items is not None else None, distributed.world())
