@@ -72,43 +72,76 @@ def sample_images(gen, n, output, seed, latents, nrow, save_latents, json_out, g
     if latents is not None and (seed is not None or drawn):
         raise ConfigError(f"--latents gives the latent vectors; drop {' and '.join(['--seed', *drawn])}")
     options = gen.options(gen_options)
+    prompts = read_prompts(gen, options)  # --prompt - of a captioned run: a folder of images per line
+    if len(prompts) > 1 and not folder:
+        raise ConfigError(f"--prompt - gave {len(prompts)} prompts: write them to a folder (-o DIR/), one "
+                          "subfolder of images per prompt")
     if latents is not None:
         z = load_latents(str(latents), gen.latent_dim)
         n = len(z)
     else:
         seed = common.random_seed() if seed is None else seed
         z = gen.latents(n, seed, **options)
-    cond = gen.conditioning(n, **options)
-    start = time.perf_counter()
-    with passes_bar(f"{gen.run.id}: sampling") as progress:
-        images = to_uint8(gen.generate(z, cond, progress=progress, **options))  # (n, C, H, W)
-    seconds = time.perf_counter() - start  # the model's cost at these options (diffusion: its steps)
-
     text = {"Software": "aigc", "aigc:run": gen.run.id, "aigc:seed": "" if seed is None else str(seed)}
     if latents is not None:
         text["aigc:latents"] = str(latents)
     written: list[str] = []
-    if folder:
-        for i, image in enumerate(images):
-            written.append(write_bytes(str(Path(output).expanduser() / f"{i:05d}.png"),
-                                       png_bytes(image, {**text, "aigc:index": str(i)})))
-    else:
-        grid = make_grid(images, nrow=nrow)
-        written.append(write_bytes(output, png_bytes(grid, {**text, "aigc:index": f"0-{n - 1}"})))
+    start = time.perf_counter()
+    for p, prompt in enumerate(prompts):  # the same latents for every prompt: the prompts compare
+        given = options if prompt is None else {**options, "prompt": prompt}
+        cond = gen.conditioning(n, **given)
+        with passes_bar(f"{gen.run.id}: sampling") as progress:
+            images = to_uint8(gen.generate(z, cond, progress=progress, **options))  # (n, C, H, W)
+        meta = {**text, "aigc:prompt": prompt} if prompt is not None else text
+        if folder:
+            where = Path(output).expanduser() / (prompt_folder(p, prompt) if len(prompts) > 1 else "")
+            for i, image in enumerate(images):
+                written.append(write_bytes(str(where / f"{i:05d}.png"), png_bytes(image, {**meta, "aigc:index": str(i)})))
+        else:
+            grid = make_grid(images, nrow=nrow)
+            written.append(write_bytes(output, png_bytes(grid, {**meta, "aigc:index": f"0-{n - 1}"})))
+    seconds = time.perf_counter() - start  # the model's cost at these options (diffusion: its steps)
+    if len(prompts) > 1:
+        options = {**options, "prompt": list(prompts)}
 
     if save_latents is not None:
         buffer = io.BytesIO()
         np.save(buffer, z.numpy().astype(np.float32), allow_pickle=False)
         write_bytes(str(save_latents), buffer.getvalue())
 
+    total = n * len(prompts)
     summary = {"run": gen.run.id, "seed": seed, "n": n, "label": options.get("label"), **options, "outputs": written,
-               "seconds": round(seconds, 4), "images_per_s": round(n / max(seconds, 1e-9), 1)}
+               "seconds": round(seconds, 4), "images_per_s": round(total / max(seconds, 1e-9), 1)}
     if save_latents is not None:
         summary["latents"] = str(save_latents)
     if json_out and not is_stdout(output):
         common.print_json(summary)
     elif not is_stdout(output):
-        common.info(f"wrote {n} images from {gen.run.id} (seed {seed}) to {written[0] if len(written) == 1 else output}")
+        common.info(f"wrote {total} images from {gen.run.id} (seed {seed}) to {written[0] if len(written) == 1 else output}")
+
+
+def read_prompts(gen, options: dict) -> list[str | None]:
+    """The prompts to draw, in order: ``--prompt -`` of a captioned run reads one a line from
+    standard input (blank lines skipped); otherwise the one given (or None: the run's defaults)."""
+    import sys
+
+    from aigc_cli.core.errors import ConfigError
+
+    prompt = options.get("prompt")
+    if prompt != "-" or "prompt" not in gen.conditions:
+        return [prompt]
+    lines = [line.strip() for line in sys.stdin.read().splitlines() if line.strip()]
+    if not lines:
+        raise ConfigError("--prompt -: standard input holds no prompt; give one a line")
+    return lines
+
+
+def prompt_folder(index: int, prompt: str) -> str:
+    """``003-a-red-square``: the subfolder of one prompt's images, in input order."""
+    import re
+
+    slug = re.sub(r"[^a-z0-9]+", "-", prompt.lower()).strip("-")[:48].rstrip("-")
+    return f"{index:03d}-{slug}" if slug else f"{index:03d}"
 
 
 # Names that promise binary contents: text written under them would mislead whatever opens them.
