@@ -152,7 +152,8 @@ def test_text_encoder_matches_transformers(saves, kind):
 
 def test_legacy_eos_token_id_2_pools_at_the_largest_id(saves, tmp_path):
     """Configs from before transformers#24773 say eos_token_id 2: transformers then pools at the
-    argmax of the ids (CLIP's EOS is its largest id), and so does aigc."""
+    argmax of the ids (in OpenAI's vocabulary EOS has the largest id; in this one it has not,
+    which is what transformers computes all the same), and so does aigc."""
     from transformers import CLIPTextModel
 
     from aigc_cli.hub.clip import load_clip, tokenize
@@ -261,3 +262,29 @@ def test_aigc_import_points_clip_elsewhere(saves, cli, aigc_home, clean_error):
     code, out, err = cli("import", saves["full"][0], "--name", "c")
     clean_error(code, err, "is a CLIP model", "--text-encoder")
     assert out == b"" and not (aigc_home / "runs").exists() or not any((aigc_home / "runs").iterdir())
+
+
+def test_a_hub_id_is_fetched_like_an_import(saves, tmp_path, aigc_env):
+    """A hub id (a stand-in hub on 127.0.0.1, through huggingface_hub, in a child process: its
+    endpoint is read at import): only CLIP's files are fetched, and the result is the folder's."""
+    import subprocess
+    import sys
+
+    from hub_server import HubServer
+
+    from aigc_cli.hub.clip import read_clip
+
+    repo = tmp_path / "repo"
+    shutil.copytree(saves["full"][0], repo)
+    (repo / "flax_model.msgpack").write_bytes(b"\0" * 64)  # not CLIP's to fetch
+    server = HubServer({"tiny/clip": repo})
+    try:
+        code = "import json, sys; from aigc_cli.hub.clip import read_clip; print(json.dumps(read_clip('tiny/clip').text))"
+        env = aigc_env(tmp_path / "home", HF_ENDPOINT=server.url, HF_HOME=tmp_path / "hf", HF_HUB_DISABLE_TELEMETRY="1")
+        done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == read_clip(str(repo)).text
+        assert "flax_model.msgpack" not in server.downloaded()
+        assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(server.downloaded())
+    finally:
+        server.close()
