@@ -239,18 +239,20 @@ def _edit_config(folder, **changes):
     (lambda f: _edit_config(f, hidden_act="relu"), ["field 'hidden_act' is 'relu': aigc's CLIP has quick_gelu, gelu"]),
     (lambda f: _edit_config(f, num_hidden_layers=3), ["has no tensor 'encoder.layers.2.self_attn.q_proj.weight'"]),
     (lambda f: _edit_config(f, num_hidden_layers=1), ["holds more layers than config.json's num_hidden_layers (1)"]),
+    (lambda f: _edit_config(f, intermediate_size=48), ["tensor for blocks.0.fc.weight is (64, 32), config.json makes it (48, 32)"]),
+    (lambda f: _edit_config(f, vocab_size=100), ["tokenizer has 569 tokens, more than config.json's vocab_size (100)"]),
     (lambda f: [(f / n).unlink() for n in ("tokenizer.json", "vocab.json", "merges.txt") if (f / n).exists()],
      ["has no tokenizer: expected tokenizer.json, or vocab.json and merges.txt"]),
 ])
 def test_bad_saves_are_one_line_errors(saves, tmp_path, damage, words):
-    from aigc_cli.hub.clip import read_clip
+    from aigc_cli.hub.clip import load_clip
     from aigc_cli.hub.formats import ImportError_
 
     folder = tmp_path / "bad"
     shutil.copytree(saves["text"][0], folder)
     damage(folder)
     with pytest.raises(ImportError_) as caught:
-        read_clip(str(folder))
+        load_clip(str(folder))
     message = str(caught.value)
     assert "\n" not in message, message
     for w in words:

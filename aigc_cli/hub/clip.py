@@ -129,6 +129,10 @@ def read_clip(source: str, *, revision: str | None = None,
         vision["projection_dim"] = _projection(tensors, "visual_projection.weight", vision_weights,
                                                vision["hidden_size"])
     tokenizer, specials = read_tokenizer(folder)
+    size = _tokenizer(tokenizer).get_vocab_size(with_added_tokens=True)
+    if size > text["vocab_size"]:
+        raise ImportError_(f"{folder}'s tokenizer has {size} tokens, more than config.json's vocab_size "
+                           f"({text['vocab_size']}): the tokenizer belongs to another model")
     text.update(specials)
     return ClipFiles(text, text_weights, vision, vision_weights, tokenizer, folder)
 
@@ -419,16 +423,24 @@ def load_clip(source: str | ClipFiles, device: str | torch.device = "cpu",
     """(text encoder, vision encoder or None, tokenizer JSON) of a CLIP save, frozen: eval mode,
     no gradients (aigc never trains CLIP)."""
     files = source if isinstance(source, ClipFiles) else read_clip(source)
-    text = ClipTextEncoder(files.text)
-    text.load_state_dict(files.text_weights, strict=True)
+    text = _filled(ClipTextEncoder(files.text), files.text_weights, files.folder)
     vision = None
     if files.vision is not None:
-        vision = ClipVisionEncoder(files.vision)
-        vision.load_state_dict(files.vision_weights, strict=True)
+        vision = _filled(ClipVisionEncoder(files.vision), files.vision_weights, files.folder)
     for module in (text, vision):
         if module is not None:
             module.to(device).eval().requires_grad_(False)
     return text, vision, files.tokenizer
+
+
+def _filled(module: nn.Module, weights: dict[str, torch.Tensor], folder: Path) -> nn.Module:
+    """``module`` with ``weights`` loaded; a tensor whose shape config.json contradicts is one line."""
+    for key, want in module.state_dict().items():
+        if tuple(weights[key].shape) != tuple(want.shape):
+            raise ImportError_(f"{folder / 'model.safetensors'} tensor for {key} is {tuple(weights[key].shape)}, "
+                               f"config.json makes it {tuple(want.shape)}: the config belongs to another model")
+    module.load_state_dict(weights, strict=True)
+    return module
 
 
 # -- images and the score ------------------------------------------------------------------------
@@ -468,12 +480,12 @@ def clip_score(text_encoder: ClipTextEncoder, vision_encoder: ClipVisionEncoder,
     reports the mean). images uint8 (N, 3, H, W); texts N captions, cut at the text tower's length."""
     if len(texts) != images.shape[0]:
         raise ValueError(f"clip_score needs one text per image: {images.shape[0]} images, {len(texts)} texts")
-    device = vision_encoder.patch.weight.device
+    device, text_device = vision_encoder.patch.weight.device, text_encoder.tok.weight.device
     scores = []
     for start in range(0, len(texts), batch_size):
         pixels = clip_preprocess(images[start:start + batch_size].to(device), vision_encoder.image_size)
         ids, mask = tokenize(texts[start:start + batch_size], tokenizer_json, text_encoder.max_length)
         image = F.normalize(vision_encoder.embed(pixels).float(), dim=-1)
-        text = F.normalize(text_encoder.embed(ids.to(device), mask.to(device)).float(), dim=-1)
+        text = F.normalize(text_encoder.embed(ids.to(text_device), mask.to(text_device)).float().to(device), dim=-1)
         scores.append((100 * (image * text).sum(-1)).clamp(min=0))
     return torch.cat(scores).cpu() if scores else torch.zeros(0)
