@@ -23,7 +23,6 @@ says where CLIP goes, and so that a hub id is fetched with the same checks and c
 
 from __future__ import annotations
 
-import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from aigc_cli.models.captions.clip import (ACTIVATIONS, BOS, EOS, Block, ClipTextEncoder,  # noqa: F401
+                                         ClipVisionEncoder, _tokenizer, tokenize)
 from aigc_cli.hub.formats import Converted, ImportError_, ImportFormat, read_json, read_safetensors, register_format
 
 # transformers' CLIPTextConfig / CLIPVisionConfig defaults (a field a config.json leaves out).
@@ -42,14 +43,9 @@ TEXT_DEFAULTS = {"vocab_size": 49408, "hidden_size": 512, "intermediate_size": 2
 VISION_DEFAULTS = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
                    "num_channels": 3, "image_size": 224, "patch_size": 32, "hidden_act": "quick_gelu",
                    "layer_norm_eps": 1e-5}
-ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),  # OpenAI's CLIP: a sigmoid approximation of GELU
-    "gelu": F.gelu,  # the exact erf form (e.g. LAION's OpenCLIP conversions)
-}
 # OpenAI's normalisation of [0, 1] RGB (transformers' OPENAI_CLIP_MEAN / OPENAI_CLIP_STD).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
 # Module names inside a layer: transformers' -> ours ("qkv": q_proj, k_proj, v_proj concatenated).
 LAYER_KEYS = {"layer_norm1": "ln1", "self_attn.out_proj": "attn.proj", "layer_norm2": "ln2",
@@ -291,131 +287,6 @@ def _from_vocab_and_merges(vocab_path: Path, merges_path: Path, settings: dict[s
         (tokens["eos"], tokenizer.token_to_id(tokens["eos"])), (tokens["bos"], tokenizer.token_to_id(tokens["bos"])),
         trim_offsets=False, add_prefix_space=False)
     return tokenizer
-
-
-@functools.lru_cache(maxsize=4)
-def _tokenizer(tokenizer_json: str):
-    from tokenizers import Tokenizer
-
-    return Tokenizer.from_str(tokenizer_json)
-
-
-def tokenize(texts: Sequence[str], tokenizer_json: str, max_length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids (B, max_length) int64, mask (B, max_length) bool): BOS text EOS, cut to ``max_length``
-    (BOS and EOS kept: 75 text tokens of 77) and padded with the tokenizer's pad token, as
-    transformers' ``tokenizer(texts, padding="max_length", truncation=True, max_length=...)``."""
-    tokenizer = _tokenizer(tokenizer_json)
-    padding = tokenizer.padding or {"pad_id": tokenizer.token_to_id(EOS), "pad_token": EOS}
-    tokenizer.enable_truncation(max_length)
-    tokenizer.enable_padding(pad_id=padding["pad_id"], pad_token=padding["pad_token"], length=max_length)
-    encodings = tokenizer.encode_batch(list(texts))
-    ids = torch.tensor([e.ids for e in encodings], dtype=torch.int64).reshape(len(encodings), max_length)
-    mask = torch.tensor([e.attention_mask for e in encodings], dtype=torch.bool).reshape(len(encodings), max_length)
-    return ids, mask
-
-
-# -- the encoders --------------------------------------------------------------------------------
-class Block(nn.Module):
-    """CLIPEncoderLayer: x + attn(ln1(x)), then x + mlp(ln2(x))."""
-
-    def __init__(self, fields: dict[str, Any]):
-        super().__init__()
-        width, self.heads = fields["hidden_size"], fields["num_attention_heads"]
-        self.ln1 = nn.LayerNorm(width, eps=fields["layer_norm_eps"])
-        self.attn = nn.ModuleDict({"qkv": nn.Linear(width, 3 * width), "proj": nn.Linear(width, width)})
-        self.ln2 = nn.LayerNorm(width, eps=fields["layer_norm_eps"])
-        self.fc = nn.Linear(width, fields["intermediate_size"])
-        self.out = nn.Linear(fields["intermediate_size"], width)
-        self.act = ACTIVATIONS[fields["hidden_act"]]
-
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor | None) -> torch.Tensor:
-        b, length, width = x.shape
-        # (B, L, 3D) -> 3 x (B, heads, L, D/heads)
-        q, k, v = self.attn["qkv"](self.ln1(x)).view(b, length, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
-        mixed = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)  # scale 1/sqrt(D/heads), as CLIP's
-        x = x + self.attn["proj"](mixed.transpose(1, 2).reshape(b, length, width))
-        return x + self.out(self.act(self.fc(self.ln2(x))))
-
-
-class ClipTextEncoder(nn.Module):
-    """CLIPTextTransformer (+ text_projection when the save has one), built from
-    ``ClipFiles.text``. Frozen where aigc uses it: ``load_clip`` sets eval() and no gradients."""
-
-    def __init__(self, fields: dict[str, Any]):
-        super().__init__()
-        self.fields = dict(fields)
-        width = fields["hidden_size"]
-        self.max_length = fields["max_position_embeddings"]
-        self.eos_token_id = fields["eos_token_id"]
-        self.tok = nn.Embedding(fields["vocab_size"], width)
-        self.pos = nn.Embedding(self.max_length, width)
-        self.blocks = nn.ModuleList(Block(fields) for _ in range(fields["num_hidden_layers"]))
-        self.ln = nn.LayerNorm(width, eps=fields["layer_norm_eps"])
-        proj = fields.get("projection_dim")
-        self.projection = nn.Linear(width, proj, bias=False) if proj else None
-
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """ids (B, L) int64, mask (B, L) bool (False: padding) -> (states (B, L, D): the final
-        LayerNorm's output, transformers' last_hidden_state; pooled (B, D): its EOS position)."""
-        b, length = ids.shape
-        x = self.tok(ids) + self.pos(torch.arange(length, device=ids.device))
-        # (B, 1, L, L): query i sees keys j <= i that are not padding
-        allowed = torch.ones(length, length, dtype=torch.bool, device=ids.device).tril()[None, None]
-        if mask is not None:
-            allowed = allowed & mask.bool()[:, None, None, :]
-        allowed = allowed | ~allowed.any(-1, keepdim=True)  # a row with no key (no BOS) stays finite
-        for block in self.blocks:
-            x = block(x, allowed)
-        states = self.ln(x)
-        if self.eos_token_id == 2:
-            # configs from before transformers#24773 name EOS 2: CLIP's EOS has the largest id
-            where = ids.argmax(-1)
-        else:
-            where = (ids == self.eos_token_id).int().argmax(-1)  # the first EOS: padding may be EOS too
-        return states, states[torch.arange(b, device=ids.device), where]
-
-    def embed(self, ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """(B, P): text_projection(pooled), transformers' text_embeds (before normalisation)."""
-        if self.projection is None:
-            raise ImportError_("this CLIP text encoder has no text_projection (a CLIPTextModel save): "
-                               "a CLIP score needs a CLIPModel or CLIPTextModelWithProjection save")
-        return self.projection(self(ids, mask)[1])
-
-
-class ClipVisionEncoder(nn.Module):
-    """CLIPVisionTransformer + visual_projection, built from ``ClipFiles.vision``."""
-
-    def __init__(self, fields: dict[str, Any]):
-        super().__init__()
-        self.fields = dict(fields)
-        width, self.image_size, patch = fields["hidden_size"], fields["image_size"], fields["patch_size"]
-        self.patch = nn.Conv2d(3, width, patch, patch, bias=False)
-        self.cls = nn.Parameter(torch.zeros(width))
-        self.pos = nn.Embedding((self.image_size // patch) ** 2 + 1, width)
-        self.ln_pre = nn.LayerNorm(width, eps=fields["layer_norm_eps"])
-        self.blocks = nn.ModuleList(Block(fields) for _ in range(fields["num_hidden_layers"]))
-        self.ln_post = nn.LayerNorm(width, eps=fields["layer_norm_eps"])
-        proj = fields.get("projection_dim")
-        self.projection = nn.Linear(width, proj, bias=False) if proj else None
-
-    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """pixels (N, 3, S, S), as clip_preprocess makes them -> (states (N, 1 + patches, D):
-        last_hidden_state, before any LayerNorm after the blocks; pooled (N, D): post-LN class token)."""
-        if tuple(pixels.shape[1:]) != (3, self.image_size, self.image_size):
-            raise ValueError(f"CLIP's vision tower takes (N, 3, {self.image_size}, {self.image_size}) pixels, "
-                             f"got {tuple(pixels.shape)}: use clip_preprocess")
-        x = self.patch(pixels.to(self.patch.weight.dtype)).flatten(2).transpose(1, 2)  # (N, patches, D)
-        x = torch.cat([self.cls.expand(x.shape[0], 1, -1), x], 1) + self.pos.weight
-        x = self.ln_pre(x)
-        for block in self.blocks:
-            x = block(x, None)
-        return x, self.ln_post(x[:, 0])
-
-    def embed(self, pixels: torch.Tensor) -> torch.Tensor:
-        """(N, P): visual_projection(pooled), transformers' image_embeds (before normalisation)."""
-        if self.projection is None:
-            raise ImportError_("this CLIP vision encoder has no visual_projection")
-        return self.projection(self(pixels)[1])
 
 
 def load_clip(source: str | ClipFiles, device: str | torch.device = "cpu",

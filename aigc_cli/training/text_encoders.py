@@ -49,7 +49,7 @@ def clip_section(value: str) -> dict[str, Any]:
     from aigc_cli.hub.clip import read_clip
 
     files = read_clip(value)
-    fields = files.text_fields
+    fields = files.text
     return {"encoder": "clip", "source": value, "length": fields["max_position_embeddings"],
             "dim": fields["hidden_size"], "clip": {**fields, "tokenizer": files.tokenizer}}
 
@@ -78,5 +78,5 @@ def source_weights(text: dict[str, Any]) -> dict[str, torch.Tensor] | None:
     if text["encoder"] == "clip":
         from aigc_cli.hub.clip import read_clip
 
-        return read_clip(text["source"]).text_weights
+        return {f"clip.{k}": v for k, v in read_clip(text["source"]).text_weights.items()}
     return None
