@@ -49,11 +49,20 @@ class Interpolation:
 
 def check_request(*, frames: int = FRAMES, from_seed: int | None = None, to_seed: int | None = None,
                   between: tuple[Path, Path] | None = None, latents: Path | None = None,
-                  traverse: str | None = None, mode: str | None = None) -> None:
+                  traverse: str | None = None, mode: str | None = None, from_prompt: str | None = None,
+                  to_prompt: str | None = None) -> None:
     """What can be refused before a run is loaded: the frames and a clash of path sources."""
     from aigc_cli.models import latent as L
 
     L.check_frames(frames)
+    if (from_prompt is None) != (to_prompt is None):
+        raise ConfigError(f"give {opt('from_prompt')} and {opt('to_prompt')} together: the captions of the first "
+                          "and the last frame")
+    if from_prompt is not None:
+        clash = [name for name, v in (("between", between), ("latents", latents), ("traverse", traverse)) if v is not None]
+        if clash:
+            raise ConfigError(f"{opt('from_prompt')} blends two captions over one latent or a seed path; drop "
+                              f"{' and '.join(opt(c) for c in clash)}")
     for name, seed in (("from_seed", from_seed), ("to_seed", to_seed)):
         if seed is not None:
             check_seed(seed, name)
@@ -80,6 +89,7 @@ def check_request(*, frames: int = FRAMES, from_seed: int | None = None, to_seed
 def interpolate(gen: "Generator", *, frames: int = FRAMES, from_seed: int | None = None, to_seed: int | None = None,
                 between: tuple[Path, Path] | None = None, latents: Path | None = None,
                 traverse: str | None = None, span: float = SPAN, mode: str | None = None,
+                from_prompt: str | None = None, to_prompt: str | None = None,
                 options: dict[str, Any] | None = None,
                 progress: Callable[[int, int], None] | None = None) -> Interpolation:
     """The frames of one interpolation of ``gen``'s run; ``options``: its generation options
@@ -93,9 +103,11 @@ def interpolate(gen: "Generator", *, frames: int = FRAMES, from_seed: int | None
     from aigc_cli.models.registry import families_where
 
     check_request(frames=frames, from_seed=from_seed, to_seed=to_seed, between=between, latents=latents,
-                  traverse=traverse, mode=mode)
+                  traverse=traverse, mode=mode, from_prompt=from_prompt, to_prompt=to_prompt)
     options = gen.options(options or {})
     family = gen.family.spec
+    if from_prompt is not None:
+        return _between_prompts(gen, frames, from_seed, to_seed, from_prompt, to_prompt, mode, options, progress)
     if between is not None and not gen.can_encode:
         takers = ", ".join(families_where(lambda s: s.encoder is not None))
         raise ConfigError(f"{opt('between')} needs a run with an encoder ({takers}); {gen.run.id} is a "
@@ -149,3 +161,35 @@ def interpolate(gen: "Generator", *, frames: int = FRAMES, from_seed: int | None
     images = gen.generate(flat, one.repeat(len(flat)), progress=progress, **options)
     info["rows"] = rows
     return Interpolation(images.view(rows, frames, *gen.image_shape), info, notes)
+
+
+def _between_prompts(gen: "Generator", frames: int, from_seed: int | None, to_seed: int | None, from_prompt: str,
+                     to_prompt: str, mode: str | None, options: dict[str, Any], progress) -> Interpolation:
+    """Frames whose caption blends from one prompt to another (the text encoder's token states,
+    weighted from 0 to 1), drawn from one latent, or along a seed path when ``to_seed`` is given."""
+    import dataclasses
+
+    import torch
+
+    from aigc_cli.core.seeding import fresh_seed
+    from aigc_cli.models import latent as L
+
+    if "prompt" not in gen.conditions or "negative_prompt" not in gen.conditions:
+        raise ConfigError(f"{opt('from_prompt')} needs a captioned image run; {gen.run.id} is not one")
+    if options.get("prompt") is not None:
+        raise ConfigError(f"{opt('from_prompt')} and {opt('to_prompt')} give the captions; drop {opt('prompt')}")
+    from_seed = fresh_seed() if from_seed is None else from_seed
+    info: dict[str, Any] = {"run": gen.run.id, "family": gen.family.spec.name, "frames": frames, **options,
+                            "from_prompt": from_prompt, "to_prompt": to_prompt, "from_seed": from_seed}
+    if to_seed is not None:
+        mode = mode or "slerp"
+        points = torch.cat([gen.latents(1, from_seed, **options), gen.latents(1, to_seed, **options)])
+        z = L.latent_path(points, frames, mode)  # (frames, D)
+        info.update(to_seed=to_seed, mode=mode)
+    else:
+        z = gen.latents(1, from_seed, **options).expand(frames, -1).contiguous()  # one latent: only the caption moves
+    cond = gen.conditioning(frames, **{**options, "prompt": from_prompt})
+    cond = dataclasses.replace(cond, prompts_to=(to_prompt,) * frames, mix=torch.linspace(0, 1, frames))
+    images = gen.generate(z, cond, progress=progress, **options)
+    info["rows"] = 1
+    return Interpolation(images.view(1, frames, *gen.image_shape), info, [])

@@ -21,6 +21,8 @@ def interpolate(
     to_seed: Optional[int] = typer.Option(None, "--to-seed", help="Seed of the last latent (random if omitted)."),
     between: Optional[Tuple[Path, Path]] = typer.Option(None, "--between", help="Runs with an encoder (VAE, diffusion): interpolate between the encodings of two images (A.png B.png)."),
     latents: Optional[Path] = typer.Option(None, "--latents", help="A .npy file of 2 or more latent rows: the path to follow (one row: the base of --traverse)."),
+    from_prompt: Optional[str] = typer.Option(None, "--from-prompt", help="Captioned runs: blend the caption from this prompt to --to-prompt over the frames (one latent for all, unless --to-seed is given too)."),
+    to_prompt: Optional[str] = typer.Option(None, "--to-prompt", help="Captioned runs: the caption of the last frame (with --from-prompt)."),
     traverse: Optional[str] = typer.Option(None, "--traverse", help="Vary latent dimensions one at a time: 'all', 3, 0,2,5 or 0-7; one row per dimension."),
     span: float = typer.Option(SPAN, "--range", help="--traverse sets each dimension to values from -RANGE to RANGE."),
     frames: int = typer.Option(FRAMES, "--frames", "-n", help="Frames, endpoints included (at least 2)."),
@@ -42,7 +44,7 @@ def interpolate(
     if kind == "gif":
         check_fps(fps)
     request = dict(frames=frames, from_seed=from_seed, to_seed=to_seed, between=between, latents=latents,
-                   traverse=traverse, mode=mode)
+                   traverse=traverse, mode=mode, from_prompt=from_prompt, to_prompt=to_prompt)
     check_request(**request)  # before the run loads: a clash of flags is instant
     gen = load_generator(run, common.device(), command="interpolate")
     with passes_bar(f"{gen.run.id}: interpolating") as progress:
