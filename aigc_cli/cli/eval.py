@@ -274,3 +274,34 @@ def ppl(
     values = [("bits_per_char", result["bits_per_char"]), ("bits_per_token", result["bits_per_token"]),
               ("perplexity", result["perplexity"])]
     common.print_result("  ".join(f"{label} {_fmt(value)}" for label, value in values))
+
+
+@app.command("agreement")
+@with_generation
+def agreement(
+    run: str = typer.Argument(..., metavar="RUN", help="A captioned run: id, name or 'last'."),
+    dataset: str = typer.Argument(..., metavar="DATASET", help="A captioned dataset whose captions are drawn "
+                                  "(shapes-captions, a folder with metadata.jsonl or .txt captions)."),
+    n: int = typer.Option(1000, "-n", "--n", min=1, help="Images drawn, one per caption picked from DATASET."),
+    seed: int = _seed_opt(),
+    split: str = _split_opt(),
+    clip: Optional[str] = typer.Option(None, "--clip", help="A CLIP model (folder or hub id, safetensors) for a CLIP "
+                                       "score; without it, shapes-captions' captions are judged by their factors."),
+    json_out: bool = _json_opt(),
+    gen_options: Optional[dict] = None,
+) -> None:
+    """Text-image agreement of a captioned run: does it draw what its captions say (docs/text-to-image.md)."""
+    from aigc_cli.core.options import check_seed
+    from aigc_cli.metrics.agreement import agreement as measure_agreement
+
+    check_seed(seed)
+    result = measure_agreement(run, dataset, split=split, n=n, seed=seed, clip=clip, device=common.device(),
+                               generation=gen_options)
+    if json_out:
+        common.print_json(result)
+        return
+    if result["judge"] == "clip":
+        values = [("clip_score", result["clip_score"]), ("std", result["clip_score_std"])]
+    else:
+        values = [(k, result[k]) for k in ("shape", "colour", "size", "position", "all")]
+    common.print_result("  ".join(f"{label} {_fmt(value)}" for label, value in values))

@@ -29,12 +29,13 @@ def measure(name: str, *sides: str, n: int = SAMPLE_N, seed: int = 0, ref_n: int
     for KID; absent: their declared defaults). Returns what ``--json`` prints."""
     from aigc_cli.metrics.evaluate import EvalContext, Reporter
     from aigc_cli.core.options import check_seed
-    from aigc_cli.metrics.sides import resolve_side
+    from aigc_cli.metrics.sides import pair_captions, resolve_side
 
     ctx = EvalContext(weights=weights, device=device, batch_size=batch_size, reporter=reporter or Reporter())
     check_seed(seed)
     resolved = [resolve_side(s, split=split, n=n, seed=seed, ref_n=ref_n, options=generation or {},
                              resolution=resolution) for s in sides]
+    pair_captions(resolved)
     return run_metric(name, resolved, ctx, **(options or {}))
 
 

@@ -18,6 +18,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -55,6 +57,9 @@ class Side:
     seed: int = 0
     options: dict[str, Any] = field(default_factory=dict)  # run: generation options (None = not given)
     path: Path | None = None  # stats file, folder
+    # dataset: its captions (the images' rows); run: the captions to draw, one per image, from a
+    # captioned dataset it is compared with (``pair_captions``); None: none
+    captions: list[str] | None = None
 
     @property
     def cacheable(self) -> bool:
@@ -161,7 +166,34 @@ def _dataset_side(spec: str, split: str, ref_n: int | None, resolution: int | No
     details = {"split": split, "dataset": ds.name, "available": total}
     if resolution is not None:
         details["resolution"] = resolution
-    return Side(spec, "dataset", ds.name, n=len(images), fingerprint=fingerprint, details=details, images=images)
+    captions = ds.captions
+    if captions is not None and idx is not None:
+        captions = [captions[i] for i in idx.tolist()]
+    return Side(spec, "dataset", ds.name, n=len(images), fingerprint=fingerprint, details=details, images=images,
+                captions=captions)
+
+
+def pair_captions(sides: list[Side]) -> None:
+    """A captioned run compared with a captioned dataset draws from the dataset's captions: its
+    ``n`` images are the captions of ``n`` dataset rows picked by the run side's seed (with
+    repeats when it asks for more than the dataset holds). Other runs draw as they always do."""
+    captions = next((s.captions for s in sides if s.kind == "dataset" and s.captions), None)
+    if captions is None:
+        return
+    for side in sides:
+        if side.kind == "run" and side.options.get("prompt") is None and _captioned(side.run_ref):
+            g = torch.Generator().manual_seed(side.seed)
+            rows = torch.randint(len(captions), (side.n,), generator=g) if side.n > len(captions) \
+                else torch.randperm(len(captions), generator=g)[: side.n]
+            side.captions = [captions[i] for i in rows.tolist()]
+            side.details["prompts"] = "the captions of the dataset side"
+
+
+def _captioned(run_ref: str) -> bool:
+    from aigc_cli.models.registry import load_config
+    from aigc_cli.runs.store import resolve_run
+
+    return bool(load_config(resolve_run(run_ref))["model"].get("text"))
 
 
 def sample_run(side: Side, device, batch_size: int = 256) -> torch.Tensor:
@@ -169,7 +201,16 @@ def sample_run(side: Side, device, batch_size: int = 256) -> torch.Tensor:
     from aigc_cli.generation import load_generator
 
     gen = load_generator(side.run_ref, device, command="eval fid")  # the image metrics apply together
-    images = gen.sample_uint8(side.n, side.seed, batch_size=batch_size, **gen.options(side.options))
+    if side.captions is not None:  # a captioned run, each image drawn from one of the dataset's captions
+        from aigc_cli.core.images import to_uint8
+
+        options = gen.options(side.options)
+        z = gen.latents(side.n, side.seed, **options)
+        cond = gen.conditioning(side.n, **options)
+        cond = dataclasses.replace(cond, prompts=tuple(side.captions))
+        images = to_uint8(gen.generate(z, cond, batch_size=batch_size, **options))
+    else:
+        images = gen.sample_uint8(side.n, side.seed, batch_size=batch_size, **gen.options(side.options))
     if images.dtype != torch.uint8 or images.ndim != 4:
         raise AigcError(f"run {side.run_ref} produced {tuple(images.shape)} {images.dtype}, not uint8 images")
     return images.cpu()
