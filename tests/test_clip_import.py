@@ -23,68 +23,11 @@ TEXT = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_atten
             max_position_embeddings=LENGTH, layer_norm_eps=1e-5)
 VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32,
               patch_size=8)
-CORPUS = ("a photo of a cat . a photo of a dog ! the red bus parked near the old station in the rain , "
-          "what's this ? it's 3 cats and 5 dogs . grüße café ") * 20
-
-
-def _bpe(folder):
-    """vocab.json + merges.txt of a CLIP-style BPE (``</w>`` word ends, byte-level alphabet)."""
-    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE(end_of_word_suffix="</w>", unk_token=EOS))
-    tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "),
-                                           normalizers.Lowercase()])
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""),
-                             behavior="removed", invert=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False)])
-    alphabet = pre_tokenizers.ByteLevel.alphabet()
-    tok.train_from_iterator([CORPUS], trainers.BpeTrainer(
-        vocab_size=300 + 2 * len(alphabet), special_tokens=[BOS, EOS], show_progress=False,
-        initial_alphabet=alphabet, end_of_word_suffix="</w>"))
-    tok.model.save(str(folder))
-    vocab = json.loads((folder / "vocab.json").read_text())
-    for c in alphabet:  # CLIP's vocabulary has every byte alone and as a word end
-        vocab.setdefault(c + "</w>", len(vocab))
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    return len(vocab)
-
-
-def _perturb(model):
-    with torch.no_grad():  # biases, LayerNorms and the class embedding away from their 0/1 start
-        for name, p in model.named_parameters():
-            if name.endswith("bias") or "norm" in name or "class_embedding" in name:
-                p.add_(torch.randn_like(p) * 0.1)
-    return model.eval()
 
 
 @pytest.fixture(scope="module")
-def saves(tmp_path_factory):
-    """{kind: (folder, transformers model)} for 'full' (CLIPModel), 'text' (CLIPTextModel),
-    'proj' (CLIPTextModelWithProjection, GELU), plus the tokenizer."""
-    from transformers import (CLIPConfig, CLIPModel, CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection,
-                              CLIPTokenizer)
-
-    root = tmp_path_factory.mktemp("clip")
-    (root / "bpe").mkdir()
-    vocab_size = _bpe(root / "bpe")
-    hf_tok = CLIPTokenizer.from_pretrained(root / "bpe", model_max_length=LENGTH)
-    ids = dict(bos_token_id=hf_tok.bos_token_id, eos_token_id=hf_tok.eos_token_id, pad_token_id=hf_tok.pad_token_id)
-    torch.manual_seed(0)
-    out = {}
-    for kind, make in [
-        ("full", lambda: CLIPModel(CLIPConfig(text_config={**TEXT, **ids, "vocab_size": vocab_size},
-                                              vision_config=VISION, projection_dim=24))),
-        ("text", lambda: CLIPTextModel(CLIPTextConfig(**TEXT, **ids, vocab_size=vocab_size))),
-        ("proj", lambda: CLIPTextModelWithProjection(CLIPTextConfig(**TEXT, **ids, vocab_size=vocab_size,
-                                                                    projection_dim=20, hidden_act="gelu"))),
-    ]:
-        model = _perturb(make())
-        model.save_pretrained(root / kind, safe_serialization=True)
-        hf_tok.save_pretrained(root / kind)
-        out[kind] = (root / kind, model)
-    out["tokenizer"], out["bpe"] = hf_tok, root / "bpe"
-    return out
+def saves(clip_saves):
+    return clip_saves
 
 
 def _hf_ids(hf_tok, texts):

@@ -177,7 +177,7 @@ def pair_captions(sides: list[Side]) -> None:
     """A captioned run compared with a captioned dataset draws from the dataset's captions: its
     ``n`` images are the captions of ``n`` dataset rows picked by the run side's seed (with
     repeats when it asks for more than the dataset holds). Other runs draw as they always do."""
-    captions = next((s.captions for s in sides if s.kind == "dataset" and s.captions), None)
+    captions = next((c for c in map(_side_captions, sides) if c), None)
     if captions is None:
         return
     for side in sides:
@@ -187,6 +187,19 @@ def pair_captions(sides: list[Side]) -> None:
                 else torch.randperm(len(captions), generator=g)[: side.n]
             side.captions = [captions[i] for i in rows.tolist()]
             side.details["prompts"] = "the captions of the dataset side"
+
+
+def _side_captions(side: Side) -> list[str] | None:
+    """The non-empty captions of a dataset side, or of a folder side (its metadata.jsonl or .txt
+    captions, data/captions.py); None for other sides and for sides without any."""
+    captions = side.captions
+    if side.kind == "folder" and side.path is not None:
+        from aigc_cli.data.captions import source
+
+        rows = [f.relative_to(side.path).as_posix() for f in side.files]
+        captions = source(side.path).match(rows)
+    named = [c for c in captions or [] if c]
+    return named or None
 
 
 def _captioned(run_ref: str) -> bool:

@@ -116,7 +116,11 @@ class _Denoise(nn.Module):
         if cond.mix is not None:  # a blend towards other captions: their states, weighted per row
             other = self.encode(cond.prompts_to, device)
             w = cond.mix.to(device, states[0].dtype).view(-1, 1, 1)
-            states = (states[0] * (1 - w) + other[0] * w, states[1] | other[1])
+            # Between the ends a row attends to either caption's tokens; at an end, to its own only
+            # (so the first and last frames are the two prompts' images exactly)
+            ends = w.view(-1, 1)
+            mask = torch.where(ends == 0, states[1], torch.where(ends == 1, other[1], states[1] | other[1]))
+            states = (states[0] * (1 - w) + other[0] * w, mask)
         if not guided:
             return {"text": states}, None
         return {"text": states}, {"text": self.encode(cond.negatives or ("",) * n, device)}
