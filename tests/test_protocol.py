@@ -54,7 +54,7 @@ def test_conditions_a_run_does_not_take_are_one_line_errors(aigc_home, tiny_npz,
     code, _, err = cli("sample", "run2", "--label", "1", "-o", aigc_home / "x.png")
     clean_error(code, err, "run2 is not class-conditional; drop --label")
     code, _, err = cli("sample", "run1", "--prompt", "hello", "-o", aigc_home / "x.png")
-    clean_error(code, err, "--prompt does not apply to run1, a gan run (it does to text runs)")
+    clean_error(code, err, "--prompt does not apply to run1, a gan run (it does to diffusion, text runs)")
     assert not (aigc_home / "x.png").exists()
 
 

@@ -96,7 +96,11 @@ def show(
         count = sum(len(v) for v in adapters["layers"].values() if isinstance(v, list))
         items.append(["adapters", f"LoRA rank {adapters.get('rank')}, alpha {adapters.get('alpha')}, on {count} layers of "
                       f"{', '.join(adapters['layers'])} (the base weights are the parent's)"])
-    items += [[f"model.{k}", _short(v)] for k, v in cfg.get("model", {}).items()]
+    text = cfg.get("model", {}).get("text")
+    if isinstance(text, dict):  # a captioned run: its text encoder, where its frozen weights came from
+        source = f" from {text['source']}" if text.get("source") else ""
+        items.append(["captions", f"{text.get('encoder')} text encoder{source}, {text.get('length')} tokens"])
+    items += [[f"model.{k}", _short(v)] for k, v in cfg.get("model", {}).items() if k != "text"]
     items += [[f"train.{k}", _short(v)] for k, v in cfg.get("train", {}).items()]
     items.append(["seed", cfg.get("seed")])
     if data["last_metrics"]:

@@ -130,6 +130,10 @@ def run_training(family: str, options: list[Option], resume: Optional[str], json
                 def announce(r):
                     model = r.read_config()["model"]
                     cond = f", class-conditional on {model['num_classes']} classes" if model.get("conditional") else ""
+                    if model.get("text"):
+                        text = model["text"]
+                        source = f" {text['source']}" if text.get("source") else ""
+                        cond = f", conditioned on captions ({text['encoder']}{source} text encoder)"
                     common.info(f"[bold]{r.id}[/bold] started in {r.path} on {device}{cond}")
 
                 run = training.train(family, device=device, progress=progress, on_run=announce,

@@ -48,6 +48,9 @@ def configure(values: dict[str, Any], produces: str) -> dict[str, Any]:
 
 
 def check(config: dict[str, Any]) -> None:
+    if config["model"].get("text"):
+        raise ConfigError("aigc tune does not tune captioned diffusion runs yet (DDPO draws without prompts); "
+                          "tune a class-conditional or unconditional run")
     tune, model, batch = config["tune"], config["model"], config["train"]["batch_size"]
     if batch % tune["minibatches"]:
         raise ConfigError(f"--batch-size {batch} does not split into --minibatches {tune['minibatches']}")
