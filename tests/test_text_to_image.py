@@ -108,6 +108,8 @@ def test_refusals_are_one_line(home, cli, clean_error, bars, tmp_path):
     clean_error(*cli("train", "diffusion", "-d", bars, "--text-encoder", "nosuchrun", *TINY)[::2], "nosuchrun")
     clean_error(*cli("train", "diffusion", "-d", bars, "--text-encoder", "run1", *TINY)[::2], "GPT text run")
     clean_error(*cli("export", "onnx", "run1", "--format", "images", "-o", tmp_path / "a.onnx")[::2], "prompt")
+    clean_error(*cli("tune", "run1", "--reward", "compressibility", "--epochs", "1")[::2], "captioned")
+    clean_error(*cli("eval", "agreement", "run1", "shapes", "-n", "2")[::2], "no captions")
 
 
 def test_interpolation_between_prompts(home, cli, tmp_path):
@@ -230,3 +232,26 @@ def test_agreement_and_fid_draw_from_the_captions(home, cli, clean_error, bars, 
                          "--inception-weights", fake_inception.weights)
     assert code == 0, err
     assert json.loads(out)["a"]["prompts"] == "the captions of the dataset side"
+
+
+def test_agreement_on_shapes_captions_uses_the_factor_checker(aigc_home, cli):
+    code, out, err = cli("-q", "train", "diffusion", "-d", "shapes-captions", "--split", "test", *TINY, "--time", "2s")
+    assert code == 0, err
+    code, out, err = cli("eval", "agreement", "run1", "shapes-captions", "--split", "test", "-n", "6", "--steps", "2",
+                         "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["judge"] == "shapes-factors" and result["n"] == 6 and result["unparsed"] == 0
+    assert all(0 <= result[k] <= 1 for k in ("shape", "colour", "size", "position", "all"))
+
+
+@pytest.mark.slow  # two trainings, one on 2 launched ranks (about 15 s)
+def test_two_ranks_train_a_captioned_run_as_one_process_does(tmp_path, bars, run_aigc, run_rows):
+    args = ["train", "diffusion", "-d", bars, *TINY, "--epochs", "1"]
+    one = run_aigc(tmp_path / "one", "-q", *args)
+    assert one.returncode == 0, one.stderr
+    two = run_aigc(tmp_path / "two", "-q", *args, "--nproc", "2")
+    assert two.returncode == 0, two.stderr
+    drop = ("images_per_s", "seconds")
+    for a, b in zip(run_rows(tmp_path / "one", drop=drop), run_rows(tmp_path / "two", drop=drop), strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5, abs=1e-6)
