@@ -7,7 +7,7 @@ the same rule for every encoder, so one exported denoiser graph takes the states
 tokenization keeps at least one position (a start token), so the empty caption, the unconditional
 half of classifier-free guidance, has an embedding of its own.
 
-Built from the run's ``model["text"]`` section alone (``build_encoder``); where frozen weights
+Built from the run's ``model["text"]`` section alone (build.py ``build_encoder``); where frozen weights
 come from (an aigc text run, a CLIP folder) is training's business (training/text_encoders.py).
 """
 
@@ -145,22 +145,6 @@ class GptEncoder(TextEncoder):
         for block in gpt.blocks:
             x = block(x)  # causal: padding after a caption never reaches its states
         return gpt.ln(x)
-
-
-def build_encoder(text: dict[str, Any]) -> TextEncoder:
-    """The encoder a run's ``model["text"]`` section describes (random or empty weights: the
-    run's own model.safetensors fills them)."""
-    kind = text["encoder"]
-    if kind == "learned":
-        f = text["learned"]
-        return LearnedEncoder(f["width"], f["layers"], f["heads"], text["length"])
-    if kind == "run":
-        return GptEncoder(text["gpt"], text["start"], text["length"])
-    if kind == "clip":
-        from aigc_cli.models.captions.clip import ClipEncoder
-
-        return ClipEncoder(text["clip"], text["length"])
-    raise ValueError(f"unknown text encoder {kind!r}")
 
 
 def learned_section() -> dict[str, Any]:

@@ -16,7 +16,8 @@ from aigc_cli.core.distributed import batch_rand, batch_randint, batch_randn
 from aigc_cli.core.errors import ConfigError, OptionError, RunError
 from aigc_cli.core.schema import Field
 from aigc_cli.models.captions import LEARNED, encoder_section
-from aigc_cli.models.captions.encoders import TextEncoder, build_encoder, check_text_section
+from aigc_cli.models.captions.build import build_encoder
+from aigc_cli.models.captions.encoders import TextEncoder, check_text_section
 from aigc_cli.models.common import (ImageFamily, IMAGE_FIELDS, CaptionedImages, class_conditions, image_fields,
                                     num_classes, preview_inputs)
 from aigc_cli.models.conditions import Conditioning
