@@ -34,7 +34,7 @@ from torch import nn
 
 from aigc_cli.models.captions.clip import (ACTIVATIONS, BOS, EOS, Block, ClipTextEncoder,  # noqa: F401
                                          ClipVisionEncoder, _tokenizer, tokenize)
-from aigc_cli.hub.formats import Converted, ImportError_, ImportFormat, read_json, read_safetensors, register_format
+from aigc_cli.hub.formats import read_vocab_and_merges, Converted, ImportError_, ImportFormat, read_json, read_safetensors, register_format
 
 # transformers' CLIPTextConfig / CLIPVisionConfig defaults (a field a config.json leaves out).
 TEXT_DEFAULTS = {"vocab_size": 49408, "hidden_size": 512, "intermediate_size": 2048, "num_hidden_layers": 12,
@@ -249,21 +249,7 @@ def _from_vocab_and_merges(vocab_path: Path, merges_path: Path, settings: dict[s
     ``<|startoftext|> ... <|endoftext|>`` around every text."""
     from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-    vocab = read_json(vocab_path, "the tokenizer's vocabulary")
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in vocab.values()):
-        raise ImportError_(f"{vocab_path} must map tokens to whole numbers")
-    try:
-        lines = merges_path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ImportError_(f"{merges_path} is not readable UTF-8 text ({e})") from None
-    merges = []
-    for number, line in enumerate(lines, 1):
-        if line.startswith("#version") or not line.strip():
-            continue
-        pair = line.split(" ")
-        if len(pair) != 2:
-            raise ImportError_(f"{merges_path} line {number} must hold two tokens separated by a space, got {line!r:.60}")
-        merges.append(tuple(pair))
+    vocab, merges = read_vocab_and_merges(vocab_path, merges_path)
     tokens = {k: _special(settings.get(f"{k}_token")) or d for k, d in (("unk", EOS), ("bos", BOS), ("eos", EOS))}
     try:
         tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=merges, dropout=None, continuing_subword_prefix="",

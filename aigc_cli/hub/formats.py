@@ -146,3 +146,24 @@ def detect_format(folder: Path) -> ImportFormat:
     if not found:
         raise ImportError_(f"{folder} is in no format aigc imports ({'; '.join(get_format(n).summary for n in list_formats())})")
     return found[0]
+
+
+def read_vocab_and_merges(vocab_path: Path, merges_path: Path) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """A BPE's vocab.json (token -> id) and merges.txt (pairs, one a line after an optional
+    ``#version`` line), checked: each a one-line error naming the file (and line)."""
+    vocab = read_json(vocab_path, "the tokenizer's vocabulary")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in vocab.values()):
+        raise ImportError_(f"{vocab_path} must map tokens to whole numbers")
+    try:
+        lines = merges_path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ImportError_(f"{merges_path} is not readable UTF-8 text ({e})") from None
+    merges = []
+    for number, line in enumerate(lines, 1):
+        if line.startswith("#version") or not line.strip():
+            continue
+        pair = line.split(" ")
+        if len(pair) != 2:
+            raise ImportError_(f"{merges_path} line {number} must hold two tokens separated by a space, got {line!r:.60}")
+        merges.append(tuple(pair))
+    return vocab, merges

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from aigc_cli.hub.formats import (
+    read_vocab_and_merges,
     Converted,
     ImportError_,
     ImportFormat,
@@ -179,21 +180,7 @@ def _from_vocab_and_merges(folder: Path, vocab_path: Path, merges_path: Path) ->
         processors,
     )
 
-    vocab = read_json(vocab_path, "the tokenizer's vocabulary")
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in vocab.values()):
-        raise ImportError_(f"{vocab_path} must map tokens to whole numbers")
-    try:
-        lines = merges_path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise ImportError_(f"{merges_path} is not readable UTF-8 text ({e})") from None
-    merges = []
-    for number, line in enumerate(lines, 1):
-        if line.startswith("#version") or not line.strip():
-            continue
-        pair = line.split(" ")
-        if len(pair) != 2:
-            raise ImportError_(f"{merges_path} line {number} must hold two tokens separated by a space, got {line!r:.60}")
-        merges.append(tuple(pair))
+    vocab, merges = read_vocab_and_merges(vocab_path, merges_path)
     settings: dict[str, Any] = {}
     for name in ("special_tokens_map.json", "tokenizer_config.json"):  # the latter wins, as in transformers
         if (folder / name).is_file():
