@@ -255,3 +255,13 @@ def test_two_ranks_train_a_captioned_run_as_one_process_does(tmp_path, bars, run
     drop = ("images_per_s", "seconds")
     for a, b in zip(run_rows(tmp_path / "one", drop=drop), run_rows(tmp_path / "two", drop=drop), strict=True):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-5, abs=1e-6)
+
+
+def test_captions_longer_than_the_encoder_are_cut_and_said(tmp_path, aigc_home, cli):
+    folder = write_captioned_bars(tmp_path / "long", n=32)
+    lines = (folder / "metadata.jsonl").read_text().splitlines()
+    lines[0] = json.dumps({"file_name": "000.png", "text": "a red bar " * 20})  # 200 bytes: over 96
+    (folder / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    code, out, err = cli("train", "diffusion", "-d", folder, *TINY, "--epochs", "1")
+    assert code == 0, err
+    assert "1 of 32 captions are longer than the learned text encoder's 96 tokens" in " ".join(err.split()), err

@@ -214,6 +214,11 @@ class FamilyImpl(ABC):
         started afresh). A parent whose network cannot take this data is a one-line error."""
         return {**parent, **{k: fresh[k] for k in self.init_free if k in fresh}}, []
 
+    def data_notes(self, data: Any, config: dict[str, Any]) -> list[str]:
+        """What to tell the user about how a new run uses its data (a captioned run: captions cut
+        to its text encoder's length); printed as train starts. None by default."""
+        return []
+
     def lora_targets(self, config: dict[str, Any]) -> dict[str, tuple[str, ...]]:
         """Inference module -> glob patterns of the layers ``--lora`` adapts by default
         (models/adapters.py); empty: the family has no default, ``--lora-targets`` must say."""

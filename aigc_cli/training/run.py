@@ -152,6 +152,9 @@ def _prepare(family, dataset, split, options, progress, dataset_progress, device
     if "flip" in values:  # image families: --resume keeps it
         train_cfg["flip"] = loop.flip
     items = fam.training_data(data, {"model": model_cfg, "train": train_cfg, "seed": loop.seed})
+    if progress is not None:
+        for note in fam.impl.data_notes(data, {"model": model_cfg, "train": train_cfg}):
+            progress.message(note)
     train_cfg["items"] = len(items)  # what an epoch steps through (0: the task makes its batches)
     # before the run folder exists: bad input leaves nothing behind
     check_loop(loop, len(items) if items.items is not None else None, distributed.world())

@@ -161,7 +161,13 @@ class ClipEncoder(TextEncoder):
         return tokenize(texts, self.tokenizer, self.length)
 
     def tokens_needed(self, text: str) -> int:
-        return len(_tokenizer(self.tokenizer).encode(text).ids)
+        from tokenizers import Tokenizer
+
+        if not hasattr(self, "_counter"):  # a copy that neither cuts nor pads (tokenize's does both)
+            self._counter = Tokenizer.from_str(self.tokenizer)
+            self._counter.no_truncation()
+            self._counter.no_padding()
+        return len(self._counter.encode(text).ids)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         return self.clip(ids, mask)[0]

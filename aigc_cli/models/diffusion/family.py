@@ -458,6 +458,18 @@ class DiffusionFamily(ImageFamily):
             ids[lo : lo + len(chunk)] = torch.where(mask, chunk, -1).to(torch.int32)
         return TrainingData(data.images, ids, windows=data.windows, mapped=data.mapped)
 
+    def data_notes(self, data: Any, config: dict[str, Any]) -> list[str]:
+        text = config["model"].get("text")
+        if not text or data is None or data.captions is None:
+            return []
+        encoder = build_encoder(text)
+        long = {c for c in set(data.captions) if encoder.tokens_needed(c) > text["length"]}
+        if not long:
+            return []
+        cut = sum(1 for c in data.captions if c in long)
+        return [f"{cut:,} of {len(data.captions):,} captions are longer than the {text['encoder']} text encoder's "
+                f"{text['length']} tokens: each is cut at the end"]
+
     def upgrade_config(self, config: dict[str, Any], version: int) -> dict[str, Any]:
         # Format 1 runs made before the options: the compact layout, one block per level, fp32.
         model = {"layout": "compact", "blocks": 1, **config["model"]}
