@@ -94,9 +94,18 @@ class LearnedEncoder(TextEncoder):
         self.pos = nn.Embedding(length, width)
         self.blocks = nn.ModuleList(Block(width, heads) for _ in range(layers))
         self.ln = nn.LayerNorm(width)
-        for p in self.parameters():
+        # Weights N(0, 0.02) and biases 0, as GPT-2's, but the byte embeddings N(0, 1): what a
+        # token is must outweigh where it is and what the blocks add. With PyTorch's default
+        # biases (up to +-0.09 here) every token got the same vector added, and with N(0, 0.02)
+        # byte embeddings joint training made every caption's states alike (pooled cosine 0.996,
+        # then 1.000): the U-Net had nothing to tell captions apart by and never learnt to
+        # (docs/benchmarks/text-to-image.md measures both).
+        for name, p in self.named_parameters():
             if p.ndim == 2:
                 nn.init.normal_(p, 0.0, 0.02)
+            elif name.endswith("bias") and not name.endswith(("ln1.bias", "ln2.bias", "ln.bias")):
+                nn.init.zeros_(p)
+        nn.init.normal_(self.tok.weight, 0.0, 1.0)
 
     def _row(self, text: str) -> list[int]:
         return [self.START, *text.encode("utf-8"), self.END]
