@@ -138,7 +138,7 @@ def test_prompt_to_image_from_the_two_onnx_graphs_alone(home, cli, tmp_path):
     meta = unet.get_modelmeta().custom_metadata_map
     ab = np.array(json.loads(meta["aigc.alphas_cumprod"]), dtype=np.float32)
 
-    def tokens(prompt, length=24):  # what aigc.tokenizer says, in the user's own code
+    def tokens(prompt, length=32):  # what aigc.tokenizer says, in the user's own code (26 tokens fit)
         ids = [256, *prompt.encode("utf-8"), 257][:length]
         return (np.array([ids + [258] * (length - len(ids))], dtype=np.int64),
                 np.array([[1] * len(ids) + [0] * (length - len(ids))], dtype=np.int64))
