@@ -288,7 +288,7 @@ def judge(name: str, guidances: list[float]) -> None:
     train = training_figures(name)
     for g in guidances:
         t0 = time.time()
-        row = {"run": name, "guidance": g, "steps": ARGS.steps}
+        row = {"run": name, "guidance": g, "steps": ARGS.steps, "k_seen": ARGS.k_seen, "k_held": ARGS.k_held}
         for split, prompts, seed in (("seen", seen_prompts, SEEN_SEED), ("held", held_prompts, HELD_SEED)):
             images = draw(gen, prompts, seed, g)
             row[split] = rounded(agreement(images, prompts))
@@ -298,7 +298,7 @@ def judge(name: str, guidances: list[float]) -> None:
                 save_grid(images[:: ARGS.k_held // 4 or 1], Path(ARGS.home) / f"grid-{name}-g{g:g}-held.png", 8)
         if g == guidances[0]:
             unc = draw(gen, [""] * ARGS.n_uncond, UNCOND_SEED, g)
-            row["uncond"] = factor_spread(unc)
+            row["uncond"] = factor_spread(unc) | {"n": ARGS.n_uncond}
         row["judge_s"] = round(time.time() - t0, 1)
         record(row | train)
 
