@@ -72,7 +72,8 @@ def parse() -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=None, help="sampling steps (default: the sampler's)")
     p.add_argument("--k-seen", type=int, default=8)
     p.add_argument("--k-held", type=int, default=32)
-    p.add_argument("--n-uncond", type=int, default=256)
+    p.add_argument("--n-uncond", type=int, default=256, help="unconditional samples (0: none; guidance has no "
+                   "effect on them, so once per run is enough)")
     p.add_argument("--threads", type=int, default=1)
     return p.parse_args()
 
@@ -296,7 +297,7 @@ def judge(name: str, guidances: list[float]) -> None:
             row[f"{split}_black"] = round((images.amax((1, 2, 3)) < 96).double().mean().item(), 4)
             if split == "held" and g == guidances[0]:
                 save_grid(images[:: ARGS.k_held // 4 or 1], Path(ARGS.home) / f"grid-{name}-g{g:g}-held.png", 8)
-        if g == guidances[0]:
+        if g == guidances[0] and ARGS.n_uncond:
             unc = draw(gen, [""] * ARGS.n_uncond, UNCOND_SEED, g)
             row["uncond"] = factor_spread(unc) | {"n": ARGS.n_uncond}
         row["judge_s"] = round(time.time() - t0, 1)
