@@ -334,6 +334,10 @@ def pct(v) -> str:
     return "-" if v is None else f"{100 * v:.1f}%"
 
 
+def abbrev(value: str) -> str:
+    return "".join(w[0] for w in value.split()).upper() if " " in value else value[:3]
+
+
 def part_table() -> None:
     rows = [json.loads(line) for line in LOG.read_text().splitlines() if line.strip()]
     judged = [r for r in rows if r.get("part") in ("judge", "pilot") and "seen" in r]
@@ -351,7 +355,7 @@ def part_table() -> None:
         if "uncond" in r:
             u = r["uncond"]
             print(f"| {r['run']} | {pct(u['found'])} | " + " | ".join(
-                " ".join(f"{k[:3]} {v}" for k, v in u[f"{f}_hist"].items()) for f in ("shape", "colour", "size", "position")) + " |")
+                " ".join(f"{abbrev(k)} {v}" for k, v in u[f"{f}_hist"].items()) for f in ("shape", "colour", "size", "position")) + " |")
     for r in rows:
         if "real" in r:
             print(f"real {r['split']}: " + ", ".join(f"{f} {pct(r['real'][f])}" for f in FACTOR_COLS) + f" (n {r['real']['n']})")
