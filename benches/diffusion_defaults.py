@@ -102,7 +102,8 @@ class DigitJudge:
         f, probs = features(self.model, images)
         top, cls = probs.max(1)
         per_class_fd = [fd(stats(f[asked == k]), self.per_class[k]) for k in range(10) if (asked == k).sum() > 1]
-        spread = sum(mean_pairwise(f[asked == k]) for k in range(10)) / 10
+        spreads = [mean_pairwise(f[asked == k]) for k in range(10) if (asked == k).sum() > 1]
+        spread = sum(spreads) / len(spreads)
         row = {
             "judge_fd": round(fd(stats(f), self.all), 2),
             "class_fd": round(sum(per_class_fd) / len(per_class_fd), 2),
