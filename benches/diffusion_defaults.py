@@ -163,6 +163,8 @@ def sweep(args, run_id: str) -> None:
     from aigc_cli.data import load_dataset
     from aigc_cli.generation import load_generator
 
+    gens = {"ema": load_generator(run_id)}
+    run_id = gens["ema"].run.id  # a name or 'last' resumes the rows of the same run id
     out = Path(args.out)
     done = set()
     if out.exists():
@@ -185,7 +187,6 @@ def sweep(args, run_id: str) -> None:
                 emit(row)
         return reals[n]
 
-    gens = {"ema": load_generator(run_id)}
     family = gens["ema"].config["family"]
     todo = configs(args) if family == "diffusion" else [{"weights": "ema", "n": args.n}]
     for cfg in todo:
