@@ -21,7 +21,7 @@ from aigc_cli.models.captions.encoders import TextEncoder, check_text_section
 from aigc_cli.models.common import (ImageFamily, IMAGE_FIELDS, CaptionedImages, class_conditions, image_fields,
                                     num_classes, preview_inputs)
 from aigc_cli.models.conditions import Conditioning
-from aigc_cli.models.diffusion import DEFAULT_GUIDANCE, LAYOUTS, PREDICTIONS, WEIGHTINGS
+from aigc_cli.models.diffusion import CAPTION_GUIDANCE, DEFAULT_GUIDANCE, LAYOUTS, PREDICTIONS, WEIGHTINGS
 from aigc_cli.models.diffusion.sampling import SPACINGS, DdimInverter, DiffusionDecoder, SamplingRules
 from aigc_cli.models.diffusion.schedule import (BETA_END, BETA_START, SCHEDULES, TIMESTEPS, loss_weight,
                                                 run_alpha_bar, target)
@@ -175,7 +175,7 @@ class DiffusionTask(TrainTask):
 
     @torch.no_grad()
     def previews(self) -> dict[str, torch.Tensor | CaptionedImages]:
-        guidance = DEFAULT_GUIDANCE if self.num_classes or self.text is not None else 1.0
+        guidance = CAPTION_GUIDANCE if self.text is not None else DEFAULT_GUIDANCE if self.num_classes else 1.0
         text = self.modules[self.inference_names()["text"]] if self.text is not None else None
         decoder = DiffusionDecoder(self.modules["unet_ema"], self.ab, self.model_cfg["prediction"],
                                    self.model_cfg["image_shape"], steps=PREVIEW_STEPS, guidance=guidance,
@@ -204,7 +204,7 @@ class DiffusionSampler(Sampler):
 
     def _guidance(self, guidance: float | None) -> float:
         if guidance is None:
-            return DEFAULT_GUIDANCE if self.conditional else 1.0
+            return CAPTION_GUIDANCE if self.text is not None else DEFAULT_GUIDANCE if self.conditional else 1.0
         if not self.conditional and guidance != 1.0:
             raise ConfigError("--guidance needs a class-conditional or captioned run; this one is unconditional")
         return guidance
