@@ -12,9 +12,10 @@ images = gen.sample_uint8(16, seed=1, label=3)   # a class-conditional run, clas
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -156,11 +157,18 @@ class Generator(_Loaded):
             out.append(encoder(xb, cond.rows(i, i + batch_size).to(self.device)).float().cpu())
         return torch.cat(out) if out else torch.empty(0, self.latent_dim)
 
-    def sample_uint8(self, n: int, seed: int, batch_size: int = 256, **options: Any) -> torch.Tensor:
+    def sample_uint8(self, n: int, seed: int, batch_size: int = 256, prompts: Sequence[str] | None = None,
+                     **options: Any) -> torch.Tensor:
         """(n, C, H, W) uint8, exactly the pixels ``aigc sample`` would write to PNG; ``options``:
-        the family's generation options (``truncation=``, ``label=``, ``steps=``...)."""
+        the family's generation options (``truncation=``, ``label=``, ``steps=``...); ``prompts``:
+        a captioned run's caption for each of the n images (a dataset's, for eval)."""
         z = self.latents(n, seed, **options)
-        return to_uint8(self.generate(z, self.conditioning(n, **options), batch_size, **options))
+        cond = self.conditioning(n, **options)
+        if prompts is not None:
+            if len(prompts) != n:
+                raise ConfigError(f"{len(prompts)} prompts for {n} images of {self.run.id}")
+            cond = dataclasses.replace(cond, prompts=tuple(prompts))
+        return to_uint8(self.generate(z, cond, batch_size, **options))
 
 
 def load_latents(path: str, latent_dim: int) -> torch.Tensor:

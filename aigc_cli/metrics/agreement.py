@@ -17,31 +17,20 @@ result = agreement("last", "shapes-captions", split="test", n=512)   # result["a
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
-
-import torch
 
 from aigc_cli.core.errors import ConfigError, opt
 
 AGREEMENT_N = 1000  # images drawn (one per picked caption)
 
 
-def pick_captions(captions: list[str], n: int, seed: int) -> list[str]:
-    """``n`` of a dataset's non-empty captions, picked by ``seed`` (with repeats past their count)."""
-    named = [c for c in captions if c]
-    g = torch.Generator().manual_seed(seed)
-    rows = torch.randint(len(named), (n,), generator=g) if n > len(named) else torch.randperm(len(named), generator=g)[:n]
-    return [named[i] for i in rows.tolist()]
-
-
 def agreement(run: str, dataset: str, *, split: str = "train", n: int = AGREEMENT_N, seed: int = 0,
               clip: str | None = None, device: Any = "cpu", batch_size: int = 256,
               generation: dict[str, Any] | None = None) -> dict[str, Any]:
     """What ``aigc eval agreement`` prints with --json."""
-    from aigc_cli.core.images import to_uint8
     from aigc_cli.data.load import load_dataset
     from aigc_cli.generation import load_generator
+    from aigc_cli.metrics.sides import pick_captions
 
     if n < 1:
         raise ConfigError("-n must be at least 1")
@@ -58,9 +47,7 @@ def agreement(run: str, dataset: str, *, split: str = "train", n: int = AGREEMEN
     options = gen.options(generation or {})
     if options.get("prompt") is not None:
         raise ConfigError(f"agreement draws from the dataset's captions; drop {opt('prompt')}")
-    z = gen.latents(n, seed, **options)
-    cond = dataclasses.replace(gen.conditioning(n, **options), prompts=tuple(prompts))
-    images = to_uint8(gen.generate(z, cond, batch_size=batch_size, **options))
+    images = gen.sample_uint8(n, seed, batch_size=batch_size, prompts=prompts, **options)
     result = {"run": gen.run.id, "dataset": ds.name, "split": split, "n": n, "seed": seed,
               **{k: v for k, v in options.items() if v is not None}}
     result.update(judge(images, prompts))

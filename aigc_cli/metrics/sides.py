@@ -18,8 +18,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import hashlib
 import os
 from dataclasses import dataclass, field
@@ -173,6 +171,15 @@ def _dataset_side(spec: str, split: str, ref_n: int | None, resolution: int | No
                 captions=captions)
 
 
+def pick_captions(captions: list[str], n: int, seed: int) -> list[str]:
+    """``n`` of a dataset's non-empty captions, picked by ``seed`` (with repeats past their count):
+    the prompts a captioned run is sampled with to be compared with that dataset."""
+    named = [c for c in captions if c]
+    g = torch.Generator().manual_seed(seed)
+    rows = torch.randint(len(named), (n,), generator=g) if n > len(named) else torch.randperm(len(named), generator=g)[:n]
+    return [named[i] for i in rows.tolist()]
+
+
 def pair_captions(sides: list[Side]) -> None:
     """A captioned run compared with a captioned dataset draws from the dataset's captions: its
     ``n`` images are the captions of ``n`` dataset rows picked by the run side's seed (with
@@ -182,10 +189,7 @@ def pair_captions(sides: list[Side]) -> None:
         return
     for side in sides:
         if side.kind == "run" and side.options.get("prompt") is None and _captioned(side.run_ref):
-            g = torch.Generator().manual_seed(side.seed)
-            rows = torch.randint(len(captions), (side.n,), generator=g) if side.n > len(captions) \
-                else torch.randperm(len(captions), generator=g)[: side.n]
-            side.captions = [captions[i] for i in rows.tolist()]
+            side.captions = pick_captions(captions, side.n, side.seed)
             side.details["prompts"] = "the captions of the dataset side"
 
 
@@ -214,16 +218,9 @@ def sample_run(side: Side, device, batch_size: int = 256) -> torch.Tensor:
     from aigc_cli.generation import load_generator
 
     gen = load_generator(side.run_ref, device, command="eval fid")  # the image metrics apply together
-    if side.captions is not None:  # a captioned run, each image drawn from one of the dataset's captions
-        from aigc_cli.core.images import to_uint8
-
-        options = gen.options(side.options)
-        z = gen.latents(side.n, side.seed, **options)
-        cond = gen.conditioning(side.n, **options)
-        cond = dataclasses.replace(cond, prompts=tuple(side.captions))
-        images = to_uint8(gen.generate(z, cond, batch_size=batch_size, **options))
-    else:
-        images = gen.sample_uint8(side.n, side.seed, batch_size=batch_size, **gen.options(side.options))
+    # a captioned run compared with a captioned dataset: each image drawn from one of its captions
+    images = gen.sample_uint8(side.n, side.seed, batch_size=batch_size, prompts=side.captions,
+                              **gen.options(side.options))
     if images.dtype != torch.uint8 or images.ndim != 4:
         raise AigcError(f"run {side.run_ref} produced {tuple(images.shape)} {images.dtype}, not uint8 images")
     return images.cpu()
