@@ -47,7 +47,6 @@ import random
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,50 +81,22 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "benches"))
+from runner import aigc, command, configure, exists, now, record  # noqa: E402
+
 ARGS: argparse.Namespace = argparse.Namespace()
-LOG = Path()
 
 
-def load1() -> float:
-    return round(os.getloadavg()[0], 2)
 
 
-def now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "aigc_cli", "--threads", str(ARGS.threads), *map(str, args)]
 
 
-def aigc(*args: str) -> str:
-    print(f"[{now()}] $ AIGC_HOME={ARGS.home} aigc --threads {ARGS.threads} {' '.join(map(str, args))}")
-    t0 = time.time()
-    out = subprocess.run(command(*args), env=os.environ, capture_output=True, text=True, check=False)
-    print(f"  ({time.time() - t0:.0f} s, load {load1()}) {out.stdout.strip()[-300:]}")
-    if out.returncode:
-        print(out.stderr[-3000:])
-        raise SystemExit(f"aigc failed ({out.returncode})")
-    return out.stdout
 
 
-def record(row: dict) -> None:
-    row = {"date": now(), "load1": load1(), "part": ARGS.part, **row}
-    print(json.dumps(row))
-    LOG.parent.mkdir(parents=True, exist_ok=True)
-    with LOG.open("a") as f:
-        f.write(json.dumps(row) + "\n")
 
 
-def exists(name: str) -> bool:
-    from aigc_cli.core.errors import RunError
-    from aigc_cli.runs.store import resolve_run
-
-    try:
-        resolve_run(name)
-        return True
-    except RunError:
-        return False
 
 
 def training_figures(name: str) -> dict:
@@ -339,7 +310,7 @@ def abbrev(value: str) -> str:
 
 
 def part_table() -> None:
-    rows = [json.loads(line) for line in LOG.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in (Path(ARGS.home) / "bench_text_to_image.jsonl").read_text().splitlines() if line.strip()]
     judged = [r for r in rows if r.get("part") in ("judge", "pilot") and "seen" in r]
     print("| run | guidance | split | " + " | ".join(FACTOR_COLS) + " | black | n |")
     print("|---|---|---|" + "---|" * (len(FACTOR_COLS) + 2))
@@ -362,13 +333,13 @@ def part_table() -> None:
 
 
 def main() -> None:
-    global ARGS, LOG
+    global ARGS
     ARGS = parse()
     os.environ["AIGC_HOME"] = ARGS.home
     os.environ["AIGC_THREADS"] = str(ARGS.threads)
     os.environ["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
     Path(ARGS.home).mkdir(parents=True, exist_ok=True)
-    LOG = Path(ARGS.home) / "bench_text_to_image.jsonl"
+    configure(ARGS.home, ARGS.threads, ARGS.part, "bench_text_to_image.jsonl")
     torch.set_num_threads(ARGS.threads)
     guidances = [float(g) for g in ARGS.guidance.split(",")]
     if ARGS.part == "pilot":

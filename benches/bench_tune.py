@@ -48,10 +48,8 @@ import argparse
 import functools
 import json
 import os
-import subprocess
 import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,49 +79,22 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "benches"))
+from runner import aigc, configure, exists, load1, now, record  # noqa: E402
+
 # Set by main() from the command line (importing the module, as tests/test_benches.py does, parses nothing).
 ARGS: argparse.Namespace = argparse.Namespace()
 BUDGETS: list[float] = []
-LOG = Path()
 
 
-def load1() -> float:
-    return round(os.getloadavg()[0], 2)
 
 
-def now() -> str:
-    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def aigc(*args: str) -> str:
-    cmd = [sys.executable, "-m", "aigc_cli", "--threads", str(ARGS.threads), *map(str, args)]
-    print(f"[{now()}] $ AIGC_HOME={ARGS.home} aigc --threads {ARGS.threads} {' '.join(map(str, args))}")
-    t0 = time.time()
-    out = subprocess.run(cmd, env=os.environ, capture_output=True, text=True, check=False)
-    print(f"  ({time.time() - t0:.0f} s, load {load1()}) {out.stdout.strip()[-300:]}")
-    if out.returncode:
-        print(out.stderr[-3000:])
-        raise SystemExit(f"aigc failed ({out.returncode})")
-    return out.stdout
 
 
-def record(row: dict) -> None:
-    row = {"date": now(), "load1": load1(), "part": ARGS.part, **row}
-    print(json.dumps(row))
-    LOG.parent.mkdir(parents=True, exist_ok=True)
-    with LOG.open("a") as f:
-        f.write(json.dumps(row) + "\n")
 
 
-def exists(name: str) -> bool:
-    from aigc_cli.core.errors import RunError
-    from aigc_cli.runs.store import resolve_run
-
-    try:
-        resolve_run(name)
-        return True
-    except RunError:
-        return False
 
 
 def curve(name: str) -> dict:
@@ -310,13 +281,13 @@ def part_ddpo() -> None:
 
 
 def main() -> None:
-    global ARGS, BUDGETS, LOG
+    global ARGS, BUDGETS
     ARGS = parse()
     os.environ["AIGC_HOME"] = ARGS.home
     os.environ["PYTHONPATH"] = str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")
     torch.set_num_threads(ARGS.threads)
     BUDGETS = [float(m) for m in ARGS.minutes.split(",")]
-    LOG = Path(ARGS.home) / "bench_tune.jsonl"
+    configure(ARGS.home, ARGS.threads, ARGS.part, "bench_tune.jsonl")
     print(f"[{now()}] part {ARGS.part}, budgets {BUDGETS} min, {ARGS.threads} thread(s), home {ARGS.home}, "
           f"load {load1()}, {torch.__version__}")
     {"grpo": part_grpo, "dpo": part_dpo, "ddpo": part_ddpo, "reinforce": part_reinforce}[ARGS.part]()

@@ -16,7 +16,7 @@ from aigc_cli.core.distributed import batch_rand, batch_randint, batch_randn
 from aigc_cli.core.errors import ConfigError, OptionError, RunError
 from aigc_cli.core.schema import Field
 from aigc_cli.models.captions import LEARNED, encoder_section
-from aigc_cli.models.captions.build import build_encoder
+from aigc_cli.models.captions.build import build_encoder, tokenizer_only
 from aigc_cli.models.captions.encoders import TextEncoder, check_text_section
 from aigc_cli.models.common import (ImageFamily, IMAGE_FIELDS, CaptionedImages, class_conditions, image_fields,
                                     num_classes, preview_inputs)
@@ -451,7 +451,7 @@ class DiffusionFamily(ImageFamily):
         text = config["model"].get("text")
         if not text:
             return super().training_data(data, config)
-        encoder = build_encoder(text)
+        encoder = tokenizer_only(text)
         ids = torch.full((len(data.captions), text["length"]), -1, dtype=torch.int32)
         for lo in range(0, len(ids), 4096):
             chunk, mask = encoder.tokenize(data.captions[lo : lo + 4096])
@@ -462,7 +462,7 @@ class DiffusionFamily(ImageFamily):
         text = config["model"].get("text")
         if not text or data is None or data.captions is None:
             return []
-        encoder = build_encoder(text)
+        encoder = tokenizer_only(text)
         long = {c for c in set(data.captions) if encoder.tokens_needed(c) > text["length"]}
         if not long:
             return []
