@@ -96,6 +96,7 @@ def test_training_writes_a_diffusion_run(trained, aigc_home):
     run = aigc_home / "runs" / "run1"
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["channel_mult"] == [1, 2] and config["model"]["conditional"] is True
+    assert config["model"]["weighting"] == "min-snr"  # class-conditional runs (captioned ones: none)
     keys = set(load_file(str(run / "checkpoint.safetensors")))
     assert any(k.endswith("unet.conv_in.weight") for k in keys) and any(k.endswith("unet_ema.conv_in.weight") for k in keys)
     assert sorted(p.name for p in (run / "samples").iterdir()) == ["samples_epoch001.png", "samples_epoch002.png"]

@@ -59,6 +59,7 @@ def test_a_captioned_folder_trains_on_its_captions(home, cli):
     assert text["encoder"] == "learned" and config["model"]["conditional"] is False
     assert sorted(text["prompts"]) == sorted(f"a {c} bar at the {p}" for c in COLOURS for p in PLACES)
     assert config["model"]["cross_attention"] == [True, True]
+    assert config["model"]["weighting"] == "none"  # every timestep alike: the layout is learnt at high noise
     preview = home / "runs/run1/samples/samples_epoch001.png"
     grid = np.asarray(Image.open(preview))
     assert grid.shape[0] > 4 * 16 and grid.shape[1] > 8 * 16  # scaled-up cells with text under them
@@ -280,3 +281,13 @@ def test_the_learned_encoder_tells_captions_apart_from_the_start():
     with torch.no_grad():
         pooled = pooled_text(encoder(ids, mask), mask)
     assert torch.cosine_similarity(pooled[0], pooled[1], dim=0) < 0.95  # 0.90 now; 0.996 before
+
+
+def test_a_captioned_run_takes_the_weighting_it_is_given(tmp_path, aigc_home, cli, bars):
+    """Captioned runs default to the plain loss (docs/text-to-image.md), class-conditional ones to
+    Min-SNR; an explicit --weighting wins over either."""
+    code, out, err = cli("-q", "train", "diffusion", "-d", bars, *TINY, "--epochs", "1", "--weighting", "min-snr")
+    assert code == 0, err
+    from aigc_cli.runs.store import resolve_run
+
+    assert json.loads((resolve_run("last").path / "config.json").read_text())["model"]["weighting"] == "min-snr"

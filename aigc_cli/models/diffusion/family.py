@@ -21,7 +21,8 @@ from aigc_cli.models.captions.encoders import TextEncoder, check_text_section
 from aigc_cli.models.common import (ImageFamily, IMAGE_FIELDS, CaptionedImages, class_conditions, image_fields,
                                     num_classes, preview_inputs)
 from aigc_cli.models.conditions import Conditioning
-from aigc_cli.models.diffusion import CAPTION_GUIDANCE, DEFAULT_GUIDANCE, LAYOUTS, PREDICTIONS, WEIGHTINGS
+from aigc_cli.models.diffusion import (CAPTION_GUIDANCE, CAPTION_WEIGHTING, DEFAULT_GUIDANCE, DEFAULT_WEIGHTING, LAYOUTS,
+                                      PREDICTIONS, WEIGHTINGS)
 from aigc_cli.models.diffusion.sampling import SPACINGS, DdimInverter, DiffusionDecoder, SamplingRules
 from aigc_cli.models.diffusion.schedule import (BETA_END, BETA_START, SCHEDULES, TIMESTEPS, loss_weight,
                                                 run_alpha_bar, target)
@@ -429,7 +430,7 @@ class DiffusionFamily(ImageFamily):
             "blocks": options["blocks"],
             "schedule": options["schedule"],
             "prediction": options["prediction"],
-            "weighting": options["weighting"],
+            "weighting": options["weighting"] or (CAPTION_WEIGHTING if captioned else DEFAULT_WEIGHTING),
             **image_fields(dataset_info, False if captioned else options["conditional"]),
             "timesteps": TIMESTEPS,
             **aigc_defaults(len(mult)),
