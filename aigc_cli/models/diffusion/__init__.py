@@ -18,13 +18,13 @@ WEIGHTINGS = ("min-snr", "none")
 # runs: 3, where colour and all-four agreement rose with guidance up to 5 and 3 is the middle
 # (docs/benchmarks/text-to-image.md). An unconditional run has no guidance (1).
 DEFAULT_GUIDANCE = 1.5
+CAPTION_GUIDANCE = 3.0
 # Captioned runs weigh every timestep alike: Min-SNR's weight, about the SNR at high noise (0.02 at
 # t = 900), starves the steps where a prompt's layout is decided ("in the top left": once a blob
 # shows, x_t says where it is, so only high noise teaches the words); with min-snr a caption's
 # position word moved the U-Net's output 0.009 at t = 900 after 1,290 steps, with none 0.16 after
 # 630 (docs/benchmarks/text-to-image.md).
 DEFAULT_WEIGHTING, CAPTION_WEIGHTING = "min-snr", "none"
-CAPTION_GUIDANCE = 3.0
 
 # Defaults follow the papers, each checked on MNIST against its alternatives (docs/benchmarks/diffusion.md).
 SPEC = register_family(FamilySpec(

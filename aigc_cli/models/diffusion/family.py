@@ -45,6 +45,14 @@ def cross_attention_levels(image_shape, levels: int) -> list[bool]:
     return [side // 2**i < CROSS_ATTENTION_BELOW for i in range(levels)]
 
 
+def default_guidance(model: dict[str, Any]) -> float:
+    """The guidance previews and samplers use when none is given: CAPTION_GUIDANCE for a captioned
+    run, DEFAULT_GUIDANCE for a class-conditional one, 1 (none) for an unconditional one."""
+    if model.get("text"):
+        return CAPTION_GUIDANCE
+    return DEFAULT_GUIDANCE if num_classes(model) else 1.0
+
+
 def preview_prompts(captions: list[str], n: int = PREVIEW_PROMPTS) -> list[str]:
     """``n`` distinct non-empty captions of the dataset, picked by a fixed seed from the sorted
     set: the prompts every epoch's previews draw (and ``sample``'s defaults)."""
@@ -176,7 +184,7 @@ class DiffusionTask(TrainTask):
 
     @torch.no_grad()
     def previews(self) -> dict[str, torch.Tensor | CaptionedImages]:
-        guidance = CAPTION_GUIDANCE if self.text is not None else DEFAULT_GUIDANCE if self.num_classes else 1.0
+        guidance = default_guidance(self.model_cfg)
         text = self.modules[self.inference_names()["text"]] if self.text is not None else None
         decoder = DiffusionDecoder(self.modules["unet_ema"], self.ab, self.model_cfg["prediction"],
                                    self.model_cfg["image_shape"], steps=PREVIEW_STEPS, guidance=guidance,
@@ -205,7 +213,7 @@ class DiffusionSampler(Sampler):
 
     def _guidance(self, guidance: float | None) -> float:
         if guidance is None:
-            return CAPTION_GUIDANCE if self.text is not None else DEFAULT_GUIDANCE if self.conditional else 1.0
+            return default_guidance(self.model)
         if not self.conditional and guidance != 1.0:
             raise ConfigError("--guidance needs a class-conditional or captioned run; this one is unconditional")
         return guidance
